@@ -1,0 +1,249 @@
+r"""IP-SAC: intention propagation trained by a replay-driven soft actor-critic (Algorithm 1, sec. 4.3, app. E.2).
+
+Networks: the intention propagation policy :math:`\Lambda_\theta` with outputs :math:`q_{i,\theta}`; two
+graph critics :math:`Q_{\kappa^1}, Q_{\kappa^2}`; a graph value network :math:`V_\eta` and its Polyak
+target :math:`V_{\bar\eta}`. All are shared across agents and output one value per agent.
+
+Losses, each a mean over the agents of the minibatch (the paper sums over agents; the mean divides
+every loss by the constant ``N``, which Adam's step is invariant to, and keeps one set of learning
+rates meaningful from N = 3 to N = 1225). :math:`\alpha` is Table 2's "regularizer factor" made
+explicit (the paper folds it into the reward):
+
+- value, sec. 4.3 / eq. (16):
+  :math:`J(\eta_i) = \mathbb E_{s \sim D}\big[\tfrac12 \big(V_{\eta_i}(s) - \mathbb E_{(a_i, a_{\mathcal N_i}) \sim (q_i, q_{\mathcal N_i})}[\min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i}) - \alpha \log q_{i,\theta}(a_i \mid s)]\big)^2\big]`
+- critics, sec. 4.3 / eq. (16), ``k = 1, 2``:
+  :math:`J(\kappa^k_i) = \mathbb E_{D}\big[\tfrac12 \big(Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i}) - \hat Q_i\big)^2\big]`,
+  :math:`\hat Q_i = r_i + \gamma (1 - d_i) V_{\bar\eta_i}(s')` where :math:`d_i` is *termination* only
+  (a time-limit truncation bootstraps);
+- policy, sec. 4.3 / app. E.2 (last equation):
+  :math:`J(\theta) = \mathbb E_{s \sim D, \mathbf a \sim \prod_i q_i}\big[\sum_i \alpha \log q_{i,\theta}(a_i \mid s) - \min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})\big]`;
+- temperature (optional, SAC v2): :math:`J(\alpha) = \mathbb E[-\log\alpha\,(\log q_i(a_i \mid s) + \bar{\mathcal H})]`;
+- target: :math:`\bar\eta \leftarrow \tau \eta + (1 - \tau) \bar\eta` every ``target_update_interval`` steps.
+
+**How the policy gradient reaches the neighbours' actions.** For continuous actions the joint sample
+:math:`\mathbf a` is reparameterised, so :math:`\partial Q_i / \partial a_j` flows into agent ``j``'s
+policy through the edge features. For discrete actions the critic outputs :math:`Q_i(s, \cdot,
+a_{\mathcal N_i})` for every own action, so the expectation over the agent's *own* action is exact
+(:math:`\sum_a q_i(a)[\dots]`, valid because the mean-field :math:`q` is a product); the neighbours'
+actions on the edges are either straight-through Gumbel-softmax one-hot samples (``gumbel``, the
+default: the critic sees the one-hot actions it was trained on, and the gradient w.r.t. the
+neighbours' logits flows through the soft relaxation) or the neighbours' probabilities themselves
+(``probs``: the mean-field approximation :math:`\mathbb E_{q_{\mathcal N}}[Q_i] \approx Q_i(s, \cdot,
+q_{\mathcal N})`, deterministic and lower-variance, but off the critic's training distribution).
+
+All losses are computed from one forward of every network on the same minibatch and applied
+together, as the SAC v1 reference implementation does: critics are frozen inside the policy loss and
+every target is detached, so each gradient reaches only its own parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ, neighbour_action_attr
+from ipgnn.nn.propagation import IntentionPropagationNetwork
+from ipgnn.replay import TransitionBatch
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the networks need to know about a task's agents."""
+
+    obs_dim: int
+    action_dim: int
+    discrete: bool
+    num_agent_types: int = 1
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Evaluate ``module`` without accumulating gradients in its parameters (inputs still get them)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def soft_q_target(reward: Tensor, terminated: Tensor, next_value: Tensor, gamma: float) -> Tensor:
+    r""":math:`\hat Q_i = r_i + \gamma (1 - d_i) V_{\bar\eta}(s')_i` (sec. 4.3, eq. 16)."""
+    return reward + gamma * (1.0 - terminated) * next_value
+
+
+def soft_value_target_discrete(probs: Tensor, log_probs: Tensor, q_min: Tensor, alpha: float | Tensor) -> Tensor:
+    r""":math:`\sum_a q_i(a)\,[\min_k Q_i(s, a, a_{\mathcal N_i}) - \alpha \log q_i(a)]` per agent (the
+    inner expectation of :math:`J(\eta_i)`, exact over the own action). ``log_probs`` must be 0 where
+    ``probs`` is 0 (masked actions)."""
+    return (probs * (q_min - alpha * log_probs)).sum(-1)
+
+
+class IPSAC(nn.Module):
+    """The IP-SAC learner: networks, optimisers, losses and one gradient step.
+
+    Args:
+        spec: the task's agents.
+        model: the ``model`` config section.
+        algo: the ``algo`` config section.
+    """
+
+    def __init__(self, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig):
+        super().__init__()
+        self.spec, self.cfg = spec, algo
+        self.policy = IntentionPropagationNetwork(
+            spec.obs_dim, spec.action_dim, spec.discrete, hidden=model.hidden, rounds=model.rounds, hops=model.hops,
+            heads=model.heads, num_agent_types=spec.num_agent_types)
+        critic_kw = dict(hidden=model.hidden, state_layers=model.critic_state_layers,
+                         num_agent_types=spec.num_agent_types)
+        self.q = TwinGraphQ(spec.obs_dim, spec.action_dim, spec.discrete, **critic_kw)
+        self.v = GraphValueNetwork(spec.obs_dim, **critic_kw)
+        self.v_target = copy.deepcopy(self.v).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(algo.alpha)), requires_grad=algo.autotune_alpha)
+        lr = algo.lr
+        self.optimizers = {
+            "policy": torch.optim.Adam(self.policy.parameters(), lr=algo.policy_lr or lr),
+            "q": torch.optim.Adam(self.q.parameters(), lr=algo.critic_lr or lr),
+            "v": torch.optim.Adam(self.v.parameters(), lr=algo.value_lr or lr),
+        }
+        if algo.autotune_alpha:
+            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=algo.alpha_lr or lr)
+        self.num_updates = 0
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def alpha(self) -> Tensor:
+        return self.log_alpha.detach().exp()
+
+    def target_entropy(self, dist) -> Tensor | float:
+        if self.cfg.target_entropy is not None:
+            return self.cfg.target_entropy
+        if self.spec.discrete:
+            mask = dist.mask
+            valid = (mask.sum(-1).float() if mask is not None
+                     else torch.full(dist.logits.shape[:1], float(self.spec.action_dim), device=dist.logits.device))
+            return 0.6 * valid.log()
+        return -float(self.spec.action_dim)
+
+    @torch.no_grad()
+    def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
+        """Joint action of all agents: one pass of intention propagation, then
+        :math:`a_i \\sim q_i` (or the mode when ``deterministic``)."""
+        dist = self.policy(obs).dist
+        return dist.greedy() if deterministic else dist.sample()
+
+    def action_features(self, action: Tensor) -> Tensor:
+        """How a stored action appears on the critic's edges: one-hot (discrete) or raw."""
+        if self.spec.discrete:
+            return F.one_hot(action.long(), self.spec.action_dim).float()
+        return action
+
+    # ----------------------------------------------------------------------------------------------
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        """Every loss term and diagnostic of one minibatch (see the module docstring)."""
+        obs, nxt = batch.obs, batch.next_obs
+        ei, agent_type = obs.edge_index, getattr(obs, "agent_type", None)
+        alpha = self.alpha
+        dist = self.policy(obs).dist
+
+        # --- the critic's view of a fresh joint sample a ~ prod_i q_i (critic parameters frozen)
+        if self.spec.discrete:
+            if self.cfg.discrete_neighbour_actions == "gumbel":
+                nbr = dist.gumbel_onehot(self.cfg.gumbel_temperature)
+            else:
+                nbr = dist.probs
+            with frozen(self.q):
+                q_pi = self.q(obs.x, ei, neighbour_action_attr(nbr, ei), agent_type=agent_type)  # [2, BN, A]
+            q_pi_min = q_pi.min(0).values
+            log_p = dist._safe_log_probs()
+            policy_loss = (dist.probs * (alpha * log_p - q_pi_min)).sum(-1).mean()
+            v_target = soft_value_target_discrete(dist.probs, log_p, q_pi_min, alpha).detach()
+            log_pi = -dist.entropy()  # E_{a~q}[log q(a)]
+        else:
+            a_pi, log_pi = dist.rsample()
+            with frozen(self.q):
+                q_pi = self.q(obs.x, ei, neighbour_action_attr(a_pi, ei), own_action=a_pi, agent_type=agent_type)
+            q_pi_min = q_pi.min(0).values
+            policy_loss = (alpha * log_pi - q_pi_min).mean()
+            v_target = (q_pi_min - alpha * log_pi).detach()
+
+        # --- J(eta): value towards E[min Q - alpha log q]
+        v = self.v(obs.x, ei, agent_type)
+        value_loss = 0.5 * (v - v_target).pow(2).mean()
+
+        # --- J(kappa^1) + J(kappa^2): critics towards r + gamma (1 - d) V_target(s')
+        with torch.no_grad():
+            v_next = self.v_target(nxt.x, nxt.edge_index, getattr(nxt, "agent_type", None))
+            q_hat = soft_q_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
+        feats = self.action_features(batch.action)
+        q_data = self.q(obs.x, ei, neighbour_action_attr(feats, ei),
+                        own_action=None if self.spec.discrete else batch.action, agent_type=agent_type)
+        if self.spec.discrete:
+            q_data = q_data.gather(-1, batch.action.long().view(1, -1, 1).expand(2, -1, 1)).squeeze(-1)
+        q_loss = 0.5 * (q_data - q_hat.unsqueeze(0)).pow(2).mean(1).sum()
+
+        out = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "q_loss": q_loss,
+            "q1": q_data[0].detach().mean(),
+            "q2": q_data[1].detach().mean(),
+            "v": v.detach().mean(),
+            "v_target": v_target.mean(),
+            "q_target": q_hat.mean(),
+            "entropy": -log_pi.detach().mean(),
+            "alpha": alpha,
+        }
+        if self.cfg.autotune_alpha:
+            target = self.target_entropy(dist)
+            out["alpha_loss"] = -(self.log_alpha * (log_pi.detach() + target)).mean()
+        return out
+
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        """One gradient step of every network (Algorithm 1, inner loop) and the Polyak update."""
+        terms = self.losses(batch)
+        total = terms["policy_loss"] + terms["value_loss"] + terms["q_loss"] + terms.get("alpha_loss", 0.0)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        norms = {}
+        clip = self.cfg.max_grad_norm or float("inf")
+        for name, module in (("policy", self.policy), ("q", self.q), ("v", self.v)):
+            norms[f"grad_norm/{name}"] = float(nn.utils.clip_grad_norm_(module.parameters(), clip))
+        for opt in self.optimizers.values():
+            opt.step()
+        self.num_updates += 1
+        if self.num_updates % self.cfg.target_update_interval == 0:
+            self.polyak_update()
+        stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        stats.update(norms)
+        return stats
+
+    @torch.no_grad()
+    def polyak_update(self) -> None:
+        r""":math:`\bar\eta \leftarrow \tau \eta + (1 - \tau) \bar\eta` (Algorithm 1)."""
+        tau = self.cfg.tau
+        for p, tp in zip(self.v.parameters(), self.v_target.parameters()):
+            tp.lerp_(p, tau)
+
+    # ----------------------------------------------------------------------------------------------
+    def full_state_dict(self) -> dict:
+        return {"networks": self.state_dict(), "num_updates": self.num_updates,
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+
+    def load_full_state_dict(self, state: dict) -> None:
+        self.load_state_dict(state["networks"])
+        self.num_updates = int(state["num_updates"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])

@@ -1,0 +1,258 @@
+"""Experiment configuration: a typed schema, YAML loading, dotted overrides.
+
+A config is four independent parts kept apart as in BenchMARL: ``env`` (the task and its
+communication graph), ``model`` (network sizes), ``algo`` (the loss and its hyper-parameters) and
+``train``/``replay``/``logger`` (the experiment). Defaults are the paper's (Table 2, app. D; sec. 5.2
+for the network); CPU-sized runs override them in their YAML or on the command line.
+
+Every error names the file, the dotted key and what was expected::
+
+    configs/x.yaml: model.hidden: expected an integer, got 'big'
+    configs/x.yaml: unknown key 'model.hiden' (did you mean 'model.hidden'?)
+
+Overrides use the form ``wandb agent`` passes: ``--train.total_steps=5000`` or ``model.rounds=3``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it comes from."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GraphConfig(_Section):
+    """How the communication graph is built each step (sec. 5.3)."""
+
+    kind: Literal["env", "knn", "full"] = Field(
+        "knn", description="env: the task's own static graph; knn: k nearest agents by position; full: all pairs")
+    k: int = Field(4, ge=1, description="neighbours per agent for kind=knn (paper: 4 below 30 agents, 8 above)")
+    symmetric: bool = Field(
+        False, description="knn only: add j->i whenever i->j exists (in-degree is then no longer exactly k)")
+
+
+class EnvConfig(_Section):
+    task: str = Field("mpe_spread", description="a name from ipgnn.envs.TASKS")
+    num_agents: int = Field(3, ge=1)
+    max_steps: int = Field(25, ge=1, description="episode length (app. D: 25 for MPE/MAgent, 100 for CityFlow)")
+    continuous_actions: bool = False
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    options: dict[str, Any] = Field(default_factory=dict, description="task-specific options, checked by the task")
+
+
+class ModelConfig(_Section):
+    """Sizes of the intention propagation network and the critics (sec. 5.2, app. B.2)."""
+
+    hidden: int = Field(128, ge=1, description="width of every layer (Table 2: 128)")
+    rounds: int = Field(2, ge=0, description="M, mean-field propagation rounds with shared weights (eq. 6); "
+                                             "the paper's 'hop size' h = 2")
+    hops: int = Field(1, ge=1, description="radius of the neighbourhood each round reads (1 = the graph itself)")
+    heads: int = Field(1, ge=1, description="attention heads of the propagation layer")
+    critic_state_layers: int = Field(0, ge=0, description="extra state-only GNN layers in Q and V")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class AlgoConfig(_Section):
+    """IP-SAC (Algorithm 1). Learning rates default to Table 2's single value when left unset."""
+
+    name: Literal["ipsac"] = "ipsac"
+    gamma: float = Field(0.95, ge=0.0, le=1.0, description="discount (Table 2)")
+    tau: float = Field(0.01, gt=0.0, le=1.0, description="Polyak coefficient of the target value network")
+    lr: float = Field(0.01, gt=0.0, description="learning rate of all networks (Table 2)")
+    policy_lr: Optional[float] = Field(None, gt=0.0)
+    critic_lr: Optional[float] = Field(None, gt=0.0)
+    value_lr: Optional[float] = Field(None, gt=0.0)
+    alpha: float = Field(0.2, gt=0.0, description="entropy weight (Table 2 'regularizer factor')")
+    autotune_alpha: bool = Field(False, description="tune alpha towards target_entropy instead of fixing it")
+    target_entropy: Optional[float] = Field(
+        None, description="per-agent target entropy; None: -action_dim (continuous), 0.6*log|A| (discrete)")
+    alpha_lr: Optional[float] = Field(None, gt=0.0)
+    discrete_neighbour_actions: Literal["gumbel", "probs"] = Field(
+        "gumbel", description="what the critic sees on edges in the policy/value losses for discrete actions")
+    gumbel_temperature: float = Field(1.0, gt=0.0)
+    target_update_interval: int = Field(1, ge=1, description="gradient steps between Polyak updates (Table 2: 1)")
+    max_grad_norm: Optional[float] = Field(None, gt=0.0, description="clip each network's gradient norm")
+
+
+class ReplayConfig(_Section):
+    capacity: int = Field(1_000_000, ge=1, description="transitions (Table 2: 1e6)")
+    batch_size: int = Field(1024, ge=1, description="transitions per minibatch (Table 2: 1024)")
+
+
+class TrainConfig(_Section):
+    total_steps: int = Field(1_000_000, ge=1, description="environment steps")
+    learning_starts: int = Field(1000, ge=0, description="uniform random steps before learning")
+    update_every: int = Field(1, ge=1, description="environment steps between update phases")
+    gradient_steps: int = Field(8, ge=0, description="gradient steps per update phase (Table 2: 8)")
+    eval_every: int = Field(10_000, ge=0, description="environment steps between evaluations (0: never)")
+    eval_episodes: int = Field(5, ge=1)
+    checkpoint_every: int = Field(10_000, ge=0, description="environment steps between checkpoints (0: at end only)")
+    save_replay: bool = Field(True, description="store the replay buffer with checkpoints so resume is exact")
+    log_every: int = Field(1000, ge=1, description="environment steps between logged training points")
+
+
+class LoggerConfig(_Section):
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="W&B mode; auto: online when credentials are configured, offline otherwise")
+    project: str = "ipgnn"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = Field(default_factory=list)
+    run_root: str = Field("runs", description="run directories go to <run_root>/<name>-<time>/")
+    progress: bool = Field(True, description="show a progress bar on the console")
+
+
+class ExperimentConfig(_Section):
+    name: str = "ipgnn"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides, saving
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names valid at ``loc`` (a path of section names) of the schema."""
+    cls: Any = model
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return list(cls.model_fields)
+
+
+def _describe(err: dict, source: str) -> str:
+    loc = tuple(p for p in err["loc"] if p != "__root__")
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(ExperimentConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
+        where = ".".join(map(str, loc[:-1])) or "the top level"
+        return f"{source}: unknown key '{key}'{hint}; valid keys in {where}: {', '.join(valid)}"
+    got = err.get("input")
+    msg = err["msg"]
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if err["type"].startswith(("int_", "float_", "bool_", "string_", "literal_")):
+        msg = f"expected {msg.replace('input should be ', '')}, got {got!r}"
+    return f"{source}: {key}: {msg}"
+
+
+def validate(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a nested dict against the schema, raising one :class:`ConfigError` for all problems."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (env, model, algo, ...), got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn ``["--a.b=1", "c.d=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for arg in args:
+        body = arg[2:] if arg.startswith("--") else arg
+        if "=" not in body:
+            raise ConfigError(f"override '{arg}': expected the form --section.key=value (e.g. --train.total_steps=5000)")
+        key, _, text = body.partition("=")
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"override '{arg}': empty key")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{arg}': value is not valid YAML ({exc})") from None
+        node = nested
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{arg}': '{p}' is a value, not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options":
+            out[k] = deep_merge(out[k], v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):  # env.options merges too
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist (looked in {path.resolve().parent})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        keys.add(key)
+        if isinstance(v, dict):
+            keys |= _flatten(v, key + ".")
+    return keys
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> ExperimentConfig:
+    """Load ``path`` (YAML), apply overrides, validate. Errors name the file (or override) and key."""
+    raw = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    extra = {}
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        raw = deep_merge(raw, extra)
+    override_keys = _flatten(extra)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            src = f"command-line override --{key}" if key in override_keys else source
+            lines.append(_describe(e, src))
+        raise ConfigError("\n".join(lines)) from None
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

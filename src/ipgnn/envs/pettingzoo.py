@@ -1,0 +1,195 @@
+"""A generic adapter from any PettingZoo ``ParallelEnv`` to the graph data model.
+
+One environment step becomes one PyG :class:`~torch_geometric.data.Data`:
+
+- ``x``: ``[N, obs_dim]`` per-agent observations (padded with zeros to the largest space);
+- ``edge_index``: ``[2, E]`` communication links from the :class:`~ipgnn.graphs.GraphBuilder`;
+- ``pos``: ``[N, d]`` positions, when the task provides them (k-NN needs them);
+- ``action_mask``: ``[N, A]`` bool, when agents' valid actions differ (PettingZoo's
+  ``info[agent]["action_mask"]`` or a dict observation's ``"action_mask"``);
+- ``agent_type``: ``[N]`` long, for heterogeneous agents.
+
+Agent order is ``env.possible_agents`` throughout; an agent that has left the episode keeps its row
+with zero observation and is reported done.
+
+Reward and metric definitions (kept apart on purpose):
+
+- **training reward** ``r_i``: the environment's own per-agent reward, unscaled;
+- **episode return** (``episode_return``): :math:`\\sum_t \\sum_i r_i^t`, the team's undiscounted
+  return, the quantity the paper's curves report as "average episode reward";
+  ``episode_return_per_agent`` divides it by ``N``;
+- **task metrics**: whatever the task's ``metrics_fn`` reports, averaged over the steps of an episode
+  (e.g. distance to landmarks for cooperative navigation), under their own names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pettingzoo.utils.env import ParallelEnv
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ipgnn.algos.ipsac import AgentSpec
+from ipgnn.config import GraphConfig
+from ipgnn.graphs import GraphBuilder
+
+
+@dataclass
+class StepResult:
+    obs: Data
+    reward: Tensor  # [N] float
+    terminated: Tensor  # [N] bool
+    truncated: Tensor  # [N] bool
+    done: bool  # the episode is over (every agent terminated or truncated)
+    episode: Optional[dict[str, float]] = None  # set on the last step: episode return, length, metrics
+    infos: dict[str, Any] = field(default_factory=dict)
+
+
+class ParallelGraphEnv:
+    """Wrap a PettingZoo ``ParallelEnv`` (plus a graph builder) as a graph environment.
+
+    Args:
+        env: the PettingZoo environment.
+        graph: the ``env.graph`` config section.
+        position_fn: ``env -> array [N, d]`` of agent positions (needed for k-NN graphs).
+        env_edges: the task's own static graph, ``[2, E]`` (for ``graph.kind: env``).
+        agent_types: ``[N]`` types of the agents, for per-type encoders.
+        metrics_fn: ``env -> dict`` of task metrics at the current step.
+    """
+
+    def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
+                 env_edges: Optional[Tensor] = None, agent_types: Optional[Tensor] = None,
+                 metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None):
+        self.env = env
+        self.agents = list(env.possible_agents)
+        self.num_agents = len(self.agents)
+        self.position_fn = position_fn
+        self.metrics_fn = metrics_fn
+        self.agent_type = agent_types
+        self.spec = self._check_spaces()
+        self.graph = GraphBuilder(graph, self.num_agents, env_edges)
+        if not self.graph.is_static and position_fn is None:
+            raise ValueError(f"env.graph.kind '{graph.kind}' needs agent positions; this task gives none: "
+                             "use kind 'full' or 'env'")
+        self.has_action_mask = False
+        self._ep: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------------
+    def _check_spaces(self) -> AgentSpec:
+        obs_spaces = [self.env.observation_space(a) for a in self.agents]
+        act_spaces = [self.env.action_space(a) for a in self.agents]
+        obs_spaces = [s["observation"] if isinstance(s, spaces.Dict) else s for s in obs_spaces]
+        for a, s in zip(self.agents, obs_spaces):
+            if not isinstance(s, spaces.Box) or len(s.shape) != 1:
+                raise TypeError(f"agent '{a}': observation space must be a flat Box, got {s}; "
+                                "flatten it with gymnasium.spaces.flatten_space / a PettingZoo wrapper")
+        kinds = {type(s) for s in act_spaces}
+        if kinds == {spaces.Discrete}:
+            self._act_low = self._act_high = None
+            n = max(int(s.n) for s in act_spaces)
+            self._act_n = torch.tensor([int(s.n) for s in act_spaces])
+            spec = AgentSpec(max(s.shape[0] for s in obs_spaces), n, True, self._num_types())
+        elif kinds == {spaces.Box}:
+            shapes = {s.shape for s in act_spaces}
+            if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+                raise TypeError(f"continuous agents must share one flat action shape, got {shapes}")
+            self._act_low = torch.as_tensor(np.stack([s.low for s in act_spaces]), dtype=torch.float32)
+            self._act_high = torch.as_tensor(np.stack([s.high for s in act_spaces]), dtype=torch.float32)
+            if not (torch.isfinite(self._act_low).all() and torch.isfinite(self._act_high).all()):
+                raise TypeError("continuous action spaces must be bounded (the policy is tanh-squashed)")
+            spec = AgentSpec(max(s.shape[0] for s in obs_spaces), next(iter(shapes))[0], False, self._num_types())
+        else:
+            raise TypeError(f"all agents need Discrete or all need Box action spaces, got {sorted(k.__name__ for k in kinds)}")
+        return spec
+
+    def _num_types(self) -> int:
+        return 1 if self.agent_type is None else int(self.agent_type.max()) + 1
+
+    def _to_data(self, obs: dict[str, Any], infos: dict[str, Any]) -> Data:
+        n, d = self.num_agents, self.spec.obs_dim
+        x = np.zeros((n, d), dtype=np.float32)
+        mask = None
+        for i, a in enumerate(self.agents):
+            o = obs.get(a)
+            if o is None:
+                continue
+            m = None
+            if isinstance(o, dict):
+                m, o = o.get("action_mask"), o["observation"]
+            m = infos.get(a, {}).get("action_mask", m)
+            o = np.asarray(o, dtype=np.float32).ravel()
+            x[i, : o.shape[0]] = o
+            if m is not None:
+                if mask is None:
+                    mask = np.ones((n, self.spec.action_dim), dtype=bool)
+                mask[i] = False
+                mask[i, : len(m)] = np.asarray(m, dtype=bool)
+        if mask is None and self.spec.discrete and bool((self._act_n < self.spec.action_dim).any()):
+            mask = (torch.arange(self.spec.action_dim).unsqueeze(0) < self._act_n.unsqueeze(1)).numpy()
+        data = Data(x=torch.from_numpy(x))
+        if self.position_fn is not None:
+            data.pos = torch.as_tensor(np.asarray(self.position_fn(self.env)), dtype=torch.float32)
+        data.edge_index = self.graph(getattr(data, "pos", None))
+        if mask is not None:
+            self.has_action_mask = True
+            data.action_mask = torch.from_numpy(mask)
+        if self.agent_type is not None:
+            data.agent_type = self.agent_type
+        return data
+
+    def _env_action(self, action: Tensor) -> dict[str, Any]:
+        live = set(self.env.agents)
+        if self.spec.discrete:
+            acts = action.long().cpu().numpy()
+            return {a: int(acts[i]) for i, a in enumerate(self.agents) if a in live}
+        act = action.detach().cpu().float().clamp(-1.0, 1.0)
+        scaled = (self._act_low + (act + 1.0) * 0.5 * (self._act_high - self._act_low)).numpy()
+        return {a: scaled[i] for i, a in enumerate(self.agents) if a in live}
+
+    # ----------------------------------------------------------------------------------------------
+    def reset(self, seed: Optional[int] = None) -> Data:
+        obs, infos = self.env.reset(seed=seed)
+        if seed is not None:
+            for i, a in enumerate(self.agents):
+                self.env.action_space(a).seed(seed + i)
+        self._ep = {"episode_return": 0.0, "episode_length": 0}
+        self._metric_sums: dict[str, float] = {}
+        return self._to_data(obs, infos)
+
+    def step(self, action: Tensor) -> StepResult:
+        """Advance one step with the joint action (``[N]`` long, or ``[N, D]`` in ``[-1, 1]``)."""
+        obs, rew, term, trunc, infos = self.env.step(self._env_action(action))
+        n = self.num_agents
+        reward = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=torch.float32)
+        gone = [a not in obs for a in self.agents]
+        terminated = torch.tensor([bool(term.get(a, g)) for a, g in zip(self.agents, gone)])
+        truncated = torch.tensor([bool(trunc.get(a, False)) for a in self.agents])
+        done = bool((terminated | truncated).all()) or not self.env.agents
+        self._ep["episode_return"] += float(reward.sum())
+        self._ep["episode_length"] += 1
+        if self.metrics_fn is not None:
+            for k, v in self.metrics_fn(self.env).items():
+                self._metric_sums[k] = self._metric_sums.get(k, 0.0) + float(v)
+        episode = None
+        if done:
+            length = self._ep["episode_length"]
+            episode = {**self._ep, "episode_return_per_agent": self._ep["episode_return"] / n}
+            episode.update({k: v / length for k, v in self._metric_sums.items()})
+        return StepResult(self._to_data(obs, infos), reward, terminated, truncated, done, episode, infos)
+
+    def random_action(self, obs: Data) -> Tensor:
+        """A uniformly random valid joint action (for warm-up and baselines), using torch's RNG."""
+        n, a = self.num_agents, self.spec.action_dim
+        if self.spec.discrete:
+            mask = getattr(obs, "action_mask", None)
+            weights = torch.ones(n, a) if mask is None else mask.float()
+            return torch.multinomial(weights, 1).squeeze(-1)
+        return torch.rand(n, a) * 2.0 - 1.0
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,134 @@
+"""Communication graphs: the environment's own graph, k nearest neighbours, fully connected.
+
+All builders return ``edge_index`` in PyG's ``source_to_target`` convention: a column ``(j, i)`` means
+agent ``j`` sends its intention to agent ``i`` (``j`` is in ``N(i)``). Undirected links appear in both
+directions.
+
+k-NN uses PyG's ``knn_graph`` when ``pyg-lib`` provides it, and otherwise one batched
+``torch.cdist`` + ``topk`` (no compiled extension needed; exact, ties broken by index).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import networkx as nx
+import torch
+from torch import Tensor
+import torch_geometric.typing as pyg_typing
+from torch_geometric.utils import (
+    coalesce,
+    dense_to_sparse,
+    from_networkx,
+    remove_self_loops,
+    to_torch_sparse_tensor,
+    to_undirected,
+)
+
+from ipgnn.config import ConfigError, GraphConfig
+
+
+def knn_edges(pos: Tensor, k: int) -> Tensor:
+    """Edges from each agent's ``k`` nearest agents (Euclidean, no self loops).
+
+    Args:
+        pos: ``[N, d]`` positions of one graph, or ``[B, N, d]`` for ``B`` graphs of ``N`` agents.
+        k: neighbours per agent; clipped to ``N - 1``.
+
+    Returns:
+        ``[2, N*k]`` (or ``[B, 2, N*k]``, local node indices per graph); row 0 is the neighbour
+        (source), row 1 the receiving agent, and each agent receives exactly ``k`` edges.
+    """
+    single = pos.dim() == 2
+    if single:
+        pos = pos.unsqueeze(0)
+    b, n, _ = pos.shape
+    k = min(k, n - 1)
+    if k <= 0:
+        empty = pos.new_zeros((b, 2, 0), dtype=torch.long)
+        return empty[0] if single else empty
+    if pyg_typing.WITH_KNN and single:
+        from torch_geometric.nn import knn_graph
+
+        return knn_graph(pos[0], k=k, loop=False)
+    dist = torch.cdist(pos, pos)  # [B, N, N]
+    dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    nbr = dist.topk(k, dim=2, largest=False).indices  # [B, N, k]
+    dst = torch.arange(n, device=pos.device).repeat_interleave(k).expand(b, -1)
+    edges = torch.stack([nbr.reshape(b, -1), dst], dim=1)  # [B, 2, N*k]
+    return edges[0] if single else edges
+
+
+def fully_connected_edges(n: int, device: Optional[torch.device] = None) -> Tensor:
+    """All ordered pairs ``(j, i)``, ``j != i``: ``[2, N*(N-1)]``."""
+    adj = torch.ones(n, n, device=device) - torch.eye(n, device=device)
+    return dense_to_sparse(adj)[0]
+
+
+def networkx_edges(graph: nx.Graph) -> Tensor:
+    """``edge_index`` of a networkx graph whose nodes are ``0..N-1``; undirected edges both ways."""
+    relabelled = nx.convert_node_labels_to_integers(graph, ordering="sorted")
+    if relabelled.number_of_edges() == 0:
+        return torch.empty(2, 0, dtype=torch.long)
+    return coalesce(from_networkx(relabelled).edge_index, num_nodes=relabelled.number_of_nodes())
+
+
+def expand_hops(edge_index: Tensor, num_nodes: int, hops: int) -> Tensor:
+    """Edges ``(j, i)`` for every ``j != i`` within ``hops`` hops of ``i``: the support of
+    :math:`(A + I)^{hops}` minus the diagonal. ``hops = 1`` returns the input (coalesced)."""
+    if hops <= 1 or edge_index.numel() == 0:
+        return edge_index
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)
+    with warnings.catch_warnings():  # torch flags its sparse API as beta; the product here is exact
+        warnings.simplefilter("ignore", UserWarning)
+        adj = to_torch_sparse_tensor(torch.cat([edge_index, loops], 1), size=num_nodes)
+        reach = adj
+        for _ in range(hops - 1):
+            reach = torch.sparse.mm(reach, adj).coalesce()
+        indices = reach.indices()
+    return remove_self_loops(indices)[0]
+
+
+class GraphBuilder:
+    """Builds a step's ``edge_index`` from the config and what the environment offers.
+
+    Args:
+        cfg: the ``env.graph`` section.
+        num_agents: N.
+        env_edges: the environment's own static graph (required for ``kind: env``).
+    """
+
+    def __init__(self, cfg: GraphConfig, num_agents: int, env_edges: Optional[Tensor] = None):
+        self.cfg = cfg
+        self.num_agents = num_agents
+        self._static: Optional[Tensor] = None
+        if cfg.kind == "env":
+            if env_edges is None:
+                raise ConfigError("env.graph.kind: 'env' needs a task with its own graph (e.g. a road network); "
+                                  "this task has none: use 'knn' or 'full'")
+            self._static = env_edges
+        elif cfg.kind == "full":
+            self._static = fully_connected_edges(num_agents)
+
+    @property
+    def is_static(self) -> bool:
+        return self._static is not None
+
+    @property
+    def max_edges(self) -> int:
+        """Upper bound on the number of edges of one step's graph (sizes the replay buffer)."""
+        if self._static is not None:
+            return int(self._static.size(1))
+        k = min(self.cfg.k, self.num_agents - 1)
+        return self.num_agents * k * (2 if self.cfg.symmetric else 1)
+
+    def __call__(self, pos: Optional[Tensor] = None) -> Tensor:
+        if self._static is not None:
+            return self._static
+        if pos is None:
+            raise ValueError("a k-NN graph needs agent positions; the task returned none")
+        edges = knn_edges(pos, self.cfg.k)
+        if self.cfg.symmetric:
+            edges = to_undirected(edges, num_nodes=self.num_agents)
+        return edges

@@ -1,0 +1,105 @@
+"""Run logging: ``metrics.jsonl`` in the run directory, W&B, and a console progress bar.
+
+Metric names are namespaced (CleanRL style):
+
+- ``train/…``: training episodes, with the exploring (sampling) policy: ``train/episode_return`` is
+  :math:`\\sum_t \\sum_i r_i^t` of one episode;
+- ``eval/…``: evaluation episodes with the greedy policy, means over ``train.eval_episodes`` episodes;
+- ``losses/…``: every loss term and diagnostic of the last update phase (means over its gradient steps);
+- ``charts/…``: throughput (``env_steps_per_s``, ``updates_per_s``).
+
+Every row carries ``env_step``, the x-axis. W&B plots against ``env_step`` (``define_metric``), so a
+resumed run never logs "below the last step" and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+
+def wandb_credentials_configured() -> bool:
+    """True when an API key is set in the environment or in ``~/.netrc`` for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    if mode == "auto":
+        return "online" if wandb_credentials_configured() else "offline"
+    return mode
+
+
+class RunLogger:
+    """Writes metric rows to ``<run_dir>/metrics.jsonl`` and to W&B.
+
+    Args:
+        run_dir: the run directory.
+        config: the resolved config as a nested dict (W&B gets it nested, not dotted).
+        mode: W&B mode (``auto`` resolved by :func:`resolve_wandb_mode`).
+        project, entity, group, tags, name: passed to ``wandb.init``.
+        wandb_id: the id of the run to resume, if any.
+    """
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], mode: str = "auto", project: str = "ipgnn",
+                 entity: Optional[str] = None, group: Optional[str] = None, tags: Optional[list[str]] = None,
+                 name: Optional[str] = None, wandb_id: Optional[str] = None):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self.mode = resolve_wandb_mode(mode)
+        self.run = None
+        if self.mode != "disabled":
+            import wandb
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.run = wandb.init(project=project, entity=entity, group=group, tags=tags or None, name=name,
+                                      dir=str(self.run_dir), mode=self.mode, config=config, id=wandb_id,
+                                      resume="allow" if wandb_id else None, reinit="finish_previous")
+            self.run.define_metric("env_step")
+            self.run.define_metric("*", step_metric="env_step")
+
+    @property
+    def wandb_id(self) -> Optional[str]:
+        return None if self.run is None else self.run.id
+
+    @property
+    def wandb_dir(self) -> Optional[str]:
+        return None if self.run is None else self.run.dir
+
+    def log(self, metrics: dict[str, float], env_step: int) -> None:
+        row = {"env_step": int(env_step), **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.run is not None:
+            self.run.log(row)
+
+    def truncate_after(self, env_step: int) -> None:
+        """Drop rows logged after ``env_step`` (work lost since the checkpoint a run resumes from)."""
+        if not self.path.exists():
+            return
+        rows = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["env_step"] <= env_step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(r + "\n" for r in rows))
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a ``metrics.jsonl`` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

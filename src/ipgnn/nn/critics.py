@@ -1,0 +1,143 @@
+r"""Per-agent critics :math:`Q_{\kappa_i}(s, a_i, a_{\mathcal N(i)})` and values :math:`V_{\eta_i}(s)` (sec. 4.3).
+
+Both are graph networks over the same communication graph as the policy. The critic sees the
+neighbours' actions as edge features: edge ``j -> i`` carries :math:`a_j` in ``edge_attr`` (a one-hot
+or a probability vector for discrete actions, the raw action for continuous ones). Actions enter only
+through the last layer, so :math:`Q_i` depends on the actions of ``i`` and of its direct neighbours and
+on no other agent's action, whatever the depth of the state layers.
+
+Parameters are shared across agents (one network evaluated on every node), as the paper's GNN
+critics are; the values are per agent, never one global scalar.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATv2Conv, MessagePassing
+from torch_geometric.typing import Adj, OptTensor
+
+from ipgnn.nn.propagation import TypedEncoder
+
+
+def neighbour_action_attr(action_features: Tensor, edge_index: Tensor) -> Tensor:
+    """``edge_attr`` for the critic: row ``e`` is the action features of the *source* agent
+    ``edge_index[0, e]`` (the neighbour ``j`` of edge ``j -> i``)."""
+    return action_features.index_select(0, edge_index[0])
+
+
+class NeighbourConv(MessagePassing):
+    r"""Mean of neighbour messages with optional edge features:
+
+    .. math::
+        m_i = \frac{1}{|\mathcal N(i)|} \sum_{j \in \mathcal N(i)}
+            \mathrm{ReLU}\big(W [h_i \Vert h_j \Vert e_{ji}] + b\big)
+
+    Isolated agents get :math:`m_i = 0`.
+
+    Args:
+        channels (int): width of :math:`h`.
+        edge_dim (int): width of :math:`e_{ji}` (0: no edge features).
+    """
+
+    def __init__(self, channels: int, edge_dim: int = 0):
+        super().__init__(aggr="mean")
+        self.edge_dim = edge_dim
+        self.lin = nn.Linear(2 * channels + edge_dim, channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(self, h: Tensor, edge_index: Adj, edge_attr: OptTensor = None) -> Tensor:
+        if self.edge_dim and edge_attr is None:
+            raise ValueError("NeighbourConv was built with edge features; pass edge_attr")
+        return self.propagate(edge_index, h=h, edge_attr=edge_attr)
+
+    def message(self, h_i: Tensor, h_j: Tensor, edge_attr: OptTensor) -> Tensor:
+        parts = [h_i, h_j] if edge_attr is None or not self.edge_dim else [h_i, h_j, edge_attr]
+        return F.relu(self.lin(torch.cat(parts, dim=-1)))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.lin.out_features}, edge_dim={self.edge_dim})"
+
+
+class _StateTrunk(nn.Module):
+    """Encoder plus ``layers`` residual GATv2 layers over states only (PyG's ``GATv2Conv``)."""
+
+    def __init__(self, obs_dim: int, hidden: int, layers: int, num_agent_types: int):
+        super().__init__()
+        self.encoder = TypedEncoder(obs_dim, hidden, num_agent_types)
+        self.convs = nn.ModuleList(GATv2Conv(hidden, hidden, add_self_loops=False) for _ in range(layers))
+
+    def forward(self, x: Tensor, edge_index: Tensor, agent_type: OptTensor) -> Tensor:
+        h = self.encoder(x, agent_type)
+        for conv in self.convs:
+            h = h + F.relu(conv(h, edge_index))
+        return h
+
+
+class GraphQNetwork(nn.Module):
+    r""":math:`Q_{\kappa}(s, a_i, a_{\mathcal N(i)})` for every agent ``i``:
+
+    .. math::
+        h = \mathrm{trunk}(s), \quad
+        m_i = \mathrm{NeighbourConv}(h, e_{ji} = a_j), \quad
+        Q_i = \mathrm{MLP}([h_i \Vert m_i \Vert a_i])
+
+    For discrete actions the own action is not an input: the head outputs
+    :math:`Q_i(s, \cdot, a_{\mathcal N(i)})` for all ``A`` own actions at once (``[N, A]``), so the
+    expectation over :math:`a_i \sim q_i` is exact. For continuous actions it returns ``[N]``.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int = 128, state_layers: int = 0,
+                 num_agent_types: int = 1):
+        super().__init__()
+        self.discrete = discrete
+        self.action_dim = action_dim
+        self.trunk = _StateTrunk(obs_dim, hidden, state_layers, num_agent_types)
+        self.action_conv = NeighbourConv(hidden, edge_dim=action_dim)
+        own = 0 if discrete else action_dim
+        self.head = nn.Sequential(nn.Linear(2 * hidden + own, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, action_dim if discrete else 1))
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, own_action: OptTensor = None,
+                agent_type: OptTensor = None) -> Tensor:
+        h = self.trunk(x, edge_index, agent_type)
+        m = self.action_conv(h, edge_index, edge_attr)
+        if self.discrete:
+            return self.head(torch.cat([h, m], dim=-1))
+        if own_action is None:
+            raise ValueError("continuous-action Q needs own_action")
+        return self.head(torch.cat([h, m, own_action], dim=-1)).squeeze(-1)
+
+
+class TwinGraphQ(nn.Module):
+    """The two critics :math:`Q_{\\kappa^1}, Q_{\\kappa^2}` of the paper (after TD3); ``forward``
+    returns both, stacked ``[2, ...]``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.q1 = GraphQNetwork(*args, **kwargs)
+        self.q2 = GraphQNetwork(*args, **kwargs)
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return torch.stack([self.q1(*args, **kwargs), self.q2(*args, **kwargs)])
+
+
+class GraphValueNetwork(nn.Module):
+    r""":math:`V_\eta(s)_i`, a graph network over states: trunk, one :class:`NeighbourConv`, MLP head.
+    Returns ``[N]``."""
+
+    def __init__(self, obs_dim: int, hidden: int = 128, state_layers: int = 0, num_agent_types: int = 1):
+        super().__init__()
+        self.trunk = _StateTrunk(obs_dim, hidden, state_layers, num_agent_types)
+        self.conv = NeighbourConv(hidden)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Optional[Tensor] = None) -> Tensor:
+        h = self.trunk(x, edge_index, agent_type)
+        return self.head(torch.cat([h, self.conv(h, edge_index)], dim=-1)).squeeze(-1)

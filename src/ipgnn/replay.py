@@ -1,0 +1,202 @@
+"""Replay buffer of graph transitions, in preallocated tensors.
+
+One transition is one environment step of all ``N`` agents: ``(s, a, r, terminated, s')`` where ``s``
+and ``s'`` are graphs (observations ``[N, obs_dim]`` and an ``edge_index`` that may change every step,
+e.g. k-NN over moving agents). Storage is one preallocated tensor per field with a leading capacity
+dimension: no Python object per step. Edge lists are padded to the largest graph the task can produce
+and stored as int16 local indices when ``N`` allows, with the edge count per step; a static graph is
+stored once.
+
+:meth:`GraphReplayBuffer.sample` draws indices with its own seeded ``torch.Generator`` and assembles
+one PyG :class:`~torch_geometric.data.Batch` per side with vectorised index offsets (no
+``Batch.from_data_list``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+
+@dataclass
+class TransitionBatch:
+    """A minibatch of ``B`` steps of ``N`` agents, flattened to ``B*N`` nodes.
+
+    ``obs``/``next_obs`` are PyG batches (``x``, ``edge_index``, ``batch``, ``ptr`` and, when the task
+    has them, ``action_mask`` and ``agent_type``); ``action`` is ``[B*N]`` (long) or ``[B*N, D]``;
+    ``reward`` and ``terminated`` are ``[B*N]`` floats.
+    """
+
+    obs: Batch
+    next_obs: Batch
+    action: Tensor
+    reward: Tensor
+    terminated: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return self.obs.num_graphs
+
+
+class GraphReplayBuffer:
+    """A ring buffer of graph transitions.
+
+    Args:
+        capacity: number of transitions (steps of all agents).
+        num_agents: ``N``.
+        obs_dim: per-agent observation size.
+        action_dim: number of discrete actions or size of a continuous action.
+        discrete: action kind.
+        max_edges: the largest ``edge_index`` one step can have.
+        static_edges: the graph, when it never changes (stored once).
+        has_action_mask: store per-step ``action_mask`` ``[N, A]``.
+        agent_type: ``[N]`` agent types (static), attached to every sampled batch.
+        seed: seed of the sampler's generator.
+        device: where storage lives (sampled batches are moved by the caller).
+    """
+
+    def __init__(self, capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
+                 max_edges: int, static_edges: Optional[Tensor] = None, has_action_mask: bool = False,
+                 agent_type: Optional[Tensor] = None, seed: int = 0, device: str | torch.device = "cpu"):
+        self.capacity = int(capacity)
+        self.num_agents = int(num_agents)
+        self.obs_dim = int(obs_dim)
+        self.discrete = discrete
+        self.max_edges = int(max_edges)
+        self.device = torch.device(device)
+        self.index_dtype = torch.int16 if num_agents <= torch.iinfo(torch.int16).max else torch.int32
+        c, n = self.capacity, self.num_agents
+        kw = dict(device=self.device)
+        self.x = torch.zeros(c, n, obs_dim, dtype=torch.float32, **kw)
+        self.next_x = torch.zeros(c, n, obs_dim, dtype=torch.float32, **kw)
+        if discrete:
+            act_dtype = torch.int16 if action_dim <= torch.iinfo(torch.int16).max else torch.int32
+            self.action = torch.zeros(c, n, dtype=act_dtype, **kw)
+        else:
+            self.action = torch.zeros(c, n, action_dim, dtype=torch.float32, **kw)
+        self.reward = torch.zeros(c, n, dtype=torch.float32, **kw)
+        self.terminated = torch.zeros(c, n, dtype=torch.bool, **kw)
+        self.static_edges = None if static_edges is None else static_edges.to(self.device, torch.long)
+        if self.static_edges is None:
+            self.edges = torch.zeros(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
+            self.next_edges = torch.zeros(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
+            self.num_edges = torch.zeros(c, dtype=torch.int32, **kw)
+            self.next_num_edges = torch.zeros(c, dtype=torch.int32, **kw)
+        self.action_mask = torch.zeros(c, n, action_dim, dtype=torch.bool, **kw) if has_action_mask else None
+        self.agent_type = None if agent_type is None else agent_type.to(self.device, torch.long)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.pos = 0
+        self.size = 0
+
+    # ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def bytes_for(capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
+                  max_edges: int, static_graph: bool, has_action_mask: bool) -> int:
+        """Bytes the buffer will allocate (computed before allocating, to warn or refuse early)."""
+        idx = 2 if num_agents <= 32767 else 4
+        per = 2 * num_agents * obs_dim * 4  # x and next_x
+        per += num_agents * (2 if discrete else 4 * action_dim)
+        per += num_agents * 4 + num_agents  # reward, terminated
+        if not static_graph:
+            per += 2 * (2 * max_edges * idx + 4)
+        if has_action_mask:
+            per += num_agents * action_dim
+        return per * capacity
+
+    @property
+    def bytes_per_transition(self) -> int:
+        return self.nbytes // self.capacity
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._storage().values())
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _storage(self) -> dict[str, Tensor]:
+        names = ["x", "next_x", "action", "reward", "terminated"]
+        if self.static_edges is None:
+            names += ["edges", "next_edges", "num_edges", "next_num_edges"]
+        if self.action_mask is not None:
+            names.append("action_mask")
+        return {k: getattr(self, k) for k in names}
+
+    # ----------------------------------------------------------------------------------------------
+    def add(self, obs: Data, action: Tensor, reward: Tensor, terminated: Tensor, next_obs: Data) -> None:
+        """Store one step of all agents. ``obs``/``next_obs`` are the step's graphs."""
+        i = self.pos
+        self.x[i] = obs.x
+        self.next_x[i] = next_obs.x
+        self.action[i] = action.to(self.action.dtype)
+        self.reward[i] = reward
+        self.terminated[i] = terminated
+        if self.static_edges is None:
+            for name, cnt, graph in (("edges", "num_edges", obs), ("next_edges", "next_num_edges", next_obs)):
+                e = graph.edge_index
+                if e.size(1) > self.max_edges:
+                    raise ValueError(f"a graph with {e.size(1)} edges exceeds the buffer's max_edges={self.max_edges}")
+                getattr(self, name)[i, :, : e.size(1)] = e
+                getattr(self, cnt)[i] = e.size(1)
+        if self.action_mask is not None:
+            self.action_mask[i] = obs.action_mask
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def _edge_index(self, edges: Optional[Tensor], counts: Optional[Tensor], b: int) -> Tensor:
+        """Concatenate ``b`` graphs' edges with node offsets ``k * N``, vectorised."""
+        n = self.num_agents
+        offsets = torch.arange(b, device=self.device) * n
+        if edges is None:  # static graph
+            e = self.static_edges
+            return (e.unsqueeze(0) + offsets.view(b, 1, 1)).permute(1, 0, 2).reshape(2, -1)
+        e = edges.long() + offsets.view(b, 1, 1)  # [b, 2, E_max]
+        valid = torch.arange(self.max_edges, device=self.device).unsqueeze(0) < counts.unsqueeze(1)  # [b, E_max]
+        return e.permute(1, 0, 2)[:, valid]
+
+    def sample(self, batch_size: int, device: Optional[torch.device] = None) -> TransitionBatch:
+        """Uniformly sample ``batch_size`` transitions (with replacement) and assemble PyG batches."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(self.size, (batch_size,), generator=self.generator).to(self.device)
+        b, n = batch_size, self.num_agents
+        batch_vec = torch.arange(b, device=self.device).repeat_interleave(n)
+        ptr = torch.arange(b + 1, device=self.device) * n
+        dynamic = self.static_edges is None
+        ei = self._edge_index(self.edges[idx] if dynamic else None, self.num_edges[idx] if dynamic else None, b)
+        nei = self._edge_index(self.next_edges[idx] if dynamic else None,
+                               self.next_num_edges[idx] if dynamic else None, b)
+        extra: dict[str, Any] = {}
+        if self.agent_type is not None:
+            extra["agent_type"] = self.agent_type.repeat(b)
+        obs = Batch(x=self.x[idx].reshape(b * n, -1), edge_index=ei, batch=batch_vec, ptr=ptr, **extra)
+        if self.action_mask is not None:
+            obs.action_mask = self.action_mask[idx].reshape(b * n, -1)
+        next_obs = Batch(x=self.next_x[idx].reshape(b * n, -1), edge_index=nei, batch=batch_vec, ptr=ptr, **extra)
+        action = self.action[idx].reshape(b * n, *self.action.shape[2:])
+        out = TransitionBatch(obs, next_obs, action.long() if self.discrete else action,
+                              self.reward[idx].reshape(-1), self.terminated[idx].reshape(-1).float())
+        if device is not None and torch.device(device) != self.device:
+            out = TransitionBatch(out.obs.to(device), out.next_obs.to(device), out.action.to(device),
+                                  out.reward.to(device), out.terminated.to(device))
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The filled slots (as laid out, so sampling after a resume is identical) and the sampler."""
+        data = {k: v[: self.size].cpu() for k, v in self._storage().items()}
+        return {"data": data, "size": self.size, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"checkpointed buffer holds {size} transitions, more than capacity {self.capacity}")
+        for k, v in state["data"].items():
+            getattr(self, k)[:size] = v.to(self.device)
+        self.size = size
+        self.pos = int(state["pos"])
+        self.generator.set_state(state["generator"])

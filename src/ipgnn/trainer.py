@@ -1,0 +1,277 @@
+"""The training loop of Algorithm 1: collect with the intention propagation policy, learn from replay.
+
+Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
+
+    config.yaml          the resolved config (what the run really used)
+    metrics.jsonl        one JSON row per logged point (see ipgnn.logger for the names)
+    checkpoints/latest.pt   networks, optimisers, RNG states, counters, W&B id, config
+    checkpoints/replay.pt   the replay buffer (train.save_replay), for an exact resume
+    wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
+
+Checkpoints are taken at the first episode boundary after each ``train.checkpoint_every`` steps, so a
+resumed run restarts the simulator exactly where the uninterrupted run would have (each episode is
+reset with seed ``seed + episode``): on CPU, resuming reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ipgnn import checkpoint
+from ipgnn.algos.ipsac import IPSAC
+from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_overrides, save_config, validate
+from ipgnn.envs import make_env
+from ipgnn.logger import RunLogger
+from ipgnn.replay import GraphReplayBuffer
+from ipgnn.seeding import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("ipgnn")
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never reuse a training episode's seed
+CPU_SLOW_NODES = 16 * 1024  # nodes per minibatch above which a CPU run warns (about 1 s per update here)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was requested but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _available_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def evaluate(algo: IPSAC, env, episodes: int, seed: int, device: torch.device,
+             deterministic: bool = True) -> dict[str, float]:
+    """Run ``episodes`` episodes with the greedy policy; return the means of the episode metrics,
+    named ``eval/<metric>`` (``eval/episode_return`` is :math:`\\sum_t \\sum_i r_i^t`)."""
+    totals: dict[str, float] = {}
+    was_training = algo.training
+    algo.eval()
+    for ep in range(episodes):
+        obs = env.reset(seed=seed + ep)
+        while True:
+            action = algo.act(obs.to(device), deterministic=deterministic).cpu()
+            res = env.step(action)
+            obs = res.obs
+            if res.done:
+                for k, v in res.episode.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                break
+    algo.train(was_training)
+    return {f"eval/{k}": v / episodes for k, v in totals.items()}
+
+
+class Trainer:
+    """Owns the environment, the learner, the replay buffer, the logger and the checkpoints.
+
+    Use :meth:`Trainer.from_config` for a new run and :meth:`Trainer.resume` to continue one.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: Optional[dict[str, Any]] = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.env = make_env(cfg.env)
+        self.eval_env = make_env(cfg.env)
+        self.spec = self.env.spec
+        self.algo = IPSAC(self.spec, cfg.model, cfg.algo).to(self.device)
+        self._first_obs = self.env.reset(seed=cfg.seed)
+        self.replay = self._make_replay()
+        self.env_step = 0
+        self.episode = 0
+        self.last_checkpoint_step = 0
+        wandb_id = None
+        if resume_state is not None:
+            self._load_state(resume_state)
+            wandb_id = resume_state.get("wandb_id") or None
+        self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logger.mode, cfg.logger.project, cfg.logger.entity,
+                                cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
+        if resume_state is not None:
+            self.logger.truncate_after(self.env_step)
+        self._warn_if_slow()
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, run_dir: Optional[Path] = None) -> "Trainer":
+        if run_dir is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(cfg.logger.run_root) / f"{cfg.name}-{stamp}"
+            suffix = 1
+            while run_dir.exists():
+                run_dir = Path(cfg.logger.run_root) / f"{cfg.name}-{stamp}-{suffix}"
+                suffix += 1
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        return cls(cfg, run_dir)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: Optional[list[str]] = None) -> "Trainer":
+        """Continue the run in ``run_dir`` from ``checkpoints/latest.pt`` with the config it saved.
+
+        ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) are applied to the saved
+        config; the resolved config in the run directory is rewritten to match."""
+        run_dir = Path(run_dir)
+        path = run_dir / "checkpoints" / "latest.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume '{run_dir}': no checkpoint at {path} "
+                                    "(the run stopped before its first checkpoint)")
+        state = checkpoint.load(path)
+        cfg = validate(state["config"], str(path))
+        if overrides:
+            cfg = validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), "command-line override")
+            save_config(cfg, run_dir / "config.yaml")
+        return cls(cfg, run_dir, resume_state=state)
+
+    def _make_replay(self) -> GraphReplayBuffer:
+        spec, cfg = self.spec, self.cfg
+        capacity = min(cfg.replay.capacity, cfg.train.total_steps)  # never allocate more than the run can fill
+        has_mask = self.env.has_action_mask
+        need = GraphReplayBuffer.bytes_for(capacity, self.env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
+                                           self.env.graph.max_edges, self.env.graph.is_static, has_mask)
+        avail = _available_memory()
+        per = need // capacity
+        log.info("replay buffer: %d transitions x %d B = %.2f GiB", capacity, per, need / 2**30)
+        if avail is not None and need > 0.8 * avail:
+            raise ConfigError(f"replay.capacity: {capacity} transitions need {need / 2**30:.1f} GiB "
+                              f"({per} B each) but only {avail / 2**30:.1f} GiB of memory is available; "
+                              f"lower replay.capacity to at most {int(0.8 * avail / per)}")
+        static = self.env.graph(None) if self.env.graph.is_static else None
+        return GraphReplayBuffer(capacity, self.env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
+                                 self.env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
+                                 agent_type=self.env.agent_type, seed=cfg.seed, device="cpu")
+
+    def _warn_if_slow(self) -> None:
+        nodes = self.cfg.replay.batch_size * self.env.num_agents
+        if self.device.type == "cpu" and nodes > CPU_SLOW_NODES and self.cfg.train.gradient_steps > 0:
+            msg = (f"this config updates on {self.cfg.replay.batch_size} x {self.env.num_agents} = {nodes} agent-nodes "
+                   f"per gradient step, {self.cfg.train.gradient_steps} steps every {self.cfg.train.update_every} "
+                   "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
+                   "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
+                   "or raise --train.update_every.")
+            log.warning(msg)
+            tqdm.write(f"WARNING: {msg}")
+
+    # ----------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
+                "env_step": self.env_step, "episode": self.episode, "rng": rng_state(),
+                "wandb_id": self.logger.wandb_id or ""}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.algo.load_full_state_dict(state["algo"])
+        self.env_step = int(state["env_step"])
+        self.episode = int(state["episode"])
+        self.last_checkpoint_step = self.env_step
+        replay_path = self.ckpt_dir / "replay.pt"
+        if replay_path.is_file():
+            self.replay.load_state_dict(checkpoint.load(replay_path))
+        elif self.env_step > 0:
+            log.warning("no replay.pt beside the checkpoint: resuming with an empty replay buffer")
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self, name: str = "latest.pt") -> Path:
+        if self.cfg.train.save_replay:
+            checkpoint.save(self.replay.state_dict(), self.ckpt_dir / "replay.pt")
+        path = checkpoint.save(self._state(), self.ckpt_dir / name)
+        self.last_checkpoint_step = self.env_step
+        return path
+
+    # ----------------------------------------------------------------------------------------------
+    def evaluate(self, episodes: Optional[int] = None) -> dict[str, float]:
+        return evaluate(self.algo, self.eval_env, episodes or self.cfg.train.eval_episodes,
+                        self.cfg.seed + EVAL_SEED_OFFSET, self.device)
+
+    def train(self) -> dict[str, float]:
+        """Run until ``train.total_steps`` environment steps; return the final evaluation metrics."""
+        cfg, tc = self.cfg, self.cfg.train
+        obs = self.env.reset(seed=cfg.seed + self.episode)
+        loss_sums: dict[str, float] = {}
+        n_updates_window = 0
+        t_window, steps_window = time.perf_counter(), 0
+        update_time = 0.0
+        last_return = math.nan
+        final_eval: dict[str, float] = {}
+        bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
+                   dynamic_ncols=True, desc=cfg.name)
+        try:
+            while self.env_step < tc.total_steps:
+                if self.env_step < tc.learning_starts:
+                    action = self.env.random_action(obs)
+                else:
+                    action = self.algo.act(obs.to(self.device)).cpu()
+                res = self.env.step(action)
+                self.replay.add(obs, action, res.reward, res.terminated, res.obs)
+                obs = res.obs
+                self.env_step += 1
+                steps_window += 1
+                bar.update(1)
+                if res.done:
+                    self.episode += 1
+                    last_return = res.episode["episode_return"]
+                    self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
+                                    self.env_step)
+                    bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
+                    obs = self.env.reset(seed=cfg.seed + self.episode)
+
+                if self.env_step >= tc.learning_starts and self.env_step % tc.update_every == 0:
+                    t0 = time.perf_counter()
+                    for _ in range(tc.gradient_steps):
+                        stats = self.algo.update(self.replay.sample(cfg.replay.batch_size, self.device))
+                        for k, v in stats.items():
+                            loss_sums[k] = loss_sums.get(k, 0.0) + v
+                        n_updates_window += 1
+                    update_time += time.perf_counter() - t0
+
+                if self.env_step % tc.log_every == 0:
+                    elapsed = time.perf_counter() - t_window
+                    row = {"charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
+                           "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,
+                           "charts/updates": float(self.algo.num_updates)}
+                    row.update({f"losses/{k}": v / n_updates_window for k, v in loss_sums.items()})
+                    self.logger.log(row, self.env_step)
+                    loss_sums, n_updates_window, update_time = {}, 0, 0.0
+                    t_window, steps_window = time.perf_counter(), 0
+
+                if tc.eval_every and self.env_step % tc.eval_every == 0:
+                    final_eval = self.evaluate()
+                    self.logger.log(final_eval, self.env_step)
+                    bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
+                                    refresh=False)
+
+                if (res.done and tc.checkpoint_every
+                        and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every):
+                    self.save_checkpoint()
+            if not final_eval or not (tc.eval_every and self.env_step % tc.eval_every == 0):
+                final_eval = self.evaluate()
+                self.logger.log(final_eval, self.env_step)
+            self.save_checkpoint()
+        finally:
+            bar.close()
+        return final_eval
+
+    def close(self) -> None:
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
