@@ -94,12 +94,16 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipgnn-eval",
-                                     description="Evaluate a trained policy (greedy) and print metrics as JSON.")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train")
+    parser = argparse.ArgumentParser(
+        prog="ipgnn-eval", description="Evaluate a trained policy (greedy by default) or a reference controller "
+                                       "and print the evaluation metrics as JSON.")
+    parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
+    parser.add_argument("--config", help="with --controller: the experiment whose task to run")
+    parser.add_argument("--controller", choices=["policy", "random"], default="policy",
+                        help="policy: the checkpoint's learned policy; random: uniformly random valid actions")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
-    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy policy")
+    parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         return _fail("--episodes must be at least 1")
@@ -110,23 +114,40 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     from ipgnn.algos.ipsac import IPSAC
     from ipgnn.config import validate
     from ipgnn.envs import make_env
-    from ipgnn.trainer import EVAL_SEED_OFFSET, evaluate, resolve_device
+    from ipgnn.trainer import EVAL_SEED_OFFSET, evaluate, greedy_policy, random_policy, resolve_device
 
     try:
-        state = checkpoint.load(args.checkpoint)
-        cfg = validate(state.get("config", {}), args.checkpoint)
-        device = resolve_device(cfg.device)
+        state: dict = {}
+        if args.controller == "policy":
+            if not args.checkpoint:
+                return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
+            state = checkpoint.load(args.checkpoint)
+            cfg = validate(state.get("config", {}), args.checkpoint)
+        elif args.config:
+            cfg = load_config(args.config)
+        elif args.checkpoint:
+            cfg = validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint)
+        else:
+            return _fail(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
         env = make_env(cfg.env)
-        algo = IPSAC(env.spec, cfg.model, cfg.algo).to(device)
-        algo.load_full_state_dict(state["algo"])
+        if args.controller == "policy":
+            device = resolve_device(cfg.device)
+            algo = IPSAC(env.spec, cfg.model, cfg.algo).to(device)
+            algo.load_full_state_dict(state["algo"])
+            algo.eval()
+            act = greedy_policy(algo, device, deterministic=not args.stochastic)
+        else:
+            act = random_policy(env)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
     seed = (cfg.seed + EVAL_SEED_OFFSET) if args.seed is None else args.seed
     torch.manual_seed(seed)
-    metrics = evaluate(algo, env, args.episodes, seed, device, deterministic=not args.stochastic)
+    metrics = evaluate(act, env, args.episodes, seed)
     env.close()
-    print(json.dumps({"checkpoint": args.checkpoint, "env_step": state["env_step"], "episodes": args.episodes,
-                      **metrics}, indent=2))
+    out = {"controller": args.controller, "episodes": args.episodes}
+    if state:
+        out |= {"checkpoint": args.checkpoint, "env_step": state["env_step"]}
+    print(json.dumps(out | metrics, indent=2))
     return 0
 
 

@@ -162,8 +162,13 @@ class GraphReplayBuffer:
         """Uniformly sample ``batch_size`` transitions (with replacement) and assemble PyG batches."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        idx = torch.randint(self.size, (batch_size,), generator=self.generator).to(self.device)
-        b, n = batch_size, self.num_agents
+        idx = torch.randint(self.size, (batch_size,), generator=self.generator)
+        return self.gather(idx, device)
+
+    def gather(self, idx: Tensor, device: Optional[torch.device] = None) -> TransitionBatch:
+        """Assemble the transitions at slots ``idx`` into a :class:`TransitionBatch`."""
+        idx = idx.to(self.device)
+        b, n = idx.numel(), self.num_agents
         batch_vec = torch.arange(b, device=self.device).repeat_interleave(n)
         ptr = torch.arange(b + 1, device=self.device) * n
         dynamic = self.static_edges is None

@@ -59,25 +59,33 @@ def _available_memory() -> Optional[int]:
     return None
 
 
-def evaluate(algo: IPSAC, env, episodes: int, seed: int, device: torch.device,
-             deterministic: bool = True) -> dict[str, float]:
-    """Run ``episodes`` episodes with the greedy policy; return the means of the episode metrics,
-    named ``eval/<metric>`` (``eval/episode_return`` is :math:`\\sum_t \\sum_i r_i^t`)."""
+def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
+    """Run ``episodes`` episodes (seeds ``seed, seed+1, ...``) with ``act(obs) -> action`` and return the
+    means of the episode metrics as ``eval/<metric>`` (``eval/episode_return`` is
+    :math:`\\sum_t \\sum_i r_i^t`)."""
     totals: dict[str, float] = {}
-    was_training = algo.training
-    algo.eval()
     for ep in range(episodes):
         obs = env.reset(seed=seed + ep)
         while True:
-            action = algo.act(obs.to(device), deterministic=deterministic).cpu()
-            res = env.step(action)
+            res = env.step(act(obs))
             obs = res.obs
             if res.done:
                 for k, v in res.episode.items():
                     totals[k] = totals.get(k, 0.0) + v
                 break
-    algo.train(was_training)
     return {f"eval/{k}": v / episodes for k, v in totals.items()}
+
+
+def greedy_policy(algo: IPSAC, device: torch.device, deterministic: bool = True):
+    """``obs -> action`` with the trained policy: the mode of each :math:`q_i` when ``deterministic``."""
+    def act(obs):
+        return algo.act(obs.to(device), deterministic=deterministic).cpu()
+    return act
+
+
+def random_policy(env):
+    """``obs -> action``: uniformly random valid actions (the baseline every learning claim beats)."""
+    return env.random_action
 
 
 class Trainer:
@@ -200,8 +208,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def evaluate(self, episodes: Optional[int] = None) -> dict[str, float]:
-        return evaluate(self.algo, self.eval_env, episodes or self.cfg.train.eval_episodes,
-                        self.cfg.seed + EVAL_SEED_OFFSET, self.device)
+        self.algo.eval()
+        try:
+            return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
+                            episodes or self.cfg.train.eval_episodes, self.cfg.seed + EVAL_SEED_OFFSET)
+        finally:
+            self.algo.train()
 
     def train(self) -> dict[str, float]:
         """Run until ``train.total_steps`` environment steps; return the final evaluation metrics."""

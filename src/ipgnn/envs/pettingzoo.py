@@ -92,9 +92,12 @@ class ParallelGraphEnv:
         if kinds == {spaces.Discrete}:
             self._act_low = self._act_high = None
             n = max(int(s.n) for s in act_spaces)
-            self._act_n = torch.tensor([int(s.n) for s in act_spaces])
+            act_n = np.array([int(s.n) for s in act_spaces])
+            # agents with fewer actions than the largest space: the extra ones are always invalid
+            self._space_mask = (np.arange(n)[None, :] < act_n[:, None]) if (act_n < n).any() else None
             spec = AgentSpec(max(s.shape[0] for s in obs_spaces), n, True, self._num_types())
         elif kinds == {spaces.Box}:
+            self._space_mask = None
             shapes = {s.shape for s in act_spaces}
             if len(shapes) != 1 or len(next(iter(shapes))) != 1:
                 raise TypeError(f"continuous agents must share one flat action shape, got {shapes}")
@@ -113,7 +116,7 @@ class ParallelGraphEnv:
     def _to_data(self, obs: dict[str, Any], infos: dict[str, Any]) -> Data:
         n, d = self.num_agents, self.spec.obs_dim
         x = np.zeros((n, d), dtype=np.float32)
-        mask = None
+        mask = self._space_mask.copy() if self._space_mask is not None else None
         for i, a in enumerate(self.agents):
             o = obs.get(a)
             if o is None:
@@ -127,10 +130,11 @@ class ParallelGraphEnv:
             if m is not None:
                 if mask is None:
                     mask = np.ones((n, self.spec.action_dim), dtype=bool)
-                mask[i] = False
-                mask[i, : len(m)] = np.asarray(m, dtype=bool)
-        if mask is None and self.spec.discrete and bool((self._act_n < self.spec.action_dim).any()):
-            mask = (torch.arange(self.spec.action_dim).unsqueeze(0) < self._act_n.unsqueeze(1)).numpy()
+                m = np.asarray(m, dtype=bool)
+                mask[i, : len(m)] &= m
+        if mask is not None and not mask.any(1).all():
+            bad = [self.agents[i] for i in np.flatnonzero(~mask.any(1))]
+            raise ValueError(f"agents {bad} have no valid action in this step's action_mask")
         data = Data(x=torch.from_numpy(x))
         if self.position_fn is not None:
             data.pos = torch.as_tensor(np.asarray(self.position_fn(self.env)), dtype=torch.float32)
@@ -143,7 +147,7 @@ class ParallelGraphEnv:
         return data
 
     def _env_action(self, action: Tensor) -> dict[str, Any]:
-        live = set(self.env.agents)
+        live = set(getattr(self.env, "agents", self.agents))
         if self.spec.discrete:
             acts = action.long().cpu().numpy()
             return {a: int(acts[i]) for i, a in enumerate(self.agents) if a in live}

@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")  # never reach a server from tests
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides that make any config a seconds-long CPU run writing under tmp_path."""
+    return [
+        "--model.hidden=32", "--replay.batch_size=32", "--train.learning_starts=50", "--train.update_every=25",
+        "--train.gradient_steps=2", "--train.eval_every=100", "--train.eval_episodes=2",
+        "--train.checkpoint_every=100", "--train.log_every=25", f"--logger.run_root={tmp_path / 'runs'}",
+        "--logger.progress=false", "--logger.mode=disabled",
+    ]

@@ -1,0 +1,101 @@
+"""The real command-line tools, run as a user runs them (subprocesses, tiny budgets)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import CONFIGS, REPO
+from ipgnn.logger import read_metrics
+from wandb_records import history_rows
+
+CONFIG = str(CONFIGS / "mpe_spread_small.yaml")
+
+
+def run(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def last_json(stdout):
+    return json.loads(stdout[stdout.index("{"):])
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_train_then_eval(tmp_path, tiny_overrides, continuous):
+    run_dir = tmp_path / "run"
+    out = run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=200", f"--run-dir={run_dir}",
+              f"--env.continuous_actions={str(continuous).lower()}")
+    result = last_json(out.stdout)
+    assert result["env_step"] == 200 and "eval/episode_return" in result
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "latest.pt").is_file()
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    keys = set().union(*rows)
+    for k in ("train/episode_return", "eval/episode_return", "losses/q_loss", "losses/value_loss",
+              "losses/policy_loss", "losses/entropy", "losses/alpha", "losses/q1", "losses/v",
+              "losses/grad_norm/policy", "charts/env_steps_per_s", "charts/updates_per_s"):
+        assert k in keys, k
+    steps = [r["env_step"] for r in rows]
+    assert steps == sorted(steps)
+    ev = run("eval", "--checkpoint", str(run_dir / "checkpoints" / "latest.pt"), "--episodes", "2")
+    metrics = last_json(ev.stdout)
+    assert metrics["episodes"] == 2 and metrics["env_step"] == 200 and metrics["eval/episode_length"] == 25
+
+
+def test_eval_random_controller():
+    out = run("eval", "--controller", "random", "--config", CONFIG, "--episodes", "2")
+    assert last_json(out.stdout)["eval/episode_return"] < 0
+
+
+def test_config_error_is_one_clear_message(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hidden: wide\n")
+    out = run("train", "--config", str(bad), check=False)
+    assert out.returncode == 2
+    assert "bad.yaml: model.hidden" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--config", CONFIG, "--model.hopz=2", check=False)
+    assert out.returncode == 2 and "--model.hopz" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--config", str(tmp_path / "missing.yaml"), check=False)
+    assert out.returncode == 2 and "missing.yaml' does not exist" in out.stderr
+    out = run("eval", "--checkpoint", str(tmp_path / "none.pt"), check=False)
+    assert out.returncode == 2 and "none.pt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resume_continues_from_checkpoint_step_with_same_config(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=200", f"--run-dir={run_dir}")
+    saved = (run_dir / "config.yaml").read_text()
+    out = run("train", "--resume", str(run_dir), "--train.total_steps=300")
+    assert "resuming" in out.stderr and "at step 200" in out.stderr
+    assert last_json(out.stdout)["env_step"] == 300
+    now = (run_dir / "config.yaml").read_text()
+    assert now.replace("total_steps: 300", "total_steps: 200") == saved  # nothing else changed
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    steps = [r["env_step"] for r in rows]
+    assert steps == sorted(steps) and steps[-1] == 300
+    ck = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["env_step"] == 300
+    bad = run("train", "--resume", str(run_dir), "--model.hidden=8", check=False)
+    assert bad.returncode == 2 and "only train.total_steps" in bad.stderr
+
+
+def test_wandb_offline_run_contains_logged_keys(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "run"
+    overrides = [o for o in tiny_overrides if not o.startswith("--logger.mode")]
+    run("train", "--config", CONFIG, *overrides, "--logger.mode=offline", "--train.total_steps=150",
+        f"--run-dir={run_dir}")
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    rows = history_rows(files[0])
+    keys = set().union(*rows)
+    for k in ("env_step", "train/episode_return", "eval/episode_return", "losses/q_loss", "losses/policy_loss",
+              "losses/value_loss", "losses/entropy", "losses/alpha", "charts/env_steps_per_s"):
+        assert k in keys, k
+    logged = [json.loads(r["train/episode_return"]) for r in rows if "train/episode_return" in r]
+    local = [r["train/episode_return"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/episode_return" in r]
+    assert logged == pytest.approx(local)

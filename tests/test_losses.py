@@ -1,0 +1,199 @@
+"""Each IP-SAC loss against a hand computation on a 2-agent graph, with stub networks whose outputs
+are known in closed form (so the test checks the loss algebra, not the networks)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch_geometric.data import Batch
+
+from ipgnn.algos.ipsac import IPSAC, AgentSpec, soft_q_target
+from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.nn.distributions import MaskedCategorical, TanhGaussian
+from ipgnn.nn.propagation import PolicyOutput
+from ipgnn.replay import TransitionBatch
+
+ALPHA, GAMMA = 0.2, 0.9
+EI = torch.tensor([[0, 1], [1, 0]])  # 0 -> 1 and 1 -> 0
+
+
+class StubPolicy(nn.Module):
+    def __init__(self, out, discrete):
+        super().__init__()
+        self.out = nn.Parameter(out.clone())
+        self.discrete = discrete
+
+    def forward(self, data, **kw):
+        if self.discrete:
+            return PolicyOutput(MaskedCategorical(self.out, getattr(data, "action_mask", None)))
+        return PolicyOutput(TanhGaussian(self.out[:, :1], self.out[:, 1:]))
+
+
+class StubQ(nn.Module):
+    """Q^k_i(a) = base_k[i] (+ c_k * a_i, continuous) + sum_{j -> i} w . edge_attr_j"""
+
+    def __init__(self, base, w, c=None):
+        super().__init__()
+        self.base = nn.Parameter(base.clone())  # [2, N, A] or [2, N]
+        self.w = w
+        self.c = c
+
+    def forward(self, x, edge_index, edge_attr, own_action=None, agent_type=None):
+        nbr = torch.zeros(x.size(0)).index_add(0, edge_index[1], edge_attr @ self.w)
+        if own_action is None:
+            return self.base + nbr.view(1, -1, 1)
+        return self.base + self.c.view(2, 1) * own_action.squeeze(-1).unsqueeze(0) + nbr.unsqueeze(0)
+
+
+class StubV(nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.values = nn.Parameter(values.clone())
+
+    def forward(self, x, edge_index, agent_type=None):
+        return self.values
+
+
+def make(discrete, mode="probs", autotune=False):
+    spec = AgentSpec(obs_dim=1, action_dim=2 if discrete else 1, discrete=discrete)
+    algo = IPSAC(spec, ModelConfig(hidden=4), AlgoConfig(alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions=mode,
+                                                          autotune_alpha=autotune, target_entropy=-0.3))
+    if discrete:
+        algo.policy = StubPolicy(torch.tensor([[0.5, -0.5], [0.0, 1.0]]), True)
+        algo.q = StubQ(torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[1.5, 1.0], [0.0, 0.0]]]), torch.tensor([0.3, -0.7]))
+    else:
+        algo.policy = StubPolicy(torch.tensor([[0.2, -0.5], [-0.4, -1.0]]), False)
+        algo.q = StubQ(torch.tensor([[1.0, 0.5], [0.8, 0.9]]), torch.tensor([0.6]), c=torch.tensor([2.0, -1.0]))
+    algo.v = StubV(torch.tensor([0.4, -0.2]))
+    algo.v_target = StubV(torch.tensor([1.0, 3.0])).requires_grad_(False)
+    return algo
+
+
+def batch(discrete):
+    obs = Batch(x=torch.zeros(2, 1), edge_index=EI, batch=torch.zeros(2, dtype=torch.long), ptr=torch.tensor([0, 2]))
+    nxt = Batch(x=torch.ones(2, 1), edge_index=EI, batch=torch.zeros(2, dtype=torch.long), ptr=torch.tensor([0, 2]))
+    action = torch.tensor([1, 0]) if discrete else torch.tensor([[0.5], [-0.25]])
+    return TransitionBatch(obs, nxt, action, reward=torch.tensor([1.0, -2.0]), terminated=torch.tensor([0.0, 1.0]))
+
+
+def softmax(z):
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def test_discrete_losses_by_hand():
+    algo = make(True, "probs")
+    out = algo.losses(batch(True))
+    p = [softmax([0.5, -0.5]), softmax([0.0, 1.0])]
+    w = [0.3, -0.7]
+    base = [[[1.0, 2.0], [0.5, -1.0]], [[1.5, 1.0], [0.0, 0.0]]]
+    nbr = [1, 0]  # the one neighbour of each agent
+    # mean-field edge feature: the neighbour's probabilities
+    q_pi = [[[base[k][i][a] + sum(w[b] * p[nbr[i]][b] for b in range(2)) for a in range(2)] for i in range(2)]
+            for k in range(2)]
+    qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(2)] for i in range(2)]
+    policy = sum(sum(p[i][a] * (ALPHA * math.log(p[i][a]) - qmin[i][a]) for a in range(2)) for i in range(2)) / 2
+    v_tgt = [sum(p[i][a] * (qmin[i][a] - ALPHA * math.log(p[i][a])) for a in range(2)) for i in range(2)]
+    value = sum(0.5 * (v - t) ** 2 for v, t in zip([0.4, -0.2], v_tgt)) / 2
+    # critics on the stored joint action a = (1, 0): edge features are one-hot stored actions
+    a, r, d, vbar = [1, 0], [1.0, -2.0], [0.0, 1.0], [1.0, 3.0]
+    q_hat = [r[i] + GAMMA * (1 - d[i]) * vbar[i] for i in range(2)]
+    onehot = [[0.0, 1.0], [1.0, 0.0]]
+    q_data = [[base[k][i][a[i]] + sum(w[b] * onehot[nbr[i]][b] for b in range(2)) for i in range(2)] for k in range(2)]
+    q = sum(sum(0.5 * (q_data[k][i] - q_hat[i]) ** 2 for i in range(2)) / 2 for k in range(2))
+    assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-5)
+    assert out["value_loss"].item() == pytest.approx(value, rel=1e-5)
+    assert out["q_loss"].item() == pytest.approx(q, rel=1e-5)
+    assert out["q_target"].item() == pytest.approx(sum(q_hat) / 2)
+
+
+def test_continuous_losses_by_hand():
+    algo = make(False)
+    torch.manual_seed(7)
+    eps = torch.randn(2, 1)
+    torch.manual_seed(7)
+    out = algo.losses(batch(False))
+    mean, log_std = [0.2, -0.4], [-0.5, -1.0]
+    u = [mean[i] + math.exp(log_std[i]) * eps[i, 0].item() for i in range(2)]
+    a = [math.tanh(v) for v in u]
+    logp = [-0.5 * ((u[i] - mean[i]) / math.exp(log_std[i])) ** 2 - log_std[i] - 0.5 * math.log(2 * math.pi)
+            - math.log(1 - a[i] ** 2) for i in range(2)]
+    base, c, w, nbr = [[1.0, 0.5], [0.8, 0.9]], [2.0, -1.0], 0.6, [1, 0]
+    q_pi = [[base[k][i] + c[k] * a[i] + w * a[nbr[i]] for i in range(2)] for k in range(2)]
+    qmin = [min(q_pi[0][i], q_pi[1][i]) for i in range(2)]
+    policy = sum(ALPHA * logp[i] - qmin[i] for i in range(2)) / 2
+    v_tgt = [qmin[i] - ALPHA * logp[i] for i in range(2)]
+    value = sum(0.5 * (v - t) ** 2 for v, t in zip([0.4, -0.2], v_tgt)) / 2
+    act = [0.5, -0.25]
+    q_hat = [1.0 + GAMMA * 1.0, -2.0]
+    q_data = [[base[k][i] + c[k] * act[i] + w * act[nbr[i]] for i in range(2)] for k in range(2)]
+    q = sum(sum(0.5 * (q_data[k][i] - q_hat[i]) ** 2 for i in range(2)) / 2 for k in range(2))
+    assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-4)
+    assert out["value_loss"].item() == pytest.approx(value, rel=1e-4)
+    assert out["q_loss"].item() == pytest.approx(q, rel=1e-5)
+
+
+def test_alpha_loss_by_hand():
+    algo = make(True, "probs", autotune=True)
+    out = algo.losses(batch(True))
+    p = [softmax([0.5, -0.5]), softmax([0.0, 1.0])]
+    mean_logp = [sum(pi * math.log(pi) for pi in p[i]) for i in range(2)]
+    expected = sum(-math.log(ALPHA) * (mean_logp[i] + (-0.3)) for i in range(2)) / 2
+    assert out["alpha_loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["probs", "gumbel"])
+def test_policy_gradient_reaches_neighbours_through_edge_features(mode):
+    """d J(theta) / d logits_1 must include agent 1's effect on its neighbour's Q_0 (edge j -> i)."""
+    grads = {}
+    for w in (0.0, 5.0):
+        algo = make(True, mode)
+        algo.q.w = torch.tensor([w, -w])
+        torch.manual_seed(3)
+        algo.losses(batch(True))["policy_loss"].backward()
+        grads[w] = algo.policy.out.grad.clone()
+    assert not torch.allclose(grads[0.0], grads[5.0])
+
+
+def test_losses_touch_only_their_own_parameters():
+    algo = make(True, "gumbel")
+    out = algo.losses(batch(True))
+    out["policy_loss"].backward(retain_graph=True)
+    assert algo.q.base.grad is None and algo.v.values.grad is None and algo.policy.out.grad is not None
+    algo.policy.out.grad = None
+    out["value_loss"].backward(retain_graph=True)
+    assert algo.policy.out.grad is None and algo.q.base.grad is None and algo.v.values.grad is not None
+    out["q_loss"].backward()
+    assert algo.policy.out.grad is None and algo.q.base.grad is not None
+
+
+def test_termination_stops_bootstrap_truncation_does_not():
+    r, v = torch.tensor([1.0, 1.0]), torch.tensor([10.0, 10.0])
+    assert soft_q_target(r, torch.tensor([1.0, 0.0]), v, 0.5).tolist() == [1.0, 6.0]
+
+
+def test_polyak_update():
+    spec = AgentSpec(3, 2, True)
+    algo = IPSAC(spec, ModelConfig(hidden=8), AlgoConfig(tau=0.25))
+    before = [p.clone() for p in algo.v_target.parameters()]
+    with torch.no_grad():
+        for p in algo.v.parameters():
+            p.add_(1.0)
+    algo.polyak_update()
+    for b, p, t in zip(before, algo.v.parameters(), algo.v_target.parameters()):
+        assert torch.allclose(t, 0.25 * p + 0.75 * b)
+
+
+def test_update_steps_every_network_and_logs_every_loss():
+    spec = AgentSpec(1, 2, True)
+    algo = IPSAC(spec, ModelConfig(hidden=8), AlgoConfig(autotune_alpha=True))
+    before = {k: [p.clone() for p in getattr(algo, k).parameters()] for k in ("policy", "q", "v")}
+    alpha0 = algo.log_alpha.item()
+    stats = algo.update(batch(True))
+    for k, params in before.items():
+        assert any(not torch.equal(a, b) for a, b in zip(params, getattr(algo, k).parameters())), k
+    assert algo.log_alpha.item() != alpha0
+    for key in ("policy_loss", "value_loss", "q_loss", "alpha_loss", "entropy", "alpha", "q1", "q2", "v",
+                "grad_norm/policy", "grad_norm/q", "grad_norm/v"):
+        assert key in stats and math.isfinite(stats[key])

@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from ipgnn.config import EnvConfig, GraphConfig
+from ipgnn.envs import make_env
+from ipgnn.replay import GraphReplayBuffer
+
+
+def fill(env, buffer, steps, seed=0):
+    torch.manual_seed(seed)
+    stored = []
+    obs = env.reset(seed=seed)
+    for _ in range(steps):
+        action = env.random_action(obs)
+        res = env.step(action)
+        buffer.add(obs, action, res.reward, res.terminated, res.obs)
+        stored.append((obs, action, res.reward, res.terminated, res.obs))
+        obs = env.reset() if res.done else res.obs
+    return stored
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_round_trip_of_changing_knn_graphs(continuous):
+    env = make_env(EnvConfig(num_agents=5, continuous_actions=continuous, graph=GraphConfig(kind="knn", k=2,
+                                                                                             symmetric=True)))
+    buf = GraphReplayBuffer(100, 5, env.spec.obs_dim, env.spec.action_dim, env.spec.discrete, env.graph.max_edges)
+    stored = fill(env, buf, 40)
+    sizes = {s[0].edge_index.size(1) for s in stored}
+    assert len(sizes) > 1, "symmetrised k-NN over moving agents should change the edge count"
+    idx = torch.tensor([3, 0, 17, 39, 17])
+    got = buf.gather(idx)
+    ref = Batch.from_data_list([stored[i][0] for i in idx])
+    ref_next = Batch.from_data_list([stored[i][4] for i in idx])
+    assert torch.equal(got.obs.x, ref.x) and torch.equal(got.next_obs.x, ref_next.x)
+    assert torch.equal(got.obs.edge_index, ref.edge_index)
+    assert torch.equal(got.next_obs.edge_index, ref_next.edge_index)
+    assert torch.equal(got.obs.batch, ref.batch) and torch.equal(got.obs.ptr, ref.ptr)
+    assert got.obs.num_graphs == 5
+    assert torch.allclose(got.action.float(), torch.cat([stored[i][1] for i in idx]).float())
+    assert torch.equal(got.reward, torch.cat([stored[i][2] for i in idx]))
+    assert torch.equal(got.terminated, torch.cat([stored[i][3] for i in idx]).float())
+
+
+def test_static_graph_stored_once():
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    dyn = GraphReplayBuffer(10, 3, 4, 2, True, max_edges=4)
+    sta = GraphReplayBuffer(10, 3, 4, 2, True, max_edges=4, static_edges=ei)
+    assert sta.bytes_per_transition < dyn.bytes_per_transition
+    d = Data(x=torch.randn(3, 4), edge_index=ei)
+    for _ in range(3):
+        sta.add(d, torch.tensor([0, 1, 0]), torch.zeros(3), torch.zeros(3, dtype=torch.bool), d)
+    b = sta.gather(torch.tensor([0, 2]))
+    assert torch.equal(b.obs.edge_index, Batch.from_data_list([d, d]).edge_index)
+
+
+def test_bytes_estimate_matches_allocation():
+    args = (50, 7, 11, 5, True, 14)
+    buf = GraphReplayBuffer(*args, has_action_mask=True)
+    assert GraphReplayBuffer.bytes_for(*args, static_graph=False, has_action_mask=True) == buf.nbytes
+    cont = GraphReplayBuffer(50, 7, 11, 3, False, 14)
+    assert GraphReplayBuffer.bytes_for(50, 7, 11, 3, False, 14, False, False) == cont.nbytes
+
+
+def test_ring_wraps_and_state_dict_restores_sampling():
+    env = make_env(EnvConfig(num_agents=3))
+    buf = GraphReplayBuffer(16, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges, seed=5)
+    fill(env, buf, 40)
+    assert len(buf) == 16 and buf.pos == 40 % 16
+    state = buf.state_dict()
+    clone = GraphReplayBuffer(16, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges, seed=99)
+    clone.load_state_dict(state)
+    a, b = buf.sample(8), clone.sample(8)
+    assert torch.equal(a.obs.x, b.obs.x) and torch.equal(a.obs.edge_index, b.obs.edge_index)
+
+
+def test_action_masks_and_agent_types_come_back():
+    buf = GraphReplayBuffer(4, 2, 3, 3, True, 2, has_action_mask=True, agent_type=torch.tensor([0, 1]))
+    d = Data(x=torch.randn(2, 3), edge_index=torch.tensor([[0, 1], [1, 0]]),
+             action_mask=torch.tensor([[True, False, True], [False, True, True]]))
+    buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)
+    b = buf.sample(3)
+    assert torch.equal(b.obs.action_mask, d.action_mask.repeat(3, 1))
+    assert b.obs.agent_type.tolist() == [0, 1] * 3
+
+
+def test_too_many_edges_is_an_error():
+    buf = GraphReplayBuffer(4, 3, 2, 2, True, max_edges=2)
+    d = Data(x=torch.zeros(3, 2), edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]))
+    with pytest.raises(ValueError, match="max_edges"):
+        buf.add(d, torch.zeros(3), torch.zeros(3), torch.zeros(3, dtype=torch.bool), d)
+
+
+def test_empty_buffer_sample_is_an_error():
+    with pytest.raises(RuntimeError, match="empty"):
+        GraphReplayBuffer(4, 3, 2, 2, True, 2).sample(2)
