@@ -34,9 +34,12 @@ class NeighbourConv(MessagePassing):
 
     .. math::
         m_i = \frac{1}{|\mathcal N(i)|} \sum_{j \in \mathcal N(i)}
-            \mathrm{ReLU}\big(W [h_i \Vert h_j \Vert e_{ji}] + b\big)
+            \mathrm{ReLU}\big(W_t h_i + W_s h_j + W_e e_{ji} + b\big)
 
-    Isolated agents get :math:`m_i = 0`.
+    which is :math:`\mathrm{ReLU}(W [h_i \Vert h_j \Vert e_{ji}] + b)` with ``W`` split by blocks: the
+    node terms are computed once per node and gathered per edge, so the cost is
+    :math:`O(|\mathcal V| d^2 + |\mathcal E| d)` rather than :math:`O(|\mathcal E| d^2)` (measured: the
+    edge-wise form was 70 % of a critic forward at k = 8). Isolated agents get :math:`m_i = 0`.
 
     Args:
         channels (int): width of :math:`h`.
@@ -46,23 +49,31 @@ class NeighbourConv(MessagePassing):
     def __init__(self, channels: int, edge_dim: int = 0):
         super().__init__(aggr="mean")
         self.edge_dim = edge_dim
-        self.lin = nn.Linear(2 * channels + edge_dim, channels)
+        self.lin_dst = nn.Linear(channels, channels)
+        self.lin_src = nn.Linear(channels, channels, bias=False)
+        self.lin_edge = nn.Linear(edge_dim, channels, bias=False) if edge_dim else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.lin.reset_parameters()
+        self.lin_dst.reset_parameters()
+        self.lin_src.reset_parameters()
+        if self.lin_edge is not None:
+            self.lin_edge.reset_parameters()
 
     def forward(self, h: Tensor, edge_index: Adj, edge_attr: OptTensor = None) -> Tensor:
         if self.edge_dim and edge_attr is None:
             raise ValueError("NeighbourConv was built with edge features; pass edge_attr")
-        return self.propagate(edge_index, h=h, edge_attr=edge_attr)
+        edge_term = self.lin_edge(edge_attr) if self.lin_edge is not None else None
+        return self.propagate(edge_index, dst=self.lin_dst(h), src=self.lin_src(h), edge_term=edge_term)
 
-    def message(self, h_i: Tensor, h_j: Tensor, edge_attr: OptTensor) -> Tensor:
-        parts = [h_i, h_j] if edge_attr is None or not self.edge_dim else [h_i, h_j, edge_attr]
-        return F.relu(self.lin(torch.cat(parts, dim=-1)))
+    def message(self, dst_i: Tensor, src_j: Tensor, edge_term: OptTensor) -> Tensor:
+        pre = dst_i + src_j  # a fresh [E, d] tensor: the in-place ops below touch nothing shared
+        if edge_term is not None:
+            pre.add_(edge_term)
+        return F.relu_(pre)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.lin.out_features}, edge_dim={self.edge_dim})"
+        return f"{self.__class__.__name__}({self.lin_dst.out_features}, edge_dim={self.edge_dim})"
 
 
 class _StateTrunk(nn.Module):

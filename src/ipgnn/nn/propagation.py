@@ -125,7 +125,8 @@ class IntentionPropagationConv(MessagePassing):
 
     def message(self, key_j: Tensor, query_i: Tensor, value_j: Tensor, index: Tensor, ptr: OptTensor,
                 size_i: Optional[int]) -> Tensor:
-        score = (F.leaky_relu(key_j + query_i, self.negative_slope) * self.att).sum(-1)  # [E, H]
+        pre = key_j + query_i  # fresh [E, H, C]: safe to activate in place (saves one edge-sized tensor)
+        score = (F.leaky_relu_(pre, self.negative_slope) * self.att).sum(-1)  # [E, H]
         alpha = softmax(score, index, ptr, size_i)
         self._alpha = alpha
         return value_j * alpha.unsqueeze(-1)
