@@ -127,3 +127,14 @@ def test_unknown_task_and_option_are_config_errors():
         make_env(EnvConfig(task="nope"))
     with pytest.raises(ConfigError, match="env.options.ratio"):
         make_env(EnvConfig(options={"ratio": 1}))
+
+
+def test_env_graph_kind_uses_the_tasks_own_graph():
+    import networkx as nx
+
+    from ipgnn.graphs import networkx_edges
+
+    road = networkx_edges(nx.path_graph(3))
+    env = ParallelGraphEnv(LineWorld(), GraphConfig(kind="env"), env_edges=road)
+    assert env.graph.is_static and env.graph.max_edges == 4
+    assert torch.equal(env.reset(seed=0).edge_index, road)

@@ -102,3 +102,12 @@ def test_slow_config_warns_on_cpu(tmp_path, tiny_overrides, caplog):
     t = Trainer.from_config(cfg, tmp_path / "slow")
     t.close()
     assert "paper's defaults are for GPUs" in caplog.text
+
+
+def test_long_run_eta_warning(tmp_path, tiny_overrides, caplog):
+    cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=10"])
+    t = Trainer.from_config(cfg, tmp_path / "eta")
+    t.cfg.train.total_steps = 10**9
+    t._warn_eta(0.5)
+    t.close()
+    assert "updates alone will take about" in caplog.text and " h on cpu" in caplog.text

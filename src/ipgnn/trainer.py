@@ -104,7 +104,7 @@ class Trainer:
         self.eval_env = make_env(cfg.env)
         self.spec = self.env.spec
         self.algo = IPSAC(self.spec, cfg.model, cfg.algo).to(self.device)
-        self._first_obs = self.env.reset(seed=cfg.seed)
+        self.env.reset(seed=cfg.seed)  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0
         self.episode = 0
@@ -181,6 +181,20 @@ class Trainer:
             log.warning(msg)
             tqdm.write(f"WARNING: {msg}")
 
+    def _warn_eta(self, phase_seconds: float) -> None:
+        """After the first update phase, say how long the updates alone will take if that is hours."""
+        tc = self.cfg.train
+        phases = max(0, tc.total_steps - self.env_step) // tc.update_every
+        eta = phases * phase_seconds
+        if eta > 3600:
+            msg = (f"updates alone will take about {eta / 3600:.1f} h on {self.device} "
+                   f"({phase_seconds:.2f} s per update phase of {tc.gradient_steps} gradient steps, {phases} phases "
+                   "to go)")
+            if self.device.type == "cpu":
+                msg += "; a GPU, a smaller --replay.batch_size or fewer --train.gradient_steps would shorten it"
+            log.warning(msg)
+            tqdm.write(f"WARNING: {msg}")
+
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
@@ -225,6 +239,7 @@ class Trainer:
         update_time = 0.0
         last_return = math.nan
         final_eval: dict[str, float] = {}
+        eta_checked = False
         bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
         try:
@@ -254,7 +269,11 @@ class Trainer:
                         for k, v in stats.items():
                             loss_sums[k] = loss_sums.get(k, 0.0) + v
                         n_updates_window += 1
-                    update_time += time.perf_counter() - t0
+                    phase = time.perf_counter() - t0
+                    update_time += phase
+                    if not eta_checked:
+                        eta_checked = True
+                        self._warn_eta(phase)
 
                 if self.env_step % tc.log_every == 0:
                     elapsed = time.perf_counter() - t_window

@@ -1,0 +1,42 @@
+"""Profile one IP-SAC update (the loop behind the figures in benchmarks/README.md).
+
+    python benchmarks/profile_update.py                 # mean time of 10 updates at N=96, B=64
+    python benchmarks/profile_update.py --profile       # plus torch.profiler's table of operators
+"""
+
+import argparse
+import time
+
+import torch
+
+from bench_update import ACTIONS, OBS, make_buffer
+from ipgnn.algos.ipsac import IPSAC, AgentSpec
+from ipgnn.config import AlgoConfig, ModelConfig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--agents", type=int, default=96)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--updates", type=int, default=10)
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    buf = make_buffer(args.agents, 64)
+    algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=128, rounds=3), AlgoConfig(lr=1e-3))
+    algo.update(buf.sample(args.batch))
+    t = time.perf_counter()
+    for _ in range(args.updates):
+        algo.update(buf.sample(args.batch))
+    print(f"N={args.agents} B={args.batch}: {(time.perf_counter() - t) / args.updates:.4f} s per update")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                algo.update(buf.sample(args.batch))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
