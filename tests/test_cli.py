@@ -42,6 +42,10 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
         assert k in keys, k
     steps = [r["env_step"] for r in rows]
     assert steps == sorted(steps)
+    from PIL import Image
+
+    with Image.open(run_dir / "curves.png") as img:  # the learning curves open as an image
+        assert img.format == "PNG" and img.size[0] > 500
     ev = run("eval", "--checkpoint", str(run_dir / "checkpoints" / "latest.pt"), "--episodes", "2")
     metrics = last_json(ev.stdout)
     assert metrics["episodes"] == 2 and metrics["env_step"] == 200 and metrics["eval/episode_length"] == 25

@@ -4,6 +4,7 @@ Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
 
     config.yaml          the resolved config (what the run really used)
     metrics.jsonl        one JSON row per logged point (see ipgnn.logger for the names)
+    curves.png           learning curves, drawn at the end of the run (ipgnn.plotting)
     checkpoints/latest.pt   networks, optimisers, RNG states, counters, W&B id, config
     checkpoints/replay.pt   the replay buffer (train.save_replay), for an exact resume
     wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
@@ -300,7 +301,18 @@ class Trainer:
             self.save_checkpoint()
         finally:
             bar.close()
+            self.plot()
         return final_eval
+
+    def plot(self) -> Optional[Path]:
+        """Write ``curves.png`` in the run directory; a plotting failure never fails the run."""
+        try:
+            from ipgnn.plotting import plot_run
+
+            return plot_run(self.run_dir)
+        except Exception as exc:  # noqa: BLE001 - the run's results matter more than its picture
+            log.warning("could not draw %s/curves.png: %s", self.run_dir, exc)
+            return None
 
     def close(self) -> None:
         self.logger.close()
