@@ -62,3 +62,12 @@ def test_builder_symmetric_knn_and_max_edges():
     assert e.size(1) <= b.max_edges == 24
     pairs = {tuple(c) for c in e.t().tolist()}
     assert all((i, j) in pairs for j, i in pairs)
+
+
+def test_self_loops_never_reach_the_agents_graph():
+    g = nx.path_graph(3)
+    g.add_edge(1, 1)
+    assert not (networkx_edges(g)[0] == networkx_edges(g)[1]).any()
+    looped = torch.tensor([[0, 1, 1, 2], [1, 1, 2, 1]])
+    e = GraphBuilder(GraphConfig(kind="env"), 3, env_edges=looped)(None)
+    assert not (e[0] == e[1]).any() and e.size(1) == 3

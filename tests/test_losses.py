@@ -197,3 +197,54 @@ def test_update_steps_every_network_and_logs_every_loss():
     for key in ("policy_loss", "value_loss", "q_loss", "alpha_loss", "entropy", "alpha", "q1", "q2", "v",
                 "grad_norm/policy", "grad_norm/q", "grad_norm/v"):
         assert key in stats and math.isfinite(stats[key])
+
+
+def hand_discrete(p, nbr_feat, base, w):
+    """Policy loss and value targets by hand for the 2-agent graph, given the neighbours' edge features."""
+    n_act = len(p[0])
+    nbr = [1, 0]
+    q_pi = [[[base[k][i][a] + sum(w[b] * nbr_feat[nbr[i]][b] for b in range(n_act)) for a in range(n_act)]
+             for i in range(2)] for k in range(2)]
+    qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(n_act)] for i in range(2)]
+    plogp = lambda x: x * math.log(x) if x > 0 else 0.0  # 0 log 0 = 0 for masked actions
+    policy = sum(sum(ALPHA * plogp(p[i][a]) - p[i][a] * qmin[i][a] for a in range(n_act)) for i in range(2)) / 2
+    v_tgt = [sum(p[i][a] * qmin[i][a] - ALPHA * plogp(p[i][a]) for a in range(n_act)) for i in range(2)]
+    return policy, v_tgt
+
+
+def test_gumbel_mode_by_hand():
+    """Default mode: the neighbours' edge features are the one-hot argmax of logits + Gumbel noise."""
+    algo = make(True, "gumbel")
+    logits = [[0.5, -0.5], [0.0, 1.0]]
+    torch.manual_seed(11)
+    noise = -torch.empty(2, 2).exponential_().log()  # the draw F.gumbel_softmax makes
+    torch.manual_seed(11)
+    out = algo.losses(batch(True))
+    samples = [int(torch.tensor(logits[i]).add(noise[i]).argmax()) for i in range(2)]
+    onehot = [[1.0 if a == samples[i] else 0.0 for a in range(2)] for i in range(2)]
+    p = [softmax(logits[0]), softmax(logits[1])]
+    policy, v_tgt = hand_discrete(p, onehot, [[[1.0, 2.0], [0.5, -1.0]], [[1.5, 1.0], [0.0, 0.0]]], [0.3, -0.7])
+    assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-5)
+    assert out["v_target"].item() == pytest.approx(sum(v_tgt) / 2, rel=1e-5)
+
+
+def test_masked_actions_by_hand():
+    """Agent 0 may not take action 1: it has probability 0 and contributes nothing to any loss."""
+    spec = AgentSpec(obs_dim=1, action_dim=3, discrete=True)
+    algo = IPSAC(spec, ModelConfig(hidden=4), AlgoConfig(alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions="probs"))
+    logits = [[0.5, 9.0, -0.5], [0.0, 1.0, 0.3]]
+    algo.policy = StubPolicy(torch.tensor(logits), True)
+    base = [[[1.0, -50.0, 2.0], [0.5, -1.0, 0.2]], [[1.5, -50.0, 1.0], [0.0, 0.0, 0.4]]]
+    w = [0.3, -0.7, 0.1]
+    algo.q = StubQ(torch.tensor(base), torch.tensor(w))
+    algo.v = StubV(torch.tensor([0.4, -0.2]))
+    algo.v_target = StubV(torch.tensor([1.0, 3.0])).requires_grad_(False)
+    b = batch(True)
+    b.obs.action_mask = torch.tensor([[True, False, True], [True, True, True]])
+    out = algo.losses(b)
+    p0 = softmax([0.5, -0.5])
+    p = [[p0[0], 0.0, p0[1]], softmax(logits[1])]
+    policy, v_tgt = hand_discrete(p, p, base, w)
+    assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-5)
+    assert out["v_target"].item() == pytest.approx(sum(v_tgt) / 2, rel=1e-5)
+    assert torch.isfinite(out["policy_loss"]) and torch.isfinite(out["value_loss"])

@@ -94,3 +94,11 @@ def test_too_many_edges_is_an_error():
 def test_empty_buffer_sample_is_an_error():
     with pytest.raises(RuntimeError, match="empty"):
         GraphReplayBuffer(4, 3, 2, 2, True, 2).sample(2)
+
+
+def test_masks_appearing_after_allocation_are_an_error():
+    buf = GraphReplayBuffer(4, 2, 3, 3, True, 2)
+    d = Data(x=torch.randn(2, 3), edge_index=torch.tensor([[0, 1], [1, 0]]),
+             action_mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="action masks only after the first reset"):
+        buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)

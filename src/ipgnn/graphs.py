@@ -67,11 +67,13 @@ def fully_connected_edges(n: int, device: Optional[torch.device] = None) -> Tens
 
 
 def networkx_edges(graph: nx.Graph) -> Tensor:
-    """``edge_index`` of a networkx graph whose nodes are ``0..N-1``; undirected edges both ways."""
+    """``edge_index`` of a networkx graph, nodes relabelled ``0..N-1`` in sorted order; undirected edges
+    both ways; self-loops dropped (an agent is not its own neighbour)."""
     relabelled = nx.convert_node_labels_to_integers(graph, ordering="sorted")
     if relabelled.number_of_edges() == 0:
         return torch.empty(2, 0, dtype=torch.long)
-    return coalesce(from_networkx(relabelled).edge_index, num_nodes=relabelled.number_of_nodes())
+    edges = remove_self_loops(from_networkx(relabelled).edge_index)[0]
+    return coalesce(edges, num_nodes=relabelled.number_of_nodes())
 
 
 def expand_hops(edge_index: Tensor, num_nodes: int, hops: int) -> Tensor:
@@ -107,7 +109,9 @@ class GraphBuilder:
             if env_edges is None:
                 raise ConfigError("env.graph.kind: 'env' needs a task with its own graph (e.g. a road network); "
                                   "this task has none: use 'knn' or 'full'")
-            self._static = env_edges
+            # an agent is never its own neighbour: a self-loop would put its own action on an edge and
+            # count it twice in Q_i(s, a_i, a_N(i))
+            self._static = remove_self_loops(env_edges)[0]
         elif cfg.kind == "full":
             self._static = fully_connected_edges(num_agents)
 

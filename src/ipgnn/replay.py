@@ -144,6 +144,9 @@ class GraphReplayBuffer:
                 getattr(self, cnt)[i] = e.size(1)
         if self.action_mask is not None:
             self.action_mask[i] = obs.action_mask
+        elif getattr(obs, "action_mask", None) is not None:
+            raise ValueError("the task reported action masks only after the first reset, and the replay buffer "
+                             "was built without them; a task with masks must report them from reset on")
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 

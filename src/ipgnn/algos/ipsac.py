@@ -15,7 +15,10 @@ explicit (the paper folds it into the reward):
   :math:`J(\kappa^k_i) = \mathbb E_{D}\big[\tfrac12 \big(Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i}) - \hat Q_i\big)^2\big]`,
   :math:`\hat Q_i = r_i + \gamma (1 - d_i) V_{\bar\eta_i}(s')` where :math:`d_i` is *termination* only
   (a time-limit truncation bootstraps);
-- policy, sec. 4.3 / app. E.2 (last equation):
+- policy, sec. 4.3 / app. E.2 (last equation), with :math:`\min_k` over the twin critics as SAC
+  (Haarnoja et al., 2018, sec. 5: "the minimum of the Q-functions for the value gradient and policy
+  gradient"); the IP paper names the minimum for the value target only and writes one
+  :math:`Q_{\kappa_i}` here:
   :math:`J(\theta) = \mathbb E_{s \sim D, \mathbf a \sim \prod_i q_i}\big[\sum_i \alpha \log q_{i,\theta}(a_i \mid s) - \min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})\big]`;
 - temperature (optional, SAC v2): :math:`J(\alpha) = \mathbb E[-\log\alpha\,(\log q_i(a_i \mid s) + \bar{\mathcal H})]`;
 - target: :math:`\bar\eta \leftarrow \tau \eta + (1 - \tau) \bar\eta` every ``target_update_interval`` steps.

@@ -132,6 +132,8 @@ class ParallelGraphEnv:
                     mask = np.ones((n, self.spec.action_dim), dtype=bool)
                 m = np.asarray(m, dtype=bool)
                 mask[i, : len(m)] &= m
+        if mask is None and self.has_action_mask:  # a step without masks after steps with them: all valid
+            mask = np.ones((n, self.spec.action_dim), dtype=bool)
         if mask is not None and not mask.any(1).all():
             bad = [self.agents[i] for i in np.flatnonzero(~mask.any(1))]
             raise ValueError(f"agents {bad} have no valid action in this step's action_mask")

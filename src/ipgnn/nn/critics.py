@@ -6,6 +6,10 @@ or a probability vector for discrete actions, the raw action for continuous ones
 through the last layer, so :math:`Q_i` depends on the actions of ``i`` and of its direct neighbours and
 on no other agent's action, whatever the depth of the state layers.
 
+The paper writes :math:`Q_i(s, \cdot)` with the global state; here, as in its partial-observation
+remark (sec. 4.3), each critic sees agent ``i``'s observation and, through message passing, those of
+its neighbours (``1 + critic_state_layers`` hops): the receptive field grows with the state layers.
+
 Parameters are shared across agents (one network evaluated on every node), as the paper's GNN
 critics are; the values are per agent, never one global scalar.
 """

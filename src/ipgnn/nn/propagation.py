@@ -156,7 +156,10 @@ class IntentionPropagationNetwork(nn.Module):
         q_i(\cdot \mid s) = g\big(W_o [\tilde\mu_i^0 \Vert \tilde\mu_i^1 \Vert \cdots \Vert \tilde\mu_i^M] + b_o\big)
 
     with :math:`g` a masked softmax (discrete actions) or the mean and log-std of a tanh-squashed
-    Gaussian (continuous actions), eq. (5).
+    Gaussian (continuous actions). Eq. (5) writes the readout as a function of the neighbours'
+    :math:`\tilde\mu_j^M`; following app. B.2 ("the final feature of each node is concatenated by the
+    embedding features of h layers") it reads agent ``i``'s own rounds, each of which
+    (:math:`m \ge 1`) is already a function of the neighbours' :math:`\tilde\mu_j^{m-1}`.
 
     Args:
         obs_dim: per-agent observation size.
