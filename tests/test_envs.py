@@ -66,7 +66,7 @@ def test_adapter_pads_observations_and_masks_actions():
 
 def test_truncation_is_not_termination_and_episode_metrics():
     env = ParallelGraphEnv(LineWorld(horizon=4), GraphConfig(kind="full"))
-    obs = env.reset(seed=0)
+    env.reset(seed=0)
     results = [env.step(torch.tensor([1, 1, 1])) for _ in range(4)]
     assert [r.done for r in results] == [False, False, False, True]
     last = results[-1]

@@ -6,7 +6,6 @@ import json
 
 import networkx as nx
 import pytest
-import torch
 
 from conftest import REPO
 from ipgnn.traffic import ScenarioError, load_scenario

@@ -45,7 +45,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
