@@ -71,6 +71,7 @@ class Road:
     points: list[tuple[float, float]]
     num_lanes: int
     max_speed: list[float]
+    lane_width: list[float]
 
     @property
     def length(self) -> float:
@@ -87,6 +88,7 @@ class Scenario:
     intersections: list[Intersection]
     roads: dict[str, Road]
     flows: list[dict[str, Any]] = field(default_factory=list)
+    points: dict[str, tuple[float, float]] = field(default_factory=dict)  # every intersection, virtual too
 
     @property
     def num_agents(self) -> int:
@@ -170,7 +172,8 @@ def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
             raise ScenarioError(f"{where}: needs at least 2 points, got {len(points)}")
         roads[rid] = Road(rid, _get(r, "startIntersection", where, str), _get(r, "endIntersection", where, str),
                           points, len(lanes),
-                          [float(_get(l, "maxSpeed", f"{where}: lanes[{j}]", (int, float))) for j, l in enumerate(lanes)])
+                          [float(_get(l, "maxSpeed", f"{where}: lanes[{j}]", (int, float))) for j, l in enumerate(lanes)],
+                          [float(l.get("width", 4.0)) for l in lanes])
     return roads
 
 
@@ -254,4 +257,6 @@ def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: Op
         raise ScenarioError(f"{rpath}: no signalised (non-virtual) intersection: nothing to control")
     fpath = directory / flow if flow else None
     flows = _check_flows(_read_json(fpath), roads, fpath) if fpath is not None else []
-    return Scenario(rpath, fpath, agents, roads, flows)
+    points = {i["id"]: _point(_get(i, "point", f"{rpath}: intersection '{i['id']}'", dict),
+                              f"{rpath}: intersection '{i['id']}': point") for i in inters}
+    return Scenario(rpath, fpath, agents, roads, flows, points)
