@@ -99,8 +99,9 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
                                        "and print the evaluation metrics as JSON.")
     parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
     parser.add_argument("--config", help="with --controller: the experiment whose task to run")
-    parser.add_argument("--controller", choices=["policy", "random"], default="policy",
-                        help="policy: the checkpoint's learned policy; random: uniformly random valid actions")
+    parser.add_argument("--controller", choices=["policy", "random", "maxpressure", "fixedtime"], default="policy",
+                        help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
+                             "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
@@ -136,8 +137,16 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
             algo.load_full_state_dict(state["algo"])
             algo.eval()
             act = greedy_policy(algo, device, deterministic=not args.stochastic)
-        else:
+        elif args.controller == "random":
             act = random_policy(env)
+        else:
+            from ipgnn.traffic.controllers import fixed_time_policy, max_pressure_policy
+            from ipgnn.traffic.env import TrafficSignalEnv
+
+            if not isinstance(getattr(env, "env", None), TrafficSignalEnv):
+                return _fail(f"--controller {args.controller} needs a traffic task (env.task: traffic), "
+                             f"not '{cfg.env.task}'")
+            act = (max_pressure_policy if args.controller == "maxpressure" else fixed_time_policy)(env.env)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
     seed = (cfg.seed + EVAL_SEED_OFFSET) if args.seed is None else args.seed

@@ -9,7 +9,8 @@ Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
     checkpoints/replay.pt   the replay buffer (train.save_replay), for an exact resume
     wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
 
-Checkpoints are taken at the first episode boundary after each ``train.checkpoint_every`` steps, so a
+Evaluations and checkpoints are taken at the first episode boundary after each ``train.eval_every``
+/ ``train.checkpoint_every`` steps, so a
 resumed run restarts the simulator exactly where the uninterrupted run would have (each episode is
 reset with seed ``seed + episode``): on CPU, resuming reproduces the uninterrupted run.
 """
@@ -109,6 +110,7 @@ class Trainer:
         self.env_step = 0
         self.episode = 0
         self.last_checkpoint_step = 0
+        self.last_eval_step = 0
         wandb_id = None
         if resume_state is not None:
             self._load_state(resume_state)
@@ -198,13 +200,15 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
-                "env_step": self.env_step, "episode": self.episode, "rng": rng_state(),
+                "env_step": self.env_step, "episode": self.episode, "last_eval_step": self.last_eval_step,
+                "rng": rng_state(),
                 "wandb_id": self.logger.wandb_id or ""}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.algo.load_full_state_dict(state["algo"])
         self.env_step = int(state["env_step"])
         self.episode = int(state["episode"])
+        self.last_eval_step = int(state.get("last_eval_step", 0))
         self.last_checkpoint_step = self.env_step
         replay_path = self.ckpt_dir / "replay.pt"
         if replay_path.is_file():
@@ -260,7 +264,6 @@ class Trainer:
                     self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
                                     self.env_step)
                     bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
-                    obs = self.env.reset(seed=cfg.seed + self.episode)
 
                 if self.env_step >= tc.learning_starts and self.env_step % tc.update_every == 0:
                     t0 = time.perf_counter()
@@ -285,17 +288,22 @@ class Trainer:
                     loss_sums, n_updates_window, update_time = {}, 0, 0.0
                     t_window, steps_window = time.perf_counter(), 0
 
-                if tc.eval_every and self.env_step % tc.eval_every == 0:
-                    final_eval = self.evaluate()
-                    self.logger.log(final_eval, self.env_step)
-                    bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
-                                    refresh=False)
-
-                if (res.done and tc.checkpoint_every
-                        and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every):
-                    self.save_checkpoint()
-            if not final_eval or not (tc.eval_every and self.env_step % tc.eval_every == 0):
+                # evaluation and checkpoints happen at episode boundaries, before the next reset: a
+                # simulator that allows one instance per process (libsumo) is free for evaluation
+                # there, and a resumed run restarts exactly where the uninterrupted one went on
+                if res.done:
+                    if tc.eval_every and self.env_step - self.last_eval_step >= tc.eval_every:
+                        final_eval = self.evaluate()
+                        self.last_eval_step = self.env_step
+                        self.logger.log(final_eval, self.env_step)
+                        bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
+                                        refresh=False)
+                    if tc.checkpoint_every and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every:
+                        self.save_checkpoint()
+                    obs = self.env.reset(seed=cfg.seed + self.episode)
+            if self.last_eval_step != self.env_step:
                 final_eval = self.evaluate()
+                self.last_eval_step = self.env_step
                 self.logger.log(final_eval, self.env_step)
             self.save_checkpoint()
         finally:

@@ -12,9 +12,11 @@ from typing import Callable
 from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.mpe import make_mpe_spread
 from ipgnn.envs.pettingzoo import ParallelGraphEnv, StepResult
+from ipgnn.envs.traffic import make_traffic_env
 
 TASKS: dict[str, Callable[[EnvConfig], ParallelGraphEnv]] = {
     "mpe_spread": make_mpe_spread,
+    "traffic": make_traffic_env,
 }
 
 

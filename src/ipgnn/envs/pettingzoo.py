@@ -59,17 +59,21 @@ class ParallelGraphEnv:
         position_fn: ``env -> array [N, d]`` of agent positions (needed for k-NN graphs).
         env_edges: the task's own static graph, ``[2, E]`` (for ``graph.kind: env``).
         agent_types: ``[N]`` types of the agents, for per-type encoders.
-        metrics_fn: ``env -> dict`` of task metrics at the current step.
+        metrics_fn: ``env -> dict`` of task metrics at the current step (averaged over the episode).
+        episode_metrics_fn: ``env -> dict`` of task metrics read once, at the end of an episode
+            (e.g. average travel time so far).
     """
 
     def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
                  env_edges: Optional[Tensor] = None, agent_types: Optional[Tensor] = None,
-                 metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None):
+                 metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
+                 episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None):
         self.env = env
         self.agents = list(env.possible_agents)
         self.num_agents = len(self.agents)
         self.position_fn = position_fn
         self.metrics_fn = metrics_fn
+        self.episode_metrics_fn = episode_metrics_fn
         self.agent_type = agent_types
         self.spec = self._check_spaces()
         self.graph = GraphBuilder(graph, self.num_agents, env_edges)
@@ -186,6 +190,8 @@ class ParallelGraphEnv:
             length = self._ep["episode_length"]
             episode = {**self._ep, "episode_return_per_agent": self._ep["episode_return"] / n}
             episode.update({k: v / length for k, v in self._metric_sums.items()})
+            if self.episode_metrics_fn is not None:
+                episode.update(self.episode_metrics_fn(self.env))
         return StepResult(self._to_data(obs, infos), reward, terminated, truncated, done, episode, infos)
 
     def random_action(self, obs: Data) -> Tensor:

@@ -31,18 +31,18 @@ class SumoEngine:
         seed: SUMO's random seed.
     """
 
-    _running = False
+    _owner: Optional["SumoEngine"] = None  # libsumo holds one simulation per process
 
     def __init__(self, scenario: Scenario, converted: SumoScenario, seed: int = 0):
         import libsumo
 
-        if SumoEngine._running:
-            libsumo.close()
+        if SumoEngine._owner is not None:  # starting a simulation ends the previous one in this process
+            SumoEngine._owner.close()
         self.traci = libsumo
         self.scenario = scenario
         libsumo.start([sumo_binary("sumo"), "-n", str(converted.net), "-r", str(converted.routes),
                        "--step-length", "1", "--seed", str(seed), *SUMO_OPTIONS])
-        SumoEngine._running = True
+        SumoEngine._owner = self
         sched = [float(v.get("depart")) for v in ET.parse(converted.routes).getroot().iter("vehicle")]
         ids = [v.get("id") for v in ET.parse(converted.routes).getroot().iter("vehicle")]
         self._scheduled = np.array(sched)
@@ -58,6 +58,9 @@ class SumoEngine:
 
     # --- the CityFlow Engine API subset ------------------------------------------------------------
     def next_step(self) -> None:
+        if not self.alive:
+            raise RuntimeError("this SUMO simulation was closed (libsumo runs one simulation per process, and "
+                               "another one was started since); reset the environment")
         self.traci.simulationStep()
         now = self.get_current_time()
         self.inserted += len(self.traci.simulation.getDepartedIDList())
@@ -95,86 +98,11 @@ class SumoEngine:
     def throughput(self) -> int:
         return int((~np.isnan(self._arrival)).sum())
 
+    @property
+    def alive(self) -> bool:
+        return SumoEngine._owner is self
+
     def close(self) -> None:
-        if SumoEngine._running:
+        if SumoEngine._owner is self:
             self.traci.close()
-            SumoEngine._running = False
-
-
-def run_controller(engine, scenario: Scenario, controller, seconds: int) -> dict[str, float]:
-    """Drive ``engine`` for ``seconds`` with ``controller(engine, time) -> {intersection: phase}``
-    called every second; return the CityFlow-defined metrics."""
-    for _ in range(seconds):
-        for iid, phase in controller(engine, engine.get_current_time()).items():
-            engine.set_tl_phase(iid, phase)
-        engine.next_step()
-    return {"average_travel_time": engine.get_average_travel_time(),
-            "throughput": float(getattr(engine, "throughput", np.nan))}
-
-
-class FixedTime:
-    """Cycle through the action phases, ``green`` seconds each, with ``yellow`` seconds of the
-    transition phase between them."""
-
-    def __init__(self, scenario: Scenario, green: float = 30.0, yellow: float = 5.0):
-        self.scenario, self.green, self.yellow = scenario, green, yellow
-
-    def __call__(self, engine, t: float) -> dict[str, int]:
-        out = {}
-        for a in self.scenario.intersections:
-            phases = a.action_phases
-            span = self.green + (self.yellow if a.transition_phase is not None else 0.0)
-            k = int(t // span) % len(phases)
-            in_yellow = a.transition_phase is not None and (t % span) < self.yellow
-            out[a.id] = a.transition_phase if in_yellow else phases[k]
-        return out
-
-
-class MaxPressure:
-    """Max-pressure control (Varaiya, 2013): every ``interval`` seconds, after at least ``min_green``
-    seconds of green, pick the action phase whose green lane links carry the most pressure
-    (vehicles on the incoming lane minus vehicles on the outgoing lane, summed over lane links),
-    with ``yellow`` seconds of the transition phase on a change."""
-
-    def __init__(self, scenario: Scenario, interval: float = 10.0, min_green: float = 10.0, yellow: float = 5.0):
-        self.scenario, self.interval, self.min_green, self.yellow = scenario, interval, min_green, yellow
-        self.current: dict[str, int] = {}
-        self.since: dict[str, float] = {}
-        self.pending: dict[str, tuple[int, float]] = {}
-
-    def pressures(self, counts: dict[str, int], a) -> list[float]:
-        out = []
-        for k in a.action_phases:
-            p = 0.0
-            for li in a.phases[k]:
-                link = a.road_links[li]
-                for lin, lout in link.lane_links:
-                    p += counts[f"{link.start_road}_{lin}"] - counts[f"{link.end_road}_{lout}"]
-            out.append(p)
-        return out
-
-    def __call__(self, engine, t: float) -> dict[str, int]:
-        out = {}
-        counts = None
-        for a in self.scenario.intersections:
-            if a.id in self.pending:
-                phase, until = self.pending[a.id]
-                if t >= until:
-                    del self.pending[a.id]
-                    self.current[a.id], self.since[a.id] = phase, t
-                    out[a.id] = phase
-                continue
-            if a.id in self.current and (t - self.since[a.id] < self.min_green or t % self.interval):
-                continue
-            if counts is None:
-                counts = engine.get_lane_vehicle_count()
-            pr = self.pressures(counts, a)
-            best = a.action_phases[int(np.argmax(pr))]
-            if best != self.current.get(a.id):
-                if a.id in self.current and a.transition_phase is not None and self.yellow > 0:
-                    self.pending[a.id] = (best, t + self.yellow)
-                    out[a.id] = a.transition_phase
-                else:
-                    self.current[a.id], self.since[a.id] = best, t
-                    out[a.id] = best
-        return out
+            SumoEngine._owner = None

@@ -1,0 +1,106 @@
+"""Traffic-signal control as a graph task: ``env.task: traffic``.
+
+``env.options`` (checked here, with errors naming the key):
+
+- ``scenario``: a directory holding CityFlow's ``roadnet.json`` and ``flow.json`` (relative paths are
+  taken from the working directory), or a generator spec ``{kind: grid, rows: 7, cols: 7, ...}`` /
+  ``{kind: manhattan}`` (see :mod:`ipgnn.traffic.generate`), generated once into the cache;
+- ``engine``: ``auto`` (CityFlow when ``import cityflow`` works, SUMO otherwise; the choice is logged),
+  ``sumo`` or ``cityflow``;
+- ``action_interval`` (10), ``yellow`` (5), ``reward`` (``queue``/``pressure``/``waiting``),
+  ``features`` (subset of ``[phase, count, waiting]``).
+
+``env.max_steps`` is the number of decisions per episode (app. D: 100); ``env.num_agents`` must equal
+the scenario's signalised intersections; ``env.graph.kind`` is ``env`` (the road graph, the paper's
+default for CityFlow) or ``full`` (the sec. 5.3 ablation).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ipgnn.config import ConfigError, EnvConfig
+
+log = logging.getLogger("ipgnn")
+
+OPTIONS = {"scenario": (str, dict), "engine": str, "action_interval": int, "yellow": int, "reward": str,
+           "features": list}
+
+
+def resolve_scenario(spec: Any) -> Path:
+    from ipgnn.traffic.generate import materialise
+
+    if isinstance(spec, dict):
+        if "kind" not in spec:
+            raise ConfigError("env.options.scenario: a generator spec needs 'kind' (grid or manhattan)")
+        try:
+            return materialise(spec)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"env.options.scenario: {exc}") from None
+    path = Path(spec).expanduser()
+    if not (path / "roadnet.json").is_file():
+        raise ConfigError(f"env.options.scenario: no roadnet.json in '{path}' (give a CityFlow scenario "
+                          "directory, or a generator spec such as {kind: grid, rows: 7, cols: 7})")
+    return path
+
+
+def make_engine_factory(scenario, engine: str):
+    from ipgnn.traffic.cityflow_engine import CityFlowEngine, cityflow_available
+
+    if engine not in ("auto", "sumo", "cityflow"):
+        raise ConfigError(f"env.options.engine: expected auto, sumo or cityflow, got {engine!r}")
+    if engine == "cityflow" and not cityflow_available():
+        raise ConfigError("env.options.engine: 'cityflow' requested but 'import cityflow' fails; build it from "
+                          "its public repository (see the README) or use engine: sumo")
+    if engine == "cityflow" or (engine == "auto" and cityflow_available()):
+        log.info("traffic engine: CityFlow")
+        return lambda seed: CityFlowEngine(scenario, seed)
+    from ipgnn.traffic.sumo_convert import convert
+    from ipgnn.traffic.sumo_engine import SumoEngine
+
+    try:
+        converted = convert(scenario)
+    except RuntimeError as exc:  # SUMO missing
+        raise ConfigError(f"env.options.engine: {exc}") from None
+    log.info("traffic engine: SUMO (%s)", "CityFlow not importable" if engine == "auto" else "requested")
+    return lambda seed: SumoEngine(scenario, converted, seed)
+
+
+def make_traffic_env(cfg: EnvConfig, raw: bool = False):
+    from ipgnn.envs.pettingzoo import ParallelGraphEnv
+    from ipgnn.traffic.env import TrafficSignalEnv
+    from ipgnn.traffic.scenario import ScenarioError, load_scenario
+
+    opts = dict(cfg.options)
+    for k, v in opts.items():
+        if k not in OPTIONS:
+            raise ConfigError(f"env.options.{k}: unknown option for task 'traffic' (valid: {', '.join(OPTIONS)})")
+        if not isinstance(v, OPTIONS[k]) or isinstance(v, bool):
+            raise ConfigError(f"env.options.{k}: expected {OPTIONS[k]}, got {v!r}")
+    if "scenario" not in opts:
+        raise ConfigError("env.options.scenario: required for task 'traffic' (a directory or a generator spec)")
+    if cfg.continuous_actions:
+        raise ConfigError("env.continuous_actions: traffic-signal control has discrete actions (phases)")
+    if cfg.graph.kind == "knn":
+        raise ConfigError("env.graph.kind: use 'env' (the road graph) or 'full' for traffic, not 'knn'")
+    try:
+        scenario = load_scenario(resolve_scenario(opts["scenario"]))
+    except ScenarioError as exc:
+        raise ConfigError(f"env.options.scenario: {exc}") from None
+    if cfg.num_agents != scenario.num_agents:
+        raise ConfigError(f"env.num_agents: the scenario has {scenario.num_agents} signalised intersections, "
+                          f"the config says {cfg.num_agents}")
+    try:
+        env = TrafficSignalEnv(scenario, make_engine_factory(scenario, opts.get("engine", "auto")),
+                               action_interval=opts.get("action_interval", 10), yellow=opts.get("yellow", 5),
+                               max_decisions=cfg.max_steps, reward=opts.get("reward", "queue"),
+                               features=tuple(opts.get("features", ("phase", "count", "waiting"))))
+    except ValueError as exc:
+        raise ConfigError(f"env.options: {exc}") from None
+    if raw:
+        return env
+    positions = scenario.positions().numpy()
+    return ParallelGraphEnv(env, cfg.graph, position_fn=lambda e: positions, env_edges=scenario.edge_index(),
+                            episode_metrics_fn=lambda e: e.metrics())

@@ -1,0 +1,187 @@
+"""Traffic-signal control as a PettingZoo ``ParallelEnv``: every signalised intersection is an agent.
+
+Per decision (``action_interval`` simulated seconds, default 10):
+
+- **action**: the next phase, an index into the agent's *action phases* (its CityFlow phases without
+  the transition phase); agents with fewer phases than the largest intersection get an
+  ``action_mask`` in their info. A change of phase first shows the transition phase for ``yellow``
+  seconds (default 5) within the interval.
+- **observation** (``features``): one-hot of the current action phase, then the vehicle count and the
+  waiting (halted) count of each incoming lane, padded with zeros to the largest intersection.
+- **reward** ``r_i`` (local to the intersection, so it depends on the agent and its neighbours):
+  ``queue`` (default): minus the waiting vehicles on its incoming lanes; ``pressure``: minus the
+  absolute difference between vehicles on its incoming and outgoing lanes; ``waiting``: minus the
+  vehicles on its incoming lanes (moving or not).
+- **episode**: ``max_decisions`` decisions (app. D: 100), then truncation (never termination).
+
+Evaluation metrics, the same definitions on every engine (see :mod:`ipgnn.traffic.sumo_engine`),
+reported at the end of an episode: ``average_travel_time`` (CityFlow's definition: every vehicle whose
+scheduled entry has passed, counted from that time to its arrival or to now), ``throughput`` (vehicles
+that completed their route), ``queue_length`` (mean waiting vehicles per incoming lane of the
+signalised intersections) and ``delay`` (the fraction of the vehicles in the network that are waiting).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from ipgnn.traffic.scenario import Scenario
+
+REWARDS = ("queue", "pressure", "waiting")
+FEATURES = ("phase", "count", "waiting")
+
+
+class TrafficSignalEnv(ParallelEnv):
+    """Signal control on a scenario, over an engine made by ``engine_factory(seed)``.
+
+    Args:
+        scenario: the loaded scenario.
+        engine_factory: ``seed -> engine`` with CityFlow's ``Engine`` API subset (``next_step``,
+            ``set_tl_phase``, ``get_lane_vehicle_count``, ``get_lane_waiting_vehicle_count``,
+            ``get_average_travel_time``, ``get_current_time``) and ``close``.
+        action_interval, yellow, max_decisions, reward, features: see the module docstring.
+    """
+
+    metadata = {"name": "traffic_signal_v0", "render_modes": []}
+
+    def __init__(self, scenario: Scenario, engine_factory: Callable[[int], Any], action_interval: int = 10,
+                 yellow: int = 5, max_decisions: int = 100, reward: str = "queue",
+                 features: tuple[str, ...] = FEATURES):
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if not features or any(f not in FEATURES for f in features):
+            raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {features!r}")
+        if yellow >= action_interval:
+            raise ValueError(f"yellow ({yellow} s) must be shorter than action_interval ({action_interval} s)")
+        self.scenario = scenario
+        self.engine_factory = engine_factory
+        self.action_interval, self.yellow, self.max_decisions = action_interval, yellow, max_decisions
+        self.reward_kind, self.features = reward, tuple(features)
+        self.possible_agents = scenario.agent_ids
+        self.agents: list[str] = []
+        self._inter = {a.id: a for a in scenario.intersections}
+        self.max_phases = max(len(a.action_phases) for a in scenario.intersections)
+        self.max_lanes = max(len(a.incoming_lanes) for a in scenario.intersections)
+        self._in_lanes = {a.id: [f"{r}_{k}" for r, k in a.incoming_lanes] for a in scenario.intersections}
+        self._out_lanes = {a.id: [f"{r}_{k}" for r, k in a.outgoing_lanes] for a in scenario.intersections}
+        self.engine = None
+        self._seed = 0
+
+    # --- spaces -------------------------------------------------------------------------------------
+    @property
+    def obs_dim(self) -> int:
+        return (self.max_phases if "phase" in self.features else 0) + self.max_lanes * (
+            ("count" in self.features) + ("waiting" in self.features))
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Box:
+        return spaces.Box(0.0, np.inf, (self.obs_dim,), np.float32)
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return spaces.Discrete(self.max_phases)
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        m = np.zeros(self.max_phases, dtype=np.int8)
+        m[: len(self._inter[agent].action_phases)] = 1
+        return m
+
+    # --- episode ------------------------------------------------------------------------------------
+    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        if seed is not None:
+            self._seed = seed
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = self.engine_factory(self._seed)
+        self._seed += 1  # the next unseeded reset gets a fresh demand realisation
+        self.agents = list(self.possible_agents)
+        self.decisions = 0
+        self.phase = {a: 0 for a in self.agents}  # index into action phases
+        for a in self.agents:
+            self.engine.set_tl_phase(a, self._inter[a].action_phases[0])
+        counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
+        return self._observe(counts, waiting), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
+
+    def step(self, actions: dict[str, int]):
+        if not self.agents:
+            raise RuntimeError("step() after the episode ended: call reset()")
+        changed = []
+        for a in self.agents:
+            act = int(actions.get(a, self.phase[a]))
+            n = len(self._inter[a].action_phases)
+            if not 0 <= act < n:
+                raise ValueError(f"agent '{a}': action {act} outside its {n} phases (see its action_mask)")
+            if act != self.phase[a]:
+                changed.append(a)
+            self.phase[a] = act
+        for a in changed:
+            tp = self._inter[a].transition_phase
+            if tp is not None and self.yellow > 0:
+                self.engine.set_tl_phase(a, tp)
+        for t in range(self.action_interval):
+            if t == self.yellow or (t == 0 and self.yellow == 0):
+                for a in changed:
+                    self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
+            self.engine.next_step()
+        self.decisions += 1
+        counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
+        obs = self._observe(counts, waiting)
+        rewards = {a: self._reward(a, counts, waiting) for a in self.agents}
+        done = self.decisions >= self.max_decisions
+        term = {a: False for a in self.agents}
+        trunc = {a: done for a in self.agents}
+        infos = {a: {"action_mask": self.action_mask(a)} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, term, trunc, infos
+
+    def metrics(self) -> dict[str, float]:
+        """Evaluation metrics now (CityFlow's definitions on every engine)."""
+        e = self.engine
+        waiting = e.get_lane_waiting_vehicle_count()
+        lanes = [l for a in self.possible_agents for l in self._in_lanes[a]]
+        counts = e.get_lane_vehicle_count()
+        in_network = sum(counts.values())
+        out = {"average_travel_time": float(e.get_average_travel_time()),
+               "queue_length": float(np.mean([waiting[l] for l in lanes])),
+               "delay": float(sum(waiting.values()) / in_network) if in_network else 0.0}
+        if hasattr(e, "throughput"):
+            out["throughput"] = float(e.throughput)
+        return out
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
+        out = {}
+        for a in self.possible_agents:
+            parts = []
+            if "phase" in self.features:
+                onehot = np.zeros(self.max_phases, np.float32)
+                onehot[self.phase.get(a, 0)] = 1.0
+                parts.append(onehot)
+            for name, src in (("count", counts), ("waiting", waiting)):
+                if name in self.features:
+                    v = np.zeros(self.max_lanes, np.float32)
+                    lanes = self._in_lanes[a]
+                    v[: len(lanes)] = [src[l] for l in lanes]
+                    parts.append(v)
+            out[a] = np.concatenate(parts)
+        return out
+
+    def _reward(self, a: str, counts: dict[str, int], waiting: dict[str, int]) -> float:
+        if self.reward_kind == "queue":
+            return -float(sum(waiting[l] for l in self._in_lanes[a]))
+        if self.reward_kind == "waiting":
+            return -float(sum(counts[l] for l in self._in_lanes[a]))
+        inc = sum(counts[l] for l in self._in_lanes[a])
+        out = sum(counts[l] for l in self._out_lanes[a])
+        return -float(abs(inc - out))
