@@ -12,7 +12,7 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 from conftest import CONFIGS, REPO
-from ipgnn.config import ConfigError, EnvConfig, GraphConfig, load_config
+from ipgnn.config import ConfigError, EnvConfig, GraphConfig
 from ipgnn.envs import make_env
 from ipgnn.logger import read_metrics
 from ipgnn.traffic import load_scenario

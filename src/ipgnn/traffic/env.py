@@ -69,6 +69,20 @@ class TrafficSignalEnv(ParallelEnv):
         self.max_lanes = max(len(a.incoming_lanes) for a in scenario.intersections)
         self._in_lanes = {a.id: [f"{r}_{k}" for r, k in a.incoming_lanes] for a in scenario.intersections}
         self._out_lanes = {a.id: [f"{r}_{k}" for r, k in a.outgoing_lanes] for a in scenario.intersections}
+        # vectorised views: every lane once, and [N, max_lanes] indices into it (padding -> a zero slot)
+        self._lanes = sorted({l for ls in (*self._in_lanes.values(), *self._out_lanes.values()) for l in ls})
+        pos = {l: k for k, l in enumerate(self._lanes)}
+        pad = len(self._lanes)
+
+        def index(table, width):
+            out = np.full((len(self.possible_agents), width), pad, dtype=np.int64)
+            for i, a in enumerate(self.possible_agents):
+                out[i, : len(table[a])] = [pos[l] for l in table[a]]
+            return out
+
+        self._in_idx = index(self._in_lanes, self.max_lanes)
+        self._out_idx = index(self._out_lanes, max(len(v) for v in self._out_lanes.values()))
+        self._masks = {a: self._make_mask(a) for a in self.possible_agents}
         self.engine = None
         self._seed = 0
 
@@ -86,10 +100,13 @@ class TrafficSignalEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Discrete:
         return spaces.Discrete(self.max_phases)
 
-    def action_mask(self, agent: str) -> np.ndarray:
+    def _make_mask(self, agent: str) -> np.ndarray:
         m = np.zeros(self.max_phases, dtype=np.int8)
         m[: len(self._inter[agent].action_phases)] = 1
         return m
+
+    def action_mask(self, agent: str) -> np.ndarray:
+        return self._masks[agent]
 
     # --- episode ------------------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
@@ -131,7 +148,7 @@ class TrafficSignalEnv(ParallelEnv):
         self.decisions += 1
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         obs = self._observe(counts, waiting)
-        rewards = {a: self._reward(a, counts, waiting) for a in self.agents}
+        rewards = dict(zip(self.possible_agents, map(float, self._rewards(counts, waiting))))
         done = self.decisions >= self.max_decisions
         term = {a: False for a in self.agents}
         trunc = {a: done for a in self.agents}
@@ -160,28 +177,30 @@ class TrafficSignalEnv(ParallelEnv):
             self.engine = None
 
     # --- internals ----------------------------------------------------------------------------------
-    def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
-        out = {}
-        for a in self.possible_agents:
-            parts = []
-            if "phase" in self.features:
-                onehot = np.zeros(self.max_phases, np.float32)
-                onehot[self.phase.get(a, 0)] = 1.0
-                parts.append(onehot)
-            for name, src in (("count", counts), ("waiting", waiting)):
-                if name in self.features:
-                    v = np.zeros(self.max_lanes, np.float32)
-                    lanes = self._in_lanes[a]
-                    v[: len(lanes)] = [src[l] for l in lanes]
-                    parts.append(v)
-            out[a] = np.concatenate(parts)
-        return out
+    def _vectors(self, counts: dict[str, int], waiting: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Lane counts as arrays over ``self._lanes`` plus a trailing zero (the padding slot)."""
+        c = np.fromiter((counts[l] for l in self._lanes), np.float32, len(self._lanes))
+        w = np.fromiter((waiting[l] for l in self._lanes), np.float32, len(self._lanes))
+        return np.append(c, 0.0), np.append(w, 0.0)
 
-    def _reward(self, a: str, counts: dict[str, int], waiting: dict[str, int]) -> float:
+    def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
+        c, w = self._vectors(counts, waiting)
+        parts = []
+        if "phase" in self.features:
+            onehot = np.zeros((len(self.possible_agents), self.max_phases), np.float32)
+            onehot[np.arange(len(self.possible_agents)), [self.phase.get(a, 0) for a in self.possible_agents]] = 1.0
+            parts.append(onehot)
+        if "count" in self.features:
+            parts.append(c[self._in_idx])
+        if "waiting" in self.features:
+            parts.append(w[self._in_idx])
+        x = np.concatenate(parts, axis=1)
+        return dict(zip(self.possible_agents, x))
+
+    def _rewards(self, counts: dict[str, int], waiting: dict[str, int]) -> np.ndarray:
+        c, w = self._vectors(counts, waiting)
         if self.reward_kind == "queue":
-            return -float(sum(waiting[l] for l in self._in_lanes[a]))
+            return -w[self._in_idx].sum(1)
         if self.reward_kind == "waiting":
-            return -float(sum(counts[l] for l in self._in_lanes[a]))
-        inc = sum(counts[l] for l in self._in_lanes[a])
-        out = sum(counts[l] for l in self._out_lanes[a])
-        return -float(abs(inc - out))
+            return -c[self._in_idx].sum(1)
+        return -np.abs(c[self._in_idx].sum(1) - c[self._out_idx].sum(1))

@@ -20,6 +20,7 @@ wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ class Intersection:
     phase_times: list[float]
     transition_phase: Optional[int]  # the phase that only keeps always-green links (None if absent)
 
-    @property
+    @functools.cached_property
     def action_phases(self) -> list[int]:
         """CityFlow phase indices the agent chooses among (every phase but the transition one)."""
         return [k for k in range(len(self.phases)) if k != self.transition_phase]
