@@ -78,6 +78,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             trainer = Trainer.from_config(cfg, Path(args.run_dir) if args.run_dir else None)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted while setting up, before any training step: nothing to save", file=sys.stderr)
+        return 130
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
     try:

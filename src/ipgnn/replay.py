@@ -70,23 +70,25 @@ class GraphReplayBuffer:
         self.device = torch.device(device)
         self.index_dtype = torch.int16 if num_agents <= torch.iinfo(torch.int16).max else torch.int32
         c, n = self.capacity, self.num_agents
+        # torch.empty: slots are written before they can be sampled, and untouched pages cost no RAM,
+        # so a 10^6-transition buffer grows with use instead of being zero-filled up front
         kw = dict(device=self.device)
-        self.x = torch.zeros(c, n, obs_dim, dtype=torch.float32, **kw)
-        self.next_x = torch.zeros(c, n, obs_dim, dtype=torch.float32, **kw)
+        self.x = torch.empty(c, n, obs_dim, dtype=torch.float32, **kw)
+        self.next_x = torch.empty(c, n, obs_dim, dtype=torch.float32, **kw)
         if discrete:
             act_dtype = torch.int16 if action_dim <= torch.iinfo(torch.int16).max else torch.int32
-            self.action = torch.zeros(c, n, dtype=act_dtype, **kw)
+            self.action = torch.empty(c, n, dtype=act_dtype, **kw)
         else:
-            self.action = torch.zeros(c, n, action_dim, dtype=torch.float32, **kw)
-        self.reward = torch.zeros(c, n, dtype=torch.float32, **kw)
-        self.terminated = torch.zeros(c, n, dtype=torch.bool, **kw)
+            self.action = torch.empty(c, n, action_dim, dtype=torch.float32, **kw)
+        self.reward = torch.empty(c, n, dtype=torch.float32, **kw)
+        self.terminated = torch.empty(c, n, dtype=torch.bool, **kw)
         self.static_edges = None if static_edges is None else static_edges.to(self.device, torch.long)
         if self.static_edges is None:
-            self.edges = torch.zeros(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
-            self.next_edges = torch.zeros(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
-            self.num_edges = torch.zeros(c, dtype=torch.int32, **kw)
-            self.next_num_edges = torch.zeros(c, dtype=torch.int32, **kw)
-        self.action_mask = torch.zeros(c, n, action_dim, dtype=torch.bool, **kw) if has_action_mask else None
+            self.edges = torch.empty(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
+            self.next_edges = torch.empty(c, 2, self.max_edges, dtype=self.index_dtype, **kw)
+            self.num_edges = torch.empty(c, dtype=torch.int32, **kw)
+            self.next_num_edges = torch.empty(c, dtype=torch.int32, **kw)
+        self.action_mask = torch.empty(c, n, action_dim, dtype=torch.bool, **kw) if has_action_mask else None
         self.agent_type = None if agent_type is None else agent_type.to(self.device, torch.long)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pos = 0
