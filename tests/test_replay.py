@@ -102,3 +102,14 @@ def test_masks_appearing_after_allocation_are_an_error():
              action_mask=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="action masks only after the first reset"):
         buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)
+
+
+def test_saved_buffer_holds_only_the_filled_part(tmp_path):
+    """torch.save of a view writes its whole storage: the state must not drag the empty capacity along."""
+    from ipgnn import checkpoint
+
+    env = make_env(EnvConfig(num_agents=3))
+    buf = GraphReplayBuffer(20_000, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges)
+    fill(env, buf, 10)
+    path = checkpoint.save(buf.state_dict(), tmp_path / "replay.pt")
+    assert path.stat().st_size < 50 * buf.bytes_per_transition + 100_000

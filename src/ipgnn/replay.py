@@ -198,7 +198,8 @@ class GraphReplayBuffer:
     # ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The filled slots (as laid out, so sampling after a resume is identical) and the sampler."""
-        data = {k: v[: self.size].cpu() for k, v in self._storage().items()}
+        # clone: torch.save writes a view's whole storage, i.e. the full preallocated buffer
+        data = {k: v[: self.size].clone().cpu() for k, v in self._storage().items()}
         return {"data": data, "size": self.size, "pos": self.pos, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

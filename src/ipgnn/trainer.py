@@ -180,8 +180,8 @@ class Trainer:
                    "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
                    "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
                    "or raise --train.update_every.")
-            log.warning(msg)
-            tqdm.write(f"WARNING: {msg}")
+            log.debug(msg)
+            tqdm.write(f"WARNING: {msg}")  # through tqdm, so the progress bar is not broken
 
     def _warn_eta(self, phase_seconds: float) -> None:
         """After the first update phase, say how long the updates alone will take if that is hours."""
@@ -194,8 +194,8 @@ class Trainer:
                    "to go)")
             if self.device.type == "cpu":
                 msg += "; a GPU, a smaller --replay.batch_size or fewer --train.gradient_steps would shorten it"
-            log.warning(msg)
-            tqdm.write(f"WARNING: {msg}")
+            log.debug(msg)
+            tqdm.write(f"WARNING: {msg}")  # through tqdm, so the progress bar is not broken
 
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

