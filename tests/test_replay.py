@@ -113,3 +113,18 @@ def test_saved_buffer_holds_only_the_filled_part(tmp_path):
     fill(env, buf, 10)
     path = checkpoint.save(buf.state_dict(), tmp_path / "replay.pt")
     assert path.stat().st_size < 50 * buf.bytes_per_transition + 100_000
+
+
+def test_loading_into_a_larger_buffer_never_samples_unwritten_slots():
+    env = make_env(EnvConfig(num_agents=3))
+    args = (3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges)
+    small = GraphReplayBuffer(10, *args)
+    stored = fill(env, small, 25)  # wrapped: slot 0 holds transition 20
+    big = GraphReplayBuffer(30, *args)
+    big.load_state_dict(small.state_dict())
+    assert len(big) == 10 and big.pos == 10
+    expected = torch.stack([stored[t][0].x for t in range(15, 25)])  # the 10 newest, oldest first
+    assert torch.equal(big.x[:10], expected)
+    smaller = GraphReplayBuffer(4, *args)
+    smaller.load_state_dict(small.state_dict())
+    assert len(smaller) == 4 and torch.equal(smaller.x[:4], expected[-4:])

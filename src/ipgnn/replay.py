@@ -200,14 +200,23 @@ class GraphReplayBuffer:
         """The filled slots (as laid out, so sampling after a resume is identical) and the sampler."""
         # clone: torch.save writes a view's whole storage, i.e. the full preallocated buffer
         data = {k: v[: self.size].clone().cpu() for k, v in self._storage().items()}
-        return {"data": data, "size": self.size, "pos": self.pos, "generator": self.generator.get_state()}
+        return {"data": data, "size": self.size, "pos": self.pos, "capacity": self.capacity,
+                "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        size = int(state["size"])
-        if size > self.capacity:
-            raise ValueError(f"checkpointed buffer holds {size} transitions, more than capacity {self.capacity}")
-        for k, v in state["data"].items():
+        """Restore a saved buffer. With the same capacity the layout is kept as saved (a resumed run
+        samples exactly what the uninterrupted one would); with another capacity (a run extended by
+        ``--train.total_steps``) the transitions are laid out oldest first and the newest that fit
+        are kept, so no unwritten slot is ever sampled."""
+        size, pos = int(state["size"]), int(state["pos"])
+        data = state["data"]
+        if int(state.get("capacity", self.capacity)) != self.capacity:
+            order = (torch.arange(size) + (pos if size and pos < size else 0)) % max(size, 1)
+            keep = order[-self.capacity:] if size > self.capacity else order
+            data = {k: v[keep] for k, v in data.items()}
+            size = int(keep.numel())
+            pos = size % self.capacity
+        for k, v in data.items():
             getattr(self, k)[:size] = v.to(self.device)
-        self.size = size
-        self.pos = int(state["pos"])
+        self.size, self.pos = size, pos
         self.generator.set_state(state["generator"])
