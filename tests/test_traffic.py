@@ -205,3 +205,18 @@ def test_cityflow_adapter_against_the_documented_api(monkeypatch, tmp_path):
     res = env.step(env.random_action(res.obs))
     assert res.done and res.episode["average_travel_time"] == 42.0 and res.episode["throughput"] == 1
     CityFlowEngine._engines.clear()
+
+
+def test_hangzhou16_config_runs_on_the_real_data():
+    from test_scenario import need
+
+    from ipgnn.config import load_config
+
+    cfg = load_config(CONFIGS / "hangzhou16.yaml", [f"--env.options.scenario={need('hangzhou_4x4')}",
+                                                    "--env.options.engine=sumo"])
+    env = make_env(cfg.env)
+    obs = env.reset(seed=0)
+    assert obs.x.shape[0] == 16 and obs.edge_index.shape == (2, 48)
+    res = env.step(env.random_action(obs))
+    assert res.reward.shape == (16,) and (res.reward <= 0).all()
+    env.close()

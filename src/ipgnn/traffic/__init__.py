@@ -1,4 +1,5 @@
-"""Traffic-signal control: CityFlow-format scenarios (work in progress towards the traffic issue)."""
+"""Traffic-signal control: CityFlow-format scenarios, generators, SUMO and CityFlow engines, the environment
+and the classic controllers."""
 
 from ipgnn.traffic.scenario import Intersection, Road, RoadLink, Scenario, ScenarioError, load_scenario
 
