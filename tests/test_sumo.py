@@ -77,3 +77,28 @@ def test_maxpressure_beats_fixed_time_and_inserts_every_vehicle(hangzhou):
     # SUMO 586 s / 352 s, CityFlow 591 s / 362 s) to within 10 %
     assert results["fixed"]["average_travel_time"] == pytest.approx(590, rel=0.1)
     assert results["maxpressure"]["average_travel_time"] == pytest.approx(355, rel=0.1)
+
+
+def test_lower_priority_greens_yield(hangzhou):
+    """Right turns merging into a green straight movement yield ('g'); the transition phase keeps only
+    the right turns green and shows yellow elsewhere (states read from netconvert's foe matrix)."""
+    sc, conv = hangzhou
+    states = conv.states["intersection_1_1"]
+    assert states[0] == "yyGGyyGyyyGy"
+    assert states[1] == "GrGgrrGGrrgr"  # straights 0 and 7 green; right turns 3 and 10 yield to them
+
+
+def test_open_ended_flows_run_to_the_horizon(tmp_path):
+    import json
+
+    from ipgnn.traffic.generate import materialise
+
+    d = materialise({"kind": "grid", "rows": 1, "cols": 1, "rate": 30}, tmp_path / "gen")
+    flows = json.loads((d / "flow.json").read_text())
+    flows = [flows[0] | {"startTime": 0, "endTime": -1, "interval": 100.0}]  # CityFlow: -1 = no end
+    out = tmp_path / "scenario"
+    out.mkdir()
+    (out / "roadnet.json").write_text((d / "roadnet.json").read_text())
+    (out / "flow.json").write_text(json.dumps(flows))
+    conv = convert(load_scenario(out), tmp_path / "sumo")
+    assert conv.vehicles == 37  # t = 0, 100, ..., 3600

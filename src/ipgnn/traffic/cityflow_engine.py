@@ -4,7 +4,8 @@ CityFlow is not on PyPI: build it from its public repository (see the README). I
 has the API the traffic environment uses (``next_step``, ``set_tl_phase``, ``get_lane_vehicle_count``,
 ``get_lane_waiting_vehicle_count``, ``get_average_travel_time``, ``get_current_time``); this adapter
 writes the engine's config file, keeps one engine per process for its whole life (CityFlow's engine
-can hang when destroyed), and re-seeds it with ``reset(seed=True)`` between episodes.
+can hang when destroyed), and re-seeds it between episodes with ``set_random_seed(seed)`` followed by
+``reset(seed=False)``.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class TrafficSignalEnv(ParallelEnv):
         if self.engine is not None:
             self.engine.close()
         self.engine = self.engine_factory(self._seed)
-        self._seed += 1  # the next unseeded reset gets a fresh demand realisation
+        self._seed += 1  # the next unseeded reset gets another engine seed (the demand file is fixed)
         self.agents = list(self.possible_agents)
         self.decisions = 0
         self.phase = {a: 0 for a in self.agents}  # index into action phases
@@ -136,13 +136,19 @@ class TrafficSignalEnv(ParallelEnv):
             if act != self.phase[a]:
                 changed.append(a)
             self.phase[a] = act
+        # a change shows the transition phase for `yellow` seconds, then the new phase; an intersection
+        # without a transition phase switches at once
+        delayed = []
         for a in changed:
             tp = self._inter[a].transition_phase
             if tp is not None and self.yellow > 0:
                 self.engine.set_tl_phase(a, tp)
+                delayed.append(a)
+            else:
+                self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
         for t in range(self.action_interval):
-            if t == self.yellow or (t == 0 and self.yellow == 0):
-                for a in changed:
+            if t == self.yellow:
+                for a in delayed:
                     self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
             self.engine.next_step()
         self.decisions += 1

@@ -34,7 +34,7 @@ import numpy as np
 
 VEHICLE = {"length": 5.0, "width": 2.0, "maxPosAcc": 2.0, "maxNegAcc": 4.5, "usualPosAcc": 2.0,
            "usualNegAcc": 4.5, "minGap": 2.5, "maxSpeed": 11.111, "headwayTime": 2}
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass
@@ -92,8 +92,9 @@ def _roadnet(net: _Net) -> dict[str, Any]:
             kinds = {m[3] for m in moves}
             horizontal = abs(pts[nid][0] - pts[u][0]) >= abs(pts[nid][1] - pts[u][1])
             for rout, w, n_out, kind in moves:
-                lane_links = [{"startLaneIndex": a, "endLaneIndex": b,
-                               "points": [{"x": x, "y": y}, {"x": x, "y": y}]}
+                # no "points": CityFlow then draws each lane link's curve itself (given points are
+                # used as the path, and a degenerate one would hide which movements cross)
+                lane_links = [{"startLaneIndex": a, "endLaneIndex": b, "points": []}
                               for a in _lanes_for(kind, n_in, kinds) for b in range(n_out)]
                 links.append({"type": kind, "startRoad": rin, "endRoad": rout,
                               "direction": 0 if horizontal else 1, "laneLinks": lane_links})

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -39,7 +38,7 @@ TURN_SPEED = 8.333  # m/s, CityFlow's turning speed
 PRIORITY = {"go_straight": 3, "turn_left": 2, "turn_right": 1}
 SUMO_OPTIONS = ["--time-to-teleport", "-1", "--no-step-log", "true", "--no-warnings", "true",
                 "--collision.action", "warn"]
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 
 def sumo_binary(name: str) -> str:
@@ -161,30 +160,27 @@ def _netconvert(out: Path) -> Path:
 
 
 def _tls_foes(net: Path) -> dict[str, set[tuple[int, int]]]:
-    """Pairs of conflicting TLS link indices per traffic light, from netconvert's junction foe matrix."""
+    """Pairs of conflicting TLS link indices per traffic light, from netconvert's junction foe matrix.
+
+    A junction's ``request`` index ``i`` is its ``i``-th internal lane (``intLanes``); the connection
+    whose ``via`` is that lane carries the TLS ``linkIndex``."""
     root = ET.parse(net).getroot()
-    junction_to_tls: dict[str, dict[int, int]] = {}
-    for c in root.iter("connection"):
-        via, tl = c.get("via"), c.get("tl")
-        if not via or not tl:
-            continue
-        m = re.match(r"^:(.*)_(\d+)_\d+$", via)
-        if m:
-            junction_to_tls.setdefault(m.group(1), {})[int(m.group(2))] = int(c.get("linkIndex"))
+    via_to_link = {c.get("via"): int(c.get("linkIndex")) for c in root.iter("connection")
+                   if c.get("via") and c.get("tl") and c.get("linkIndex") is not None}
     foes: dict[str, set[tuple[int, int]]] = {}
     for j in root.iter("junction"):
-        jid = j.get("id")
-        if j.get("type") != "traffic_light" or jid not in junction_to_tls:
+        if j.get("type") != "traffic_light":
             continue
-        mapping = junction_to_tls[jid]
+        lanes = j.get("intLanes", "").split()
+        mapping = {i: via_to_link[lane] for i, lane in enumerate(lanes) if lane in via_to_link}
         pairs: set[tuple[int, int]] = set()
         for req in j.iter("request"):
             a = int(req.get("index"))
-            bits = req.get("foes", "")[::-1]  # rightmost character is junction link 0
+            bits = req.get("foes", "")[::-1]  # rightmost character is request index 0
             for b, bit in enumerate(bits):
                 if bit == "1" and a in mapping and b in mapping and mapping[a] != mapping[b]:
                     pairs.add((mapping[a], mapping[b]))
-        foes[jid] = pairs
+        foes[j.get("id")] = pairs
     return foes
 
 
@@ -207,9 +203,15 @@ def _yielding_states(sc: Scenario, foes: dict[str, set[tuple[int, int]]]) -> dic
     return states
 
 
-def _write_routes(sc: Scenario, path: Path) -> int:
+def _write_routes(sc: Scenario, path: Path, horizon: Optional[float] = None) -> int:
     """One ``<vehicle>`` per scheduled CityFlow vehicle (startTime + k*interval <= endTime), in
-    departure order, with a vType per distinct vehicle parameter set."""
+    departure order, with a vType per distinct vehicle parameter set. CityFlow's ``endTime: -1``
+    ("until the simulation ends") runs to ``horizon``: by default the latest finite time in the file,
+    and at least one hour."""
+    if horizon is None:
+        finite = [float(f["endTime"]) for f in sc.flows if float(f["endTime"]) >= 0]
+        finite += [float(f["startTime"]) for f in sc.flows]
+        horizon = max([3600.0, *finite])
     root = ET.Element("routes")
     vtypes: dict[str, str] = {}
     departures = []
@@ -226,6 +228,8 @@ def _write_routes(sc: Scenario, path: Path) -> int:
                 "emergencyDecel": str(v.get("maxNegAcc", 4.5)), "tau": str(v.get("headwayTime", 1.5)),
                 "sigma": "0"})
         start, end, interval = float(f["startTime"]), float(f["endTime"]), float(f["interval"])
+        if end < 0:
+            end = horizon
         t, n = start, 0
         while t <= end + 1e-9:
             departures.append((t, k, n))
