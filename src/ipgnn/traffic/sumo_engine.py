@@ -13,6 +13,7 @@ Metrics use CityFlow's definitions on both engines:
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from typing import Optional
 
@@ -20,6 +21,15 @@ import numpy as np
 
 from ipgnn.traffic.scenario import Scenario
 from ipgnn.traffic.sumo_convert import SUMO_OPTIONS, SumoScenario, sumo_binary
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(routes: str) -> tuple[dict[str, int], np.ndarray]:
+    """Vehicle ids and scheduled departure times of a route file, parsed once per process (every
+    episode restarts the simulation, the schedule stays the same)."""
+    vehicles = list(ET.parse(routes).getroot().iter("vehicle"))
+    return ({v.get("id"): k for k, v in enumerate(vehicles)},
+            np.array([float(v.get("depart")) for v in vehicles]))
 
 
 class SumoEngine:
@@ -43,11 +53,8 @@ class SumoEngine:
         libsumo.start([sumo_binary("sumo"), "-n", str(converted.net), "-r", str(converted.routes),
                        "--step-length", "1", "--seed", str(seed), *SUMO_OPTIONS])
         SumoEngine._owner = self
-        sched = [float(v.get("depart")) for v in ET.parse(converted.routes).getroot().iter("vehicle")]
-        ids = [v.get("id") for v in ET.parse(converted.routes).getroot().iter("vehicle")]
-        self._scheduled = np.array(sched)
-        self._index = {vid: k for k, vid in enumerate(ids)}
-        self._arrival = np.full(len(ids), np.nan)
+        self._index, self._scheduled = _schedule(str(converted.routes))
+        self._arrival = np.full(len(self._scheduled), np.nan)
         self.inserted = 0  # vehicles that entered the network so far
         # CityFlow lane id -> SUMO lane id
         self.lane_map = {f"{r.id}_{k}": f"{r.id}_{r.num_lanes - 1 - k}"
