@@ -254,5 +254,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         raise ConfigError("\n".join(lines)) from None
 
 
+def check_options(options: dict[str, Any], schema: dict[str, type | tuple[type, ...]], task: str) -> dict[str, Any]:
+    """Check a task's ``env.options`` against ``{name: accepted type(s)}``; errors name the key."""
+    for k, v in options.items():
+        if k not in schema:
+            raise ConfigError(f"env.options.{k}: unknown option for task '{task}' (valid: {', '.join(schema)})")
+        kinds = schema[k] if isinstance(schema[k], tuple) else (schema[k],)
+        if float in kinds and isinstance(v, int):
+            v = options[k] = float(v)
+        if not isinstance(v, kinds) or isinstance(v, bool):
+            names = " or ".join(t.__name__ for t in kinds)
+            raise ConfigError(f"env.options.{k}: expected {names}, got {v!r}")
+    return options
+
+
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ipgnn.config import ConfigError, EnvConfig
+from ipgnn.config import EnvConfig, check_options
 
 SPREAD_OPTIONS = {"local_ratio": float}
 
@@ -38,13 +38,7 @@ def make_mpe_spread(cfg: EnvConfig):
 
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
 
-    opts = dict(cfg.options)
-    for k, v in opts.items():
-        if k not in SPREAD_OPTIONS:
-            raise ConfigError(f"env.options.{k}: unknown option for task 'mpe_spread' "
-                              f"(valid: {', '.join(SPREAD_OPTIONS)})")
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ConfigError(f"env.options.{k}: expected a number, got {v!r}")
+    opts = check_options(dict(cfg.options), SPREAD_OPTIONS, "mpe_spread")
     env = simple_spread_v3.parallel_env(N=cfg.num_agents, max_cycles=cfg.max_steps,
                                         continuous_actions=cfg.continuous_actions,
                                         local_ratio=float(opts.get("local_ratio", 0.5)))

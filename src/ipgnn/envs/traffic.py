@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ipgnn.config import ConfigError, EnvConfig
+from ipgnn.config import ConfigError, EnvConfig, check_options
 
 log = logging.getLogger("ipgnn")
 
@@ -73,12 +73,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     from ipgnn.traffic.env import TrafficSignalEnv
     from ipgnn.traffic.scenario import ScenarioError, load_scenario
 
-    opts = dict(cfg.options)
-    for k, v in opts.items():
-        if k not in OPTIONS:
-            raise ConfigError(f"env.options.{k}: unknown option for task 'traffic' (valid: {', '.join(OPTIONS)})")
-        if not isinstance(v, OPTIONS[k]) or isinstance(v, bool):
-            raise ConfigError(f"env.options.{k}: expected {OPTIONS[k]}, got {v!r}")
+    opts = check_options(dict(cfg.options), OPTIONS, "traffic")
     if "scenario" not in opts:
         raise ConfigError("env.options.scenario: required for task 'traffic' (a directory or a generator spec)")
     if cfg.continuous_actions:

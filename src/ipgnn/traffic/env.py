@@ -82,7 +82,8 @@ class TrafficSignalEnv(ParallelEnv):
 
         self._in_idx = index(self._in_lanes, self.max_lanes)
         self._out_idx = index(self._out_lanes, max(len(v) for v in self._out_lanes.values()))
-        self._masks = {a: self._make_mask(a) for a in self.possible_agents}
+        masks = scenario.padded()["action_mask"].numpy().astype(np.int8)
+        self._masks = dict(zip(self.possible_agents, masks))
         self.engine = None
         self._seed = 0
 
@@ -99,11 +100,6 @@ class TrafficSignalEnv(ParallelEnv):
     @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Discrete:
         return spaces.Discrete(self.max_phases)
-
-    def _make_mask(self, agent: str) -> np.ndarray:
-        m = np.zeros(self.max_phases, dtype=np.int8)
-        m[: len(self._inter[agent].action_phases)] = 1
-        return m
 
     def action_mask(self, agent: str) -> np.ndarray:
         return self._masks[agent]
