@@ -46,6 +46,8 @@ class EnvConfig(_Section):
     num_agents: int = Field(3, ge=1)
     max_steps: int = Field(25, ge=1, description="episode length (app. D: 25 for MPE/MAgent, 100 for CityFlow)")
     continuous_actions: bool = False
+    num_envs: int = Field(1, ge=1, description="environments stepped together, for tasks with a batched "
+                                               "interface (the tensor MPE tasks); every one counts as env steps")
     graph: GraphConfig = Field(default_factory=GraphConfig)
     options: dict[str, Any] = Field(default_factory=dict, description="task-specific options, checked by the task")
 

@@ -127,6 +127,22 @@ class GraphBuilder:
         k = min(self.cfg.k, self.num_agents - 1)
         return self.num_agents * k * (2 if self.cfg.symmetric else 1)
 
+    def batched(self, num_graphs: int, pos: Optional[Tensor] = None) -> Tensor:
+        """``edge_index`` of ``num_graphs`` graphs of ``N`` agents stacked into one PyG ``Batch`` (node
+        ``b * N + i``), from positions ``[B, N, d]`` for k-NN; one batched call, no loop over graphs."""
+        n = self.num_agents
+        if self._static is not None:
+            offsets = torch.arange(num_graphs, device=self._static.device).view(-1, 1, 1) * n
+            return (self._static.unsqueeze(0) + offsets).permute(1, 0, 2).reshape(2, -1)
+        if pos is None:
+            raise ValueError("a k-NN graph needs agent positions; the task returned none")
+        local = knn_edges(pos, self.cfg.k)  # [B, 2, N*k]
+        offsets = torch.arange(num_graphs, device=pos.device).view(-1, 1, 1) * n
+        edges = (local + offsets).permute(1, 0, 2).reshape(2, -1)
+        if self.cfg.symmetric:  # edges never cross graphs, so one global symmetrisation is per graph
+            edges = to_undirected(edges, num_nodes=num_graphs * n)
+        return edges
+
     def __call__(self, pos: Optional[Tensor] = None) -> Tensor:
         if self._static is not None:
             return self._static

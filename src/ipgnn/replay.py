@@ -129,28 +129,44 @@ class GraphReplayBuffer:
         return {k: getattr(self, k) for k in names}
 
     # ----------------------------------------------------------------------------------------------
-    def add(self, obs: Data, action: Tensor, reward: Tensor, terminated: Tensor, next_obs: Data) -> None:
-        """Store one step of all agents. ``obs``/``next_obs`` are the step's graphs."""
-        i = self.pos
-        self.x[i] = obs.x
-        self.next_x[i] = next_obs.x
-        self.action[i] = action.to(self.action.dtype)
-        self.reward[i] = reward
-        self.terminated[i] = terminated
+    def add(self, obs: Data | Batch, action: Tensor, reward: Tensor, terminated: Tensor,
+            next_obs: Data | Batch) -> None:
+        """Store one step of all agents: one graph (``Data``), or ``B`` environments' graphs at once
+        (a ``Batch`` of ``B`` graphs of ``N`` agents, node ``b * N + i``) into ``B`` consecutive slots."""
+        n = self.num_agents
+        b = int(obs.num_graphs) if isinstance(obs, Batch) else 1
+        if b > self.capacity:
+            raise ValueError(f"{b} transitions at once exceed the buffer's capacity {self.capacity}")
+        idx = (self.pos + torch.arange(b, device=self.device)) % self.capacity
+        self.x[idx] = obs.x.reshape(b, n, -1).to(self.device)
+        self.next_x[idx] = next_obs.x.reshape(b, n, -1).to(self.device)
+        self.action[idx] = action.reshape(b, *self.action.shape[1:]).to(self.device, self.action.dtype)
+        self.reward[idx] = reward.reshape(b, n).to(self.device)
+        self.terminated[idx] = terminated.reshape(b, n).to(self.device)
         if self.static_edges is None:
             for name, cnt, graph in (("edges", "num_edges", obs), ("next_edges", "next_num_edges", next_obs)):
-                e = graph.edge_index
-                if e.size(1) > self.max_edges:
-                    raise ValueError(f"a graph with {e.size(1)} edges exceeds the buffer's max_edges={self.max_edges}")
-                getattr(self, name)[i, :, : e.size(1)] = e
-                getattr(self, cnt)[i] = e.size(1)
+                self._write_edges(idx, getattr(self, name), getattr(self, cnt), graph.edge_index.to(self.device), b)
         if self.action_mask is not None:
-            self.action_mask[i] = obs.action_mask
+            self.action_mask[idx] = obs.action_mask.reshape(b, n, -1).to(self.device)
         elif getattr(obs, "action_mask", None) is not None:
             raise ValueError("the task reported action masks only after the first reset, and the replay buffer "
                              "was built without them; a task with masks must report them from reset on")
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
+        self.pos = (self.pos + b) % self.capacity
+        self.size = min(self.size + b, self.capacity)
+
+    def _write_edges(self, idx: Tensor, store: Tensor, counts: Tensor, edge_index: Tensor, b: int) -> None:
+        """Scatter the edges of ``b`` stacked graphs into their slots as local indices, vectorised."""
+        n = self.num_agents
+        graph = torch.div(edge_index[1], n, rounding_mode="floor")  # which graph each edge belongs to
+        cnt = torch.bincount(graph, minlength=b)
+        if int(cnt.max()) > self.max_edges:
+            raise ValueError(f"a graph with {int(cnt.max())} edges exceeds the buffer's max_edges={self.max_edges}")
+        order = torch.argsort(graph, stable=True)
+        graph, local = graph[order], edge_index[:, order] - graph[order] * n
+        start = torch.cumsum(cnt, 0) - cnt
+        slot = torch.arange(graph.numel(), device=self.device) - start[graph]
+        store[idx[graph], :, slot] = local.t().to(store.dtype)
+        counts[idx] = cnt.to(counts.dtype)
 
     def _edge_index(self, edges: Optional[Tensor], counts: Optional[Tensor], b: int) -> Tensor:
         """Concatenate ``b`` graphs' edges with node offsets ``k * N``, vectorised."""

@@ -61,12 +61,15 @@ def _available_memory() -> Optional[int]:
 
 
 def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
-    """Run ``episodes`` episodes (seeds ``seed, seed+1, ...``) with ``act(obs) -> action`` and return the
+    """Run ``episodes`` episodes (seeds ``seed, seed+1, ...``; a batched task of ``B`` environments plays
+    ``B`` at a time, so at least ``episodes``) with ``act(obs) -> action`` and return the
     means of the episode metrics as ``eval/<metric>`` (``eval/episode_return`` is
     :math:`\\sum_t \\sum_i r_i^t`)."""
     totals: dict[str, float] = {}
-    for ep in range(episodes):
-        obs = env.reset(seed=seed + ep)
+    per_reset = int(getattr(env, "num_envs", 1))  # a batched task plays num_envs episodes per reset
+    resets = max(1, math.ceil(episodes / per_reset))
+    for ep in range(resets):
+        obs = env.reset(seed=seed + ep * per_reset)
         while True:
             res = env.step(act(obs))
             obs = res.obs
@@ -74,7 +77,7 @@ def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
                 for k, v in res.episode.items():
                     totals[k] = totals.get(k, 0.0) + v
                 break
-    return {f"eval/{k}": v / episodes for k, v in totals.items()}
+    return {f"eval/{k}": v / resets for k, v in totals.items()}
 
 
 def greedy_policy(algo: IPSAC, device: torch.device, deterministic: bool = True):
@@ -103,6 +106,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env)
+        self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
         self.algo = IPSAC(self.spec, cfg.model, cfg.algo).to(self.device)
         self.env.reset(seed=cfg.seed)  # one reset tells whether the task has action masks
@@ -255,19 +259,23 @@ class Trainer:
                 res = self.env.step(action)
                 self.replay.add(obs, action, res.reward, res.terminated, res.obs)
                 obs = res.obs
-                self.env_step += 1
-                steps_window += 1
-                bar.update(1)
+                prev_step = self.env_step
+                self.env_step += self.num_envs  # every environment of a batched task counts
+                steps_window += self.num_envs
+                bar.update(self.num_envs)
                 if res.done:
-                    self.episode += 1
+                    self.episode += self.num_envs
                     last_return = res.episode["episode_return"]
                     self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
                                     self.env_step)
                     bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
 
-                if self.env_step >= tc.learning_starts and self.env_step % tc.update_every == 0:
+                # one update phase per update_every environment steps crossed, so the ratio of gradient
+                # steps to collected transitions does not depend on how many environments step together
+                phases = self.env_step // tc.update_every - prev_step // tc.update_every
+                if self.env_step >= tc.learning_starts and phases > 0:
                     t0 = time.perf_counter()
-                    for _ in range(tc.gradient_steps):
+                    for _ in range(phases * tc.gradient_steps):
                         stats = self.algo.update(self.replay.sample(cfg.replay.batch_size, self.device))
                         for k, v in stats.items():
                             loss_sums[k] = loss_sums.get(k, 0.0) + v
@@ -278,7 +286,7 @@ class Trainer:
                         eta_checked = True
                         self._warn_eta(phase)
 
-                if self.env_step % tc.log_every == 0:
+                if self.env_step // tc.log_every > prev_step // tc.log_every:
                     elapsed = time.perf_counter() - t_window
                     row = {"charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
                            "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,

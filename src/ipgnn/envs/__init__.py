@@ -1,8 +1,10 @@
 """Task registry: adding a task means adding one entry to :data:`TASKS`.
 
 A task factory takes the ``env`` config section and returns a graph environment with ``spec``,
-``graph``, ``reset(seed)``, ``step(action)``, ``random_action(obs)`` and ``close()`` (see
-:class:`ipgnn.envs.pettingzoo.ParallelGraphEnv`).
+``graph``, ``reset(seed)``, ``step(action)``, ``random_action(obs)`` and ``close()``: a PettingZoo
+environment wrapped by :class:`ipgnn.envs.pettingzoo.ParallelGraphEnv` (one environment, a step is a
+``Data``), or a batched task wrapped by :class:`ipgnn.envs.vector.TensorGraphEnv` (``num_envs``
+environments, a step is a ``Batch``).
 """
 
 from __future__ import annotations
@@ -11,20 +13,40 @@ from typing import Callable
 
 from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.mpe import make_mpe_spread
+from ipgnn.envs.mpe_tensor.factory import TENSOR_MPE_TASKS
 from ipgnn.envs.pettingzoo import ParallelGraphEnv, StepResult
 from ipgnn.envs.traffic import make_traffic_env
+from ipgnn.envs.vector import TensorGraphEnv
 
-TASKS: dict[str, Callable[[EnvConfig], ParallelGraphEnv]] = {
-    "mpe_spread": make_mpe_spread,
+
+def make_magent_jungle(cfg: EnvConfig) -> ParallelGraphEnv:
+    try:
+        import magent2  # noqa: F401  (an optional dependency)
+    except ImportError:
+        raise ConfigError("env.task 'magent_jungle' needs magent2: pip install -e '.[magent]'") from None
+    from ipgnn.envs.magent import make_magent_jungle as make
+
+    return make(cfg)
+
+
+TASKS: dict[str, Callable[[EnvConfig], ParallelGraphEnv | TensorGraphEnv]] = {
+    "mpe_spread": make_mpe_spread,  # mpe2's own simple_spread (global observations), for small N
+    **TENSOR_MPE_TASKS,  # the paper's locally observed MPE scenarios, batched tensors, to N = 200 and beyond
+    "magent_jungle": make_magent_jungle,
     "traffic": make_traffic_env,
 }
 
 
-def make_env(cfg: EnvConfig) -> ParallelGraphEnv:
+def make_env(cfg: EnvConfig) -> ParallelGraphEnv | TensorGraphEnv:
     """Build the task named by ``cfg.task``; unknown names list the known ones."""
     if cfg.task not in TASKS:
         raise ConfigError(f"env.task: unknown task '{cfg.task}'; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[cfg.task](cfg)
+    env = TASKS[cfg.task](cfg)
+    if int(getattr(env, "num_envs", 1)) != cfg.num_envs:
+        env.close()
+        raise ConfigError(f"env.num_envs: task '{cfg.task}' steps one environment at a time, got {cfg.num_envs}; "
+                          f"set env.num_envs to 1 (batched tasks: {', '.join(sorted(TENSOR_MPE_TASKS))})")
+    return env
 
 
-__all__ = ["TASKS", "make_env", "ParallelGraphEnv", "StepResult"]
+__all__ = ["TASKS", "make_env", "ParallelGraphEnv", "StepResult", "TensorGraphEnv"]
