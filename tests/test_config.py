@@ -83,3 +83,20 @@ def test_saved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     load_config(path)
+
+
+def test_layered_config_files(tmp_path):
+    """Several --config files merge in order; an error names the file that set the key."""
+    from ipgnn.config import ConfigError, load_config
+
+    base = tmp_path / "exp.yaml"
+    base.write_text("env:\n  task: mpe_spread\n  num_agents: 5\nalgo:\n  lr: 0.01\n")
+    layer = tmp_path / "algo.yaml"
+    layer.write_text("algo:\n  name: iql\n  options:\n    epsilon_end: 0.05\n")
+    cfg = load_config([base, layer])
+    assert cfg.env.num_agents == 5 and cfg.algo.name == "iql" and cfg.algo.lr == 0.01
+    assert cfg.algo.options == {"epsilon_end": 0.05}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algo:\n  gamma: 2.0\n")
+    with pytest.raises(ConfigError, match=f"{bad}.*algo.gamma"):
+        load_config([base, bad])

@@ -3,6 +3,7 @@
 ::
 
     ipgnn-train --config configs/mpe_spread_small.yaml --train.total_steps=5000 --model.rounds=3
+    ipgnn-train --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml
     ipgnn-train --resume runs/mpe_spread_small-20261125-170000
     ipgnn-eval --checkpoint runs/<run>/checkpoints/latest.pt --episodes 10
 
@@ -52,7 +53,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         prog="ipgnn-train",
         description="Train intention propagation (IP-SAC). Any --section.key=value overrides the config.",
         epilog="example: ipgnn-train --config configs/mpe_spread_small.yaml --train.total_steps=5000")
-    parser.add_argument("--config", help="YAML experiment file")
+    parser.add_argument("--config", action="append",
+                        help="YAML experiment file; repeat to layer files, later ones win "
+                             "(e.g. --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--run-dir", help="write the run here instead of <logger.run_root>/<name>-<time>/")
     ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "-h", "--help"})
@@ -101,7 +104,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         prog="ipgnn-eval", description="Evaluate a trained policy (greedy by default) or a reference controller "
                                        "and print the evaluation metrics as JSON.")
     parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
-    parser.add_argument("--config", help="with --controller: the experiment whose task to run")
+    parser.add_argument("--config", action="append",
+                        help="with --controller: the experiment whose task to run (repeatable, later files win)")
     parser.add_argument("--controller", choices=["policy", "random", "maxpressure", "fixedtime"], default="policy",
                         help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
                              "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)")
@@ -115,7 +119,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     from ipgnn import checkpoint
-    from ipgnn.algos.ipsac import IPSAC
+    from ipgnn.algos import make_algo
     from ipgnn.config import validate
     from ipgnn.envs import make_env
     from ipgnn.trainer import EVAL_SEED_OFFSET, evaluate, greedy_policy, random_policy, resolve_device
@@ -136,7 +140,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         env = make_env(cfg.env)
         if args.controller == "policy":
             device = resolve_device(cfg.device)
-            algo = IPSAC(env.spec, cfg.model, cfg.algo).to(device)
+            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size).to(device)
             algo.load_full_state_dict(state["algo"])
             algo.eval()
             act = greedy_policy(algo, device, deterministic=not args.stochastic)

@@ -69,10 +69,20 @@ class ModelConfig(_Section):
         return self
 
 
-class AlgoConfig(_Section):
-    """IP-SAC (Algorithm 1). Learning rates default to Table 2's single value when left unset."""
+ALGO_NAMES = ("ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic")
 
-    name: Literal["ipsac"] = "ipsac"
+
+class AlgoConfig(_Section):
+    """The learning algorithm: IP-SAC (Algorithm 1) or one of the paper's baselines (``name``).
+
+    The fields below are IP-SAC's; the baselines share ``gamma``, ``tau``, ``lr``,
+    ``target_update_interval`` and ``max_grad_norm`` and read their own settings from ``options``
+    (each algorithm checks its options and documents their defaults). Learning rates default to Table 2's
+    single value when left unset."""
+
+    name: Literal["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"] = Field(
+        "ipsac", description="ipsac (the paper's method) or a baseline of sec. 5.2 / app. B.1")
+    options: dict[str, Any] = Field(default_factory=dict, description="algorithm-specific settings (baselines)")
     gamma: float = Field(0.95, ge=0.0, le=1.0, description="discount (Table 2)")
     tau: float = Field(0.01, gt=0.0, le=1.0, description="Polyak coefficient of the target value network")
     lr: float = Field(0.01, gt=0.0, description="learning rate of all networks (Table 2)")
@@ -236,10 +246,19 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> ExperimentConfig:
-    """Load ``path`` (YAML), apply overrides, validate. Errors name the file (or override) and key."""
-    raw = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
+def load_config(path: str | Path | list[str | Path] | None = None,
+                overrides: list[str] | dict | None = None) -> ExperimentConfig:
+    """Load ``path`` (YAML; or several, merged in order, later files overriding earlier ones: an
+    experiment file, then e.g. ``configs/algos/qmix.yaml``), apply overrides, validate. Errors name the
+    file (or override) that set the key."""
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # dotted key -> the file that set it last
+    for p in paths:
+        layer = read_yaml(p)
+        raw = deep_merge(raw, layer)
+        origin.update({k: str(p) for k in _flatten(layer)})
+    source = str(paths[-1]) if paths else "<defaults>"
     extra = {}
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
@@ -251,22 +270,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         lines = []
         for e in exc.errors():
             key = ".".join(str(p) for p in e["loc"])
-            src = f"command-line override --{key}" if key in override_keys else source
+            if key in override_keys:
+                src = f"command-line override --{key}"
+            else:  # the file that set this key (or its closest parent), else the last file
+                parts = key.split(".")
+                src = next((origin[".".join(parts[:i])] for i in range(len(parts), 0, -1)
+                            if ".".join(parts[:i]) in origin), source)
             lines.append(_describe(e, src))
         raise ConfigError("\n".join(lines)) from None
 
 
-def check_options(options: dict[str, Any], schema: dict[str, type | tuple[type, ...]], task: str) -> dict[str, Any]:
-    """Check a task's ``env.options`` against ``{name: accepted type(s)}``; errors name the key."""
+def check_options(options: dict[str, Any], schema: dict[str, type | tuple[type, ...]], task: str,
+                  section: str = "env.options") -> dict[str, Any]:
+    """Check a task's ``env.options`` (or an algorithm's ``algo.options``: ``section``) against
+    ``{name: accepted type(s)}``; an int is accepted for a float; errors name the key."""
     for k, v in options.items():
         if k not in schema:
-            raise ConfigError(f"env.options.{k}: unknown option for task '{task}' (valid: {', '.join(schema)})")
+            raise ConfigError(f"{section}.{k}: unknown option for '{task}' (valid: {', '.join(schema)})")
         kinds = schema[k] if isinstance(schema[k], tuple) else (schema[k],)
-        if float in kinds and isinstance(v, int):
+        is_bool = isinstance(v, bool)
+        if float in kinds and isinstance(v, int) and not is_bool:
             v = options[k] = float(v)
-        if not isinstance(v, kinds) or isinstance(v, bool):
+        if not isinstance(v, kinds) or (is_bool and bool not in kinds):
             names = " or ".join(t.__name__ for t in kinds)
-            raise ConfigError(f"env.options.{k}: expected {names}, got {v!r}")
+            raise ConfigError(f"{section}.{k}: expected {names}, got {v!r}")
     return options
 
 

@@ -89,6 +89,8 @@ class GraphReplayBuffer:
             self.num_edges = torch.empty(c, dtype=torch.int32, **kw)
             self.next_num_edges = torch.empty(c, dtype=torch.int32, **kw)
         self.action_mask = torch.empty(c, n, action_dim, dtype=torch.bool, **kw) if has_action_mask else None
+        # the next state's masks too: a Q-learning target maximises over the actions valid in s'
+        self.next_action_mask = torch.empty(c, n, action_dim, dtype=torch.bool, **kw) if has_action_mask else None
         self.agent_type = None if agent_type is None else agent_type.to(self.device, torch.long)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.pos = 0
@@ -106,7 +108,7 @@ class GraphReplayBuffer:
         if not static_graph:
             per += 2 * (2 * max_edges * idx + 4)
         if has_action_mask:
-            per += num_agents * action_dim
+            per += 2 * num_agents * action_dim
         return per * capacity
 
     @property
@@ -125,7 +127,7 @@ class GraphReplayBuffer:
         if self.static_edges is None:
             names += ["edges", "next_edges", "num_edges", "next_num_edges"]
         if self.action_mask is not None:
-            names.append("action_mask")
+            names += ["action_mask", "next_action_mask"]
         return {k: getattr(self, k) for k in names}
 
     # ----------------------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ class GraphReplayBuffer:
                 self._write_edges(idx, getattr(self, name), getattr(self, cnt), graph.edge_index.to(self.device), b)
         if self.action_mask is not None:
             self.action_mask[idx] = obs.action_mask.reshape(b, n, -1).to(self.device)
+            self.next_action_mask[idx] = next_obs.action_mask.reshape(b, n, -1).to(self.device)
         elif getattr(obs, "action_mask", None) is not None:
             raise ValueError("the task reported action masks only after the first reset, and the replay buffer "
                              "was built without them; a task with masks must report them from reset on")
@@ -200,9 +203,10 @@ class GraphReplayBuffer:
         if self.agent_type is not None:
             extra["agent_type"] = self.agent_type.repeat(b)
         obs = Batch(x=self.x[idx].reshape(b * n, -1), edge_index=ei, batch=batch_vec, ptr=ptr, **extra)
+        next_obs = Batch(x=self.next_x[idx].reshape(b * n, -1), edge_index=nei, batch=batch_vec, ptr=ptr, **extra)
         if self.action_mask is not None:
             obs.action_mask = self.action_mask[idx].reshape(b * n, -1)
-        next_obs = Batch(x=self.next_x[idx].reshape(b * n, -1), edge_index=nei, batch=batch_vec, ptr=ptr, **extra)
+            next_obs.action_mask = self.next_action_mask[idx].reshape(b * n, -1)
         action = self.action[idx].reshape(b * n, *self.action.shape[2:])
         out = TransitionBatch(obs, next_obs, action.long() if self.discrete else action,
                               self.reward[idx].reshape(-1), self.terminated[idx].reshape(-1).float())
@@ -232,6 +236,9 @@ class GraphReplayBuffer:
             data = {k: v[keep] for k, v in data.items()}
             size = int(keep.numel())
             pos = size % self.capacity
+        if self.next_action_mask is not None and "next_action_mask" not in data and "action_mask" in data:
+            raise ValueError("this replay checkpoint predates stored next-state action masks; resume without "
+                             "replay.pt (the buffer refills) or with the ipgnn version that wrote it")
         for k, v in data.items():
             getattr(self, k)[:size] = v.to(self.device)
         self.size, self.pos = size, pos

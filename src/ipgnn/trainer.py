@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ipgnn import checkpoint
-from ipgnn.algos.ipsac import IPSAC
+from ipgnn.algos import make_algo
 from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_overrides, save_config, validate
 from ipgnn.envs import make_env
 from ipgnn.logger import RunLogger
@@ -80,7 +80,7 @@ def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
     return {f"eval/{k}": v / resets for k, v in totals.items()}
 
 
-def greedy_policy(algo: IPSAC, device: torch.device, deterministic: bool = True):
+def greedy_policy(algo: torch.nn.Module, device: torch.device, deterministic: bool = True):
     """``obs -> action`` with the trained policy: the mode of each :math:`q_i` when ``deterministic``."""
     def act(obs):
         return algo.act(obs.to(device), deterministic=deterministic).cpu()
@@ -108,7 +108,7 @@ class Trainer:
         self.eval_env = make_env(cfg.env)
         self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
-        self.algo = IPSAC(self.spec, cfg.model, cfg.algo).to(self.device)
+        self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size).to(self.device)
         self.env.reset(seed=cfg.seed)  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ, neighbour_action_attr
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 from ipgnn.replay import TransitionBatch
@@ -100,9 +100,10 @@ class IPSAC(nn.Module):
         spec: the task's agents.
         model: the ``model`` config section.
         algo: the ``algo`` config section.
+        num_agents: unused: every network is shared across agents and works for any N.
     """
 
-    def __init__(self, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig):
+    def __init__(self, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int | None = None):
         super().__init__()
         self.spec, self.cfg = spec, algo
         self.policy = IntentionPropagationNetwork(
@@ -123,6 +124,12 @@ class IPSAC(nn.Module):
         if algo.autotune_alpha:
             self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=algo.alpha_lr or lr)
         self.num_updates = 0
+
+    @classmethod
+    def check(cls, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int) -> None:
+        if algo.options:
+            raise ConfigError(f"algo.options: ipsac takes its settings from the algo section itself, not from "
+                              f"options (got {sorted(algo.options)})")
 
     # ----------------------------------------------------------------------------------------------
     @property
