@@ -33,7 +33,7 @@ def _split(argv: Sequence[str], known: set[str]) -> tuple[list[str], list[str]]:
         head = arg.split("=", 1)[0]
         if head in known:
             ours.append(arg)
-            if "=" not in arg and head not in ("-h", "--help"):
+            if "=" not in arg and head not in ("-h", "--help", "--print-config"):  # flags without a value
                 nxt = next(it, None)
                 if nxt is not None:
                     ours.append(nxt)
@@ -58,7 +58,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                              "(e.g. --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--run-dir", help="write the run here instead of <logger.run_root>/<name>-<time>/")
-    ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "-h", "--help"})
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (files + overrides) as YAML and exit without training")
+    ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "--print-config", "-h", "--help"})
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -78,6 +80,11 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.config:
                 return _fail("pass --config FILE (e.g. configs/mpe_spread_small.yaml) or --resume RUN_DIR")
             cfg = load_config(args.config, overrides)
+            if args.print_config:
+                import yaml
+
+                print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+                return 0
             trainer = Trainer.from_config(cfg, Path(args.run_dir) if args.run_dir else None)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))

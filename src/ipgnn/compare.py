@@ -1,0 +1,351 @@
+"""``ipgnn-compare``: a grid of (scenario × algorithm × variant × seed) runs, and its summary.
+
+::
+
+    # IP against two baselines on one task, 5 seeds (sec. 5.2), 2 runs at a time
+    ipgnn-compare --config configs/mpe_spread30.yaml --algos ipsac,dgn,qmix --seeds 0-4 \\
+        --out results/spread30 --workers 2
+    # a W&B sweep file run locally as a grid (every combination of its parameter values)
+    ipgnn-compare --config configs/mpe_spread30.yaml --sweep configs/sweeps/knn_k.yaml --seeds 0-2 \\
+        --out results/k_ablation
+    # summarise again (or from W&B: --from-wandb ENTITY/PROJECT --group GROUP)
+    ipgnn-compare --summarize results/spread30
+
+Each run is an ordinary ``ipgnn-train`` process (so a simulator that allows one instance per
+process is fine, and a crash stays in its run) with its directory at
+``<out>/<scenario>/<algo>[/<variant>]/seed<k>``. A run whose ``result.json`` exists is complete and
+skipped; a run with a checkpoint but no result is resumed; other arguments after the known flags are
+overrides passed to every run (``--train.total_steps=20000``).
+
+Summary (``<out>/summary.csv``, ``<out>/summary.md``): per (scenario, algorithm, variant), over seeds,
+the mean ± standard deviation of
+
+- ``final``: the run's last evaluation (``eval/<metric>`` of its last evaluation row);
+- ``best``: the best evaluation over the run (max for returns; for ``average_travel_time``,
+  ``queue_length``, ``delay`` and ``landmark_distance`` the min);
+
+and ``<out>/curves_<scenario>.png``: evaluation return against environment steps, one line per
+(algorithm, variant): the mean over seeds with a shaded ± std band, as the paper's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import yaml
+
+from ipgnn.config import ConfigError, load_config
+from ipgnn.logger import read_metrics
+
+LOWER_IS_BETTER = ("average_travel_time", "queue_length", "delay", "landmark_distance", "collisions")
+
+
+@dataclass
+class RunSpec:
+    scenario: str  # the config's stem
+    configs: list[str]
+    algo: str
+    seed: int
+    variant: dict[str, Any] = field(default_factory=dict)  # sweep parameters of this run
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def variant_name(self) -> str:
+        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.variant.items())
+
+    def run_dir(self, out: Path) -> Path:
+        parts = [self.scenario, self.algo] + ([self.variant_name] if self.variant else []) + [f"seed{self.seed}"]
+        return out.joinpath(*parts)
+
+    def argv(self, out: Path) -> list[str]:
+        args = [a for c in self.configs for a in ("--config", c)]
+        args += ["--run-dir", str(self.run_dir(out)), f"--seed={self.seed}", f"--algo.name={self.algo}"]
+        args += [f"--{k}={_fmt(v)}" for k, v in self.variant.items()]
+        return args + list(self.overrides)
+
+
+def _fmt(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else str(v)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-4`` or ``0,1,2`` (or a mix: ``0-2,7``)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            seeds += range(int(lo), int(hi) + 1)
+        elif part:
+            seeds.append(int(part))
+    if not seeds:
+        raise ConfigError(f"--seeds: no seed in '{text}' (use e.g. 0-4 or 0,1,2)")
+    return seeds
+
+
+def sweep_grid(path: str | Path) -> list[dict[str, Any]]:
+    """Every combination of a W&B sweep file's ``parameters`` values (``values`` lists and single
+    ``value`` entries; distributions cannot be run as a grid and are refused)."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the sweep file ({exc})") from None
+    params = spec.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"{path}: a sweep file needs a 'parameters' mapping")
+    names, choices = [], []
+    for name, p in params.items():
+        if not isinstance(p, dict) or not ("values" in p or "value" in p):
+            raise ConfigError(f"{path}: parameters.{name}: only 'values' lists or a single 'value' can run as a "
+                              f"local grid (got {p!r})")
+        names.append(name)
+        choices.append(list(p["values"]) if "values" in p else [p["value"]])
+    return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+
+
+def sweep_configs(path: str | Path) -> list[str]:
+    """The ``--config`` files named in a sweep file's ``command`` (so ``--sweep`` alone is enough)."""
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    cmd = [str(c) for c in spec.get("command", [])]
+    return [cmd[i + 1] for i, c in enumerate(cmd[:-1]) if c == "--config"]
+
+
+def plan(configs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], variants: Sequence[dict[str, Any]],
+         overrides: Sequence[str], extra_configs: Sequence[str] = ()) -> list[RunSpec]:
+    """The grid, checked before anything runs: every combination must load as a valid config."""
+    runs = []
+    for cfg_path in configs:
+        for algo, variant, seed in itertools.product(algos, variants or [{}], seeds):
+            run = RunSpec(Path(cfg_path).stem, [str(cfg_path), *extra_configs], algo, seed, dict(variant),
+                          list(overrides))
+            load_config(run.configs, run.argv(Path("."))[2 * len(run.configs) + 2:])  # ConfigError names the key
+            runs.append(run)
+    return runs
+
+
+def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) -> list[tuple[RunSpec, int]]:
+    """Run every incomplete run (resuming those with a checkpoint); ``workers`` at a time."""
+    todo = [r for r in runs if not (r.run_dir(out) / "result.json").is_file()]
+    echo(f"{len(runs)} runs, {len(runs) - len(todo)} already complete, {len(todo)} to run with {workers} worker(s)")
+
+    def one(run: RunSpec) -> tuple[RunSpec, int]:
+        rd = run.run_dir(out)
+        rd.mkdir(parents=True, exist_ok=True)
+        if (rd / "checkpoints" / "latest.pt").is_file():
+            argv = ["--resume", str(rd)]
+        else:
+            argv = run.argv(out)
+        cmd = [sys.executable, "-m", "ipgnn.cli_entry", "train", *argv, "--logger.progress=false"]
+        with open(rd / "stdout.log", "ab") as so, open(rd / "stderr.log", "ab") as se:
+            rc = subprocess.run(cmd, stdout=so, stderr=se, env=os.environ.copy()).returncode
+        if rc == 0:  # ipgnn-train ends its stdout with a JSON object of the final evaluation
+            text = (rd / "stdout.log").read_text()
+            start = text.rfind("\n{") + 1 if "\n{" in text else (0 if text.startswith("{") else -1)
+            try:
+                result = json.loads(text[start:]) if start >= 0 else {}
+            except ValueError:
+                result = {}
+            tmp = rd / "result.json.tmp"
+            tmp.write_text(json.dumps({"spec": run.__dict__, **result}, indent=2))
+            os.replace(tmp, rd / "result.json")
+        echo(f"[{'ok' if rc == 0 else f'FAILED rc={rc}, see {rd}/stderr.log'}] {rd}")
+        return run, rc
+
+    if workers <= 1:
+        return [one(r) for r in todo]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # threads wait on processes: no GIL contention
+        return list(pool.map(one, todo))
+
+
+# --------------------------------------------------------------------------------------------------
+def _runs_on_disk(out: Path) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
+    found = []
+    for res in sorted(out.rglob("result.json")):
+        spec = json.loads(res.read_text()).get("spec", {})
+        metrics = res.parent / "metrics.jsonl"
+        if metrics.is_file():
+            found.append((spec, read_metrics(metrics)))
+    return found
+
+
+def _group_key(spec: dict[str, Any]) -> tuple[str, str, str]:
+    variant = ",".join(f"{k.split('.')[-1]}={v}" for k, v in spec.get("variant", {}).items())
+    return spec.get("scenario", "?"), spec.get("algo", "?"), variant
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out: Path) -> list[dict[str, Any]]:
+    """Write ``summary.csv``, ``summary.md`` and ``curves_<scenario>.png`` from runs' metric rows."""
+    groups: dict[tuple[str, str, str], list[list[dict[str, float]]]] = {}
+    for spec, rows in runs:
+        groups.setdefault(_group_key(spec), []).append(rows)
+    table = []
+    for (scenario, algo, variant), seeds in sorted(groups.items()):
+        evals = [[r for r in rows if "eval/episode_return" in r] for rows in seeds]
+        evals = [e for e in evals if e]
+        if not evals:
+            continue
+        metrics = sorted({k for e in evals for r in e for k in r if k.startswith("eval/")})
+        row: dict[str, Any] = {"scenario": scenario, "algo": algo, "variant": variant, "seeds": len(evals)}
+        for m in metrics:
+            name = m.split("/", 1)[1]
+            pick = min if name in LOWER_IS_BETTER else max
+            final = [e[-1][m] for e in evals if m in e[-1]]
+            best = [pick(r[m] for r in e if m in r) for e in evals if any(m in r for r in e)]
+            for label, xs in (("final", final), ("best", best)):
+                if xs:
+                    row[f"{label}/{name}/mean"], row[f"{label}/{name}/std"] = _mean_std(xs)
+        table.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tables(table, out)
+    for scenario in sorted({k[0] for k in groups}):
+        _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png")
+    return table
+
+
+def _write_tables(table: list[dict[str, Any]], out: Path) -> None:
+    cols = ["scenario", "algo", "variant", "seeds"] + sorted({k for r in table for k in r} -
+                                                            {"scenario", "algo", "variant", "seeds"})
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(table)
+    shown = [m for m in ("episode_return", "average_travel_time", "landmark_distance")
+             if any(f"final/{m}/mean" in r for r in table)]
+    head = ["scenario", "algorithm", "variant", "seeds"]
+    for m in shown:
+        head += [f"final {m}", f"best {m}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [r["scenario"], r["algo"], r["variant"] or "-", str(r["seeds"])]
+        for m in shown:
+            for label in ("final", "best"):
+                mean = r.get(f"{label}/{m}/mean")
+                cells.append("-" if mean is None else f"{mean:.4g} ± {r[f'{label}/{m}/std']:.2g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for (_, algo, variant), seeds in sorted(groups.items()):
+        curves = [[(r["env_step"], r["eval/episode_return"]) for r in rows if "eval/episode_return" in r]
+                  for rows in seeds]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        grid = np.unique(np.concatenate([[s for s, _ in c] for c in curves]))
+        ys = np.stack([np.interp(grid, [s for s, _ in c], [v for _, v in c]) for c in curves])
+        mean, std = ys.mean(0), ys.std(0)
+        label = algo + (f" [{variant}]" if variant else "") + f" ({len(curves)} seeds)"
+        (line,) = ax.plot(grid, mean, label=label)
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("average episode reward (eval)")
+    ax.set_title(scenario)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def wandb_runs(path: str, group: Optional[str] = None) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
+    """Runs of a W&B project (``ENTITY/PROJECT``) as (spec, metric rows), for :func:`summarize`."""
+    import wandb
+
+    filters = {"group": group} if group else {}
+    found = []
+    for run in wandb.Api().runs(path, filters=filters):
+        cfg = run.config or {}
+        spec = {"scenario": cfg.get("name", run.group or "?"), "algo": cfg.get("algo", {}).get("name", "ipsac"),
+                "seed": cfg.get("seed", 0), "variant": {}}
+        rows = [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                for r in run.scan_history()]
+        found.append((spec, [r for r in rows if "env_step" in r]))
+    return found
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ipgnn-compare", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=[], help="experiment file(s): one scenario each")
+    parser.add_argument("--algo-config", action="append", default=[],
+                        help="file(s) layered on every run (e.g. configs/algos/qmix.yaml)")
+    parser.add_argument("--algos", default="ipsac", help="comma-separated algo.name values (default ipsac)")
+    parser.add_argument("--seeds", help="e.g. 0-4 or 0,3,7 (default: a sweep's seed values, else 0-4, the "
+                                        "paper's 5 seeds)")
+    parser.add_argument("--sweep", help="a W&B sweep file whose parameter values form a local grid")
+    parser.add_argument("--out", help="results directory")
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time (processes)")
+    parser.add_argument("--summarize", metavar="OUT", help="only summarise the runs under OUT")
+    parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="summarise a W&B project's runs into --out")
+    parser.add_argument("--group", help="with --from-wandb: only this run group")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.lstrip("-").split("=", 1)[0].count(".")]
+    if bad:
+        print(f"error: unrecognised arguments {bad} (config overrides look like --section.key=value)", file=sys.stderr)
+        return 2
+    try:
+        if args.summarize:
+            out = Path(args.summarize)
+            found = _runs_on_disk(out)
+            if not found:
+                raise ConfigError(f"{out}: no completed run (no result.json below it)")
+            summarize(found, out)
+            print(f"wrote {out}/summary.md, summary.csv and curves_*.png")
+            return 0
+        if args.from_wandb:
+            if not args.out:
+                raise ConfigError("--from-wandb needs --out DIR for the summary")
+            summarize(wandb_runs(args.from_wandb, args.group), Path(args.out))
+            print(f"wrote {args.out}/summary.md, summary.csv and curves_*.png")
+            return 0
+        configs = args.config or (sweep_configs(args.sweep) if args.sweep else [])
+        if not configs or not args.out:
+            raise ConfigError("pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR "
+                              "(or --summarize OUT)")
+        variants = sweep_grid(args.sweep) if args.sweep else [{}]
+        sweep_seeds = sorted({v.pop("seed") for v in variants if "seed" in v})  # seeds are the grid's own axis
+        variants = [dict(t) for t in dict.fromkeys(tuple(v.items()) for v in variants)]
+        seeds = parse_seeds(args.seeds) if args.seeds else (sweep_seeds or list(range(5)))
+        runs = plan(configs, [a.strip() for a in args.algos.split(",") if a.strip()], seeds,
+                    variants, overrides, args.algo_config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    results = execute(runs, out, args.workers)
+    failed = [r for r, rc in results if rc != 0]
+    summarize(_runs_on_disk(out), out)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}/summary.md, summary.csv and curves_*.png")
+    if failed:
+        print(f"error: {len(failed)} run(s) failed; their stderr.log says why", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The comparison runner (``ipgnn-compare``) and the W&B sweep files in configs/sweeps/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS, REPO
+from ipgnn.compare import parse_seeds, summarize, sweep_configs, sweep_grid
+from ipgnn.config import ConfigError, load_config
+
+SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    return subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+
+
+def test_there_are_sweeps():
+    names = {p.stem for p in SWEEPS}
+    assert {"knn_k", "hop_size", "graph_grid7x7", "graph_grid10x10"} <= names
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_parameters_are_valid_config_keys(path: Path):
+    """Every value of every parameter loads as a valid config on the sweep's own experiment file."""
+    spec = yaml.safe_load(path.read_text())
+    configs = [str(REPO / c) for c in sweep_configs(path)]
+    assert configs, f"{path}: its command names no --config"
+    for name, p in spec["parameters"].items():
+        for value in p.get("values", [p.get("value")]):
+            cfg = load_config(configs, [f"--{name}={value}"]).to_dict()
+            node = cfg
+            for part in name.split("."):
+                node = node[part]
+            assert node == value, f"{path}: --{name}={value} did not reach the config"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_command_line_is_accepted(path: Path):
+    """The command ``wandb agent`` runs (``${program}`` + flags + ``${args}`` as ``--key=value``)."""
+    spec = yaml.safe_load(path.read_text())
+    args = [f"--{k}={v.get('values', [v.get('value')])[-1]}" for k, v in spec["parameters"].items()]
+    cmd: list[str] = []
+    for part in spec["command"]:
+        if part == "${program}":
+            assert spec["program"] == "ipgnn-train"
+            cmd += ["train"]
+        elif part == "${args}":
+            cmd += args
+        elif part == "${env}":
+            continue
+        else:
+            cmd.append(part)
+    res = _cli(*cmd, "--print-config")
+    assert res.returncode == 0, res.stderr
+    printed = yaml.safe_load(res.stdout)
+    for a in args:
+        key, value = a[2:].split("=", 1)
+        node = printed
+        for part in key.split("."):
+            node = node[part]
+        assert str(node) == value
+
+
+def test_sweep_grid_and_errors(tmp_path: Path):
+    grid = sweep_grid(CONFIGS / "sweeps" / "knn_k.yaml")
+    assert len(grid) == 8 * 5 and {g["env.graph.k"] for g in grid} == set(range(3, 11))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parameters:\n  model.rounds:\n    distribution: int_uniform\n    min: 1\n    max: 3\n")
+    with pytest.raises(ConfigError, match="parameters.model.rounds: only 'values'"):
+        sweep_grid(bad)
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+
+
+def test_summary_statistics(tmp_path: Path):
+    """Mean and std over seeds of final and best evaluations, from metric rows."""
+    rows = lambda final, best: [{"env_step": 10, "eval/episode_return": best, "eval/average_travel_time": 300.0},
+                                {"env_step": 20, "eval/episode_return": final, "eval/average_travel_time": 200.0}]
+    runs = [({"scenario": "s", "algo": "a", "seed": 0}, rows(-10.0, -5.0)),
+            ({"scenario": "s", "algo": "a", "seed": 1}, rows(-20.0, -15.0))]
+    (row,) = summarize(runs, tmp_path)
+    assert row["final/episode_return/mean"] == pytest.approx(-15.0)
+    assert row["final/episode_return/std"] == pytest.approx(5.0)
+    assert row["best/episode_return/mean"] == pytest.approx(-10.0)  # max for returns
+    assert row["best/average_travel_time/mean"] == pytest.approx(200.0)  # min for travel time
+    assert "-15 ± 5" in (tmp_path / "summary.md").read_text()
