@@ -118,6 +118,16 @@ class TrainConfig(_Section):
     log_every: int = Field(1000, ge=1, description="environment steps between logged training points")
 
 
+class RolloutConfig(_Section):
+    """Where environments run (see :mod:`ipgnn.rollout`)."""
+
+    workers: int = Field(1, ge=1, description="environment workers, one process (or Ray actor) each; 1 with "
+                                              "backend 'process' runs the environment in the learner's process")
+    backend: Literal["process", "ray"] = Field("process", description="worker processes here, or Ray actors")
+    address: Optional[str] = Field(None, description="Ray cluster address ('auto' after `ray start`, or "
+                                                     "ray://host:10001); None starts a local Ray instance")
+
+
 class LoggerConfig(_Section):
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
         "auto", description="W&B mode; auto: online when credentials are configured, offline otherwise")
@@ -138,6 +148,7 @@ class ExperimentConfig(_Section):
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
 
     def to_dict(self) -> dict[str, Any]:

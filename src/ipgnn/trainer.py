@@ -104,7 +104,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        self.env = make_env(cfg.env)
+        self.env = self._make_rollout_env()
         self.eval_env = make_env(cfg.env)
         self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
@@ -115,6 +115,7 @@ class Trainer:
         self.episode = 0
         self.last_checkpoint_step = 0
         self.last_eval_step = 0
+        self._eta_checked = False
         wandb_id = None
         if resume_state is not None:
             self._load_state(resume_state)
@@ -157,6 +158,19 @@ class Trainer:
             cfg = validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), "command-line override")
             save_config(cfg, run_dir / "config.yaml")
         return cls(cfg, run_dir, resume_state=state)
+
+    def _make_rollout_env(self):
+        """The training environment: in this process, or ``rollout.workers`` workers (:mod:`ipgnn.rollout`)."""
+        ro = self.cfg.rollout
+        if ro.workers == 1 and ro.backend == "process":
+            return make_env(self.cfg.env)
+        if self.cfg.env.num_envs > 1:
+            raise ConfigError("rollout.workers: parallel workers are for tasks that step one environment; a batched "
+                              "task already steps env.num_envs environments in one process (set rollout.workers: 1)")
+        from ipgnn.rollout import WorkerPoolEnv
+
+        log.info("rollouts: %d %s worker(s)", ro.workers, ro.backend)
+        return WorkerPoolEnv(self.cfg.env, ro.workers, ro.backend, ro.address)
 
     def _make_replay(self) -> GraphReplayBuffer:
         spec, cfg = self.spec, self.cfg
@@ -247,7 +261,7 @@ class Trainer:
         update_time = 0.0
         last_return = math.nan
         final_eval: dict[str, float] = {}
-        eta_checked = False
+        overlap = hasattr(self.env, "step_async")
         bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
         try:
@@ -256,11 +270,24 @@ class Trainer:
                     action = self.env.random_action(obs)
                 else:
                     action = self.algo.act(obs.to(self.device)).cpu()
-                res = self.env.step(action)
-                self.replay.add(obs, action, res.reward, res.terminated, res.obs)
-                obs = res.obs
                 prev_step = self.env_step
-                self.env_step += self.num_envs  # every environment of a batched task counts
+                self.env_step += self.num_envs  # every environment of a batched task (or worker) counts
+                # one update phase per update_every environment steps crossed, so the ratio of gradient
+                # steps to collected transitions does not depend on how many environments step together
+                phases = self.env_step // tc.update_every - prev_step // tc.update_every
+                n_grad = phases * tc.gradient_steps if self.env_step >= tc.learning_starts else 0
+                if overlap:  # workers simulate while the learner takes its gradient steps
+                    self.env.step_async(action)
+                    update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
+                                                                       n_updates_window)
+                    res = self.env.step_wait()
+                    self.replay.add(obs, action, res.reward, res.terminated, res.obs)
+                else:
+                    res = self.env.step(action)
+                    self.replay.add(obs, action, res.reward, res.terminated, res.obs)
+                    update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
+                                                                       n_updates_window)
+                obs = res.obs
                 steps_window += self.num_envs
                 bar.update(self.num_envs)
                 if res.done:
@@ -269,22 +296,6 @@ class Trainer:
                     self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
                                     self.env_step)
                     bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
-
-                # one update phase per update_every environment steps crossed, so the ratio of gradient
-                # steps to collected transitions does not depend on how many environments step together
-                phases = self.env_step // tc.update_every - prev_step // tc.update_every
-                if self.env_step >= tc.learning_starts and phases > 0:
-                    t0 = time.perf_counter()
-                    for _ in range(phases * tc.gradient_steps):
-                        stats = self.algo.update(self.replay.sample(cfg.replay.batch_size, self.device))
-                        for k, v in stats.items():
-                            loss_sums[k] = loss_sums.get(k, 0.0) + v
-                        n_updates_window += 1
-                    phase = time.perf_counter() - t0
-                    update_time += phase
-                    if not eta_checked:
-                        eta_checked = True
-                        self._warn_eta(phase)
 
                 if self.env_step // tc.log_every > prev_step // tc.log_every:
                     elapsed = time.perf_counter() - t_window
@@ -318,6 +329,23 @@ class Trainer:
             bar.close()
             self.plot()
         return final_eval
+
+    def _update_phase(self, n_grad: int, loss_sums: dict[str, float], update_time: float,
+                      n_updates: int) -> tuple[float, int]:
+        """``n_grad`` gradient steps on minibatches from the replay buffer; losses summed into ``loss_sums``."""
+        if n_grad == 0 or len(self.replay) == 0:
+            return update_time, n_updates
+        t0 = time.perf_counter()
+        for _ in range(n_grad):
+            stats = self.algo.update(self.replay.sample(self.cfg.replay.batch_size, self.device))
+            for k, v in stats.items():
+                loss_sums[k] = loss_sums.get(k, 0.0) + v
+            n_updates += 1
+        phase = time.perf_counter() - t0
+        if not self._eta_checked:
+            self._eta_checked = True
+            self._warn_eta(phase * self.cfg.train.gradient_steps / n_grad)
+        return update_time + phase, n_updates
 
     def plot(self) -> Optional[Path]:
         """Write ``curves.png`` in the run directory; a plotting failure never fails the run."""
