@@ -124,7 +124,53 @@ def test_loading_into_a_larger_buffer_never_samples_unwritten_slots():
     big.load_state_dict(small.state_dict())
     assert len(big) == 10 and big.pos == 10
     expected = torch.stack([stored[t][0].x for t in range(15, 25)])  # the 10 newest, oldest first
-    assert torch.equal(big.x[:10], expected)
+    expected_next = torch.stack([stored[t][4].x for t in range(15, 25)])
+    got = big.gather(torch.arange(10))
+    assert torch.equal(got.obs.x.view(10, 3, -1), expected)
+    assert torch.equal(got.next_obs.x.view(10, 3, -1), expected_next)
     smaller = GraphReplayBuffer(4, *args)
     smaller.load_state_dict(small.state_dict())
-    assert len(smaller) == 4 and torch.equal(smaller.x[:4], expected[-4:])
+    assert len(smaller) == 4 and torch.equal(smaller.gather(torch.arange(4)).obs.x.view(4, 3, -1), expected[-4:])
+    # the layouts sample only what was stored
+    for buf in (big, smaller):
+        batch = buf.sample(64)
+        xs = batch.obs.x.view(64, 3, -1)
+        assert all(any(torch.equal(x, e) for e in expected) for x in xs)
+
+
+def test_observations_are_stored_once_per_step():
+    """Within an episode s' of one step is s of the next: one frame per step, plus one per episode."""
+    env = make_env(EnvConfig(num_agents=3, max_steps=10))
+    buf = GraphReplayBuffer(100, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges,
+                            episode_length=10)
+    stored = fill(env, buf, 30)  # three episodes
+    assert buf.frames_written == 30 + 3
+    assert buf.nbytes < GraphReplayBuffer.bytes_for(100, 3, env.spec.obs_dim, env.spec.action_dim, True,
+                                                    env.graph.max_edges, False, False) * 2 / 3 + 1
+    got = buf.gather(torch.arange(30))
+    assert torch.equal(got.next_obs.x.view(30, 3, -1), torch.stack([s[4].x for s in stored]))
+    assert torch.equal(got.obs.x.view(30, 3, -1), torch.stack([s[0].x for s in stored]))
+
+
+def test_shorter_episodes_evict_by_frames_and_never_sample_overwritten_frames():
+    """Frames sized for 10-step episodes; with 2-step episodes fewer transitions fit, the oldest go."""
+    env = make_env(EnvConfig(num_agents=3, max_steps=2))
+    buf = GraphReplayBuffer(20, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges,
+                            episode_length=10)
+    stored = fill(env, buf, 60)
+    assert 0 < len(buf) < 20 and buf.frames_written == 60 + 30
+    held = range(60 - len(buf), 60)
+    got = buf.gather(torch.arange(buf.start, buf.added) % buf.capacity)
+    assert torch.equal(got.obs.x.view(len(buf), 3, -1), torch.stack([stored[t][0].x for t in held]))
+    assert torch.equal(got.next_obs.x.view(len(buf), 3, -1), torch.stack([stored[t][4].x for t in held]))
+
+
+def test_integer_observations_stored_exactly_as_int16():
+    buf = GraphReplayBuffer(8, 2, 3, 2, True, 2, obs_dtype=torch.int16)
+    ei = torch.tensor([[0, 1], [1, 0]])
+    d = Data(x=torch.tensor([[0.0, 3.0, 120.0], [1.0, 0.0, -7.0]]), edge_index=ei)
+    buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)
+    assert buf.x.dtype == torch.int16 and torch.equal(buf.sample(1).obs.x, d.x)
+    bad = Data(x=torch.tensor([[0.5, 3.0, 1.0], [1.0, 0.0, 2.0]]), edge_index=ei)
+    with pytest.raises(ValueError, match="not an integer"):
+        buf.add(bad, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), bad)

@@ -62,7 +62,7 @@ def test_ray_actors_feed_the_learner(tmp_path, tiny_overrides, monkeypatch):
         assert trainer.env.backend == "ray" and len(trainer.env._actors) == 2
         trainer.train()
         assert len(trainer.replay) == 20 and trainer.episode == 4
-        x = trainer.replay.x[:20]
+        x = trainer.replay.gather(torch.arange(20)).obs.x.view(20, 4, -1)
         # slots alternate worker 0, worker 1: their simulations (seeds s, s+1) differ
         assert not torch.equal(x[0::2], x[1::2])
         trainer.close()

@@ -82,7 +82,8 @@ def test_batched_add_equals_one_by_one():
     res = env.step(act)
     kw = dict(capacity=5, num_agents=6, obs_dim=2, action_dim=5, discrete=True, max_edges=18)
     batched, single = GraphReplayBuffer(**kw), GraphReplayBuffer(**kw)
-    batched.pos = single.pos = 3  # exercise the wrap-around
+    for buf in (batched, single):  # exercise the wrap-around
+        buf.added = buf.start = 3
     batched.add(obs, act, res.reward, res.terminated, res.obs)
     for b in range(3):
         sl = slice(6 * b, 6 * b + 6)

@@ -16,11 +16,12 @@ Overrides use the form ``wandb agent`` passes: ``--train.total_steps=5000`` or `
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -101,8 +102,31 @@ class AlgoConfig(_Section):
     max_grad_norm: Optional[float] = Field(None, gt=0.0, description="clip each network's gradient norm")
 
 
+_BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+               "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"8GiB"``, ``"500 MB"``, ``"1.5GB"`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]+)\s*", text)
+    if not m or m.group(2).upper() not in _BYTE_UNITS:
+        raise ValueError(f"expected a number of transitions or a size like '8GiB' or '500MB', got {text!r}")
+    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).upper()])
+
+
 class ReplayConfig(_Section):
-    capacity: int = Field(1_000_000, ge=1, description="transitions (Table 2: 1e6)")
+    capacity: int | str = Field(1_000_000, description="transitions (Table 2: 1e6), or a memory budget such as "
+                                                       "'8GiB' that the trainer turns into transitions")
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: int | str) -> int | str:
+        if isinstance(v, str):
+            parse_bytes(v)
+        elif v < 1:
+            raise ValueError("must be at least 1 transition")
+        return v
+
     batch_size: int = Field(1024, ge=1, description="transitions per minibatch (Table 2: 1024)")
 
 

@@ -44,7 +44,7 @@ class EnvWorker:
     def info(self) -> dict[str, Any]:
         g = self.env.graph
         return {"spec": self.env.spec, "num_agents": self.env.num_agents, "agent_type": self.env.agent_type,
-                "is_static": g.is_static, "max_edges": g.max_edges, "static_edges": g(None) if g.is_static else None}
+                "integer_observations": getattr(self.env, "integer_observations", False), "is_static": g.is_static, "max_edges": g.max_edges, "static_edges": g(None) if g.is_static else None}
 
     def reset(self, seed: Optional[int]) -> tuple[Data, bool]:
         obs = self.env.reset(seed=seed)
@@ -143,6 +143,7 @@ class WorkerPoolEnv:
         self.agent_type = info["agent_type"]
         self.graph = _StaticGraph(info["is_static"], info["max_edges"], info["static_edges"])
         self.has_action_mask = False
+        self.integer_observations = bool(info["integer_observations"])
 
     # ----------------------------------------------------------------------------------------------
     def _send(self, cmd: str, args: list[tuple]) -> list[Any]:

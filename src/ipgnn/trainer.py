@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from ipgnn import checkpoint
 from ipgnn.algos import make_algo
-from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_overrides, save_config, validate
+from ipgnn.config import (ConfigError, ExperimentConfig, deep_merge, parse_bytes, parse_overrides, save_config,
+                          validate)
 from ipgnn.envs import make_env
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
@@ -173,22 +174,39 @@ class Trainer:
         return WorkerPoolEnv(self.cfg.env, ro.workers, ro.backend, ro.address)
 
     def _make_replay(self) -> GraphReplayBuffer:
-        spec, cfg = self.spec, self.cfg
-        capacity = min(cfg.replay.capacity, cfg.train.total_steps)  # never allocate more than the run can fill
-        has_mask = self.env.has_action_mask
-        need = GraphReplayBuffer.bytes_for(capacity, self.env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
-                                           self.env.graph.max_edges, self.env.graph.is_static, has_mask)
+        """Size the buffer from ``replay.capacity`` (transitions, or a memory budget such as ``8GiB``),
+        say what it will use before allocating, and refuse early, with the figure, when it cannot fit."""
+        spec, cfg, env = self.spec, self.cfg, self.env
+        has_mask = env.has_action_mask
+        integer_obs = bool(getattr(env, "integer_observations", False))
+        obs_dtype = torch.int16 if integer_obs else torch.float32  # exact for counts and one-hot phases
+        sizing = dict(num_agents=env.num_agents, obs_dim=spec.obs_dim, action_dim=spec.action_dim,
+                      discrete=spec.discrete, max_edges=env.graph.max_edges, static_graph=env.graph.is_static,
+                      has_action_mask=has_mask, obs_dtype=obs_dtype, episode_length=cfg.env.max_steps,
+                      step_width=self.num_envs)
+        per = max(1, (GraphReplayBuffer.bytes_for(10_000, **sizing) + 9_999) // 10_000)
+        if isinstance(cfg.replay.capacity, str):
+            budget = parse_bytes(cfg.replay.capacity)
+            capacity = max(1, budget // per)
+            while capacity > 1 and GraphReplayBuffer.bytes_for(capacity, **sizing) > budget:
+                capacity = int(capacity * 0.99)
+        else:
+            capacity = cfg.replay.capacity
+        capacity = max(self.num_envs, min(capacity, cfg.train.total_steps))  # never more than the run can fill
+        need = GraphReplayBuffer.bytes_for(capacity, **sizing)
         avail = _available_memory()
-        per = need // capacity
-        log.info("replay buffer: %d transitions x %d B = %.2f GiB", capacity, per, need / 2**30)
+        log.info("replay buffer: %d transitions of %d agents (observations as %s, stored once per step) = %.2f GiB",
+                 capacity, env.num_agents, str(obs_dtype).replace("torch.", ""), need / 2**30)
         if avail is not None and need > 0.8 * avail:
-            raise ConfigError(f"replay.capacity: {capacity} transitions need {need / 2**30:.1f} GiB "
-                              f"({per} B each) but only {avail / 2**30:.1f} GiB of memory is available; "
-                              f"lower replay.capacity to at most {int(0.8 * avail / per)}")
-        static = self.env.graph(None) if self.env.graph.is_static else None
-        return GraphReplayBuffer(capacity, self.env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
-                                 self.env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
-                                 agent_type=self.env.agent_type, seed=cfg.seed, device="cpu")
+            raise ConfigError(f"replay.capacity: {capacity} transitions of {env.num_agents} agents need "
+                              f"{need / 2**30:.1f} GiB (about {per} B each) but only {avail / 2**30:.1f} GiB of "
+                              f"memory is available; set replay.capacity to at most {int(0.8 * avail / per)} "
+                              f"transitions, or to a budget such as '{max(1, int(0.5 * avail / 2**30))}GiB'")
+        static = env.graph(None) if env.graph.is_static else None
+        return GraphReplayBuffer(capacity, env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
+                                 env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
+                                 agent_type=env.agent_type, seed=cfg.seed, device="cpu", obs_dtype=obs_dtype,
+                                 episode_length=cfg.env.max_steps, step_width=self.num_envs)
 
     def _warn_if_slow(self) -> None:
         nodes = self.cfg.replay.batch_size * self.env.num_agents

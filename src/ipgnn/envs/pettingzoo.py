@@ -62,12 +62,15 @@ class ParallelGraphEnv:
         metrics_fn: ``env -> dict`` of task metrics at the current step (averaged over the episode).
         episode_metrics_fn: ``env -> dict`` of task metrics read once, at the end of an episode
             (e.g. average travel time so far).
+        integer_observations: every observation is an integer (counts, one-hot): the replay buffer
+            may store them as int16, exactly.
     """
 
     def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
                  env_edges: Optional[Tensor] = None, agent_types: Optional[Tensor] = None,
                  metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
-                 episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None):
+                 episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
+                 integer_observations: bool = False):
         self.env = env
         self.agents = list(env.possible_agents)
         self.num_agents = len(self.agents)
@@ -81,6 +84,7 @@ class ParallelGraphEnv:
             raise ValueError(f"env.graph.kind '{graph.kind}' needs agent positions; this task gives none: "
                              "use kind 'full' or 'env'")
         self.has_action_mask = False
+        self.integer_observations = integer_observations
         self._ep: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------------

@@ -98,4 +98,5 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
         return env
     positions = scenario.positions().numpy()
     return ParallelGraphEnv(env, cfg.graph, position_fn=lambda e: positions, env_edges=scenario.edge_index(),
-                            episode_metrics_fn=lambda e: e.metrics())
+                            episode_metrics_fn=lambda e: e.metrics(),
+                            integer_observations=True)  # one-hot phase and vehicle counts
