@@ -1,11 +1,20 @@
-"""``python -m ipgnn.cli_entry train|eval ...``: the console scripts without relying on PATH."""
+"""``python -m ipgnn.cli_entry COMMAND ...``: the console scripts without relying on PATH."""
 
 import sys
 
-from ipgnn.cli import eval_main, train_main
+COMMANDS = {
+    "train": "ipgnn.cli:train_main",
+    "eval": "ipgnn.cli:eval_main",
+    "data": "ipgnn.traffic.datasets:main",
+    "compare": "ipgnn.compare:main",
+    "interpret": "ipgnn.interpret:main",
+}
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "eval"):
-        print("usage: python -m ipgnn.cli_entry {train,eval} [args...]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: python -m ipgnn.cli_entry {{{','.join(COMMANDS)}}} [args...]", file=sys.stderr)
         sys.exit(2)
-    sys.exit((train_main if sys.argv[1] == "train" else eval_main)(sys.argv[2:]))
+    import importlib
+
+    module, func = COMMANDS[sys.argv[1]].split(":")
+    sys.exit(getattr(importlib.import_module(module), func)(sys.argv[2:]))
