@@ -128,6 +128,10 @@ class ReplayConfig(_Section):
         return v
 
     batch_size: int = Field(1024, ge=1, description="transitions per minibatch (Table 2: 1024)")
+    device: Literal["auto", "cpu", "learner"] = Field(
+        "auto", description="where the buffer lives and minibatches are assembled: 'learner' (the training "
+                            "device, e.g. the GPU), 'cpu', or 'auto' (the learner's device when the buffer takes "
+                            "at most half of its free memory, else the CPU)")
 
 
 class TrainConfig(_Section):

@@ -202,11 +202,27 @@ class Trainer:
                               f"{need / 2**30:.1f} GiB (about {per} B each) but only {avail / 2**30:.1f} GiB of "
                               f"memory is available; set replay.capacity to at most {int(0.8 * avail / per)} "
                               f"transitions, or to a budget such as '{max(1, int(0.5 * avail / 2**30))}GiB'")
+        device = self._replay_device(need)
         static = env.graph(None) if env.graph.is_static else None
         return GraphReplayBuffer(capacity, env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
                                  env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
-                                 agent_type=env.agent_type, seed=cfg.seed, device="cpu", obs_dtype=obs_dtype,
+                                 agent_type=env.agent_type, seed=cfg.seed, device=device, obs_dtype=obs_dtype,
                                  episode_length=cfg.env.max_steps, step_width=self.num_envs)
+
+    def _replay_device(self, need: int) -> torch.device:
+        """The replay buffer on the learner's GPU when asked (``learner``) or when it fits in half of the
+        GPU's free memory (``auto``): minibatches are then assembled where the networks run."""
+        choice = self.cfg.replay.device
+        if choice == "cpu" or self.device.type == "cpu":
+            return torch.device("cpu")
+        if choice == "auto":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > 0.5 * free:
+                log.info("replay buffer on the CPU: %.1f GiB is more than half of the GPU's %.1f GiB free",
+                         need / 2**30, free / 2**30)
+                return torch.device("cpu")
+        log.info("replay buffer on %s: minibatches are assembled on the learner's device", self.device)
+        return self.device
 
     def _warn_if_slow(self) -> None:
         nodes = self.cfg.replay.batch_size * self.env.num_agents
