@@ -39,8 +39,8 @@ def test_grid35x35_budget_resolves_to_a_buffer_that_fits(tmp_path):
 
     cfg = load_config(CONFIGS / "grid35x35.yaml")
     budget = parse_bytes(cfg.replay.capacity)
-    # sizes of the order of the traffic task at N = 1225 (18 features, 5 phases, a static road graph)
-    sizing = dict(num_agents=1225, obs_dim=18, action_dim=5, discrete=True, max_edges=4760, static_graph=True,
+    # the traffic task's sizes on the 35x35 grid (28 features, 4 phases, a static road graph)
+    sizing = dict(num_agents=1225, obs_dim=28, action_dim=4, discrete=True, max_edges=4760, static_graph=True,
                   has_action_mask=True, obs_dtype=torch.int16, episode_length=100)
     per = GraphReplayBuffer.bytes_for(10_000, **sizing) / 10_000
     assert 150_000 < budget / per < 300_000
