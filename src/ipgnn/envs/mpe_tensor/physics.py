@@ -1,0 +1,189 @@
+"""MPE particle physics as batched tensor operations: ``B`` worlds, every entity, one call per step.
+
+The semantics are ``mpe2``'s (``mpe2/_mpe_utils/core.py``, ``World.step``), operation for operation:
+
+1. an actor's force is its action ``u`` (a direction in ``[-1, 1]^2``) times its ``accel`` —
+   ``mpe2``'s *sensitivity*, 5.0 when the entity sets no ``accel`` (``simple_env._set_action``);
+2. every pair ``(a, b)`` of entities that both ``collide`` pushes apart with the soft contact force
+   ``contact_force * (p_a - p_b) / dist * k * log(1 + exp(-(dist - (size_a + size_b)) / k))``,
+   ``k = contact_margin``, applied to each side that is ``movable``;
+3. movable entities integrate semi-implicitly: ``p += v dt`` (the old velocity), then
+   ``v = v (1 - damping) + F / mass dt``, then ``v`` is rescaled to ``max_speed`` when faster.
+
+Defaults are ``mpe2``'s: ``dt = 0.1``, ``damping = 0.25``, ``contact_force = 1e2``,
+``contact_margin = 1e-3``, mass 1. What differs from ``mpe2``:
+
+- the pairwise contact forces are computed for all pairs at once by broadcasting (``[B, C, D]`` x and
+  y planes, from the ``D`` colliding entities onto the ``C`` movable colliding ones) and summed, where
+  ``mpe2`` accumulates them pair by pair in a double loop over ``a < b``: the same sum up to
+  floating-point rounding (``~1e-15`` in float64);
+- two colliding entities at exactly the same position exert no force on each other (``mpe2`` divides
+  by the zero distance and produces NaN);
+- motor noise (``u_noise``) and communication (``c``, ``c_noise``) are not modelled: every ``mpe2``
+  scenario this package mirrors has them off or silent;
+- the default dtype is float32 (``mpe2`` computes in float64); pass ``dtype=torch.float64`` for
+  comparisons with ``mpe2`` to ~1e-15.
+
+Entity properties are per-entity vectors (``[E]``) shared by the ``B`` worlds; the state is
+``p_pos [B, E, 2]`` and ``p_vel [B, E, 2]``. Everything runs on whatever device the tensors live on.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+Number = Union[int, float]
+
+#: ``mpe2``'s action sensitivity when an entity sets no ``accel``.
+DEFAULT_SENSITIVITY = 5.0
+
+
+def _vector(values: Union[Tensor, Sequence[Number], Number], num: int, name: str, dtype: torch.dtype,
+            device: torch.device) -> Tensor:
+    t = torch.as_tensor(values, dtype=dtype, device=device)
+    if t.dim() == 0:
+        t = t.expand(num).clone()
+    if t.shape != (num,):
+        raise ValueError(f"entity property '{name}' must be a scalar or have one value per entity "
+                         f"({num}), got shape {tuple(t.shape)}")
+    return t
+
+
+def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, contact_margin: float = 1e-3,
+                   others: Optional[Tensor] = None, others_size: Optional[Tensor] = None) -> Tensor:
+    """Sum of ``mpe2``'s soft contact forces on each of ``C`` colliding entities.
+
+    Args:
+        p_pos: ``[B, C, 2]`` positions of the entities the forces act on.
+        size: ``[C]`` their radii.
+        contact_force, contact_margin: ``World.contact_force`` and ``World.contact_margin``.
+        others, others_size: ``[B, D, 2]`` and ``[D]``, the colliding entities that push them (default:
+            the same ``C``). An entity may appear in both: a pair at distance 0 exerts no force.
+
+    Returns:
+        ``[B, C, 2]``: ``sum_b contact_force * (p_a - p_b) / |p_a - p_b| * penetration(a, b)`` over the
+        others ``b`` not at ``a``'s position (movability is applied by the caller).
+    """
+    if others is None:
+        others, others_size = p_pos, size
+    # x and y planes kept apart: every [B, C, D] temporary is contiguous and reduced along its last dim
+    dx = p_pos[..., 0].unsqueeze(2) - others[..., 0].unsqueeze(1)  # [B, C, D]: p_a - p_b
+    dy = p_pos[..., 1].unsqueeze(2) - others[..., 1].unsqueeze(1)
+    dist = torch.sqrt(dx * dx + dy * dy)
+    dist_min = size.unsqueeze(1) + others_size.unsqueeze(0)  # [C, D]
+    k = contact_margin
+    zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
+    penetration = torch.logaddexp(zero, (dist_min - dist) / k) * k
+    # coincident centres (an entity and itself, or two at one point) exert no force: delta is 0 there
+    safe = torch.where(dist > 0, dist, torch.ones((), dtype=dist.dtype, device=dist.device))
+    scale = penetration.mul_(contact_force).div_(safe)
+    return torch.stack([(dx * scale).sum(-1), (dy * scale).sum(-1)], dim=-1)
+
+
+class TensorWorld:
+    """``B`` MPE worlds of ``E`` entities with the same properties, stepped together.
+
+    Entities ``0 .. A-1`` are the *actors* (learning agents first, then scripted ones): they receive an
+    action direction each step. The others (landmarks, obstacles, balls) receive only contact forces.
+
+    Args:
+        num_envs: ``B``.
+        size, mass, movable, collide, accel, max_speed: per-entity properties (``[E]``, or a scalar for
+            all). ``accel`` is the action sensitivity (``mpe2``: ``accel`` if set, else 5.0);
+            ``max_speed`` is ``inf`` for "no limit" (``mpe2``: ``None``).
+        num_actors: ``A``.
+        dt, damping, contact_force, contact_margin: ``mpe2``'s world constants.
+        device, dtype: where and in what precision the state lives.
+    """
+
+    def __init__(self, num_envs: int, size: Union[Tensor, Sequence[Number]], num_actors: int,
+                 mass: Union[Tensor, Sequence[Number], Number] = 1.0,
+                 movable: Union[Tensor, Sequence[bool], bool] = True,
+                 collide: Union[Tensor, Sequence[bool], bool] = True,
+                 accel: Union[Tensor, Sequence[Number], Number] = DEFAULT_SENSITIVITY,
+                 max_speed: Union[Tensor, Sequence[Number], Number] = float("inf"),
+                 dt: float = 0.1, damping: float = 0.25, contact_force: float = 1e2,
+                 contact_margin: float = 1e-3, device: Union[str, torch.device] = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.num_envs = int(num_envs)
+        self.size = torch.as_tensor(size, dtype=dtype, device=self.device).reshape(-1)
+        e = self.num_entities = int(self.size.numel())
+        if not 0 <= num_actors <= e:
+            raise ValueError(f"num_actors must be in [0, {e}], got {num_actors}")
+        self.num_actors = int(num_actors)
+        self.mass = _vector(mass, e, "mass", dtype, self.device)
+        if (self.mass <= 0).any():
+            raise ValueError("entity masses must be positive")
+        self.movable = _vector(movable, e, "movable", torch.bool, self.device)
+        self.collide = _vector(collide, e, "collide", torch.bool, self.device)
+        self.accel = _vector(accel, e, "accel", dtype, self.device)
+        self.max_speed = _vector(max_speed, e, "max_speed", dtype, self.device)
+        self.dt, self.damping = float(dt), float(damping)
+        self.contact_force, self.contact_margin = float(contact_force), float(contact_margin)
+        # contact pairs, fixed for the world's life: forces on the movable colliding entities (rows) from
+        # every colliding entity (columns); fixed-fixed pairs are never formed
+        self._rows = torch.nonzero(self.collide & self.movable).flatten()
+        self._cols = torch.nonzero(self.collide).flatten()
+        self._rows_all = self._rows.numel() == e
+        self._same = bool(torch.equal(self._rows, self._cols))
+        self._row_size, self._col_size = self.size[self._rows], self.size[self._cols]
+        self._limited = bool(torch.isfinite(self.max_speed).any())
+        self.p_pos = torch.zeros(self.num_envs, e, 2, dtype=dtype, device=self.device)
+        self.p_vel = torch.zeros_like(self.p_pos)
+
+    # ----------------------------------------------------------------------------------------------
+    def forces(self, action: Optional[Tensor]) -> Tensor:
+        """Total force on every entity, ``[B, E, 2]``: actors' ``action * accel`` plus contacts."""
+        force = torch.zeros_like(self.p_pos)
+        if action is not None and self.num_actors > 0:
+            a = self.num_actors
+            if action.shape != (self.num_envs, a, 2):
+                raise ValueError(f"action directions must have shape {(self.num_envs, a, 2)}, "
+                                 f"got {tuple(action.shape)}")
+            u = action.to(self.dtype) * self.accel[:a, None]
+            force[:, :a] = torch.where(self.movable[:a, None], u, force[:, :a])
+        if self._rows.numel() > 0 and self._cols.numel() > 1:
+            rows = self.p_pos if self._rows_all else self.p_pos.index_select(1, self._rows)
+            cols = None if self._same else self.p_pos.index_select(1, self._cols)
+            f = contact_forces(rows, self._row_size, self.contact_force, self.contact_margin,
+                               cols, None if self._same else self._col_size)
+            force = force + f if self._rows_all else force.index_add(1, self._rows, f)
+        return force
+
+    def integrate(self, force: Tensor) -> None:
+        """``mpe2``'s ``integrate_state`` for all movable entities of all worlds, in place."""
+        movable = self.movable[:, None]
+        new_pos = self.p_pos + self.p_vel * self.dt
+        vel = self.p_vel * (1 - self.damping)
+        vel = vel + (force / self.mass[:, None]) * self.dt
+        if self._limited:
+            speed = torch.sqrt(vel[..., 0] * vel[..., 0] + vel[..., 1] * vel[..., 1])  # [B, E]
+            too_fast = speed > self.max_speed
+            capped = vel / torch.where(too_fast, speed, torch.ones_like(speed)).unsqueeze(-1) \
+                * self.max_speed[:, None]
+            vel = torch.where(too_fast.unsqueeze(-1), capped, vel)
+        self.p_pos = torch.where(movable, new_pos, self.p_pos)
+        self.p_vel = torch.where(movable, vel, self.p_vel)
+
+    def step(self, action: Optional[Tensor]) -> None:
+        """One ``mpe2`` world step: ``action`` is ``[B, A, 2]`` (directions in ``[-1, 1]^2``) or None."""
+        self.integrate(self.forces(action))
+
+    # ----------------------------------------------------------------------------------------------
+    def set_state(self, p_pos: Tensor, p_vel: Optional[Tensor] = None) -> None:
+        """Replace positions (and velocities, zero when omitted): ``[B, E, 2]``, or ``[E, 2]`` for all B."""
+        shape = (self.num_envs, self.num_entities, 2)
+        pos = torch.as_tensor(p_pos, dtype=self.dtype, device=self.device)
+        vel = torch.zeros_like(pos) if p_vel is None else torch.as_tensor(p_vel, dtype=self.dtype, device=self.device)
+        for name, t in (("p_pos", pos), ("p_vel", vel)):
+            if t.shape not in (shape, shape[1:]):
+                raise ValueError(f"{name} must have shape {shape} (or {shape[1:]}), got {tuple(t.shape)}")
+        self.p_pos = pos.expand(shape).clone()
+        self.p_vel = vel.expand(shape).clone()
