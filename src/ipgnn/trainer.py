@@ -168,9 +168,18 @@ class Trainer:
         if self.cfg.env.num_envs > 1:
             raise ConfigError("rollout.workers: parallel workers are for tasks that step one environment; a batched "
                               "task already steps env.num_envs environments in one process (set rollout.workers: 1)")
+        import os
+
         from ipgnn.rollout import WorkerPoolEnv
 
         log.info("rollouts: %d %s worker(s)", ro.workers, ro.backend)
+        if ro.backend == "process" and "OMP_NUM_THREADS" not in os.environ:
+            # the workers' simulators take cores: a learner with more threads than the cores left waits
+            # on them at every op (an update measured 18x slower oversubscribed on 2 cores)
+            threads = max(1, (os.cpu_count() or 1) - ro.workers)
+            torch.set_num_threads(threads)
+            log.info("learner: %d torch thread(s), leaving a core to each worker (OMP_NUM_THREADS overrides)",
+                     threads)
         return WorkerPoolEnv(self.cfg.env, ro.workers, ro.backend, ro.address)
 
     def _make_replay(self) -> GraphReplayBuffer:
