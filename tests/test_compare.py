@@ -93,3 +93,32 @@ def test_summary_statistics(tmp_path: Path):
     assert row["best/episode_return/mean"] == pytest.approx(-10.0)  # max for returns
     assert row["best/average_travel_time/mean"] == pytest.approx(200.0)  # min for travel time
     assert "-15 ± 5" in (tmp_path / "summary.md").read_text()
+
+
+def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
+    """The runner end to end on a small task: 3 algorithms x 3 seeds as ipgnn-train processes, the summary
+    table and curves, and a second call that skips every completed run."""
+    out = tmp_path / "cmp"
+    tiny = ["--train.total_steps=100", "--train.learning_starts=50", "--train.update_every=50",
+            "--train.gradient_steps=1", "--replay.batch_size=8", "--model.hidden=8", "--train.eval_every=50",
+            "--train.eval_episodes=1", "--train.checkpoint_every=0", "--env.max_steps=10", "--logger.mode=disabled"]
+    args = ["compare", "--config", str(CONFIGS / "mpe_spread_small.yaml"), "--algos", "ipsac,iql,qmix",
+            "--seeds", "0-2", "--out", str(out), "--workers", "2", *tiny]
+    res = _cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr + res.stdout
+    table = (out / "summary.md").read_text()
+    for algo in ("ipsac", "iql", "qmix"):
+        assert f"| mpe_spread_small | {algo} | - | 3 |" in table
+    with open(out / "summary.csv") as f:
+        rows = list(__import__("csv").DictReader(f))
+    assert {r["algo"] for r in rows} == {"ipsac", "iql", "qmix"} and all(r["seeds"] == "3" for r in rows)
+    assert all(float(r["final/episode_return/std"]) >= 0 for r in rows)
+    from PIL import Image
+
+    with Image.open(out / "curves_mpe_spread_small.png") as img:
+        img.verify()
+    assert (out / "mpe_spread_small" / "qmix" / "seed2" / "result.json").is_file()
+    stamp = (out / "mpe_spread_small" / "iql" / "seed0" / "result.json").stat().st_mtime_ns
+    again = _cli(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "9 runs, 9 already complete, 0 to run" in again.stdout
+    assert (out / "mpe_spread_small" / "iql" / "seed0" / "result.json").stat().st_mtime_ns == stamp

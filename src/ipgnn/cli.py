@@ -147,7 +147,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         env = make_env(cfg.env)
         if args.controller == "policy":
             device = resolve_device(cfg.device)
-            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size).to(device)
+            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device).to(device)
             algo.load_full_state_dict(state["algo"])
             algo.eval()
             act = greedy_policy(algo, device, deterministic=not args.stochastic)

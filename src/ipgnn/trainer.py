@@ -109,7 +109,8 @@ class Trainer:
         self.eval_env = make_env(cfg.env)
         self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
-        self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size).to(self.device)
+        self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size,
+                              self.device).to(self.device)
         self.env.reset(seed=cfg.seed)  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0

@@ -6,7 +6,7 @@ Every algorithm is a ``torch.nn.Module`` with the interface the trainer uses:
 - ``act(obs, deterministic=False) -> Tensor`` (``[num_nodes]`` long or ``[num_nodes, D]``);
 - ``update(batch: TransitionBatch) -> dict[str, float]`` (one gradient step; every loss logged);
 - ``num_updates``, ``full_state_dict()``, ``load_full_state_dict(state)``;
-- optionally a classmethod ``check(spec, model_cfg, algo_cfg, num_agents, batch_size)`` that raises
+- optionally a classmethod ``check(spec, model_cfg, algo_cfg, num_agents, batch_size, device=None)`` that raises
   :class:`~ipgnn.config.ConfigError` before anything is built (a task the algorithm cannot handle, or
   memory it cannot have).
 
@@ -38,12 +38,14 @@ def algo_class(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int = 1024) -> Any:
-    """Check that ``algo.name`` can run this task (raising a ConfigError that says why not), then build it."""
+def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int = 1024,
+              device: Any = None) -> Any:
+    """Check that ``algo.name`` can run this task on ``device`` (raising a ConfigError that says why not:
+    an unsupported action kind, or memory it cannot have), then build it."""
     cls = algo_class(algo.name)
     check = getattr(cls, "check", None)
     if check is not None:
-        check(spec, model, algo, num_agents, batch_size)
+        check(spec, model, algo, num_agents, batch_size, device=device)
     return cls(spec, model, algo, num_agents)
 
 

@@ -126,7 +126,8 @@ class IPSAC(nn.Module):
         self.num_updates = 0
 
     @classmethod
-    def check(cls, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int) -> None:
+    def check(cls, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
+              device: object = None) -> None:
         if algo.options:
             raise ConfigError(f"algo.options: ipsac takes its settings from the algo section itself, not from "
                               f"options (got {sorted(algo.options)})")

@@ -1,0 +1,437 @@
+r"""MADDPG, MADDPG with shuffling (MADDPG-S) and PIC: centralised critics, decentralised deterministic actors.
+
+All three train deterministic actors :math:`\mu_\phi(o_i)` (one network shared by all agents, as in
+PIC's code; a per-type first layer for heterogeneous agents) with critics that see every agent, and
+differ in the critic (sec. 5.2 / app. B.1 of the IP paper):
+
+- **MADDPG** (Lowe et al., NeurIPS 2017): one critic per agent,
+  :math:`Q_i(\mathbf x, a_1, \dots, a_N)` over the concatenation of all agents' observations and actions
+  in the fixed agent order, :math:`[o_1, a_1, o_2, a_2, \dots, o_N, a_N]` (Lowe et al. concatenate all
+  observations and then all actions: a fixed permutation of the input, the same function class for an
+  MLP). The ``N`` critics are one module of batched per-agent weights (first layer
+  ``[N*(obs_dim+act_dim), N, hidden]``, then ``[N, hidden, hidden]`` and ``[N, hidden, 1]`` applied
+  with one matmul / ``baddbmm`` each: no Python loop over agents). The input grows with N, so the
+  first layer has :math:`N^2 (\mathrm{obs\_dim} + \mathrm{act\_dim})\,\mathrm{hidden}` weights:
+  :meth:`MADDPG.check` computes parameters + activations from the config and refuses, with the figure,
+  what cannot fit (e.g. N = 1225).
+- **MADDPG-S**: MADDPG whose critic input order is shuffled, with a fresh permutation per training
+  sample applied to observations *and* actions together, so each pair :math:`(o_j, a_j)` stays in one
+  slot (app. B.1, following Liu et al. 2019). Each agent's *own* pair stays in the first slot and the
+  other N-1 agents fill the remaining slots in the sample's random order: critic ``i`` is trained on
+  agent ``i``'s reward, so it must know which slot is its own; it learns to ignore the order of the
+  others. The same permutation is used for :math:`s` and :math:`s'` of a sample.
+- **PIC** (Liu, Wang, Hu, Lin and Sha, CoRL 2019, "PIC: Permutation Invariant Critic"): the critic is
+  a graph network over the fully connected agent graph, node features :math:`x_j = o_j \Vert a_j`
+  (with a one-hot of the agent's type appended when there are several types), two layers
+  :math:`h^{l+1}_i = \mathrm{ReLU}(W^l_s h^l_i + b^l_s)
+  + \mathrm{ReLU}(W^l_n \tfrac{1}{N-1}\sum_{j \ne i} h^l_j + b^l_n)`
+  (PIC's released code's ``gcn`` layer: a self term plus the normalised sum over the other agents; the
+  mean over the others is computed as ``(sum - self) / (N - 1)``, :math:`O(N)` per agent instead of
+  :math:`O(N^2)` edges), then pooling over agents (max, PIC's ``gcn_max``, or mean). Permuting the
+  agents leaves its value unchanged. **Per-agent rewards** (``critic_output``): ``team`` (default,
+  PIC's paper) is one value :math:`Q(s, \mathbf a)` of the pooled features trained on the team reward
+  :math:`R = \sum_i r_i`, with :math:`D` = any agent terminated; ``agent`` gives each agent
+  :math:`Q_i = w^\top [h_i \Vert \mathrm{pool}(h)] + b`, trained on its own :math:`r_i`:
+  permutation *equivariant* (permuting the agents permutes the values), and :math:`\sum_i Q_i` is the
+  team's value.
+
+Losses, one gradient step of actor and critic together (critic frozen in the actor's loss, every target
+detached), means over the minibatch:
+
+- critic (Lowe et al. eq. 6): :math:`L(\omega_i) = \mathbb E\big[(Q_i(\mathbf x, a_1..a_N) - y_i)^2\big]`,
+  :math:`y_i = r_i + \gamma (1 - d_i)\, \bar Q_i(\mathbf x', \bar\mu(o'_1), \dots, \bar\mu(o'_N))`
+  with the target actor's actions at :math:`s'` (for PIC ``team``: one :math:`Q` and :math:`R, D`);
+- actor (Lowe et al. eq. 5, the deterministic policy gradient with the other agents' actions from the
+  replay): :math:`J(\phi) = -\mathbb E\big[Q_i(\mathbf x, a_1, .., \mu_\phi(o_i), .., a_N)\big] +
+  c\,\mathbb E[z_i^2]` where :math:`z_i` are the actor's pre-activation outputs (the logit regulariser of
+  Lowe et al.'s and PIC's code, ``policy_reg``). For MADDPG's per-agent critics every agent's own
+  action is substituted at once, exactly and cheaply: the first layer is linear, so substituting
+  :math:`a_i` in critic ``i`` adds :math:`(\mu(o_i) - a_i) W_i^{(a_i)}` to its pre-activation. PIC, whose
+  critic is not linear in one agent's action, evaluates :math:`Q` at every agent's current action
+  (as PIC's code does): :math:`J(\phi) = -\mathbb E[Q(\mathbf x, \mu(o_1), \dots, \mu(o_N))]` (``team``)
+  or :math:`-\mathbb E[\tfrac1N\sum_i Q_i(\cdot)]` (``agent``);
+- targets: :math:`\bar\phi \leftarrow \tau\phi + (1-\tau)\bar\phi`, same for the critics (Table 2 /
+  Lowe et al.: :math:`\tau = 0.01`), every ``algo.target_update_interval`` gradient steps.
+
+Actions: **discrete** tasks use the Gumbel-softmax (Lowe et al. sec. 4 / app.; Jang et al. 2017): the
+actor outputs logits (invalid actions masked), the environment gets a sample of
+:math:`\mathrm{softmax}(z)` (the Gumbel-max trick) and the greedy policy the argmax; in the losses the
+current and target actors' actions are straight-through Gumbel-softmax samples, one-hot forward (what
+the critic was trained on: the replay holds executed discrete actions) with the relaxed gradient
+backward. **Continuous** tasks: :math:`a = \tanh(z)`, explored with Gaussian noise of standard deviation
+``exploration_noise`` (clipped to [-1, 1]).
+
+Options (``algo.options``), defaults and sources:
+
+=====================  ==================  =============================================================
+``hidden``             MADDPG: 64;         Lowe et al. app.: two-layer ReLU MLPs of 64 units; MADDPG-S and
+                       others: null        PIC: ``model.hidden`` (PIC's code: 128 = Table 2)
+``gumbel_temperature`` 1.0                 Lowe et al.'s code (temperature-1 Gumbel-softmax)
+``policy_reg``         0.001               Lowe et al.'s and PIC's code: 1e-3 * mean(logits^2)
+``exploration_noise``  0.1                 continuous only: Gaussian std (TD3's, Fujimoto et al. 2018;
+                                           MADDPG's paper has only Gumbel-softmax actions)
+``critic_output``      team                PIC only: team (PIC's paper) or agent (per-agent rewards)
+``pool``               max                 PIC only: PIC's code ``gcn_max``; or mean
+``team_reward``        sum                 PIC team critic: R = sum_i r_i (mean: / N)
+=====================  ==================  =============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from ipgnn.algos.common import (
+    BaselineAlgo,
+    BatchedLinear,
+    TypedMLP,
+    check_memory,
+    gib,
+    gumbel_onehot,
+    make_optimizer,
+    make_target,
+    masked_logits,
+    optimizer_state_factor,
+    parse_options,
+    polyak_update,
+    require_positive,
+)
+from ipgnn.algos.ipsac import frozen
+from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.nn.distributions import MaskedCategorical
+from ipgnn.replay import TransitionBatch
+
+NoneType = type(None)
+
+
+class PerAgentCritics(nn.Module):
+    r"""``N`` MLP critics :math:`Q_i` (two hidden layers) with batched per-agent weights.
+
+    ``per_critic_input=False`` (MADDPG): every critic reads the same input ``x`` ``[B, K]`` and the first
+    layer is one matmul with a weight ``[K, N, H]``. ``True`` (MADDPG-S): critic ``i`` reads its own
+    input ``x[i]`` (``[N, B, K]``) with a weight ``[N, K, H]`` (one ``baddbmm``). ``K = N * slot`` with
+    ``slot = obs_dim + act_dim``; slot ``s`` of the input is ``[o, a]`` of one agent.
+    """
+
+    def __init__(self, num_agents: int, obs_dim: int, act_dim: int, hidden: int, per_critic_input: bool):
+        super().__init__()
+        self.n, self.obs_dim, self.act_dim, self.hidden = num_agents, obs_dim, act_dim, hidden
+        self.slot = obs_dim + act_dim
+        self.in_features = num_agents * self.slot
+        self.per_critic_input = per_critic_input
+        shape = (num_agents, self.in_features, hidden) if per_critic_input else (self.in_features, num_agents, hidden)
+        self.w1 = nn.Parameter(torch.empty(shape))
+        self.b1 = nn.Parameter(torch.empty(num_agents, hidden))
+        self.l2 = BatchedLinear(num_agents, hidden, hidden)
+        self.l3 = BatchedLinear(num_agents, hidden, 1)
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.w1, -bound, bound)
+        nn.init.uniform_(self.b1, -bound, bound)
+
+    @staticmethod
+    def num_params(num_agents: int, slot: int, hidden: int) -> int:
+        n, h = num_agents, hidden
+        return n * (n * slot * h + h) + n * (h * h + h) + n * (h + 1)
+
+    def first_layer(self, x: Tensor) -> Tensor:
+        """Pre-activations of the first layer of every critic, ``[N, B, H]``."""
+        if self.per_critic_input:
+            return torch.baddbmm(self.b1.unsqueeze(1), x, self.w1)
+        b = x.size(0)
+        pre = (x @ self.w1.view(self.in_features, -1)).view(b, self.n, self.hidden)
+        return pre.transpose(0, 1) + self.b1.unsqueeze(1)
+
+    def own_action_weights(self, own_slot: Optional[int]) -> Tensor:
+        """:math:`W_i^{(a_i)}` ``[N, act_dim, H]``: critic ``i``'s first-layer rows that read agent ``i``'s
+        action, in slot ``i`` (``own_slot=None``, fixed order) or in slot ``own_slot`` (MADDPG-S: 0)."""
+        rows = torch.arange(self.act_dim, device=self.w1.device) + self.obs_dim
+        if own_slot is not None:
+            assert self.per_critic_input
+            return self.w1[:, own_slot * self.slot + rows, :]
+        agents = torch.arange(self.n, device=self.w1.device)
+        r = (agents * self.slot).view(-1, 1) + rows.view(1, -1)  # [N, act_dim]
+        return self.w1[r, agents.view(-1, 1).expand_as(r)]  # [N, act_dim, H]
+
+    def rest(self, pre: Tensor, detach: bool = False) -> Tensor:
+        """From first-layer pre-activations ``[N, B, H]`` to the values ``[N, B]``."""
+        h = F.relu(self.l2(F.relu(pre), detach))
+        return self.l3(h, detach).squeeze(-1)
+
+
+class PermutationInvariantCritic(nn.Module):
+    """PIC's graph critic over the fully connected agent graph (see the module docstring).
+
+    ``forward(x [B, N, F]) -> [B]`` (``team``) or ``[B, N]`` (``agent``)."""
+
+    def __init__(self, in_dim: int, hidden: int, output: str = "team", pool: str = "max"):
+        super().__init__()
+        self.output, self.pool = output, pool
+        self.self1, self.nbr1 = nn.Linear(in_dim, hidden), nn.Linear(in_dim, hidden)
+        self.self2, self.nbr2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden if output == "team" else 2 * hidden, 1)
+        with torch.no_grad():  # PIC's code: the value layer starts at a tenth of the default scale
+            self.out.weight.mul_(0.1)
+            self.out.bias.mul_(0.1)
+
+    @staticmethod
+    def mean_of_others(h: Tensor) -> Tensor:
+        """:math:`\\frac{1}{N-1}\\sum_{j \\ne i} h_j` for every ``i`` (zeros when N = 1)."""
+        n = h.size(1)
+        if n == 1:
+            return torch.zeros_like(h)
+        return (h.sum(1, keepdim=True) - h) / (n - 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.self1(x)) + F.relu(self.nbr1(self.mean_of_others(x)))
+        h = F.relu(self.self2(h)) + F.relu(self.nbr2(self.mean_of_others(h)))
+        pooled = h.amax(1) if self.pool == "max" else h.mean(1)  # [B, H]
+        if self.output == "team":
+            return self.out(pooled).squeeze(-1)
+        return self.out(torch.cat([h, pooled.unsqueeze(1).expand_as(h)], -1)).squeeze(-1)
+
+
+class _CentralisedActorCritic(BaselineAlgo):
+    """Actors, action handling, and the update skeleton shared by MADDPG, MADDPG-S and PIC."""
+
+    NAME = "maddpg"
+    OPTIONS: dict[str, tuple[Any, Any]] = {
+        "hidden": ((int, NoneType), None),
+        "gumbel_temperature": (float, 1.0),
+        "policy_reg": (float, 1e-3),
+        "exploration_noise": (float, 0.1),
+    }
+
+    def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
+        super().__init__(algo, num_agents)
+        self.spec = spec
+        self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
+        self.hidden = self.opts["hidden"] or model.hidden
+        self.actor = TypedMLP(spec.obs_dim, self.hidden, spec.action_dim, 2, spec.num_agent_types)
+        self.actor_target = make_target(self.actor)
+        self.critic = self.build_critic(spec, num_agents)
+        self.critic_target = make_target(self.critic)
+        self.optimizers = {"actor": make_optimizer(self.actor.parameters(), algo.policy_lr or algo.lr),
+                           "critic": make_optimizer(self.critic.parameters(), algo.critic_lr or algo.lr)}
+        self.grad_groups = {"actor": self.actor, "critic": self.critic}
+
+    def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def check_common(cls, algo: AlgoConfig) -> dict[str, Any]:
+        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
+        require_positive(opts, ["hidden", "gumbel_temperature"], cls.NAME)
+        require_positive(opts, ["policy_reg", "exploration_noise"], cls.NAME, allow_zero=True)
+        return opts
+
+    # ----------------------------------------------------------------------------------------------
+    def action_features(self, action: Tensor) -> Tensor:
+        """A stored action as the critic sees it: one-hot (discrete) or the raw vector."""
+        if self.spec.discrete:
+            return F.one_hot(action.long(), self.spec.action_dim).float()
+        return action
+
+    def policy_actions(self, raw: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """Differentiable actions for the losses: straight-through Gumbel-softmax one-hots (discrete)
+        or :math:`\\tanh(z)` (continuous)."""
+        if self.spec.discrete:
+            return gumbel_onehot(masked_logits(raw, mask), self.opts["gumbel_temperature"])
+        return torch.tanh(raw)
+
+    @torch.no_grad()
+    def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
+        """Discrete: a sample of :math:`\\mathrm{softmax}(z_i)` over valid actions (the Gumbel-max trick),
+        or the argmax. Continuous: :math:`\\tanh(z_i)` plus Gaussian noise, clipped to [-1, 1]."""
+        raw = self.actor(obs.x, getattr(obs, "agent_type", None))
+        if not deterministic:
+            self.count_steps(obs)
+        if self.spec.discrete:
+            dist = MaskedCategorical(raw, getattr(obs, "action_mask", None))
+            return dist.greedy() if deterministic else dist.sample()
+        a = torch.tanh(raw)
+        if deterministic or self.opts["exploration_noise"] == 0:
+            return a
+        return (a + self.opts["exploration_noise"] * torch.randn_like(a)).clamp(-1.0, 1.0)
+
+    def views(self, batch: TransitionBatch) -> dict[str, Any]:
+        """The minibatch as ``[B, N, ...]`` tensors, with the current and target actors' actions."""
+        n = self.num_agents
+        obs, nxt = batch.obs, batch.next_obs
+        b = obs.x.size(0) // n
+        raw = self.actor(obs.x, getattr(obs, "agent_type", None))
+        a_pi = self.policy_actions(raw, getattr(obs, "action_mask", None))
+        with torch.no_grad():
+            raw_next = self.actor_target(nxt.x, getattr(nxt, "agent_type", None))
+            a_next = self.policy_actions(raw_next, getattr(nxt, "action_mask", None))
+        return {"b": b, "o": obs.x.view(b, n, -1), "o2": nxt.x.view(b, n, -1), "raw": raw,
+                "a_data": self.action_features(batch.action).view(b, n, -1), "a_pi": a_pi.view(b, n, -1),
+                "a_next": a_next.view(b, n, -1), "r": batch.reward.view(b, n), "d": batch.terminated.view(b, n)}
+
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        terms = self.losses(batch)
+        norms = self.gradient_step(terms["q_loss"] + terms["policy_loss"])
+        if self.target_due():
+            polyak_update(self.actor_target, self.actor, self.cfg.tau)
+            polyak_update(self.critic_target, self.critic, self.cfg.tau)
+        return {**self.floats(terms), **norms}
+
+
+class MADDPG(_CentralisedActorCritic):
+    """MADDPG: one critic per agent over all observations and actions in the fixed agent order."""
+
+    NAME = "maddpg"
+    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "hidden": ((int, NoneType), 64)}
+    SHUFFLE = False
+
+    def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
+        return PerAgentCritics(num_agents, spec.obs_dim, spec.action_dim, self.hidden, per_critic_input=self.SHUFFLE)
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def memory_bytes(cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int,
+                     batch_size: int) -> tuple[int, str]:
+        """Parameters (x7: weights, gradients, two Adam moments, target copy, two temporaries of the Adam
+        step) and the largest activations of one update, in bytes, with a breakdown naming the sizes."""
+        n, h, b = num_agents, opts["hidden"] or model.hidden, batch_size
+        slot = spec.obs_dim + spec.action_dim
+        critic = PerAgentCritics.num_params(n, slot, h)
+        actor = spec.obs_dim * h * spec.num_agent_types + h * h + h * spec.action_dim + 2 * h + spec.action_dim
+        factor = 1 + optimizer_state_factor("adam")
+        params = 4 * factor * (critic + actor)
+        # critic inputs for s and s' ([B, N*slot], or [N, B, N*slot] when every critic reads its own
+        # order, plus the int64 slot order [N, B, N]); hidden activations of the N critics for the data,
+        # target and actor passes, kept for backward
+        inputs = 2 * (n if cls.SHUFFLE else 1) * b * n * slot * 4 + (8 * n * b * n if cls.SHUFFLE else 0)
+        hidden = 4 * 12 * n * b * h
+        acts = inputs + hidden
+        detail = (f"N={n} critics of {n}*({spec.obs_dim}+{spec.action_dim})={n * slot} inputs and {h} units: "
+                  f"{critic / 1e6:.0f} M parameters, x{factor} with gradients, Adam state, targets and the Adam step's "
+                  f"temporaries = {gib(params)}; "
+                  f"activations at batch {b}: {gib(acts)}")
+        return params + acts, detail
+
+    @classmethod
+    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
+              device: Any = None) -> None:
+        opts = cls.check_common(algo)
+        need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
+        check_memory(cls.NAME, need, detail, device,
+                     advice="its critics grow as N^2; use pic or ipsac (their size does not grow with N), "
+                            "or lower replay.batch_size / algo.options.hidden")
+
+    # ----------------------------------------------------------------------------------------------
+    def slot_order(self, b: int, device: torch.device) -> Optional[Tensor]:
+        """MADDPG: the fixed agent order (``None``). See :class:`MADDPGS`."""
+        return None
+
+    def critic_input(self, o: Tensor, a: Tensor, order: Optional[Tensor]) -> Tensor:
+        """``[B, N*slot]`` in agent order, or ``[N, B, N*slot]`` with critic ``i``'s slots filled by the
+        agents ``order[i, b]`` (each slot one agent's ``[o_j, a_j]``)."""
+        feats = torch.cat([o, a], -1)  # [B, N, slot]
+        b, n, _ = feats.shape
+        if order is None:
+            return feats.reshape(b, -1)
+        idx = torch.arange(b, device=feats.device).view(1, b, 1)
+        return feats[idx, order].reshape(n, b, -1)
+
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        v = self.views(batch)
+        order = self.slot_order(v["b"], v["o"].device)
+        pre = self.critic.first_layer(self.critic_input(v["o"], v["a_data"], order))  # [N, B, H]
+        q = self.critic.rest(pre).t()  # [B, N]
+        with torch.no_grad():
+            tgt = self.critic_target
+            q_next = tgt.rest(tgt.first_layer(self.critic_input(v["o2"], v["a_next"], order))).t()
+            y = v["r"] + self.cfg.gamma * (1.0 - v["d"]) * q_next
+        q_loss = (q - y).pow(2).mean()
+        # actor: substitute each agent's own action in its own critic (others from the replay); the
+        # first layer is linear, so that adds (mu(o_i) - a_i) W_i^(a_i) to critic i's pre-activation
+        w_own = self.critic.own_action_weights(0 if self.SHUFFLE else None).detach()  # [N, act, H]
+        delta = v["a_pi"] - v["a_data"]  # [B, N, act]
+        pre_pi = pre.detach() + torch.einsum("bnd,ndh->nbh", delta, w_own)
+        q_pi = self.critic.rest(pre_pi, detach=True)  # [N, B]
+        reg = v["raw"].pow(2).mean()
+        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
+        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
+                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}
+
+
+class MADDPGS(MADDPG):
+    """MADDPG-S: MADDPG whose critics read the agents in a random order per training sample, the agent's
+    own (observation, action) pair first (see the module docstring)."""
+
+    NAME = "maddpg_s"
+    OPTIONS = dict(_CentralisedActorCritic.OPTIONS)
+    SHUFFLE = True
+
+    def slot_order(self, b: int, device: torch.device) -> Tensor:
+        """``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i`` first, then the other
+        N-1 agents in the order of one random permutation per sample (torch's global generator), the same
+        permutation for every critic and for :math:`s` and :math:`s'`. ``[N, B, N]`` long."""
+        n = self.num_agents
+        perm = torch.rand(b, n, device=device).argsort(1)  # [B, N]
+        agents = torch.arange(n, device=device).view(n, 1, 1)
+        others = perm.unsqueeze(0).expand(n, b, n)
+        others = others[others != agents].view(n, b, n - 1)
+        return torch.cat([agents.expand(n, b, 1), others], -1)
+
+
+class PIC(_CentralisedActorCritic):
+    """PIC: MADDPG with a permutation-invariant graph critic (see the module docstring)."""
+
+    NAME = "pic"
+    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "critic_output": (str, "team"), "pool": (str, "max"),
+               "team_reward": (str, "sum")}
+
+    def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
+        self.num_types = spec.num_agent_types
+        in_dim = spec.obs_dim + spec.action_dim + (self.num_types if self.num_types > 1 else 0)
+        return PermutationInvariantCritic(in_dim, self.hidden, self.opts["critic_output"], self.opts["pool"])
+
+    @classmethod
+    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
+              device: Any = None) -> None:
+        opts = cls.check_common(algo)
+        for key, valid in (("critic_output", ("team", "agent")), ("pool", ("max", "mean")),
+                           ("team_reward", ("sum", "mean"))):
+            if opts[key] not in valid:
+                raise ConfigError(f"algo.options.{key}: expected {' or '.join(valid)} for '{cls.NAME}', "
+                                  f"got {opts[key]!r}")
+
+    def node_features(self, o: Tensor, a: Tensor, agent_type: Optional[Tensor]) -> Tensor:
+        """:math:`x_j = o_j \\Vert a_j` (\\Vert one-hot type with several types), ``[B, N, F]``."""
+        parts = [o, a]
+        if self.num_types > 1:
+            b, n = o.shape[:2]
+            t = agent_type.view(b, n) if agent_type is not None else o.new_zeros(b, n, dtype=torch.long)
+            parts.append(F.one_hot(t, self.num_types).to(o.dtype))
+        return torch.cat(parts, -1)
+
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        v = self.views(batch)
+        types = getattr(batch.obs, "agent_type", None)
+        team = self.opts["critic_output"] == "team"
+        if team:
+            r = v["r"].sum(1) if self.opts["team_reward"] == "sum" else v["r"].mean(1)
+            d = v["d"].amax(1)
+        else:
+            r, d = v["r"], v["d"]
+        q = self.critic(self.node_features(v["o"], v["a_data"], types))
+        with torch.no_grad():
+            q_next = self.critic_target(self.node_features(v["o2"], v["a_next"], types))
+            y = r + self.cfg.gamma * (1.0 - d) * q_next
+        q_loss = (q - y).pow(2).mean()
+        with frozen(self.critic):
+            q_pi = self.critic(self.node_features(v["o"], v["a_pi"], types))
+        reg = v["raw"].pow(2).mean()
+        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
+        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
+                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}

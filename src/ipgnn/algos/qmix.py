@@ -1,0 +1,251 @@
+r"""QMIX: monotonic value function factorisation (Rashid et al., ICML 2018), a baseline of sec. 5.2.
+
+Each agent has a utility :math:`Q_i(o_i, \cdot)` (one network shared by all agents, a per-type first
+layer for heterogeneous agents); a mixing network combines the chosen utilities into a team value
+
+.. math::
+    Q_{tot}(\mathbf Q, s) = W_2(s)^\top\, \mathrm{ELU}\big(W_1(s)^\top \mathbf Q + b_1(s)\big) + V(s),
+    \qquad W_1(s) = |\,\mathrm{hyper}_{W_1}(s)\,|,\quad W_2(s) = |\,\mathrm{hyper}_{W_2}(s)\,|
+
+whose weights are produced by hyper-networks conditioned on the global state :math:`s` and made
+non-negative by an absolute value, so :math:`\partial Q_{tot} / \partial Q_i \ge 0` for every agent
+(QMIX's monotonicity constraint, sec. 4): the greedy joint action is every agent's own greedy action.
+:math:`b_1` is one linear layer of :math:`s`, :math:`V(s)` two layers with a ReLU (sec. 4).
+
+Loss (QMIX's TD loss, sec. 4), mean over the minibatch's transitions:
+
+.. math::
+    L(\theta) = \mathbb E\big[(Q_{tot}(\mathbf Q(o, a), s) - y)^2\big],\qquad
+    y = R + \gamma (1 - D) \, Q_{tot}^{\bar\theta}\big(
+        \big[\max_{a'_i \in \mathcal A_i(s')} \bar Q_i(o'_i, a'_i)\big]_{i=1..N}, s'\big)
+
+(the max per agent over its valid next actions: monotonicity makes it the max of :math:`Q_{tot}`).
+
+How QMIX's inputs are made from this package's per-agent data (documented choices):
+
+- **global state** :math:`s` = the concatenation of all agents' observations in agent order,
+  ``[N * obs_dim]`` (the tasks expose no separate state). The first hyper-network therefore maps
+  ``N * obs_dim`` inputs to ``N * mixing_embed`` outputs: its size grows as :math:`N^2 \cdot
+  \mathrm{obs\_dim}`, which :meth:`QMIX.check` estimates and refuses up front when it cannot fit;
+- **team reward** :math:`R = \sum_i r_i` (``team_reward: sum``; ``mean`` divides by the constant N);
+- **termination** :math:`D = 1` when any agent terminated (a time limit still bootstraps);
+- **agents are feed-forward**: QMIX's agents are GRUs over the action-observation history, which needs
+  episode sequences; this package's replay holds single transitions, so the utility is an MLP of the
+  current observation (two hidden layers of ``model.hidden``).
+
+Target networks (agents and mixer) follow ``algo.tau`` / ``algo.target_update_interval``: QMIX copies
+them every 200 training episodes, i.e. ``tau: 1.0`` and ``target_update_interval: 200`` gradient steps
+(``configs/algos/qmix.yaml``). Exploration: :math:`\epsilon`-greedy over valid actions.
+
+Options (``algo.options``), with defaults and sources (Rashid et al. 2018, its experimental setup, and
+the PyMARL code released with it):
+
+==========================  =======  ===============================================================
+``mixing_embed``            32       QMIX: mixing network of 32 units
+``hypernet_layers``         1        QMIX: each hyper-network is a single linear layer (2: a hidden
+                                     layer of ``hypernet_hidden`` units, as PyMARL allows)
+``hypernet_hidden``         64       PyMARL's ``hypernet_embed``
+``epsilon_start``           1.0      QMIX sec. 6: ε from 1.0 ...
+``epsilon_end``             0.05     ... to 0.05 ...
+``epsilon_decay_steps``     50000    ... over 50k time steps
+``double_q``                false    QMIX's paper: the plain max (PyMARL's config turns Double Q on)
+``optimizer``               rmsprop  QMIX: RMSprop (alpha 0.99, eps 1e-5 as PyMARL); IP's Table 2: adam
+``team_reward``             sum      :math:`R = \sum_i r_i`
+==========================  =======  ===============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+
+from ipgnn.algos.common import (
+    BaselineAlgo,
+    TypedMLP,
+    check_memory,
+    epsilon_greedy,
+    gib,
+    linear_epsilon,
+    make_optimizer,
+    make_target,
+    masked_argmax,
+    masked_max,
+    optimizer_state_factor,
+    parse_options,
+    polyak_update,
+    require_discrete,
+    require_positive,
+)
+from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
+from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.replay import TransitionBatch
+
+
+def _hyper(state_dim: int, out: int, layers: int, hidden: int) -> nn.Module:
+    if layers == 1:
+        return nn.Linear(state_dim, out)
+    return nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class QMixer(nn.Module):
+    """The monotonic mixing network (see the module docstring): ``forward(q [B, N], s [B, S]) -> [B]``."""
+
+    def __init__(self, num_agents: int, state_dim: int, embed: int = 32, hypernet_layers: int = 1,
+                 hypernet_hidden: int = 64):
+        super().__init__()
+        self.n, self.embed = num_agents, embed
+        self.hyper_w1 = _hyper(state_dim, num_agents * embed, hypernet_layers, hypernet_hidden)
+        self.hyper_b1 = nn.Linear(state_dim, embed)
+        self.hyper_w2 = _hyper(state_dim, embed, hypernet_layers, hypernet_hidden)
+        self.hyper_v = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
+
+    @staticmethod
+    def num_params(num_agents: int, state_dim: int, embed: int, hypernet_layers: int, hypernet_hidden: int) -> int:
+        def hyper(out: int) -> int:
+            if hypernet_layers == 1:
+                return state_dim * out + out
+            return state_dim * hypernet_hidden + hypernet_hidden + hypernet_hidden * out + out
+        return (hyper(num_agents * embed) + (state_dim * embed + embed) + hyper(embed)
+                + (state_dim * embed + embed + embed + 1))
+
+    def forward(self, q: Tensor, state: Tensor) -> Tensor:
+        b = q.size(0)
+        w1 = self.hyper_w1(state).abs().view(b, self.n, self.embed)
+        b1 = self.hyper_b1(state).view(b, 1, self.embed)
+        hidden = F.elu(torch.bmm(q.view(b, 1, self.n), w1) + b1)  # [B, 1, E]
+        w2 = self.hyper_w2(state).abs().view(b, self.embed, 1)
+        v = self.hyper_v(state).view(b, 1, 1)
+        return (torch.bmm(hidden, w2) + v).view(b)
+
+
+class QMIX(BaselineAlgo):
+    """QMIX with feed-forward agents (see the module docstring)."""
+
+    NAME = "qmix"
+    OPTIONS: dict[str, tuple[Any, Any]] = {
+        "mixing_embed": (int, 32),
+        "hypernet_layers": (int, 1),
+        "hypernet_hidden": (int, 64),
+        **EPSILON_OPTIONS,
+        "double_q": (bool, False),
+        "optimizer": (str, "rmsprop"),
+        "team_reward": (str, "sum"),
+    }
+
+    def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
+        super().__init__(algo, num_agents)
+        self.spec = spec
+        o = self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
+        self.agent = TypedMLP(spec.obs_dim, model.hidden, spec.action_dim, 2, spec.num_agent_types)
+        self.mixer = QMixer(num_agents, num_agents * spec.obs_dim, o["mixing_embed"], o["hypernet_layers"],
+                            o["hypernet_hidden"])
+        self.agent_target = make_target(self.agent)
+        self.mixer_target = make_target(self.mixer)
+        params = list(self.agent.parameters()) + list(self.mixer.parameters())
+        self.optimizers = {"q": make_optimizer(params, algo.lr, o["optimizer"])}
+        self.grad_groups = {"agent": self.agent, "mixer": self.mixer}
+
+    @classmethod
+    def memory_bytes(cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int,
+                     batch_size: int) -> tuple[int, str]:
+        """Parameters (with gradients, optimiser state, target copies and the optimiser step's
+        temporaries) and the minibatch's largest activations, in bytes, with a breakdown."""
+        n, h, s = num_agents, model.hidden, num_agents * spec.obs_dim
+        mixer = QMixer.num_params(n, s, opts["mixing_embed"], opts["hypernet_layers"], opts["hypernet_hidden"])
+        agent = spec.obs_dim * h * spec.num_agent_types + h * h + h * spec.action_dim + 3 * h + spec.action_dim
+        params = 4 * (mixer + agent) * (1 + optimizer_state_factor(opts["optimizer"]))
+        # per transition: state and next state, hyper-network outputs (W1 dominates) for s and s',
+        # agent activations for s and s' (online and target)
+        per = 2 * s + 3 * n * opts["mixing_embed"] * 2 + 4 * n * (2 * h + spec.action_dim)
+        acts = 4 * batch_size * per
+        detail = (f"N={n}: mixer hyper-networks {mixer / 1e6:.1f} M parameters (state of N*obs_dim={s} inputs), "
+                  f"x{1 + optimizer_state_factor(opts['optimizer'])} with gradients, {opts['optimizer']} state, "
+                  f"target and the optimiser step's temporaries = {gib(params)}; activations at batch "
+                  f"{batch_size}: {gib(acts)}")
+        return params + acts, detail
+
+    @classmethod
+    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
+              device: Any = None) -> None:
+        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
+        check_epsilon(opts, cls.NAME)
+        require_positive(opts, ["mixing_embed", "hypernet_layers", "hypernet_hidden"], cls.NAME)
+        if opts["hypernet_layers"] not in (1, 2):
+            raise ConfigError(f"algo.options.hypernet_layers: expected 1 or 2 for '{cls.NAME}', got "
+                              f"{opts['hypernet_layers']}")
+        if opts["optimizer"] not in ("adam", "rmsprop"):
+            raise ConfigError(f"algo.options.optimizer: expected adam or rmsprop for '{cls.NAME}', got "
+                              f"{opts['optimizer']!r}")
+        if opts["team_reward"] not in ("sum", "mean"):
+            raise ConfigError(f"algo.options.team_reward: expected sum or mean for '{cls.NAME}', got "
+                              f"{opts['team_reward']!r}")
+        require_discrete(cls.NAME, spec)
+        need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
+        check_memory(cls.NAME, need, detail, device,
+                     advice="algo.options.hypernet_layers: 2 makes the first hyper-network "
+                            "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead")
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        o = self.opts
+        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
+
+    @torch.no_grad()
+    def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
+        """Each agent's greedy valid action under its own utility (monotonic mixing makes that the joint
+        greedy action), or :math:`\\epsilon`-greedy when exploring."""
+        q = self.agent(obs.x, getattr(obs, "agent_type", None))
+        mask = getattr(obs, "action_mask", None)
+        if deterministic:
+            return masked_argmax(q, mask)
+        eps = self.epsilon
+        self.count_steps(obs)
+        return epsilon_greedy(q, mask, eps)
+
+    def team(self, batch: TransitionBatch) -> tuple[int, Tensor, Tensor, Tensor, Tensor]:
+        """``B``, states ``s``, ``s'`` ``[B, N*obs_dim]``, team reward ``[B]`` and termination ``[B]``."""
+        n = self.num_agents
+        b = batch.obs.x.size(0) // n
+        state = batch.obs.x.reshape(b, -1)
+        next_state = batch.next_obs.x.reshape(b, -1)
+        r = batch.reward.view(b, n)
+        reward = r.sum(1) if self.opts["team_reward"] == "sum" else r.mean(1)
+        done = batch.terminated.view(b, n).amax(1)
+        return b, state, next_state, reward, done
+
+    @torch.no_grad()
+    def target(self, batch: TransitionBatch) -> Tensor:
+        """:math:`y = R + \\gamma (1 - D) Q^{target}_{tot}(\\max_{a'} \\bar Q_i(o'_i, a'), s')` ``[B]``."""
+        b, _, next_state, reward, done = self.team(batch)
+        nxt = batch.next_obs
+        types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
+        q_next = self.agent_target(nxt.x, types)
+        if self.opts["double_q"]:
+            best = masked_argmax(self.agent(nxt.x, types), mask)
+            v_next = q_next.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+        else:
+            v_next = masked_max(q_next, mask)
+        q_tot_next = self.mixer_target(v_next.view(b, -1), next_state)
+        return reward + self.cfg.gamma * (1.0 - done) * q_tot_next
+
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        b, state, _, _, _ = self.team(batch)
+        q = self.agent(batch.obs.x, getattr(batch.obs, "agent_type", None))
+        q_sa = q.gather(-1, batch.action.long().unsqueeze(-1)).view(b, -1)
+        q_tot = self.mixer(q_sa, state)
+        y = self.target(batch)
+        return {"q_loss": (q_tot - y).pow(2).mean(), "q_tot": q_tot.detach().mean(), "q_target": y.mean(),
+                "q_agent": q_sa.detach().mean()}
+
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        terms = self.losses(batch)
+        norms = self.gradient_step(terms["q_loss"])
+        if self.target_due():
+            polyak_update(self.agent_target, self.agent, self.cfg.tau)
+            polyak_update(self.mixer_target, self.mixer, self.cfg.tau)
+        return {**self.floats(terms), **norms, "epsilon": self.epsilon}
