@@ -529,6 +529,8 @@ def _cheap_discrete_tasks():
               if t in TASKS]
     if "magent_jungle" in TASKS:
         tasks.append(("magent_jungle", 20, {}))
+    # traffic on the real SUMO engine: a generated 2x2 grid and its road graph
+    tasks.append(("traffic", 4, {"scenario": {"kind": "grid", "rows": 2, "cols": 2, "rate": 300}, "engine": "sumo"}))
     return tasks
 
 
@@ -538,8 +540,8 @@ def task_batches():
     out = {}
     for task, n, options in _cheap_discrete_tasks():
         try:
-            env = make_env(EnvConfig(task=task, num_agents=n, max_steps=5, graph=GraphConfig(kind="knn", k=2),
-                                     options=options))
+            graph = GraphConfig(kind="env") if task == "traffic" else GraphConfig(kind="knn", k=2)
+            env = make_env(EnvConfig(task=task, num_agents=n, max_steps=5, graph=graph, options=options))
         except ConfigError as exc:  # an optional dependency that is not installed
             out[task] = exc
             continue
