@@ -9,7 +9,6 @@ import resource
 import subprocess
 import sys
 
-import pytest
 
 from conftest import CONFIGS
 

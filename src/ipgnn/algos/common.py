@@ -345,8 +345,39 @@ class BaselineAlgo(nn.Module):
             o.load_state_dict(state["optimizers"][k])
 
 
+class QLearningAlgo(BaselineAlgo):
+    r"""What the value-based baselines (IQL, DGN, QMIX) share: the linear :math:`\epsilon` schedule over
+    explored environment steps (options ``epsilon_start``, ``epsilon_end``, ``epsilon_decay_steps``),
+    :math:`\epsilon`-greedy acting over valid actions, and the next state's value for the target."""
+
+    opts: dict[str, Any]
+
+    @property
+    def epsilon(self) -> float:
+        o = self.opts
+        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
+
+    def act_on_q(self, q: Tensor, obs: Data | Batch, deterministic: bool) -> Tensor:
+        r"""The greedy valid action of each row of ``q`` or, when exploring, an :math:`\epsilon`-greedy one
+        (exploring counts the environment steps the schedule reads)."""
+        mask = getattr(obs, "action_mask", None)
+        if deterministic:
+            return masked_argmax(q, mask)
+        eps = self.epsilon
+        self.count_steps(obs)
+        return epsilon_greedy(q, mask, eps)
+
+    def next_value(self, q_next_target: Tensor, q_next_online: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+        r""":math:`\max_{a' 	ext{ valid}} ar Q(s', a')`, or with ``double_q`` (``q_next_online`` given)
+        :math:`ar Q(s', rg\max_{a' 	ext{ valid}} Q(s', a'))` (van Hasselt et al., 2016)."""
+        if q_next_online is None:
+            return masked_max(q_next_target, mask)
+        best = masked_argmax(q_next_online, mask)
+        return q_next_target.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+
+
 __all__ = [
-    "BaselineAlgo", "BatchedLinear", "TypedMLP", "available_memory", "check_memory", "epsilon_greedy",
+    "BaselineAlgo", "QLearningAlgo", "BatchedLinear", "TypedMLP", "available_memory", "check_memory", "epsilon_greedy",
     "gib", "gumbel_onehot", "linear_epsilon", "make_optimizer", "make_target", "masked_argmax", "masked_logits",
     "masked_max", "masked_values", "num_graphs", "parse_options", "polyak_update", "random_valid_actions",
     "require_discrete",

@@ -66,16 +66,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from ipgnn.algos.common import (
-    BaselineAlgo,
-    epsilon_greedy,
-    linear_epsilon,
-    make_optimizer,
-    make_target,
-    masked_argmax,
-    masked_max,
-    parse_options,
-    polyak_update,
-    require_discrete,
+    make_optimizer, make_target, parse_options, polyak_update, QLearningAlgo, require_discrete,
     require_positive,
 )
 from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
@@ -164,7 +155,7 @@ def attention_kl(p: Tensor, q: Tensor, num_nodes: int) -> Tensor:
     return kl.sum() / (num_nodes * p.size(-1))
 
 
-class DGN(BaselineAlgo):
+class DGN(QLearningAlgo):
     """DGN with temporal relation regularisation (see the module docstring)."""
 
     NAME = "dgn"
@@ -201,20 +192,10 @@ class DGN(BaselineAlgo):
         require_discrete(cls.NAME, spec)
 
     # ----------------------------------------------------------------------------------------------
-    @property
-    def epsilon(self) -> float:
-        o = self.opts
-        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
-
     @torch.no_grad()
     def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
         q, _, _ = self.q(obs.x, obs.edge_index, getattr(obs, "agent_type", None))
-        mask = getattr(obs, "action_mask", None)
-        if deterministic:
-            return masked_argmax(q, mask)
-        eps = self.epsilon
-        self.count_steps(obs)
-        return epsilon_greedy(q, mask, eps)
+        return self.act_on_q(q, obs, deterministic)
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
         obs, nxt = batch.obs, batch.next_obs
@@ -227,11 +208,10 @@ class DGN(BaselineAlgo):
             q_next, ei_t, att_t = self.q_target(nxt.x, obs.edge_index, types)
             if not self.opts["keep_graph"]:
                 q_next = self.q_target(nxt.x, nxt.edge_index, types)[0]
+            online = None
             if self.opts["double_q"]:
                 online = self.q(nxt.x, obs.edge_index if self.opts["keep_graph"] else nxt.edge_index, types)[0]
-                v_next = q_next.gather(-1, masked_argmax(online, mask).unsqueeze(-1)).squeeze(-1)
-            else:
-                v_next = masked_max(q_next, mask)
+            v_next = self.next_value(q_next, online, mask)
             y = batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * v_next
         q_loss = (q_sa - y).pow(2).mean()
         kl = attention_kl(att[-1], att_t[-1], obs.x.size(0))

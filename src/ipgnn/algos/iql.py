@@ -44,19 +44,8 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from ipgnn.algos.common import (
-    BaselineAlgo,
-    TypedMLP,
-    epsilon_greedy,
-    linear_epsilon,
-    make_optimizer,
-    make_target,
-    masked_argmax,
-    masked_max,
-    parse_options,
-    polyak_update,
-    require_discrete,
-    require_positive,
-    require_unit,
+    make_optimizer, make_target, parse_options, polyak_update, QLearningAlgo, require_discrete,
+    require_positive, require_unit, TypedMLP,
 )
 from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.replay import TransitionBatch
@@ -73,7 +62,7 @@ def check_epsilon(opts: dict[str, Any], name: str) -> None:
     require_positive(opts, ["epsilon_decay_steps"], name, allow_zero=True)
 
 
-class IQL(BaselineAlgo):
+class IQL(QLearningAlgo):
     """Independent DQN with one shared Q-network (see the module docstring)."""
 
     NAME = "iql"
@@ -97,33 +86,18 @@ class IQL(BaselineAlgo):
         require_discrete(cls.NAME, spec)
 
     # ----------------------------------------------------------------------------------------------
-    @property
-    def epsilon(self) -> float:
-        o = self.opts
-        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
-
     @torch.no_grad()
     def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
         """Greedy valid action per agent, or :math:`\\epsilon`-greedy when exploring."""
-        q = self.q(obs.x, getattr(obs, "agent_type", None))
-        mask = getattr(obs, "action_mask", None)
-        if deterministic:
-            return masked_argmax(q, mask)
-        eps = self.epsilon
-        self.count_steps(obs)
-        return epsilon_greedy(q, mask, eps)
+        return self.act_on_q(self.q(obs.x, getattr(obs, "agent_type", None)), obs, deterministic)
 
     @torch.no_grad()
     def target(self, batch: TransitionBatch) -> Tensor:
         r""":math:`y_i = r_i + \gamma (1 - d_i) \max_{a' \text{ valid}} Q_{\bar\theta}(o'_i, a')` ``[B*N]``."""
         nxt = batch.next_obs
         types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
-        q_next = self.q_target(nxt.x, types)
-        if self.opts["double_q"]:
-            best = masked_argmax(self.q(nxt.x, types), mask)
-            v_next = q_next.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-        else:
-            v_next = masked_max(q_next, mask)
+        v_next = self.next_value(self.q_target(nxt.x, types), self.q(nxt.x, types) if self.opts["double_q"] else None,
+                                 mask)
         return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * v_next
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:

@@ -64,21 +64,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from ipgnn.algos.common import (
-    BaselineAlgo,
-    TypedMLP,
-    check_memory,
-    epsilon_greedy,
-    gib,
-    linear_epsilon,
-    make_optimizer,
-    make_target,
-    masked_argmax,
-    masked_max,
-    optimizer_state_factor,
-    parse_options,
-    polyak_update,
-    require_discrete,
-    require_positive,
+    check_memory, gib, make_optimizer, make_target, optimizer_state_factor, parse_options, polyak_update,
+    QLearningAlgo, require_discrete, require_positive, TypedMLP,
 )
 from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
@@ -122,7 +109,7 @@ class QMixer(nn.Module):
         return (torch.bmm(hidden, w2) + v).view(b)
 
 
-class QMIX(BaselineAlgo):
+class QMIX(QLearningAlgo):
     """QMIX with feed-forward agents (see the module docstring)."""
 
     NAME = "qmix"
@@ -190,22 +177,11 @@ class QMIX(BaselineAlgo):
                             "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead")
 
     # ----------------------------------------------------------------------------------------------
-    @property
-    def epsilon(self) -> float:
-        o = self.opts
-        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
-
     @torch.no_grad()
     def act(self, obs: Data | Batch, deterministic: bool = False) -> Tensor:
         """Each agent's greedy valid action under its own utility (monotonic mixing makes that the joint
         greedy action), or :math:`\\epsilon`-greedy when exploring."""
-        q = self.agent(obs.x, getattr(obs, "agent_type", None))
-        mask = getattr(obs, "action_mask", None)
-        if deterministic:
-            return masked_argmax(q, mask)
-        eps = self.epsilon
-        self.count_steps(obs)
-        return epsilon_greedy(q, mask, eps)
+        return self.act_on_q(self.agent(obs.x, getattr(obs, "agent_type", None)), obs, deterministic)
 
     def team(self, batch: TransitionBatch) -> tuple[int, Tensor, Tensor, Tensor, Tensor]:
         """``B``, states ``s``, ``s'`` ``[B, N*obs_dim]``, team reward ``[B]`` and termination ``[B]``."""
@@ -224,12 +200,8 @@ class QMIX(BaselineAlgo):
         b, _, next_state, reward, done = self.team(batch)
         nxt = batch.next_obs
         types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
-        q_next = self.agent_target(nxt.x, types)
-        if self.opts["double_q"]:
-            best = masked_argmax(self.agent(nxt.x, types), mask)
-            v_next = q_next.gather(-1, best.unsqueeze(-1)).squeeze(-1)
-        else:
-            v_next = masked_max(q_next, mask)
+        v_next = self.next_value(self.agent_target(nxt.x, types),
+                                 self.agent(nxt.x, types) if self.opts["double_q"] else None, mask)
         q_tot_next = self.mixer_target(v_next.view(b, -1), next_state)
         return reward + self.cfg.gamma * (1.0 - done) * q_tot_next
 
