@@ -52,6 +52,12 @@ def _vector(values: Union[Tensor, Sequence[Number], Number], num: int, name: str
     return t
 
 
+#: pairs farther apart than ``size_a + size_b + CONTACT_CUTOFF * contact_margin`` are skipped: their
+#: force, ``contact_force * contact_margin * log(1 + exp(-CONTACT_CUTOFF))`` < 1e-27 with mpe2's
+#: constants, is below the float64 resolution of any force or velocity it could be added to.
+CONTACT_CUTOFF = 60.0
+
+
 def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, contact_margin: float = 1e-3,
                    others: Optional[Tensor] = None, others_size: Optional[Tensor] = None) -> Tensor:
     """Sum of ``mpe2``'s soft contact forces on each of ``C`` colliding entities.
@@ -66,21 +72,33 @@ def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, cont
     Returns:
         ``[B, C, 2]``: ``sum_b contact_force * (p_a - p_b) / |p_a - p_b| * penetration(a, b)`` over the
         others ``b`` not at ``a``'s position (movability is applied by the caller).
+
+    Only the squared distances are computed for all ``C x D`` pairs; the soft contact term (a
+    ``logaddexp``, a square root and a division each) is evaluated for the pairs within reach
+    (:data:`CONTACT_CUTOFF`), which in a spread-out world are a few per entity, and summed back with
+    ``index_put_(accumulate=True)`` (deterministic on the CPU).
     """
     if others is None:
         others, others_size = p_pos, size
-    # x and y planes kept apart: every [B, C, D] temporary is contiguous and reduced along its last dim
+    # x and y planes kept apart: every [B, C, D] temporary is contiguous
     dx = p_pos[..., 0].unsqueeze(2) - others[..., 0].unsqueeze(1)  # [B, C, D]: p_a - p_b
     dy = p_pos[..., 1].unsqueeze(2) - others[..., 1].unsqueeze(1)
-    dist = torch.sqrt(dx * dx + dy * dy)
+    d2 = dx * dx + dy * dy
     dist_min = size.unsqueeze(1) + others_size.unsqueeze(0)  # [C, D]
     k = contact_margin
-    zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
-    penetration = torch.logaddexp(zero, (dist_min - dist) / k) * k
+    reach = dist_min + CONTACT_CUTOFF * k
     # coincident centres (an entity and itself, or two at one point) exert no force: delta is 0 there
-    safe = torch.where(dist > 0, dist, torch.ones((), dtype=dist.dtype, device=dist.device))
-    scale = penetration.mul_(contact_force).div_(safe)
-    return torch.stack([(dx * scale).sum(-1), (dy * scale).sum(-1)], dim=-1)
+    near = (d2 < reach * reach) & (d2 > 0)
+    b, c, d = near.nonzero(as_tuple=True)
+    out = torch.zeros(p_pos.shape, dtype=p_pos.dtype, device=p_pos.device)
+    if b.numel() == 0:
+        return out
+    ddx, ddy = dx[b, c, d], dy[b, c, d]
+    dist = torch.sqrt(d2[b, c, d])
+    zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
+    scale = torch.logaddexp(zero, (dist_min[c, d] - dist) / k).mul_(k * contact_force).div_(dist)
+    out.index_put_((b, c), torch.stack([ddx * scale, ddy * scale], dim=-1), accumulate=True)
+    return out
 
 
 class TensorWorld:
