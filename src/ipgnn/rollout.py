@@ -29,7 +29,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from ipgnn.config import ConfigError, EnvConfig
-from ipgnn.envs.pettingzoo import StepResult
+from ipgnn.envs.pettingzoo import StepResult, uniform_random_action
 
 
 class EnvWorker:
@@ -209,12 +209,7 @@ class WorkerPoolEnv:
 
     def random_action(self, obs: Batch) -> Tensor:
         """Uniformly random valid actions for every agent of every worker, drawn by the learner's RNG."""
-        m, a = self.num_envs * self.num_agents, self.spec.action_dim
-        if self.spec.discrete:
-            mask = getattr(obs, "action_mask", None)
-            weights = torch.ones(m, a) if mask is None else mask.float()
-            return torch.multinomial(weights, 1).squeeze(-1)
-        return torch.rand(m, a) * 2.0 - 1.0
+        return uniform_random_action(self.num_envs * self.num_agents, self.spec, getattr(obs, "action_mask", None))
 
     def close(self) -> None:
         if self.backend == "process":

@@ -50,6 +50,15 @@ class StepResult:
     infos: dict[str, Any] = field(default_factory=dict)
 
 
+def uniform_random_action(num: int, spec: AgentSpec, mask: Optional[Tensor] = None) -> Tensor:
+    """Uniformly random valid actions for ``num`` agents, from torch's RNG: ``[num]`` indices among the
+    actions ``mask`` (``[num, A]``) allows, or ``[num, D]`` in ``[-1, 1]`` for continuous actions."""
+    if spec.discrete:
+        weights = torch.ones(num, spec.action_dim) if mask is None else mask.float()
+        return torch.multinomial(weights, 1).squeeze(-1)
+    return torch.rand(num, spec.action_dim) * 2.0 - 1.0
+
+
 class ParallelGraphEnv:
     """Wrap a PettingZoo ``ParallelEnv`` (plus a graph builder) as a graph environment.
 
@@ -200,12 +209,7 @@ class ParallelGraphEnv:
 
     def random_action(self, obs: Data) -> Tensor:
         """A uniformly random valid joint action (for warm-up and baselines), using torch's RNG."""
-        n, a = self.num_agents, self.spec.action_dim
-        if self.spec.discrete:
-            mask = getattr(obs, "action_mask", None)
-            weights = torch.ones(n, a) if mask is None else mask.float()
-            return torch.multinomial(weights, 1).squeeze(-1)
-        return torch.rand(n, a) * 2.0 - 1.0
+        return uniform_random_action(self.num_agents, self.spec, getattr(obs, "action_mask", None))
 
     def close(self) -> None:
         self.env.close()
