@@ -68,11 +68,15 @@ class RunSpec:
         parts = [self.scenario, self.algo] + ([self.variant_name] if self.variant else []) + [f"seed{self.seed}"]
         return out.joinpath(*parts)
 
-    def argv(self, out: Path) -> list[str]:
-        args = [a for c in self.configs for a in ("--config", c)]
-        args += ["--run-dir", str(self.run_dir(out)), f"--seed={self.seed}", f"--algo.name={self.algo}"]
+    def config_overrides(self) -> list[str]:
+        """What this run sets on top of its config files: seed, algorithm, sweep values, user overrides."""
+        args = [f"--seed={self.seed}", f"--algo.name={self.algo}"]
         args += [f"--{k}={_fmt(v)}" for k, v in self.variant.items()]
         return args + list(self.overrides)
+
+    def argv(self, out: Path) -> list[str]:
+        args = [a for c in self.configs for a in ("--config", c)]
+        return args + ["--run-dir", str(self.run_dir(out)), *self.config_overrides()]
 
 
 def _fmt(v: Any) -> str:
@@ -130,7 +134,7 @@ def plan(configs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], var
         for algo, variant, seed in itertools.product(algos, variants or [{}], seeds):
             run = RunSpec(Path(cfg_path).stem, [str(cfg_path), *extra_configs], algo, seed, dict(variant),
                           list(overrides))
-            load_config(run.configs, run.argv(Path("."))[2 * len(run.configs) + 2:])  # ConfigError names the key
+            load_config(run.configs, run.config_overrides())  # a ConfigError names the file and key
             runs.append(run)
     return runs
 
