@@ -68,3 +68,17 @@ def test_ray_actors_feed_the_learner(tmp_path, tiny_overrides, monkeypatch):
         trainer.close()
     finally:
         ray.shutdown()
+
+
+def test_learner_threads_are_restored_after_a_run_with_workers(tmp_path, tiny_overrides, monkeypatch):
+    """The learner leaves each worker a core while it runs, and gives the threads back on close."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    over = ["--env.task=mpe_spread", "--env.num_agents=3", "--env.max_steps=5", "--env.graph.k=2",
+            "--rollout.workers=2", "--train.total_steps=20", "--train.learning_starts=20", *tiny_overrides]
+    trainer = Trainer.from_config(load_config(None, over), tmp_path / "run")
+    import os
+
+    assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) - 2)
+    trainer.close()
+    assert torch.get_num_threads() == before

@@ -178,6 +178,7 @@ class Trainer:
             # the workers' simulators take cores: a learner with more threads than the cores left waits
             # on them at every op (an update measured 18x slower oversubscribed on 2 cores)
             threads = max(1, (os.cpu_count() or 1) - ro.workers)
+            self._threads_before = torch.get_num_threads()  # restored by close()
             torch.set_num_threads(threads)
             log.info("learner: %d torch thread(s), leaving a core to each worker (OMP_NUM_THREADS overrides)",
                      threads)
@@ -405,3 +406,5 @@ class Trainer:
         self.logger.close()
         self.env.close()
         self.eval_env.close()
+        if getattr(self, "_threads_before", None):
+            torch.set_num_threads(self._threads_before)
