@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-from conftest import CONFIGS
+from conftest import CONFIGS, learned_and_random_returns
 from ipgnn.algos import common, make_algo
 from ipgnn.algos.dgn import DGN, DGNConv, DGNNetwork, with_self_loops
 from ipgnn.algos.iql import IQL
@@ -21,7 +21,7 @@ from ipgnn.config import (AlgoConfig, ConfigError, EnvConfig, GraphConfig, Model
 from ipgnn.envs import TASKS, make_env
 from ipgnn.logger import read_metrics
 from ipgnn.replay import GraphReplayBuffer, TransitionBatch
-from ipgnn.trainer import EVAL_SEED_OFFSET, Trainer, evaluate, random_policy
+from ipgnn.trainer import Trainer
 
 BASELINES = ["iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"]
 Q_LEARNERS = ["iql", "dgn", "qmix"]
@@ -616,11 +616,6 @@ def test_baseline_beats_random_on_cooperative_navigation(name, tmp_path):
     +23 %; 7-21 s per algorithm on an idle 2-core CPU (DGN the slowest)."""
     extra = ["--algo.options.epsilon_decay_steps=3000"] if name in Q_LEARNERS else []
     cfg = load_config(CONFIGS / "mpe_spread_small.yaml", LEARNING + [f"--algo.name={name}"] + extra)
-    trainer = Trainer.from_config(cfg, tmp_path / "run")
-    learned = trainer.train()["eval/episode_return"]
-    torch.manual_seed(0)
-    rand = evaluate(random_policy(trainer.eval_env), trainer.eval_env, EPISODES,
-                    cfg.seed + EVAL_SEED_OFFSET)["eval/episode_return"]
-    trainer.close()
+    learned, rand = learned_and_random_returns(cfg, tmp_path / "run", EPISODES)
     print(f"greedy {name} return {learned:.2f} vs random {rand:.2f}")
     assert learned > rand + MARGIN * abs(rand), (learned, rand)
