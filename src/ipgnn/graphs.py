@@ -4,8 +4,9 @@ All builders return ``edge_index`` in PyG's ``source_to_target`` convention: a c
 agent ``j`` sends its intention to agent ``i`` (``j`` is in ``N(i)``). Undirected links appear in both
 directions.
 
-k-NN uses PyG's ``knn_graph`` when ``pyg-lib`` provides it, and otherwise one batched
-``torch.cdist`` + ``topk`` (no compiled extension needed; exact, ties broken by index).
+k-NN uses PyG's ``knn_graph`` for one graph when ``pyg-lib`` provides it, and otherwise one batched
+selection (:func:`ipgnn.ops.smallest_k`) over exact squared distances (no compiled extension needed),
+or over the squared distances a task already computed for its observations.
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ from torch_geometric.utils import (
 )
 
 from ipgnn.config import ConfigError, GraphConfig
+from ipgnn.ops import smallest_k
 
 
-def knn_edges(pos: Tensor, k: int) -> Tensor:
+def knn_edges(pos: Tensor, k: int, sq_dist: Optional[Tensor] = None) -> Tensor:
     """Edges from each agent's ``k`` nearest agents (Euclidean, no self loops).
 
     Args:
         pos: ``[N, d]`` positions of one graph, or ``[B, N, d]`` for ``B`` graphs of ``N`` agents.
         k: neighbours per agent; clipped to ``N - 1``.
+        sq_dist: the squared distances between the agents, ``[B, N, N]`` (``[N, N]`` for one graph)
+            with ``inf`` on the diagonal, when the caller has them (a tensor MPE scenario computes them
+            for its observations and contact forces); not modified.
 
     Returns:
         ``[2, N*k]`` (or ``[B, 2, N*k]``, local node indices per graph); row 0 is the neighbour
@@ -43,18 +48,26 @@ def knn_edges(pos: Tensor, k: int) -> Tensor:
     single = pos.dim() == 2
     if single:
         pos = pos.unsqueeze(0)
+        sq_dist = None if sq_dist is None else sq_dist.unsqueeze(0)
     b, n, _ = pos.shape
     k = min(k, n - 1)
     if k <= 0:
         empty = pos.new_zeros((b, 2, 0), dtype=torch.long)
         return empty[0] if single else empty
-    if pyg_typing.WITH_KNN and single:
-        from torch_geometric.nn import knn_graph
+    if sq_dist is None:
+        if pyg_typing.WITH_KNN and single:
+            from torch_geometric.nn import knn_graph
 
-        return knn_graph(pos[0], k=k, loop=False)
-    dist = torch.cdist(pos, pos)  # [B, N, N]
-    dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-    nbr = dist.topk(k, dim=2, largest=False).indices  # [B, N, k]
+            return knn_graph(pos[0], k=k, loop=False)
+        sq_dist = pos.new_zeros(b, n, n)
+        for c in range(pos.shape[-1]):  # coordinates (2 or 3), not agents
+            diff = pos[..., c].unsqueeze(1) - pos[..., c].unsqueeze(2)
+            sq_dist.addcmul_(diff, diff)
+        sq_dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    elif sq_dist.shape != (b, n, n):
+        raise ValueError(f"knn_edges: sq_dist must have shape {(b, n, n)} for positions of shape "
+                         f"{tuple(pos.shape)}, got {tuple(sq_dist.shape)}")
+    nbr = smallest_k(sq_dist, k)[1]  # [B, N, k]
     dst = torch.arange(n, device=pos.device).repeat_interleave(k).expand(b, -1)
     edges = torch.stack([nbr.reshape(b, -1), dst], dim=1)  # [B, 2, N*k]
     return edges[0] if single else edges
@@ -127,16 +140,18 @@ class GraphBuilder:
         k = min(self.cfg.k, self.num_agents - 1)
         return self.num_agents * k * (2 if self.cfg.symmetric else 1)
 
-    def batched(self, num_graphs: int, pos: Optional[Tensor] = None) -> Tensor:
+    def batched(self, num_graphs: int, pos: Optional[Tensor] = None, sq_dist: Optional[Tensor] = None) -> Tensor:
         """``edge_index`` of ``num_graphs`` graphs of ``N`` agents stacked into one PyG ``Batch`` (node
-        ``b * N + i``), from positions ``[B, N, d]`` for k-NN; one batched call, no loop over graphs."""
+        ``b * N + i``), from positions ``[B, N, d]`` for k-NN (and their squared distances
+        ``[B, N, N]`` when the task has them, see :func:`knn_edges`); one batched call, no loop over
+        graphs."""
         n = self.num_agents
         if self._static is not None:
             offsets = torch.arange(num_graphs, device=self._static.device).view(-1, 1, 1) * n
             return (self._static.unsqueeze(0) + offsets).permute(1, 0, 2).reshape(2, -1)
         if pos is None:
             raise ValueError("a k-NN graph needs agent positions; the task returned none")
-        local = knn_edges(pos, self.cfg.k)  # [B, 2, N*k]
+        local = knn_edges(pos, self.cfg.k, sq_dist)  # [B, 2, N*k]
         offsets = torch.arange(num_graphs, device=pos.device).view(-1, 1, 1) * n
         edges = (local + offsets).permute(1, 0, 2).reshape(2, -1)
         if self.cfg.symmetric:  # edges never cross graphs, so one global symmetrisation is per graph
