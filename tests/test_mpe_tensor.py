@@ -330,3 +330,43 @@ def test_runs_on_cuda_like_on_cpu():
         o_g, r_g, _, _ = gpu.step(act.cuda())
         torch.testing.assert_close(o_g.cpu(), o_c, atol=1e-9, rtol=0)
         torch.testing.assert_close(r_g.cpu(), r_c, atol=1e-9, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ scale
+def test_large_float32_world_matches_a_dense_float64_reference():
+    """At N = 200 the fast paths are on: the k-nearest selection of ipgnn.ops (float32, >= 2**15
+    distances), the agents' geometry shared between observations, collisions and the next step's
+    contact forces, and reused pair buffers. Observations and rewards must equal a from-scratch float64
+    computation (argsort over every distance), and the trajectory a float64 world's."""
+    n, b, k = 200, 2, 5
+    fast = make_scenario("spread", n, num_envs=b)
+    fast.reset(seed=5)
+    ref = make_scenario("spread", n, num_envs=b, dtype=F64)
+    ref.set_state({k_: v.double() for k_, v in fast.get_state().items() if k_ != "t"})
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(8):
+        act = torch.randint(0, 5, (b, n), generator=gen)
+        obs, rew, _, _ = fast.step(act)
+        ref.step(act)
+        pos = ref.get_state()["p_pos"]
+        agents, marks = pos[:, :n], pos[:, n:]
+        torch.testing.assert_close(fast.get_state()["p_pos"].double(), pos, rtol=0, atol=1e-4)
+
+        def nearest(points, exclude_self):
+            rel = points.unsqueeze(1) - agents.unsqueeze(2)  # [B, N, M, 2]
+            d = rel.norm(dim=-1)
+            if exclude_self:
+                d = d + torch.diag(torch.full((n,), float("inf"), dtype=F64))
+            idx = d.argsort(-1)[..., :k]
+            return rel.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, 2)).flatten(2), d
+
+        lm, d_lm = nearest(marks, False)
+        ag, d_ag = nearest(agents, True)
+        vel = ref.get_state()["p_vel"][:, :n]
+        want = torch.cat([vel, agents, lm, ag], dim=-1)
+        torch.testing.assert_close(obs.double(), want, rtol=0, atol=1e-4)
+        d_star = d_lm.amin(1)  # [B, L]
+        cover = d_star.gather(1, d_lm.argsort(-1)[..., :3].flatten(1)).view(b, n, 3).mean(-1)
+        collisions = (d_ag < 0.3).sum(-1)
+        torch.testing.assert_close(rew.double(), -cover - collisions, rtol=0, atol=1e-4)
+        assert fast.metrics()["collisions"].tolist() == (collisions.sum(-1) / 2).tolist()

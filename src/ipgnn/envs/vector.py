@@ -31,7 +31,12 @@ from ipgnn.graphs import GraphBuilder
 
 
 class BatchedTask(Protocol):
-    """What a batched task provides (see :class:`ipgnn.envs.mpe_tensor.scenarios.TensorMPEScenario`)."""
+    """What a batched task provides (see :class:`ipgnn.envs.mpe_tensor.scenarios.TensorMPEScenario`).
+
+    A task may also provide ``agent_sq_distances() -> [B, N, N]`` (squared distances between its
+    agents at the current state, ``inf`` on the diagonal): the k-NN graph is then selected from that
+    tensor instead of being computed again from ``positions()``.
+    """
 
     num_envs: int
     num_agents: int
@@ -81,7 +86,11 @@ class TensorGraphEnv:
     def _to_batch(self, obs: Tensor) -> Batch:
         b, n = self.num_envs, self.num_agents
         pos = self.task.positions()
-        edge_index = self.graph.batched(b, None if self.graph.is_static else pos)
+        if self.graph.is_static:
+            edge_index = self.graph.batched(b)
+        else:  # the k-NN graph from the squared distances the task computed for this state, if it has them
+            sq_dist = getattr(self.task, "agent_sq_distances", None)
+            edge_index = self.graph.batched(b, pos, None if sq_dist is None else sq_dist())
         out = Batch(x=obs.reshape(b * n, -1).float(), edge_index=edge_index, pos=pos.reshape(b * n, -1).float(),
                     batch=self._batch_vec.to(obs.device), ptr=self._ptr.to(obs.device))
         if self.agent_type is not None:

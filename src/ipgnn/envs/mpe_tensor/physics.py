@@ -13,10 +13,13 @@ The semantics are ``mpe2``'s (``mpe2/_mpe_utils/core.py``, ``World.step``), oper
 Defaults are ``mpe2``'s: ``dt = 0.1``, ``damping = 0.25``, ``contact_force = 1e2``,
 ``contact_margin = 1e-3``, mass 1. What differs from ``mpe2``:
 
-- the pairwise contact forces are computed for all pairs at once by broadcasting (``[B, C, D]`` x and
-  y planes, from the ``D`` colliding entities onto the ``C`` movable colliding ones) and summed, where
-  ``mpe2`` accumulates them pair by pair in a double loop over ``a < b``: the same sum up to
-  floating-point rounding (``~1e-15`` in float64);
+- the pairwise contact forces are computed for all pairs at once: squared distances by broadcasting
+  (``[B, C, D]`` x and y planes, from the ``D`` colliding entities onto the ``C`` movable colliding
+  ones), the force itself for the pairs within reach (:data:`CONTACT_CUTOFF`), summed per entity,
+  where ``mpe2`` accumulates them pair by pair in a double loop over ``a < b``: the same sum up to
+  floating-point rounding (``~1e-15`` in float64). The pair geometry is kept for the state
+  (:meth:`TensorWorld.contact_geometry`), so that a scenario's observations at ``s_{t+1}`` and the
+  contact forces of the next step read the same tensors;
 - two colliding entities at exactly the same position exert no force on each other (``mpe2`` divides
   by the zero distance and produces NaN);
 - motor noise (``u_noise``) and communication (``c``, ``c_noise``) are not modelled: every ``mpe2``
@@ -30,6 +33,8 @@ Entity properties are per-entity vectors (``[E]``) shared by the ``B`` worlds; t
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
@@ -58,8 +63,62 @@ def _vector(values: Union[Tensor, Sequence[Number], Number], num: int, name: str
 CONTACT_CUTOFF = 60.0
 
 
+@dataclass
+class Pairs:
+    """Geometry between two entity sets ``a`` and ``b``, ``[B, Na, Nb]`` tensors: ``dx, dy = b_j - a_i``
+    and the squared distance ``d2`` (``inf`` where an entity faces itself, when so built).
+
+    Squared distances order candidates like distances, so nearest-entity selection and "closer than
+    ``r``" tests use ``d2`` directly; :attr:`dist` (a square root over all pairs) is computed only
+    when read, once.
+    """
+
+    dx: Tensor
+    dy: Tensor
+    d2: Tensor
+
+    @functools.cached_property
+    def dist(self) -> Tensor:
+        return torch.sqrt(self.d2)
+
+    def block(self, na: int, nb: int) -> "Pairs":
+        """The geometry of the first ``na`` entities of ``a`` and the first ``nb`` of ``b`` (views)."""
+        return Pairs(self.dx[:, :na, :nb], self.dy[:, :na, :nb], self.d2[:, :na, :nb])
+
+
+def pair_geometry(a: Tensor, b: Tensor, out: Optional[Pairs] = None) -> Pairs:
+    """Relative positions ``b_j - a_i`` of ``b [B, Nb, 2]`` seen from ``a [B, Na, 2]``, as x and y planes
+    (contiguous ``[B, Na, Nb]`` tensors), and their squared lengths.
+
+    ``out``: the geometry of an earlier state, whose tensors are overwritten when their shape, dtype
+    and device fit (it must not be read again). Steps reuse their pair tensors this way: on the CPU a
+    fresh ``[64, 200, 200]`` float32 tensor costs about 1 ms of page faults, more than the arithmetic
+    that fills it (``benchmarks/README.md``).
+    """
+    shape = (a.shape[0], a.shape[1], b.shape[1])
+    if out is None or out.d2.shape != shape or out.d2.dtype != a.dtype or out.d2.device != a.device:
+        out = Pairs(*(torch.empty(shape, dtype=a.dtype, device=a.device) for _ in range(3)))
+    dx, dy, d2 = out.dx, out.dy, out.d2
+    # contiguous coordinate planes first: a broadcast subtraction reading the interleaved (x, y) pairs
+    # is 6x slower (1.0 against 0.16 ms for [64, 200, 200], one thread)
+    torch.sub(b[..., 0].contiguous().unsqueeze(1), a[..., 0].contiguous().unsqueeze(2), out=dx)
+    torch.sub(b[..., 1].contiguous().unsqueeze(1), a[..., 1].contiguous().unsqueeze(2), out=dy)
+    torch.mul(dx, dx, out=d2)
+    d2.addcmul_(dy, dy)
+    return Pairs(dx, dy, d2)
+
+
+def pairs_within_reach(pairs: Pairs, reach: Union[Tensor, float],
+                       out: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Indices ``(b, i, j)`` of the pairs with ``d2 < reach[i, j]^2`` (``reach``: ``[Na, Nb]``, or one
+    number for all pairs); ``out``: a bool ``[B, Na, Nb]`` tensor to hold the mask."""
+    mask = torch.lt(pairs.d2, reach * reach, out=out) if out is not None else pairs.d2 < reach * reach
+    return mask.nonzero(as_tuple=True)
+
+
 def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, contact_margin: float = 1e-3,
-                   others: Optional[Tensor] = None, others_size: Optional[Tensor] = None) -> Tensor:
+                   others: Optional[Tensor] = None, others_size: Optional[Tensor] = None,
+                   pairs: Optional[Pairs] = None, near: Optional[tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
     """Sum of ``mpe2``'s soft contact forces on each of ``C`` colliding entities.
 
     Args:
@@ -68,6 +127,10 @@ def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, cont
         contact_force, contact_margin: ``World.contact_force`` and ``World.contact_margin``.
         others, others_size: ``[B, D, 2]`` and ``[D]``, the colliding entities that push them (default:
             the same ``C``). An entity may appear in both: a pair at distance 0 exerts no force.
+        pairs: ``pair_geometry(p_pos, others)`` when already computed (``d2`` may be ``inf`` for
+            pairs to leave out, such as an entity and itself).
+        near: ``(b, c, d)`` indices of the pairs within reach (:func:`pairs_within_reach`), when
+            already computed from ``pairs``.
 
     Returns:
         ``[B, C, 2]``: ``sum_b contact_force * (p_a - p_b) / |p_a - p_b| * penetration(a, b)`` over the
@@ -80,24 +143,22 @@ def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, cont
     """
     if others is None:
         others, others_size = p_pos, size
-    # x and y planes kept apart: every [B, C, D] temporary is contiguous
-    dx = p_pos[..., 0].unsqueeze(2) - others[..., 0].unsqueeze(1)  # [B, C, D]: p_a - p_b
-    dy = p_pos[..., 1].unsqueeze(2) - others[..., 1].unsqueeze(1)
-    d2 = dx * dx + dy * dy
+    if pairs is None:
+        pairs = pair_geometry(p_pos, others)
     dist_min = size.unsqueeze(1) + others_size.unsqueeze(0)  # [C, D]
     k = contact_margin
-    reach = dist_min + CONTACT_CUTOFF * k
-    # coincident centres (an entity and itself, or two at one point) exert no force: delta is 0 there
-    near = (d2 < reach * reach) & (d2 > 0)
-    b, c, d = near.nonzero(as_tuple=True)
+    b, c, d = pairs_within_reach(pairs, dist_min + CONTACT_CUTOFF * k) if near is None else near
     out = torch.zeros(p_pos.shape, dtype=p_pos.dtype, device=p_pos.device)
     if b.numel() == 0:
         return out
-    ddx, ddy = dx[b, c, d], dy[b, c, d]
-    dist = torch.sqrt(d2[b, c, d])
+    d2 = pairs.d2[b, c, d]
+    dist = torch.sqrt(d2)
     zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
-    scale = torch.logaddexp(zero, (dist_min[c, d] - dist) / k).mul_(k * contact_force).div_(dist)
-    out.index_put_((b, c), torch.stack([ddx * scale, ddy * scale], dim=-1), accumulate=True)
+    # (p_a - p_b) = -(dx, dy); coincident centres (an entity and itself, or two at one point) exert no force
+    scale = torch.logaddexp(zero, (dist_min[c, d] - dist) / k).mul_(-k * contact_force).div_(dist)
+    scale = torch.where(d2 > 0, scale, zero)
+    out.index_put_((b, c), torch.stack([pairs.dx[b, c, d] * scale, pairs.dy[b, c, d] * scale], dim=-1),
+                   accumulate=True)
     return out
 
 
@@ -150,8 +211,24 @@ class TensorWorld:
         self._rows = torch.nonzero(self.collide & self.movable).flatten()
         self._cols = torch.nonzero(self.collide).flatten()
         self._rows_all = self._rows.numel() == e
+        self.num_contact_rows, self.num_contact_cols = self._rows.numel(), self._cols.numel()
         self._same = bool(torch.equal(self._rows, self._cols))
         self._row_size, self._col_size = self.size[self._rows], self.size[self._cols]
+        # (row, column) positions of an entity facing itself, left out of the contact geometry
+        self._self_pairs = (self._rows[:, None] == self._cols[None, :]).nonzero(as_tuple=True)
+        # how many entities, from the first, are both rows and columns (see leading_block)
+        m = min(self._rows.numel(), self._cols.numel())
+        first = torch.arange(m, device=self.device)
+        differs = ((self._rows[:m] != first) | (self._cols[:m] != first)).nonzero()
+        self._leading = int(differs[0]) if differs.numel() else m
+        reach = self._row_size[:, None] + self._col_size[None, :] + CONTACT_CUTOFF * self.contact_margin
+        # one number when every pair has the same reach (one agent size): a scalar compare is faster
+        self._reach: Union[Tensor, float] = float(reach[0, 0]) if reach.numel() and bool((reach == reach[0, 0]).all()) \
+            else reach
+        self._near_mask: Optional[Tensor] = None
+        self._geometry: Optional[Pairs] = None
+        self._near: Optional[tuple[Tensor, Tensor, Tensor]] = None
+        self._geometry_of: Optional[Tensor] = None
         self._limited = bool(torch.isfinite(self.max_speed).any())
         self.p_pos = torch.zeros(self.num_envs, e, 2, dtype=dtype, device=self.device)
         self.p_vel = torch.zeros_like(self.p_pos)
@@ -171,9 +248,45 @@ class TensorWorld:
             rows = self.p_pos if self._rows_all else self.p_pos.index_select(1, self._rows)
             cols = None if self._same else self.p_pos.index_select(1, self._cols)
             f = contact_forces(rows, self._row_size, self.contact_force, self.contact_margin,
-                               cols, None if self._same else self._col_size)
+                               cols, None if self._same else self._col_size, pairs=self.contact_geometry(),
+                               near=self.pairs_in_reach())
             force = force + f if self._rows_all else force.index_add(1, self._rows, f)
         return force
+
+    def contact_geometry(self) -> Pairs:
+        """Geometry of the colliding pairs at the current positions: ``[B, R, D]`` from the ``R`` movable
+        colliding entities (rows, in entity order) to the ``D`` colliding ones (columns, in entity
+        order), with ``d2 = inf`` where an entity faces itself.
+
+        Computed once per state and kept until the positions are replaced (every step and
+        ``set_state`` replaces them): a scenario that reads it for its observation at ``s_{t+1}``
+        (e.g. its agents' ``k`` nearest agents, the leading block when the agents come first) hands the
+        next step's contact forces the same tensors.
+        """
+        if self._geometry is None or self._geometry_of is not self.p_pos:
+            rows = self.p_pos if self._rows_all else self.p_pos.index_select(1, self._rows)
+            cols = rows if self._same else self.p_pos.index_select(1, self._cols)
+            g = pair_geometry(rows, cols, out=self._geometry)
+            g.d2[:, self._self_pairs[0], self._self_pairs[1]] = float("inf")
+            self._geometry, self._geometry_of, self._near = g, self.p_pos, None
+        return self._geometry
+
+    def pairs_in_reach(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(b, row, column)`` indices (into :meth:`contact_geometry`) of the pairs close enough to
+        exert a contact force (:data:`CONTACT_CUTOFF`), an entity and itself excluded; computed once
+        per state. Every colliding pair (centres closer than the sum of radii) is among them."""
+        g = self.contact_geometry()
+        if self._near is None:
+            if self._near_mask is None or self._near_mask.shape != g.d2.shape:
+                self._near_mask = torch.empty(g.d2.shape, dtype=torch.bool, device=self.device)
+            self._near = pairs_within_reach(g, self._reach, out=self._near_mask)
+        return self._near
+
+    def leading_block(self, n: int) -> Optional[Pairs]:
+        """Pairs among entities ``0 .. n-1`` (``d2 = inf`` on the diagonal), a view of
+        :meth:`contact_geometry`, when they are the first ``n`` rows and columns (movable and
+        colliding); None otherwise."""
+        return self.contact_geometry().block(n, n) if n <= self._leading else None
 
     def integrate(self, force: Tensor) -> None:
         """``mpe2``'s ``integrate_state`` for all movable entities of all worlds, in place."""

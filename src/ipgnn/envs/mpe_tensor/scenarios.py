@@ -19,8 +19,9 @@ What is common to all four, and differs from ``mpe2``:
   ``mpe2``).
 - **Observations** are local (app. A.2): own velocity and position, then the relative positions (and,
   per scenario, velocities or kinds) of the nearest entities of each kind, nearest first, found with
-  ``topk`` on distances. Each kind has a fixed number of slots (an option): when fewer such entities
-  exist, the remaining slots are **zero** (as ``mpe2``'s ``padded_relative_positions``), so
+  :func:`ipgnn.ops.smallest_k` on squared distances. Each kind has a fixed number of slots (an
+  option): when fewer such entities exist, the remaining slots are **zero** (as ``mpe2``'s
+  ``padded_relative_positions``), so
   ``obs_dim`` depends on the options only, not on ``N``. Defaults: ``spread`` 24, ``hetero`` 44,
   ``push`` 30, ``predator`` 44. No communication channel (every scenario here is silent).
 - **World size** grows with ``N`` (option ``world_radius``) so that the density of the 3-agent ``mpe2``
@@ -40,12 +41,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import Tensor
 
-from ipgnn.envs.mpe_tensor.physics import TensorWorld
+from ipgnn.envs.mpe_tensor.physics import Pairs, TensorWorld, pair_geometry
+from ipgnn.ops import smallest_k
 
 #: ``mpe2``'s discrete moves: no-op, left, right, down, up.
 DISCRETE_DIRECTIONS = ((0.0, 0.0), (-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
@@ -76,51 +78,50 @@ def _full(n: int, value: float) -> Tensor:
     return torch.full((n,), float(value), dtype=torch.float64)
 
 
-def nearest_features(planes: Sequence[Tensor], dist: Tensor, k: int,
+Plane = Union[Tensor, tuple[Tensor, Tensor]]
+
+
+def nearest_features(planes: Sequence[Plane], d2: Tensor, k: int,
                      order: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
     """Features of the ``k`` nearest candidates of each observer, nearest first, zero-padded.
 
     Args:
-        planes: ``F`` feature planes, each ``[B, N, M]`` or broadcastable to it (e.g. ``[B, 1, M]`` for a
-            property of the candidate alone): feature ``f`` of candidate ``j`` seen by observer ``i``.
-        dist: ``[B, N, M]`` distances; ``inf`` marks a candidate that must not be seen (e.g. oneself).
+        planes: ``F`` feature planes: feature ``f`` of candidate ``j`` seen by observer ``i``. Each is
+            ``[B, N, M]`` or broadcastable to it (``[B, 1, M]`` for a property of the candidate alone),
+            or a pair ``(p [B, 1, M], o [B, N, 1])`` for ``p_j - o_i``: a relative position, formed for
+            the ``k`` chosen candidates only (gathering from the small ``p`` is also much cheaper than
+            from a ``[B, N, M]`` plane).
+        d2: ``[B, N, M]`` squared distances (any non-negative quantity that orders like the distance);
+            ``inf`` marks a candidate that must not be seen (e.g. oneself).
         k: slots.
-        order: ``dist.topk(k', largest=False)`` already computed for some ``k' >= min(k, M)``, to reuse.
+        order: ``smallest_k(d2, k')`` already computed for some ``k' >= min(k, M)``, to reuse.
 
     Returns:
         ``[B, N, k * F]`` (slot-major: the ``F`` features of the nearest candidate first); slots beyond
         the number of visible candidates are zero.
     """
-    b, n, m = dist.shape
+    b, n, m = d2.shape
     f = len(planes)
     kk = min(k, m)
     if kk == 0:
-        return dist.new_zeros(b, n, k * f)
-    if order is None:
-        d, idx = dist.topk(kk, dim=-1, largest=False, sorted=True)
-    else:
-        d, idx = order[0][..., :kk], order[1][..., :kk]
-    out = torch.stack([p.expand(b, n, m).gather(2, idx) for p in planes], dim=-1)  # [B, N, kk, F]
+        return d2.new_zeros(b, n, k * f)
+    d, idx = smallest_k(d2, kk) if order is None else (order[0][..., :kk], order[1][..., :kk])
+    cols = []
+    for p in planes:
+        if isinstance(p, tuple):
+            cols.append(p[0].expand(b, n, m).gather(2, idx) - p[1])
+        else:
+            cols.append(p.expand(b, n, m).gather(2, idx))
+    out = torch.stack(cols, dim=-1)  # [B, N, kk, F]
     out = torch.where(torch.isfinite(d).unsqueeze(-1), out, torch.zeros((), dtype=out.dtype, device=out.device))
     if kk < k:
         out = torch.cat([out, out.new_zeros(b, n, k - kk, f)], dim=2)
     return out.flatten(2)
 
 
-class Pairs(NamedTuple):
-    """Geometry between two entity sets, ``[B, Na, Nb]`` each: ``dx, dy = b_j - a_i`` and the distance."""
-
-    dx: Tensor
-    dy: Tensor
-    dist: Tensor
-
-
-def pair_geometry(a: Tensor, b: Tensor) -> Pairs:
-    """Relative positions ``b_j - a_i`` of ``b [B, Nb, 2]`` seen from ``a [B, Na, 2]``, as x and y planes
-    (contiguous ``[B, Na, Nb]`` tensors), and their lengths."""
-    dx = b[..., 0].unsqueeze(1) - a[..., 0].unsqueeze(2)
-    dy = b[..., 1].unsqueeze(1) - a[..., 1].unsqueeze(2)
-    return Pairs(dx, dy, torch.sqrt(dx * dx + dy * dy))
+def relative(points: Tensor, observers: Tensor) -> list[Plane]:
+    """The two :func:`nearest_features` planes of ``points [B, M, 2]`` relative to ``observers [B, N, 2]``."""
+    return [(points[..., 0].unsqueeze(1), observers[..., 0:1]), (points[..., 1].unsqueeze(1), observers[..., 1:2])]
 
 
 class TensorMPEScenario:
@@ -171,6 +172,7 @@ class TensorMPEScenario:
         self._memo: dict[str, Any] = {}
         self._memo_pos: Optional[Tensor] = None
         self._memo_vel: Optional[Tensor] = None
+        self._pair_buffers: dict[str, Pairs] = {}
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -240,15 +242,53 @@ class TensorMPEScenario:
         n = self.num_agents
         return torch.cat([self.world.p_vel[:, :n], self.world.p_pos[:, :n]], dim=-1)
 
+    def _pairs(self, key: str, a: Tensor, b: Tensor) -> Pairs:
+        """``pair_geometry(a, b)`` written into the tensors this scenario keeps under ``key``: one
+        geometry per key and state (callers are memoised with :func:`_per_state`), overwritten at the
+        next state instead of allocated again."""
+        g = self._pair_buffers[key] = pair_geometry(a, b, out=self._pair_buffers.get(key))
+        return g
+
     @_per_state
-    def _agent_pairs(self) -> tuple[Pairs, Tensor]:
-        """Agent-to-agent geometry (own distance set to ``inf``) and the colliding-pairs mask ``[B, N, N]``."""
-        pos = self.positions()
-        g = pair_geometry(pos, pos)
-        size = self.world.size[: self.num_agents]
-        eye = torch.eye(self.num_agents, dtype=torch.bool, device=self.device)
-        collide = (g.dist < size[:, None] + size[None, :]) & ~eye
-        return g._replace(dist=g.dist.masked_fill(eye, float("inf"))), collide
+    def _agent_pairs(self) -> Pairs:
+        """Agent-to-agent geometry ``[B, N, N]``, own squared distance ``inf``.
+
+        It is the world's contact geometry (a view of its leading block, see
+        :meth:`TensorWorld.leading_block`) when the agents are its first rows and columns, as in every
+        scenario here, so that the next step's contact forces reuse it.
+        """
+        n = self.num_agents
+        g = self.world.leading_block(n)
+        if g is None:
+            pos = self.positions()
+            g = self._pairs("agents", pos, pos)
+            g.d2.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+        return g
+
+    @_per_state
+    def _collisions(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(b, i, j, hit)``: candidate ordered pairs of distinct agents ``i, j`` of world ``b`` (index
+        vectors) and whether each collides (``hit``, float 0/1): centres closer than the sum of their
+        radii, ``mpe2``'s ``is_collision``. Every colliding pair is among the candidates.
+
+        The candidates are the world's pairs within contact reach (a few per agent) when the agents lead
+        its contact geometry, so that no ``[B, N, N]`` mask is formed; otherwise every pair that collides.
+        ``hit`` weighs the candidates instead of filtering them: each boolean selection is a separate
+        op, and at small ``N`` the step's cost is its number of ops.
+        """
+        n = self.num_agents
+        size = self.world.size[:n]
+        g = self._agent_pairs()
+        if self.world.leading_block(n) is not None:
+            b, i, j = self.world.pairs_in_reach()
+            if self.world.num_contact_rows > n or self.world.num_contact_cols > n:  # other colliders too
+                lead = (i < n) & (j < n)
+                b, i, j = b[lead], i[lead], j[lead]
+        else:
+            reach = size[:, None] + size[None, :]
+            b, i, j = (g.d2 < reach * reach).nonzero(as_tuple=True)
+        r = size[i] + size[j]
+        return b, i, j, (g.d2[b, i, j] < r * r).to(self.dtype)
 
     def _action_directions(self, action: Tensor) -> Tensor:
         b, n = self.num_envs, self.num_agents
@@ -311,6 +351,12 @@ class TensorMPEScenario:
     def positions(self) -> Tensor:
         """Learning agents' positions, ``[B, N, 2]``."""
         return self.world.p_pos[:, : self.num_agents]
+
+    def agent_sq_distances(self) -> Tensor:
+        """Squared distances between the learning agents at the current state, ``[B, N, N]``, ``inf`` on
+        the diagonal: the tensor the observations and the contact forces use, for the k-NN graph
+        (read-only; overwritten by the next step)."""
+        return self._agent_pairs().d2
 
     def get_state(self) -> dict[str, Tensor]:
         """Copies of all entities' ``p_pos``, ``p_vel`` (``[B, E, 2]``) and the step counter ``t``."""
@@ -416,27 +462,42 @@ class SpreadScenario(TensorMPEScenario):
     @_per_state
     def _landmark_geometry(self) -> tuple[Pairs, Tensor, tuple[Tensor, Tensor]]:
         """Agent-to-landmark geometry ``[B, N, L]``, coverage ``d*`` ``[B, L]``, and each agent's nearest
-        landmarks (one ``topk`` serving the observation and the reward)."""
-        g = pair_geometry(self.positions(), self._entities("landmarks"))
-        k = min(max(self.options["obs_landmarks"], self.options["reward_landmarks"]), g.dist.shape[-1])
-        return g, g.dist.amin(dim=1), g.dist.topk(k, dim=-1, largest=False, sorted=True)
+        landmarks (one selection serving the observation and the reward)."""
+        g = self._pairs("landmarks", self.positions(), self._entities("landmarks"))
+        k = min(max(self.options["obs_landmarks"], self.options["reward_landmarks"]), g.d2.shape[-1])
+        return g, torch.sqrt(g.d2.amin(dim=1)), smallest_k(g.d2, k)
 
-    def _agent_planes(self, g: Pairs) -> list[Tensor]:
-        return [g.dx, g.dy]
+    def _agent_planes(self) -> list[Plane]:
+        pos = self.positions()
+        return relative(pos, pos)
 
     def _observe(self) -> Tensor:
         lm, _, order = self._landmark_geometry()
-        ag, _ = self._agent_pairs()
-        return torch.cat([self._own(), nearest_features([lm.dx, lm.dy], lm.dist, self.options["obs_landmarks"], order),
-                          nearest_features(self._agent_planes(ag), ag.dist, self.options["obs_agents"])], dim=-1)
+        ag = self._agent_pairs()
+        pos = self.positions()
+        return torch.cat([self._own(),
+                          nearest_features(relative(self._entities("landmarks"), pos), lm.d2,
+                                           self.options["obs_landmarks"], order),
+                          nearest_features(self._agent_planes(), ag.d2, self.options["obs_agents"])], dim=-1)
 
-    def _collision_penalty(self, collide: Tensor) -> Tensor:
-        return collide.sum(-1).to(self.dtype)
+    def _collision_weight(self, i: Tensor, j: Tensor) -> Union[Tensor, float]:
+        """What agent ``i`` loses for colliding with agent ``j`` (index vectors): 1 here."""
+        return 1.0
+
+    def _collision_penalty(self) -> Tensor:
+        """``[B, N]``: the summed :meth:`_collision_weight` of each agent's collisions."""
+        b, i, j, hit = self._collisions()
+        out = torch.zeros(self.num_envs, self.num_agents, dtype=self.dtype, device=self.device)
+        return out.index_put_((b, i), hit * self._collision_weight(i, j), accumulate=True)
+
+    def _count(self, b: Tensor, weight: Tensor) -> Tensor:
+        """``[B]``: the sum of ``weight`` over the entries of the index vector ``b`` in each world."""
+        out = torch.zeros(self.num_envs, dtype=self.dtype, device=self.device)
+        return out.index_put_((b,), weight, accumulate=True)
 
     def _reward(self) -> Tensor:
         _, d_star, order = self._landmark_geometry()
-        _, collide = self._agent_pairs()
-        penalty = self._collision_penalty(collide)  # [B, N]
+        penalty = self._collision_penalty()  # [B, N]
         if self.options["shared_reward"]:
             ratio = self.options["local_ratio"]
             return (-d_star.sum(-1, keepdim=True)) * (1 - ratio) + (-penalty) * ratio
@@ -447,9 +508,9 @@ class SpreadScenario(TensorMPEScenario):
 
     def metrics(self) -> dict[str, Tensor]:
         _, d_star, _ = self._landmark_geometry()
-        _, collide = self._agent_pairs()
+        b, _, _, hit = self._collisions()
         return {"landmark_distance": d_star.mean(-1),
-                "collisions": collide.sum((1, 2)).to(self.dtype) / 2,
+                "collisions": self._count(b, hit) / 2,
                 "occupied_landmarks": (d_star < 0.1).to(self.dtype).mean(-1)}
 
 
@@ -499,22 +560,23 @@ class HeteroScenario(SpreadScenario):
     def _agent_slot_dim(self) -> int:
         return 3
 
-    def _agent_planes(self, g: Pairs) -> list[Tensor]:
+    def _agent_planes(self) -> list[Plane]:
         kind = (1.0 - 2.0 * self.agent_type.to(self.dtype)).view(1, 1, -1)  # +1 big, -1 small
-        return [g.dx, g.dy, kind]
+        return [*super()._agent_planes(), kind]
 
-    def _collision_penalty(self, collide: Tensor) -> Tensor:
+    def _cross(self, i: Tensor, j: Tensor) -> Tensor:
+        """Whether small agent ``i`` meets big agent ``j`` (index vectors)."""
         small = self.agent_type.bool()
-        weight = torch.ones(self.num_agents, self.num_agents, dtype=self.dtype, device=self.device)
-        weight = weight.masked_fill(small[:, None] & ~small[None, :], self.options["cross_penalty"])
-        return (collide.to(self.dtype) * weight).sum(-1)
+        return small[i] & ~small[j]
+
+    def _collision_weight(self, i: Tensor, j: Tensor) -> Tensor:
+        one = torch.ones((), dtype=self.dtype, device=self.device)
+        return torch.where(self._cross(i, j), one * self.options["cross_penalty"], one)
 
     def metrics(self) -> dict[str, Tensor]:
         out = super().metrics()
-        _, collide = self._agent_pairs()
-        small = self.agent_type.bool()
-        cross = small[:, None] & ~small[None, :]
-        out["cross_collisions"] = (collide & cross).sum((1, 2)).to(self.dtype)
+        b, i, j, hit = self._collisions()
+        out["cross_collisions"] = self._count(b, hit * self._cross(i, j))
         return out
 
 
@@ -600,7 +662,7 @@ class PushScenario(TensorMPEScenario):
     def _ball_geometry(self) -> tuple[Pairs, Tensor, Tensor]:
         """Agent-to-ball geometry ``[B, N, M]``, ball-to-goal distances ``[B, M]``, touching ``[B, N, M]``."""
         balls, goals = self._entities("balls"), self._entities("goals")
-        g = pair_geometry(self.positions(), balls)
+        g = self._pairs("balls", self.positions(), balls)
         to_goal = torch.sqrt(((goals - balls) ** 2).sum(-1))
         touch = g.dist < self.AGENT_SIZE + self.options["ball_size"]
         return g, to_goal, touch
@@ -609,12 +671,12 @@ class PushScenario(TensorMPEScenario):
         g, _, _ = self._ball_geometry()
         pos = self.positions()
         vel = self.world.p_vel[:, self.entity_slices["balls"]]
-        goals = self._entities("goals")
-        goal = pair_geometry(pos, goals)  # goal j relative to agent i
-        planes = [g.dx, g.dy, vel[..., 0].unsqueeze(1), vel[..., 1].unsqueeze(1), goal.dx, goal.dy]
-        ag, _ = self._agent_pairs()
-        return torch.cat([self._own(), nearest_features(planes, g.dist, self.options["obs_balls"]),
-                          nearest_features([ag.dx, ag.dy], ag.dist, self.options["obs_agents"])], dim=-1)
+        # ball j and its goal relative to agent i, the ball's velocity
+        planes = [*relative(self._entities("balls"), pos), vel[..., 0].unsqueeze(1), vel[..., 1].unsqueeze(1),
+                  *relative(self._entities("goals"), pos)]
+        ag = self._agent_pairs()
+        return torch.cat([self._own(), nearest_features(planes, g.d2, self.options["obs_balls"]),
+                          nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"])], dim=-1)
 
     def _reward(self) -> Tensor:
         g, to_goal, touch = self._ball_geometry()
@@ -709,7 +771,7 @@ class PredatorScenario(TensorMPEScenario):
     def _scripted_directions(self) -> Tensor:
         r = self.options["world_radius"]
         prey = self._entities("prey")
-        g = pair_geometry(self.positions(), prey)  # [B, N, P]: prey - predator
+        g, _ = self._prey_geometry()  # [B, N, P]: prey - predator, at this (pre-step) state
         inv = 1.0 / g.dist.clamp_min(1e-6) ** 3
         flee = torch.stack([(g.dx * inv).sum(1), (g.dy * inv).sum(1)], dim=-1)  # [B, P, 2]
         flee = flee / torch.sqrt((flee * flee).sum(-1, keepdim=True)).clamp_min(1e-12)
@@ -721,19 +783,21 @@ class PredatorScenario(TensorMPEScenario):
     @_per_state
     def _prey_geometry(self) -> tuple[Pairs, Tensor]:
         """Predator-to-prey geometry and captures (collisions), ``[B, N, P]``."""
-        g = pair_geometry(self.positions(), self._entities("prey"))
+        g = self._pairs("prey", self.positions(), self._entities("prey"))
         return g, g.dist < self.PREDATOR["size"] + self.PREY["size"]
 
     def _observe(self) -> Tensor:
-        ob = pair_geometry(self.positions(), self._entities("obstacles"))
+        pos = self.positions()
+        ob = self._pairs("obstacles", pos, self._entities("obstacles"))
         pr, _ = self._prey_geometry()
         vel = self.world.p_vel[:, self.entity_slices["prey"]]
-        ag, _ = self._agent_pairs()
+        ag = self._agent_pairs()
         return torch.cat([
-            self._own(), nearest_features([ob.dx, ob.dy], ob.dist, self.options["obs_landmarks"]),
-            nearest_features([pr.dx, pr.dy, vel[..., 0].unsqueeze(1), vel[..., 1].unsqueeze(1)], pr.dist,
-                             self.options["obs_prey"]),
-            nearest_features([ag.dx, ag.dy], ag.dist, self.options["obs_agents"])], dim=-1)
+            self._own(), nearest_features(relative(self._entities("obstacles"), pos), ob.d2,
+                                          self.options["obs_landmarks"]),
+            nearest_features([*relative(self._entities("prey"), pos), vel[..., 0].unsqueeze(1),
+                              vel[..., 1].unsqueeze(1)], pr.d2, self.options["obs_prey"]),
+            nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"])], dim=-1)
 
     def _reward(self) -> Tensor:
         g, caught = self._prey_geometry()
