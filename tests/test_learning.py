@@ -28,8 +28,9 @@ def test_ip_sac_beats_random_on_cooperative_navigation(tmp_path):
 def test_ip_sac_beats_random_on_tensor_navigation_30(tmp_path):
     """configs/mpe_spread30.yaml (the paper's locally observed cooperative navigation, N = 30, 8 batched
     environments), CPU-sized: batch 64, one update phase per 40 environment steps, lr 1e-3.
-    Measured on 2 cores: this test's 8 000 steps give -364.2 against -452.3 for random (+19 %) in 2 min 18 s;
-    16 000 steps gave -313 against -461 (+32 %) in 7 min."""
+    Measured on 2 cores: this test's 8 000 steps give -365.1 against -452.3 for random (+19 %) in 1 min 28 s
+    (-364.2 in 2 min 18 s before the tensor MPE's shared geometry and k-nearest selection; the random
+    reference is unchanged); 16 000 steps gave -313 against -461 (+32 %) in 7 min."""
     cfg = load_config(CONFIGS / "mpe_spread30.yaml", [
         "--train.total_steps=8000", "--train.learning_starts=2000", "--replay.batch_size=64",
         "--train.update_every=40", "--algo.lr=0.001", "--train.eval_every=0", "--train.eval_episodes=16",
