@@ -107,3 +107,18 @@ def test_threads_do_not_share_work_buffers():
     for t in threads:
         t.join()
     assert len(wrong) == 12 and not any(wrong)
+
+
+def test_non_contiguous_views_on_the_fast_path():
+    """A scenario's agent block of the world's contact geometry is a strided view (predator: agents,
+    prey and obstacles collide; the agents are the leading rows and columns)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        base = torch.rand(16, 125, 187, generator=torch.Generator().manual_seed(4)) * 10
+        view = base[:, :100, :100]
+        assert not view.is_contiguous()
+        _check(view, 5)
+        _check(base.transpose(1, 2)[:, :, :100], 5)
+    finally:
+        torch.set_num_threads(threads)
