@@ -370,3 +370,28 @@ def test_large_float32_world_matches_a_dense_float64_reference():
         collisions = (d_ag < 0.3).sum(-1)
         torch.testing.assert_close(rew.double(), -cover - collisions, rtol=0, atol=1e-4)
         assert fast.metrics()["collisions"].tolist() == (collisions.sum(-1) / 2).tolist()
+
+
+def test_state_kept_computations_follow_the_state():
+    """The world keeps what it computed from a state (pair geometry, pairs in reach) and reuses buffers:
+    an in-place edit of the positions, a first use under inference mode and gradients through the
+    physics must all behave as without that cache."""
+    w = TensorWorld(1, size=[0.15, 0.15], num_actors=2, dtype=F64)
+    w.set_state(torch.tensor([[0.0, 0.0], [5.0, 0.0]], dtype=F64))
+    assert w.forces(None).abs().max() == 0
+    w.p_pos[0, 1] = torch.tensor([0.1, 0.0], dtype=F64)  # now overlapping: the kept geometry is stale
+    f = w.forces(None)[0]
+    assert f[0, 0] < -1 and f[1, 0] > 1 and torch.allclose(f[0], -f[1])
+
+    sc = make_scenario("spread", 200, num_envs=2)
+    with torch.inference_mode():
+        sc.reset(seed=0)
+        sc.step(torch.zeros(2, 200, dtype=torch.long))
+    sc.reset(seed=0)  # buffers first made under inference mode are written outside it
+    obs, _, _, _ = sc.step(torch.zeros(2, 200, dtype=torch.long))
+    assert torch.isfinite(obs).all()
+
+    p = torch.tensor([[[0.0, 0.0], [0.2, 0.0]]], dtype=F64, requires_grad=True)
+    w.p_pos, w.p_vel = p, torch.zeros_like(p)
+    w.forces(None)[0, 0, 0].backward()  # the contact force depends on the distance
+    assert p.grad[0, 0, 0] < 0 and p.grad[0, 1, 0] > 0

@@ -9,6 +9,16 @@ from ipgnn import ops
 from ipgnn.graphs import knn_edges
 
 
+@pytest.fixture
+def one_thread():
+    """The tournament's size threshold grows with the thread count: pin one thread so that the
+    fast path is taken on these sizes on any machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _check(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     v, i = ops.smallest_k(values, k)
     ref = values.topk(k, dim=-1, largest=False, sorted=True).values
@@ -61,14 +71,59 @@ def test_ties_are_broken_by_index_on_the_fast_path():
     assert torch.equal(i, torch.tensor([90, 40, 41, 42, 43, 44]).expand(64, 100, 6))
 
 
-def test_rows_with_fewer_finite_candidates_than_k_end_with_inf():
-    x = torch.full((64, 100, 100), float("inf"))
+@pytest.mark.parametrize("m", [100, 97])  # 97: groups of unequal size, padded
+def test_rows_with_fewer_finite_candidates_than_k_end_with_inf(m, one_thread):
+    x = torch.full((64, 100, m), float("inf"))
     x[:, :, 5] = 2.0
     x[:, :, 77] = 1.0
-    v, i = ops.smallest_k(x, 4)
+    v, i = _check(x, 4)  # distinct indices, all real candidates (the padding never comes out)
     assert torch.equal(v[..., :2], torch.tensor([1.0, 2.0]).expand(64, 100, 2))
     assert torch.equal(i[..., :2], torch.tensor([77, 5]).expand(64, 100, 2))
-    assert torch.isinf(v[..., 2:]).all() and ((i >= 0) & (i < 100)).all()
+    assert torch.isinf(v[..., 2:]).all() and ((i >= 0) & (i < m)).all()
+    _check(torch.full((64, 100, m), float("inf")), 5)
+
+
+def test_zero_distances_survive_flush_to_zero(one_thread):
+    """Coincident agents give zero squared distances; a zero value's key must not be a float64 denormal,
+    which flush-to-zero (switched on by any library built with fast-math) would read as 0."""
+    x = torch.rand(64, 100, 100, generator=torch.Generator().manual_seed(5)) + 1
+    x[..., 9] = 0.0
+    x[..., 19] = 0.0
+    x[..., 50] = 1e-42  # a float32 denormal
+    was = torch.set_flush_denormal(True)
+    try:
+        if not was and not torch.set_flush_denormal(True):
+            pytest.skip("this CPU cannot flush denormals")
+        v, i = ops.smallest_k(x, 5)
+    finally:
+        torch.set_flush_denormal(False)
+    assert torch.equal(i[..., :2], torch.tensor([9, 19]).expand(64, 100, 2))
+    assert (v[..., :2] == 0).all() and (i[..., 2] == 50).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -float("nan"), -1.0, "payload"])
+def test_negative_values_and_nans_are_answered_like_topk(bad, one_thread):
+    x = torch.rand(64, 100, 100, generator=torch.Generator().manual_seed(6))
+    if bad == "payload":
+        x.view(torch.int32)[3, 4, 7] = 0x7FFFFFFF  # a NaN whose bits overflow the key
+    else:
+        x[3, 4, 7] = bad
+    v, i = ops.smallest_k(x, 5)
+    ref = x.topk(5, dim=-1, largest=False, sorted=True)
+    torch.testing.assert_close(v, ref.values, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(i, ref.indices)
+
+
+def test_first_use_under_inference_mode_and_gradients(one_thread):
+    x = torch.rand(64, 100, 101)
+    ops._local.buffers = {}
+    with torch.inference_mode():
+        ops.smallest_k(x, 5)
+    _check(x, 5)  # the buffers made under inference mode are writable outside it
+    y = x.clone().requires_grad_(True)
+    v, _ = ops.smallest_k(y, 5)
+    v.sum().backward()
+    assert y.grad.sum() == 64 * 100 * 5
 
 
 def test_k_out_of_range_is_a_clear_error():

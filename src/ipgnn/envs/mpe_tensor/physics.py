@@ -95,16 +95,22 @@ def pair_geometry(a: Tensor, b: Tensor, out: Optional[Pairs] = None) -> Pairs:
     fresh ``[64, 200, 200]`` float32 tensor costs about 1 ms of page faults, more than the arithmetic
     that fills it (``benchmarks/README.md``).
     """
+    ax, ay = a[..., 0].contiguous().unsqueeze(2), a[..., 1].contiguous().unsqueeze(2)
+    bx, by = b[..., 0].contiguous().unsqueeze(1), b[..., 1].contiguous().unsqueeze(1)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):  # out= tensors take no gradient
+        dx, dy = bx - ax, by - ay
+        return Pairs(dx, dy, dx * dx + dy * dy)
     shape = (a.shape[0], a.shape[1], b.shape[1])
     if out is None or out.d2.shape != shape or out.d2.dtype != a.dtype or out.d2.device != a.device:
-        out = Pairs(*(torch.empty(shape, dtype=a.dtype, device=a.device) for _ in range(3)))
+        with torch.inference_mode(False):  # writable after an inference-mode first use
+            out = Pairs(*(torch.empty(shape, dtype=a.dtype, device=a.device) for _ in range(3)))
     dx, dy, d2 = out.dx, out.dy, out.d2
-    # contiguous coordinate planes first: a broadcast subtraction reading the interleaved (x, y) pairs
-    # is 6x slower (1.0 against 0.16 ms for [64, 200, 200], one thread)
-    torch.sub(b[..., 0].contiguous().unsqueeze(1), a[..., 0].contiguous().unsqueeze(2), out=dx)
-    torch.sub(b[..., 1].contiguous().unsqueeze(1), a[..., 1].contiguous().unsqueeze(2), out=dy)
+    # contiguous coordinate planes (above): a broadcast subtraction reading the interleaved (x, y)
+    # pairs is 6x slower (1.0 against 0.16 ms for [64, 200, 200], one thread)
+    torch.sub(bx, ax, out=dx)
+    torch.sub(by, ay, out=dy)
     torch.mul(dx, dx, out=d2)
-    d2.addcmul_(dy, dy)
+    d2.addcmul_(dy, dy)  # fused multiply-add where the CPU has one: d2 may differ from dx² + dy² by 1 ulp
     return Pairs(dx, dy, d2)
 
 
@@ -160,6 +166,12 @@ def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, cont
     out.index_put_((b, c), torch.stack([pairs.dx[b, c, d] * scale, pairs.dy[b, c, d] * scale], dim=-1),
                    accumulate=True)
     return out
+
+
+def _version(t: Tensor) -> int:
+    """``t``'s in-place modification counter; inference tensors keep none (-1: they are replaced, not
+    edited, by the world)."""
+    return -1 if t.is_inference() else t._version
 
 
 class TensorWorld:
@@ -228,10 +240,37 @@ class TensorWorld:
         self._near_mask: Optional[Tensor] = None
         self._geometry: Optional[Pairs] = None
         self._near: Optional[tuple[Tensor, Tensor, Tensor]] = None
-        self._geometry_of: Optional[Tensor] = None
+        self._geometry_of: Optional[tuple[int, int, int]] = None
         self._limited = bool(torch.isfinite(self.max_speed).any())
+        self._serial = 0
         self.p_pos = torch.zeros(self.num_envs, e, 2, dtype=dtype, device=self.device)
         self.p_vel = torch.zeros_like(self.p_pos)
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def p_pos(self) -> Tensor:
+        """Positions ``[B, E, 2]``."""
+        return self._p_pos
+
+    @p_pos.setter
+    def p_pos(self, value: Tensor) -> None:
+        self._p_pos = value
+        self._serial += 1
+
+    @property
+    def p_vel(self) -> Tensor:
+        """Velocities ``[B, E, 2]``."""
+        return self._p_vel
+
+    @p_vel.setter
+    def p_vel(self, value: Tensor) -> None:
+        self._p_vel = value
+        self._serial += 1
+
+    def state_token(self) -> tuple[int, int, int]:
+        """Changes whenever the state does: ``p_pos`` or ``p_vel`` replaced (as every step, reset and
+        ``set_state`` do) or edited in place. What is computed from a state is kept under it."""
+        return self._serial, _version(self._p_pos), _version(self._p_vel)
 
     # ----------------------------------------------------------------------------------------------
     def forces(self, action: Optional[Tensor]) -> Tensor:
@@ -263,12 +302,12 @@ class TensorWorld:
         (e.g. its agents' ``k`` nearest agents, the leading block when the agents come first) hands the
         next step's contact forces the same tensors.
         """
-        if self._geometry is None or self._geometry_of is not self.p_pos:
+        if self._geometry is None or self._geometry_of != self.state_token():
             rows = self.p_pos if self._rows_all else self.p_pos.index_select(1, self._rows)
             cols = rows if self._same else self.p_pos.index_select(1, self._cols)
             g = pair_geometry(rows, cols, out=self._geometry)
             g.d2[:, self._self_pairs[0], self._self_pairs[1]] = float("inf")
-            self._geometry, self._geometry_of, self._near = g, self.p_pos, None
+            self._geometry, self._geometry_of, self._near = g, self.state_token(), None
         return self._geometry
 
     def pairs_in_reach(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -278,7 +317,8 @@ class TensorWorld:
         g = self.contact_geometry()
         if self._near is None:
             if self._near_mask is None or self._near_mask.shape != g.d2.shape:
-                self._near_mask = torch.empty(g.d2.shape, dtype=torch.bool, device=self.device)
+                with torch.inference_mode(False):
+                    self._near_mask = torch.empty(g.d2.shape, dtype=torch.bool, device=self.device)
             self._near = pairs_within_reach(g, self._reach, out=self._near_mask)
         return self._near
 

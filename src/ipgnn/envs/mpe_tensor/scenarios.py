@@ -57,15 +57,15 @@ _T = TypeVar("_T")
 
 
 def _per_state(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
-    """Memoise a geometry method of a scenario until the world's state tensors are replaced (every
-    step, reset and set_state replaces them), so observations, rewards and metrics share one pass."""
+    """Memoise a geometry method of a scenario until the world's state changes
+    (:meth:`TensorWorld.state_token`), so observations, rewards and metrics share one pass."""
     key = fn.__name__
 
     @functools.wraps(fn)
     def wrapper(self: "TensorMPEScenario") -> _T:
-        w = self.world
-        if self._memo_pos is not w.p_pos or self._memo_vel is not w.p_vel:
-            self._memo, self._memo_pos, self._memo_vel = {}, w.p_pos, w.p_vel
+        token = self.world.state_token()
+        if self._memo_token != token:
+            self._memo, self._memo_token = {}, token
         if key not in self._memo:
             self._memo[key] = fn(self)
         return self._memo[key]
@@ -170,8 +170,7 @@ class TensorMPEScenario:
         self.t = 0
         self._done = True  # step() needs a reset() first
         self._memo: dict[str, Any] = {}
-        self._memo_pos: Optional[Tensor] = None
-        self._memo_vel: Optional[Tensor] = None
+        self._memo_token: Optional[tuple[int, int, int]] = None
         self._pair_buffers: dict[str, Pairs] = {}
 
     # ------------------------------------------------------------------ options
