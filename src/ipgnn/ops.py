@@ -5,7 +5,7 @@ squared distances): the observation of the ``k`` nearest landmarks and agents in
 scenarios, and the k-NN communication graph. ``torch.topk`` does this exactly, but on the CPU it costs
 about 1.5 us per row of 200 whatever ``k`` is (measured: 19 ms for ``[64, 200, 200]``, ``k = 5``, one
 thread), which was half of a tensor MPE step at ``N = 200``. The CPU path here is exact too, and
-3.0x (two threads) to 4.3x (one thread) faster at that size; the measurements are in
+2.7x (two threads) to 3.6x (one thread) faster at that size; the measurements are in
 ``benchmarks/README.md`` (``python benchmarks/bench_mpe.py --select``).
 """
 
