@@ -243,8 +243,8 @@ class TensorMPEScenario:
 
     def _pairs(self, key: str, a: Tensor, b: Tensor) -> Pairs:
         """``pair_geometry(a, b)`` written into the tensors this scenario keeps under ``key``: one
-        geometry per key and state (callers are memoised with :func:`_per_state`), overwritten at the
-        next state instead of allocated again."""
+        geometry per key and state (each key's caller is memoised with :func:`_per_state` or runs once
+        per state, as ``_observe``), overwritten at the next state instead of allocated again."""
         g = self._pair_buffers[key] = pair_geometry(a, b, out=self._pair_buffers.get(key))
         return g
 
