@@ -7,8 +7,9 @@
   ``{kind: manhattan}`` (see :mod:`ipgnn.traffic.generate`), generated once into the cache;
 - ``engine``: ``auto`` (CityFlow when ``import cityflow`` works, SUMO otherwise; the choice is logged),
   ``sumo`` or ``cityflow``;
-- ``action_interval`` (10), ``yellow`` (5), ``reward`` (``queue``/``pressure``/``waiting``),
-  ``features`` (subset of ``[phase, count, waiting]``).
+- ``action_interval`` (10), ``yellow`` (5), ``reward`` (``travel_time`` (default), ``queue``,
+  ``pressure`` or ``waiting``), ``features`` (subset of ``[phase, count, waiting, pressure]``, default
+  all); see :mod:`ipgnn.traffic.env` for their definitions.
 
 ``env.max_steps`` is the number of decisions per episode (app. D: 100); ``env.num_agents`` must equal
 the scenario's signalised intersections; ``env.graph.kind`` is ``env`` (the road graph, the paper's
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ipgnn.config import ConfigError, EnvConfig, check_options
+from ipgnn.envs.pettingzoo import Headline
 
 log = logging.getLogger("ipgnn")
 
@@ -46,6 +48,13 @@ def resolve_scenario(spec: Any) -> Path:
     return path
 
 
+def resolve_engine(engine: str) -> str:
+    """``auto`` -> ``cityflow`` when ``import cityflow`` works, else ``sumo``; other names unchanged."""
+    from ipgnn.traffic.cityflow_engine import cityflow_available
+
+    return ("cityflow" if cityflow_available() else "sumo") if engine == "auto" else engine
+
+
 def make_engine_factory(scenario, engine: str):
     from ipgnn.traffic.cityflow_engine import CityFlowEngine, cityflow_available
 
@@ -54,7 +63,7 @@ def make_engine_factory(scenario, engine: str):
     if engine == "cityflow" and not cityflow_available():
         raise ConfigError("env.options.engine: 'cityflow' requested but 'import cityflow' fails; build it from "
                           "its public repository (see the README) or use engine: sumo")
-    if engine == "cityflow" or (engine == "auto" and cityflow_available()):
+    if resolve_engine(engine) == "cityflow":
         log.info("traffic engine: CityFlow")
         return lambda seed: CityFlowEngine(scenario, seed)
     from ipgnn.traffic.sumo_convert import convert
@@ -70,7 +79,7 @@ def make_engine_factory(scenario, engine: str):
 
 def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
-    from ipgnn.traffic.env import TrafficSignalEnv
+    from ipgnn.traffic.env import FEATURES, TrafficSignalEnv
     from ipgnn.traffic.scenario import ScenarioError, load_scenario
 
     opts = check_options(dict(cfg.options), OPTIONS, "traffic")
@@ -90,13 +99,36 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     try:
         env = TrafficSignalEnv(scenario, make_engine_factory(scenario, opts.get("engine", "auto")),
                                action_interval=opts.get("action_interval", 10), yellow=opts.get("yellow", 5),
-                               max_decisions=cfg.max_steps, reward=opts.get("reward", "queue"),
-                               features=tuple(opts.get("features", ("phase", "count", "waiting"))))
+                               max_decisions=cfg.max_steps, reward=opts.get("reward", "travel_time"),
+                               features=tuple(opts.get("features", FEATURES)))
     except ValueError as exc:
         raise ConfigError(f"env.options: {exc}") from None
     if raw:
         return env
     positions = scenario.positions().numpy()
+    engine = resolve_engine(opts.get("engine", "auto"))
     return ParallelGraphEnv(env, cfg.graph, position_fn=lambda e: positions, env_edges=scenario.edge_index(),
                             episode_metrics_fn=lambda e: e.metrics(),
-                            integer_observations=True)  # one-hot phase and vehicle counts
+                            integer_observations=True,  # one-hot phases, vehicle counts, pressures (count differences)
+                            headline=ATT, reference_policies_fn=reference_policies,
+                            reference_key=f"{engine}:{scenario_digest(scenario)}")
+
+
+ATT = Headline("average_travel_time", "average travel time", "s", lower_is_better=True, paper_sign=-1.0)
+
+
+def reference_policies(env) -> dict:
+    """FixedTime and MaxPressure at the environment's decision level (its action interval and yellow)."""
+    from ipgnn.traffic.controllers import fixed_time_policy, max_pressure_policy
+
+    return {"FixedTime": fixed_time_policy(env), "MaxPressure": max_pressure_policy(env)}
+
+
+def scenario_digest(scenario) -> str:
+    """SHA-256 (16 hex digits) of the scenario's roadnet and flow files."""
+    import hashlib
+
+    h = hashlib.sha256(scenario.roadnet_path.read_bytes())
+    if scenario.flow_path is not None:
+        h.update(scenario.flow_path.read_bytes())
+    return h.hexdigest()[:16]

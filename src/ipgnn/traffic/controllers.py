@@ -101,10 +101,10 @@ class MaxPressure:
 
 
 def max_pressure_policy(traffic_env):
-    """``obs -> action`` choosing, for every agent at every decision, its highest-pressure phase."""
+    """``obs -> action`` choosing, for every agent at every decision, its highest-pressure phase
+    (:meth:`ipgnn.traffic.env.TrafficSignalEnv.phase_pressures`; ties go to the lowest index)."""
     def act(obs):
-        counts = traffic_env.engine.get_lane_vehicle_count()
-        return torch.tensor([int(np.argmax(phase_pressures(counts, a))) for a in traffic_env.scenario.intersections])
+        return torch.from_numpy(traffic_env.phase_pressures().argmax(1))
     return act
 
 

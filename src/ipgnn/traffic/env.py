@@ -1,4 +1,4 @@
-"""Traffic-signal control as a PettingZoo ``ParallelEnv``: every signalised intersection is an agent.
+r"""Traffic-signal control as a PettingZoo ``ParallelEnv``: every signalised intersection is an agent.
 
 Per decision (``action_interval`` simulated seconds, default 10):
 
@@ -6,12 +6,23 @@ Per decision (``action_interval`` simulated seconds, default 10):
   the transition phase); agents with fewer phases than the largest intersection get an
   ``action_mask`` in their info. A change of phase first shows the transition phase for ``yellow``
   seconds (default 5) within the interval.
-- **observation** (``features``): one-hot of the current action phase, then the vehicle count and the
-  waiting (halted) count of each incoming lane, padded with zeros to the largest intersection.
+- **observation** (``features``, in this order): ``phase``, one-hot of the current action phase;
+  ``count`` and ``waiting``, the vehicle count and the waiting (halted) count of each incoming lane,
+  padded with zeros to the largest intersection; ``pressure``, the pressure of each action phase
+  (Varaiya 2013, :class:`PhasePressure`: the information MaxPressure acts on), zero for padded phases.
+  Default: all four.
 - **reward** ``r_i`` (local to the intersection, so it depends on the agent and its neighbours):
-  ``queue`` (default): minus the waiting vehicles on its incoming lanes; ``pressure``: minus the
-  absolute difference between vehicles on its incoming and outgoing lanes; ``waiting``: minus the
-  vehicles on its incoming lanes (moving or not).
+
+  - ``travel_time`` (default, the paper's sec. 5 objective): minus the vehicle-seconds accrued on the
+    intersection's incoming lanes during the interval,
+    :math:`r_i = -\sum_{t \in \text{interval}} \sum_{l \in \text{in}(i)} n_l(t)\,\Delta t`.
+    Every lane is incoming to at most one intersection, so :math:`\sum_i r_i` is minus the
+    vehicle-seconds spent in the network on signalised approaches: the return is (up to the exit
+    roads and the vehicles not yet inserted) minus the total travel time that ATT averages.
+  - ``queue``: minus the waiting vehicles on its incoming lanes at the end of the interval;
+  - ``pressure``: minus the absolute difference between vehicles on its incoming and outgoing lanes;
+  - ``waiting``: minus the vehicles on its incoming lanes (moving or not) at the end of the interval, a
+    one-sample estimate of ``travel_time / action_interval``.
 - **episode**: ``max_decisions`` decisions (app. D: 100), then truncation (never termination).
 
 Evaluation metrics, the same definitions on every engine (see :mod:`ipgnn.traffic.sumo_engine`),
@@ -32,8 +43,8 @@ from pettingzoo import ParallelEnv
 
 from ipgnn.traffic.scenario import Scenario
 
-REWARDS = ("queue", "pressure", "waiting")
-FEATURES = ("phase", "count", "waiting")
+REWARDS = ("travel_time", "queue", "pressure", "waiting")
+FEATURES = ("phase", "count", "waiting", "pressure")
 
 
 class TrafficSignalEnv(ParallelEnv):
@@ -50,7 +61,7 @@ class TrafficSignalEnv(ParallelEnv):
     metadata = {"name": "traffic_signal_v0", "render_modes": []}
 
     def __init__(self, scenario: Scenario, engine_factory: Callable[[int], Any], action_interval: int = 10,
-                 yellow: int = 5, max_decisions: int = 100, reward: str = "queue",
+                 yellow: int = 5, max_decisions: int = 100, reward: str = "travel_time",
                  features: tuple[str, ...] = FEATURES):
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
@@ -82,6 +93,7 @@ class TrafficSignalEnv(ParallelEnv):
 
         self._in_idx = index(self._in_lanes, self.max_lanes)
         self._out_idx = index(self._out_lanes, max(len(v) for v in self._out_lanes.values()))
+        self.pressure = PhasePressure(scenario, self._lanes, self.max_phases)
         masks = scenario.padded()["action_mask"].numpy().astype(np.int8)
         self._masks = dict(zip(self.possible_agents, masks))
         self.engine = None
@@ -90,8 +102,8 @@ class TrafficSignalEnv(ParallelEnv):
     # --- spaces -------------------------------------------------------------------------------------
     @property
     def obs_dim(self) -> int:
-        return (self.max_phases if "phase" in self.features else 0) + self.max_lanes * (
-            ("count" in self.features) + ("waiting" in self.features))
+        return (self.max_phases * (("phase" in self.features) + ("pressure" in self.features))
+                + self.max_lanes * (("count" in self.features) + ("waiting" in self.features)))
 
     @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
@@ -117,6 +129,7 @@ class TrafficSignalEnv(ParallelEnv):
         self.phase = {a: 0 for a in self.agents}  # index into action phases
         for a in self.agents:
             self.engine.set_tl_phase(a, self._inter[a].action_phases[0])
+        self.last_counts = None
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         return self._observe(counts, waiting), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
 
@@ -142,15 +155,24 @@ class TrafficSignalEnv(ParallelEnv):
                 delayed.append(a)
             else:
                 self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
+        accrue = self.reward_kind == "travel_time"
+        vehicle_seconds = np.zeros(len(self._lanes) + 1, np.float64)  # per lane, plus the padding slot
         for t in range(self.action_interval):
             if t == self.yellow:
                 for a in delayed:
                     self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
             self.engine.next_step()
+            if accrue and t < self.action_interval - 1:  # each simulated second counts its vehicles once
+                vehicle_seconds[:-1] += self._lane_vector(self.engine.get_lane_vehicle_count())
         self.decisions += 1
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         obs = self._observe(counts, waiting)
-        rewards = dict(zip(self.possible_agents, map(float, self._rewards(counts, waiting))))
+        if accrue:
+            vehicle_seconds[:-1] += self._lane_vector(counts)
+            r = -vehicle_seconds[self._in_idx].sum(1)
+        else:
+            r = self._rewards(counts, waiting)
+        rewards = dict(zip(self.possible_agents, map(float, r)))
         done = self.decisions >= self.max_decisions
         term = {a: False for a in self.agents}
         trunc = {a: done for a in self.agents}
@@ -179,11 +201,17 @@ class TrafficSignalEnv(ParallelEnv):
             self.engine = None
 
     # --- internals ----------------------------------------------------------------------------------
+    def _lane_vector(self, counts: dict[str, int]) -> np.ndarray:
+        """A per-lane dict as an array over ``self._lanes``."""
+        return np.fromiter((counts[l] for l in self._lanes), np.float32, len(self._lanes))
+
     def _vectors(self, counts: dict[str, int], waiting: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """Lane counts as arrays over ``self._lanes`` plus a trailing zero (the padding slot)."""
-        c = np.fromiter((counts[l] for l in self._lanes), np.float32, len(self._lanes))
-        w = np.fromiter((waiting[l] for l in self._lanes), np.float32, len(self._lanes))
-        return np.append(c, 0.0), np.append(w, 0.0)
+        return np.append(self._lane_vector(counts), 0.0), np.append(self._lane_vector(waiting), 0.0)
+
+    def phase_pressures(self) -> np.ndarray:
+        """``[N, max_phases]`` pressure of every action phase now (padded phases: ``-inf``)."""
+        return self.pressure(self._lane_vector(self.engine.get_lane_vehicle_count()))
 
     def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
         c, w = self._vectors(counts, waiting)
@@ -196,6 +224,9 @@ class TrafficSignalEnv(ParallelEnv):
             parts.append(c[self._in_idx])
         if "waiting" in self.features:
             parts.append(w[self._in_idx])
+        if "pressure" in self.features:
+            p = self.pressure(c[:-1])
+            parts.append(np.where(np.isfinite(p), p, 0.0).astype(np.float32))
         x = np.concatenate(parts, axis=1)
         return dict(zip(self.possible_agents, x))
 
@@ -206,3 +237,44 @@ class TrafficSignalEnv(ParallelEnv):
         if self.reward_kind == "waiting":
             return -c[self._in_idx].sum(1)
         return -np.abs(c[self._in_idx].sum(1) - c[self._out_idx].sum(1))
+
+
+class PhasePressure:
+    r"""Pressure of every action phase of every intersection, vectorised (Varaiya, 2013):
+
+    .. math::
+        w_{i,k} = \sum_{(l, m) \in \text{green}(i, k)} n_l - n_m
+
+    over the lane links :math:`(l, m)` (incoming lane, outgoing lane) of the road links green in action
+    phase ``k`` of intersection ``i``. One sparse product over all lanes: ``rows``/``lanes``/``signs``
+    hold one ``+1`` (incoming) and one ``-1`` (outgoing) entry per lane link, so a call costs one
+    ``bincount``. The same quantity as :func:`ipgnn.traffic.controllers.phase_pressures` (tested).
+
+    Args:
+        scenario: the loaded scenario.
+        lanes: the lane ids that index the count vectors passed to ``__call__``.
+        max_phases: width of the output (phases beyond an intersection's own are ``-inf``).
+    """
+
+    def __init__(self, scenario: Scenario, lanes: list[str], max_phases: int):
+        pos = {l: k for k, l in enumerate(lanes)}
+        rows, idx, signs = [], [], []
+        self.valid = np.zeros((scenario.num_agents, max_phases), bool)
+        for i, a in enumerate(scenario.intersections):
+            for k, phase in enumerate(a.action_phases):
+                self.valid[i, k] = True
+                for li in a.phases[phase]:
+                    link = a.road_links[li]
+                    for lin, lout in link.lane_links:
+                        row = i * max_phases + k
+                        rows += [row, row]
+                        idx += [pos[f"{link.start_road}_{lin}"], pos[f"{link.end_road}_{lout}"]]
+                        signs += [1.0, -1.0]
+        self.rows, self.idx = np.asarray(rows, np.int64), np.asarray(idx, np.int64)
+        self.signs = np.asarray(signs, np.float64)
+        self.shape = (scenario.num_agents, max_phases)
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        """``counts``: ``[len(lanes)]`` vehicles per lane -> ``[N, max_phases]`` pressures."""
+        w = np.bincount(self.rows, weights=self.signs * counts[self.idx], minlength=self.shape[0] * self.shape[1])
+        return np.where(self.valid, w.reshape(self.shape), -np.inf)
