@@ -85,6 +85,8 @@ class AlgoConfig(_Section):
         "ipsac", description="ipsac (the paper's method) or a baseline of sec. 5.2 / app. B.1")
     options: dict[str, Any] = Field(default_factory=dict, description="algorithm-specific settings (baselines)")
     gamma: float = Field(0.95, ge=0.0, le=1.0, description="discount (Table 2)")
+    reward_scale: float = Field(1.0, gt=0.0, description="every algorithm learns from r_i * reward_scale (stored so "
+                                                         "in the replay buffer); returns and metrics stay unscaled")
     tau: float = Field(0.01, gt=0.0, le=1.0, description="Polyak coefficient of the target value network")
     lr: float = Field(0.01, gt=0.0, description="learning rate of all networks (Table 2)")
     policy_lr: Optional[float] = Field(None, gt=0.0)
@@ -137,8 +139,10 @@ class ReplayConfig(_Section):
 class TrainConfig(_Section):
     total_steps: int = Field(1_000_000, ge=1, description="environment steps")
     learning_starts: int = Field(1000, ge=0, description="uniform random steps before learning")
-    update_every: int = Field(1, ge=1, description="environment steps between update phases")
-    gradient_steps: int = Field(8, ge=0, description="gradient steps per update phase (Table 2: 8)")
+    update_every: int = Field(100, ge=1, description="environment steps between update phases (Table 2, i.e. "
+                                                     "PIC's reference code: steps_per_actor_update=100)")
+    gradient_steps: int = Field(8, ge=0, description="gradient steps per update phase (Table 2 / PIC's code: "
+                                                     "updates_per_step=8)")
     eval_every: int = Field(10_000, ge=0, description="environment steps between evaluations (0: never)")
     eval_episodes: int = Field(5, ge=1)
     checkpoint_every: int = Field(10_000, ge=0, description="environment steps between checkpoints (0: at end only)")

@@ -49,7 +49,8 @@ the PyMARL code released with it):
 ``epsilon_end``             0.05     ... to 0.05 ...
 ``epsilon_decay_steps``     50000    ... over 50k time steps
 ``double_q``                false    QMIX's paper: the plain max (PyMARL's config turns Double Q on)
-``optimizer``               rmsprop  QMIX: RMSprop (alpha 0.99, eps 1e-5 as PyMARL); IP's Table 2: adam
+``optimizer``               adam     app. D: Table 2's Adam for all methods (QMIX's own: rmsprop,
+                                     alpha 0.99, eps 1e-5 as PyMARL)
 ``team_reward``             sum      :math:`R = \sum_i r_i`
 ==========================  =======  ===============================================================
 """
@@ -119,7 +120,7 @@ class QMIX(QLearningAlgo):
         "hypernet_hidden": (int, 64),
         **EPSILON_OPTIONS,
         "double_q": (bool, False),
-        "optimizer": (str, "rmsprop"),
+        "optimizer": (str, "adam"),
         "team_reward": (str, "sum"),
     }
 
