@@ -94,6 +94,27 @@ def test_summary_statistics(tmp_path: Path):
     assert "-15 ± 5" in (tmp_path / "summary.md").read_text()
 
 
+def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Path):
+    """Traffic summaries carry a row per reference controller (from the runs' step-0 ``reference/*`` rows,
+    mean ± std over seeds), and the curves plot the paper's value, -ATT, with those lines."""
+    def rows(att, ref):
+        return [{"env_step": 0, "reference/MaxPressure/average_travel_time": ref,
+                 "reference/FixedTime/average_travel_time": ref + 40.0},
+                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att}]
+    runs = [({"scenario": "hz", "algo": "ipsac", "seed": 0}, rows(250.0, 270.0)),
+            ({"scenario": "hz", "algo": "ipsac", "seed": 1}, rows(260.0, 274.0))]
+    table = summarize(runs, tmp_path)
+    by = {r["algo"]: r for r in table}
+    assert set(by) == {"ipsac", "MaxPressure (reference)", "FixedTime (reference)"}
+    assert by["MaxPressure (reference)"]["final/average_travel_time/mean"] == pytest.approx(272.0)
+    assert by["MaxPressure (reference)"]["final/average_travel_time/std"] == pytest.approx(2.0)
+    assert by["ipsac"]["final/average_travel_time/mean"] == pytest.approx(255.0)
+    md = (tmp_path / "summary.md").read_text()
+    assert "MaxPressure (reference) | - | 2 | 272 ± 2" in md
+    assert md.index("average_travel_time") < md.index("episode_return")  # ATT first for traffic
+    assert (tmp_path / "curves_hz.png").stat().st_size > 0
+
+
 def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     """The runner end to end on a small task: 3 algorithms x 3 seeds as ipgnn-train processes, the summary
     table and curves, and a second call that skips every completed run."""

@@ -221,11 +221,34 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
                 if xs:
                     row[f"{label}/{name}/mean"], row[f"{label}/{name}/std"] = _mean_std(xs)
         table.append(row)
+    table += _reference_rows(groups)
     out.mkdir(parents=True, exist_ok=True)
     _write_tables(table, out)
     for scenario in sorted({k[0] for k in groups}):
         _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png")
     return table
+
+
+def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]]) -> list[dict[str, Any]]:
+    """One row per scenario and reference controller (traffic: FixedTime, MaxPressure), mean ± std over
+    the seeds' evaluation episodes, from the ``reference/*`` rows every run logged at step 0: the same
+    engine, episode length and evaluation seeds as the learned policies in the table."""
+    from ipgnn.references import from_rows
+
+    per: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for (scenario, _, _), seeds in groups.items():
+        for rows in seeds:
+            for name, metrics in from_rows(rows).items():
+                per.setdefault((scenario, name), []).append(metrics)
+    out = []
+    for (scenario, name), runs in sorted(per.items()):
+        row: dict[str, Any] = {"scenario": scenario, "algo": f"{name} (reference)", "variant": "", "seeds": len(runs)}
+        for m in sorted({k for r in runs for k in r}):
+            xs = [r[m] for r in runs if m in r]
+            for label in ("final", "best"):
+                row[f"{label}/{m}/mean"], row[f"{label}/{m}/std"] = _mean_std(xs)
+        out.append(row)
+    return out
 
 
 def _write_tables(table: list[dict[str, Any]], out: Path) -> None:
@@ -235,7 +258,7 @@ def _write_tables(table: list[dict[str, Any]], out: Path) -> None:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(table)
-    shown = [m for m in ("episode_return", "average_travel_time", "landmark_distance")
+    shown = [m for m in ("average_travel_time", "episode_return", "landmark_distance")
              if any(f"final/{m}/mean" in r for r in table)]
     head = ["scenario", "algorithm", "variant", "seeds"]
     for m in shown:
@@ -258,10 +281,16 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ipgnn.envs import headline_of
+    from ipgnn.references import from_rows
+
+    every = [r for seeds in groups.values() for rows in seeds for r in rows]
+    head = headline_of(every)
+    # the paper's y-axis: "average episode reward", which for traffic is minus the average travel time
+    key, sign = ("eval/episode_return", 1.0) if head is None else (f"eval/{head.metric}", head.paper_sign)
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     for (_, algo, variant), seeds in sorted(groups.items()):
-        curves = [[(r["env_step"], r["eval/episode_return"]) for r in rows if "eval/episode_return" in r]
-                  for rows in seeds]
+        curves = [[(r["env_step"], sign * r[key]) for r in rows if key in r] for rows in seeds]
         curves = [c for c in curves if c]
         if not curves:
             continue
@@ -271,8 +300,19 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
         label = algo + (f" [{variant}]" if variant else "") + f" ({len(curves)} seeds)"
         (line,) = ax.plot(grid, mean, label=label)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if head is not None:
+        refs: dict[str, list[float]] = {}
+        for seeds in groups.values():
+            for rows in seeds:
+                for name, m in from_rows(rows).items():
+                    if head.metric in m:
+                        refs.setdefault(name, []).append(sign * m[head.metric])
+        for k, (name, xs) in enumerate(sorted(refs.items())):
+            mean = float(np.mean(xs))
+            ax.axhline(mean, ls="--", lw=1.2, color=f"C{k + 6}", label=f"{name} {mean:.1f} ({len(xs)} seeds)")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("average episode reward (eval)")
+    ax.set_ylabel("average episode reward (eval)" if head is None else
+                  f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
     ax.set_title(scenario)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -42,6 +42,13 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never reuse a training episo
 CPU_SLOW_NODES = 16 * 1024  # nodes per minibatch above which a CPU run warns (about 1 s per update here)
 
 
+def _duration(seconds: float) -> str:
+    """``3725`` -> ``'1 h 02 min'``; ``95`` -> ``'1.6 min'``; ``12`` -> ``'12 s'``."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,6 +125,8 @@ class Trainer:
         self.last_checkpoint_step = 0
         self.last_eval_step = 0
         self._eta_checked = False
+        self.eta_seconds: Optional[float] = None  # the ETA printed after the first update phase
+        self._t0, self._t_step0, self._update_total, self._eval_total = time.perf_counter(), 0, 0.0, 0.0
         wandb_id = None
         if resume_state is not None:
             self._load_state(resume_state)
@@ -126,6 +135,8 @@ class Trainer:
                                 cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
         if resume_state is not None:
             self.logger.truncate_after(self.env_step)
+        self.references = self._reference_results(log_rows=resume_state is None)
+        self.verdict: Optional[str] = None
         self._warn_if_slow()
 
     # ----------------------------------------------------------------------------------------------
@@ -235,6 +246,34 @@ class Trainer:
         log.info("replay buffer on %s: minibatches are assembled on the learner's device", self.device)
         return self.device
 
+    def _eval_seed(self) -> int:
+        return self.cfg.seed + EVAL_SEED_OFFSET
+
+    def _reference_results(self, log_rows: bool) -> dict[str, dict[str, float]]:
+        """The task's reference controllers (traffic: FixedTime, MaxPressure) on the evaluation episodes,
+        cached per task (:mod:`ipgnn.references`); logged at step 0 of a new run."""
+        from ipgnn import references
+
+        results = references.reference_results(self.eval_env, self.cfg.env.model_dump(mode="json"),
+                                                self.cfg.train.eval_episodes, self._eval_seed(), evaluate)
+        if results and log_rows:
+            self.logger.log(references.as_rows(results), 0)
+        return results
+
+    def _final_verdict(self, final_eval: dict[str, float]) -> Optional[str]:
+        """One line comparing the final greedy evaluation's headline metric with the references."""
+        from ipgnn import references
+
+        head = getattr(self.eval_env, "headline", None)
+        key = f"eval/{head.metric}" if head else None
+        if head is None or not self.references or key not in final_eval:
+            return None
+        engine = getattr(self.eval_env, "reference_key", "").split(":")[0]
+        context = (f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
+                   f"{self.cfg.train.eval_episodes} evaluation episode(s) from seed {self._eval_seed()}")
+        return references.verdict(head.metric, final_eval[key], self.references, head.label, head.unit,
+                                  head.lower_is_better, context)
+
     def _warn_if_slow(self) -> None:
         nodes = self.cfg.replay.batch_size * self.env.num_agents
         if self.device.type == "cpu" and nodes > CPU_SLOW_NODES and self.cfg.train.gradient_steps > 0:
@@ -247,18 +286,31 @@ class Trainer:
             tqdm.write(f"WARNING: {msg}")  # through tqdm, so the progress bar is not broken
 
     def _warn_eta(self, phase_seconds: float) -> None:
-        """After the first update phase, say how long the updates alone will take if that is hours."""
+        """After the first update phase, print how long the rest of the run will take: the environment
+        steps at the rate measured so far, the update phases at the first one's cost, and the
+        evaluations at the environment's rate (each ``eval_episodes`` episodes of ``max_steps``)."""
         tc = self.cfg.train
-        phases = max(0, tc.total_steps - self.env_step) // tc.update_every
-        eta = phases * phase_seconds
-        if eta > 3600:
-            msg = (f"updates alone will take about {eta / 3600:.1f} h on {self.device} "
-                   f"({phase_seconds:.2f} s per update phase of {tc.gradient_steps} gradient steps, {phases} phases "
-                   "to go)")
+        now = time.perf_counter()
+        done_steps = max(1, self.env_step - self._t_step0)
+        env_s = max(0.0, now - self._t0 - self._update_total - self._eval_total) / done_steps
+        left = max(0, tc.total_steps - self.env_step)
+        phases = left // tc.update_every
+        evals = (left // tc.eval_every + 1) if tc.eval_every else 1
+        eval_s = tc.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
+        eta = left * env_s + phases * phase_seconds + evals * eval_s
+        self.eta_seconds = eta
+        msg = (f"ETA about {_duration(eta)} for the {left} remaining environment steps on {self.device}: "
+               f"environment {_duration(left * env_s)} ({1e3 * env_s:.1f} ms a step), updates "
+               f"{_duration(phases * phase_seconds)} ({phase_seconds:.2f} s per phase of {tc.gradient_steps} gradient "
+               f"steps, {phases} phases), evaluations {_duration(evals * eval_s)}")
+        log.debug(msg)
+        tqdm.write(msg)  # through tqdm, so the progress bar is not broken
+        if phases * phase_seconds > 3600:
+            warn = f"updates alone will take about {phases * phase_seconds / 3600:.1f} h on {self.device}"
             if self.device.type == "cpu":
-                msg += "; a GPU, a smaller --replay.batch_size or fewer --train.gradient_steps would shorten it"
-            log.debug(msg)
-            tqdm.write(f"WARNING: {msg}")  # through tqdm, so the progress bar is not broken
+                warn += "; a GPU, a smaller --replay.batch_size or fewer --train.gradient_steps would shorten it"
+            log.debug(warn)
+            tqdm.write(f"WARNING: {warn}")  # through tqdm, so the progress bar is not broken
 
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -292,7 +344,7 @@ class Trainer:
         self.algo.eval()
         try:
             return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
-                            episodes or self.cfg.train.eval_episodes, self.cfg.seed + EVAL_SEED_OFFSET)
+                            episodes or self.cfg.train.eval_episodes, self._eval_seed())
         finally:
             self.algo.train()
 
@@ -307,6 +359,8 @@ class Trainer:
         last_return = math.nan
         final_eval: dict[str, float] = {}
         overlap = hasattr(self.env, "step_async")
+        self._t0, self._t_step0 = time.perf_counter(), self.env_step  # for the ETA
+        self._update_total = self._eval_total = 0.0
         bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
         try:
@@ -326,10 +380,10 @@ class Trainer:
                     update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
                                                                        n_updates_window)
                     res = self.env.step_wait()
-                    self.replay.add(obs, action, res.reward, res.terminated, res.obs)
+                    self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
                 else:
                     res = self.env.step(action)
-                    self.replay.add(obs, action, res.reward, res.terminated, res.obs)
+                    self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
                     update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
                                                                        n_updates_window)
                 obs = res.obs
@@ -357,7 +411,9 @@ class Trainer:
                 # there, and a resumed run restarts exactly where the uninterrupted one went on
                 if res.done:
                     if tc.eval_every and self.env_step - self.last_eval_step >= tc.eval_every:
+                        t_eval = time.perf_counter()
                         final_eval = self.evaluate()
+                        self._eval_total += time.perf_counter() - t_eval
                         self.last_eval_step = self.env_step
                         self.logger.log(final_eval, self.env_step)
                         bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
@@ -370,10 +426,19 @@ class Trainer:
                 self.last_eval_step = self.env_step
                 self.logger.log(final_eval, self.env_step)
             self.save_checkpoint()
+            self.verdict = self._final_verdict(final_eval)
         finally:
             bar.close()
             self.plot()
+        if self.verdict:
+            log.debug(self.verdict)
+            tqdm.write(self.verdict)
         return final_eval
+
+    def _scaled(self, reward: torch.Tensor) -> torch.Tensor:
+        """The reward the learner sees: ``r_i * algo.reward_scale`` (1: the environment's own)."""
+        scale = self.cfg.algo.reward_scale
+        return reward if scale == 1.0 else reward * scale
 
     def _update_phase(self, n_grad: int, loss_sums: dict[str, float], update_time: float,
                       n_updates: int) -> tuple[float, int]:
@@ -387,6 +452,7 @@ class Trainer:
                 loss_sums[k] = loss_sums.get(k, 0.0) + v
             n_updates += 1
         phase = time.perf_counter() - t0
+        self._update_total += phase
         if not self._eta_checked:
             self._eta_checked = True
             self._warn_eta(phase * self.cfg.train.gradient_steps / n_grad)

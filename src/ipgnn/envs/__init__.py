@@ -14,8 +14,8 @@ from typing import Callable
 from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.mpe import make_mpe_spread
 from ipgnn.envs.mpe_tensor.factory import TENSOR_MPE_TASKS
-from ipgnn.envs.pettingzoo import ParallelGraphEnv, StepResult
-from ipgnn.envs.traffic import make_traffic_env
+from ipgnn.envs.pettingzoo import Headline, ParallelGraphEnv, StepResult
+from ipgnn.envs.traffic import ATT, make_traffic_env
 from ipgnn.envs.vector import TensorGraphEnv
 
 
@@ -37,6 +37,16 @@ TASKS: dict[str, Callable[[EnvConfig], ParallelGraphEnv | TensorGraphEnv]] = {
 }
 
 
+# Headline metrics of the tasks that have one besides the return: plots and summaries find a run's by
+# the ``eval/<metric>`` rows it logged.
+HEADLINES: tuple[Headline, ...] = (ATT,)
+
+
+def headline_of(rows: list[dict]) -> Headline | None:
+    """The headline metric a run's metric rows carry, if any."""
+    return next((h for h in HEADLINES if any(f"eval/{h.metric}" in r for r in rows)), None)
+
+
 def make_env(cfg: EnvConfig) -> ParallelGraphEnv | TensorGraphEnv:
     """Build the task named by ``cfg.task``; unknown names list the known ones."""
     if cfg.task not in TASKS:
@@ -49,4 +59,5 @@ def make_env(cfg: EnvConfig) -> ParallelGraphEnv | TensorGraphEnv:
     return env
 
 
-__all__ = ["TASKS", "make_env", "ParallelGraphEnv", "StepResult", "TensorGraphEnv"]
+__all__ = ["TASKS", "HEADLINES", "Headline", "headline_of", "make_env", "ParallelGraphEnv", "StepResult",
+           "TensorGraphEnv"]

@@ -39,6 +39,21 @@ from ipgnn.config import GraphConfig
 from ipgnn.graphs import GraphBuilder
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric, the one its results are judged by (traffic: average travel time).
+
+    ``metric`` is an episode metric's name (``eval/<metric>`` in the logs), ``label`` what plots and
+    tables call it, and ``paper_sign`` the sign under which the paper plots it (traffic: -1, "average
+    episode reward = negative average travel time")."""
+
+    metric: str
+    label: str
+    unit: str = ""
+    lower_is_better: bool = True
+    paper_sign: float = -1.0
+
+
 @dataclass
 class StepResult:
     obs: Data
@@ -73,14 +88,24 @@ class ParallelGraphEnv:
             (e.g. average travel time so far).
         integer_observations: every observation is an integer (counts, one-hot): the replay buffer
             may store them as int16, exactly.
+        headline: the task's headline metric (:class:`Headline`), if it has one besides the return.
+        reference_policies_fn: ``env -> {name: obs -> action}``, the task's classical reference
+            controllers (traffic: FixedTime and MaxPressure), evaluated exactly like a learned policy.
+        reference_key: what the reference controllers' results depend on besides the config (the engine
+            and a digest of the scenario's files), so that they can be cached.
     """
 
     def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
                  env_edges: Optional[Tensor] = None, agent_types: Optional[Tensor] = None,
                  metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
                  episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
-                 integer_observations: bool = False):
+                 integer_observations: bool = False, headline: Optional[Headline] = None,
+                 reference_policies_fn: Optional[Callable[[Any], dict[str, Callable]]] = None,
+                 reference_key: str = ""):
         self.env = env
+        self.headline = headline
+        self._reference_policies_fn = reference_policies_fn
+        self.reference_key = reference_key
         self.agents = list(env.possible_agents)
         self.num_agents = len(self.agents)
         self.position_fn = position_fn
@@ -206,6 +231,10 @@ class ParallelGraphEnv:
             if self.episode_metrics_fn is not None:
                 episode.update(self.episode_metrics_fn(self.env))
         return StepResult(self._to_data(obs, infos), reward, terminated, truncated, done, episode, infos)
+
+    def reference_policies(self) -> dict[str, Callable]:
+        """``{name: obs -> action}``: the task's reference controllers (empty for most tasks)."""
+        return {} if self._reference_policies_fn is None else self._reference_policies_fn(self.env)
 
     def random_action(self, obs: Data) -> Tensor:
         """A uniformly random valid joint action (for warm-up and baselines), using torch's RNG."""
