@@ -248,3 +248,141 @@ def test_masked_actions_by_hand():
     assert out["policy_loss"].item() == pytest.approx(policy, rel=1e-5)
     assert out["v_target"].item() == pytest.approx(sum(v_tgt) / 2, rel=1e-5)
     assert torch.isfinite(out["policy_loss"]) and torch.isfinite(out["value_loss"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Which state each network reads: stubs whose outputs depend on the node features and on the edges, and
+# a transition whose s and s' differ in both. Evaluating V-bar on s, V on s', or Q on s' (and its graph)
+# changes a loss below (each such mutation of ipgnn.algos.ipsac was checked to fail these tests).
+
+OBS_X = torch.tensor([[0.3], [-0.2], [0.7]], dtype=torch.float64)
+OBS_EI = torch.tensor([[0, 1, 1], [1, 0, 2]])  # 0 -> 1, 1 -> 0, 1 -> 2
+NEXT_X = torch.tensor([[1.1], [0.4], [-0.6]], dtype=torch.float64)
+NEXT_EI = torch.tensor([[2, 0], [0, 2]])  # 2 -> 0, 0 -> 2: another graph at s'
+
+
+def neighbour_sum(x, ei):
+    """sum over edges j -> i of x_j, per node i."""
+    return torch.zeros(x.size(0), dtype=x.dtype).index_add(0, ei[1], x[ei[0], 0])
+
+
+class StatePolicy(nn.Module):
+    """logits_i = out_i + x_i + 0.5 * sum_{j -> i} x_j (discrete)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = nn.Parameter(out.clone())
+
+    def forward(self, data, **kw):
+        shift = data.x[:, 0] + 0.5 * neighbour_sum(data.x, data.edge_index)
+        return PolicyOutput(MaskedCategorical(self.out + shift.unsqueeze(-1), getattr(data, "action_mask", None)))
+
+
+class StateQ(nn.Module):
+    """Q^k_i(a) = base_k[i, a] + u_k x_i + sum_{j -> i} (w . edge_attr_j + 0.25 x_j)."""
+
+    def __init__(self, base, w, u):
+        super().__init__()
+        self.base, self.w, self.u = nn.Parameter(base.clone()), w, u
+
+    def forward(self, x, edge_index, edge_attr, own_action=None, agent_type=None):
+        nbr = torch.zeros(x.size(0), dtype=x.dtype).index_add(0, edge_index[1], edge_attr.to(x.dtype) @ self.w)
+        nbr = nbr + 0.25 * neighbour_sum(x, edge_index)
+        return self.base + (self.u.view(2, 1) * x[:, 0].view(1, -1) + nbr.view(1, -1)).unsqueeze(-1)
+
+
+class StateV(nn.Module):
+    """V_i = values_i + scale * x_i + 0.3 * sum_{j -> i} x_j."""
+
+    def __init__(self, values, scale):
+        super().__init__()
+        self.values, self.scale = nn.Parameter(values.clone()), scale
+
+    def forward(self, x, edge_index, agent_type=None):
+        return self.values + self.scale * x[:, 0] + 0.3 * neighbour_sum(x, edge_index)
+
+
+BASE3 = torch.tensor([[[1.0, 2.0], [0.5, -1.0], [0.2, 0.1]], [[1.5, 1.0], [0.0, 0.0], [0.3, -0.4]]], dtype=torch.float64)
+W3, U3 = torch.tensor([0.3, -0.7], dtype=torch.float64), torch.tensor([0.8, -0.5], dtype=torch.float64)
+LOGITS3 = torch.tensor([[0.5, -0.5], [0.0, 1.0], [-0.3, 0.2]], dtype=torch.float64)
+
+
+def make_state_dependent():
+    spec = AgentSpec(obs_dim=1, action_dim=2, discrete=True)
+    algo = IPSAC(spec, ModelConfig(hidden=4), AlgoConfig(alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions="probs"))
+    algo.policy = StatePolicy(LOGITS3)
+    algo.q = StateQ(BASE3, W3, U3)
+    algo.v = StateV(torch.tensor([0.4, -0.2, 0.1], dtype=torch.float64), 1.0)
+    algo.v_target = StateV(torch.tensor([1.0, 3.0, -0.5], dtype=torch.float64), 2.0).requires_grad_(False)
+    return algo
+
+
+def state_batch():
+    one = lambda x, ei: Batch(x=x, edge_index=ei, batch=torch.zeros(3, dtype=torch.long), ptr=torch.tensor([0, 3]))
+    return TransitionBatch(one(OBS_X, OBS_EI), one(NEXT_X, NEXT_EI), torch.tensor([1, 0, 1]),
+                           reward=torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
+                           terminated=torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def hand_state_dependent():
+    """Every loss of the state-dependent stubs by hand, each network on the state the paper says."""
+    xs, xn = OBS_X[:, 0].tolist(), NEXT_X[:, 0].tolist()
+    nb = lambda x, edges, i: sum(x[j] for j, k in edges if k == i)
+    e_s, e_n = list(zip(*OBS_EI.tolist())), list(zip(*NEXT_EI.tolist()))
+    logits = [[LOGITS3[i, a].item() + xs[i] + 0.5 * nb(xs, e_s, i) for a in range(2)] for i in range(3)]
+    p = [softmax(l) for l in logits]
+    w, u = W3.tolist(), U3.tolist()
+    base = BASE3.tolist()
+
+    def q(k, i, a, x, edges, feats):  # Q^k_i(a) on the state (x, edges) with edge features feats[j]
+        return (base[k][i][a] + u[k] * x[i]
+                + sum(sum(w[b] * feats[j][b] for b in range(2)) + 0.25 * x[j] for j, kk in edges if kk == i))
+
+    q_pi = [[[q(k, i, a, xs, e_s, p) for a in range(2)] for i in range(3)] for k in range(2)]   # Q on s, a ~ q
+    qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(2)] for i in range(3)]
+    policy = sum(sum(p[i][a] * (ALPHA * math.log(p[i][a]) - qmin[i][a]) for a in range(2)) for i in range(3)) / 3
+    v_tgt = [sum(p[i][a] * (qmin[i][a] - ALPHA * math.log(p[i][a])) for a in range(2)) for i in range(3)]
+    v = [[0.4, -0.2, 0.1][i] + 1.0 * xs[i] + 0.3 * nb(xs, e_s, i) for i in range(3)]  # V on s
+    value = sum(0.5 * (v[i] - v_tgt[i]) ** 2 for i in range(3)) / 3
+    vbar = [[1.0, 3.0, -0.5][i] + 2.0 * xn[i] + 0.3 * nb(xn, e_n, i) for i in range(3)]  # V-bar on s'
+    r, d, a = [1.0, -2.0, 0.5], [0.0, 0.0, 1.0], [1, 0, 1]
+    q_hat = [r[i] + GAMMA * (1 - d[i]) * vbar[i] for i in range(3)]
+    onehot = [[1.0 if b == a[j] else 0.0 for b in range(2)] for j in range(3)]
+    q_data = [[q(k, i, a[i], xs, e_s, onehot) for i in range(3)] for k in range(2)]  # Q on s and its graph
+    qloss = sum(sum(0.5 * (q_data[k][i] - q_hat[i]) ** 2 for i in range(3)) / 3 for k in range(2))
+    return {"policy_loss": policy, "value_loss": value, "q_loss": qloss, "q_target": sum(q_hat) / 3,
+            "v": sum(v) / 3, "q1": sum(q_data[0]) / 3, "v_target": sum(v_tgt) / 3}
+
+
+def test_each_network_reads_the_state_the_paper_says():
+    """pi, Q and V on s (with s's graph), V-bar on s' (with s' graph); s and s' differ in features and edges."""
+    out = make_state_dependent().losses(state_batch())
+    for key, expected in hand_state_dependent().items():
+        assert out[key].item() == pytest.approx(expected, rel=1e-6, abs=1e-9), key  # alpha is float32
+
+
+def test_policy_gradient_to_neighbour_logits_matches_finite_differences():
+    """probs mode: dJ(theta)/d logits_j, including agent j's effect on its neighbours' Q_i through the
+    edge features, equals a central finite difference of the loss (float64)."""
+    algo = make_state_dependent()
+    b = state_batch()
+    algo.losses(b)["policy_loss"].backward()
+    grad = algo.policy.out.grad.clone()
+    eps = 1e-6
+    fd = torch.zeros_like(grad)
+    for i in range(grad.size(0)):
+        for a in range(grad.size(1)):
+            vals = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    algo.policy.out[i, a] += sign * eps
+                vals.append(algo.losses(b)["policy_loss"].item())
+                with torch.no_grad():
+                    algo.policy.out[i, a] -= sign * eps
+            fd[i, a] = (vals[0] - vals[1]) / (2 * eps)
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
+    # agent 1 is a neighbour of agents 0 and 2 (edges 1 -> 0, 1 -> 2): its logits' gradient has that term
+    algo_no_edges = make_state_dependent()
+    algo_no_edges.q.w = torch.zeros(2, dtype=torch.float64)
+    algo_no_edges.losses(b)["policy_loss"].backward()
+    assert not torch.allclose(algo_no_edges.policy.out.grad[1], grad[1])
