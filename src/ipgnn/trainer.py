@@ -446,16 +446,22 @@ class Trainer:
         if n_grad == 0 or len(self.replay) == 0:
             return update_time, n_updates
         t0 = time.perf_counter()
+        step_seconds = []
         for _ in range(n_grad):
+            t_step = time.perf_counter()
             stats = self.algo.update(self.replay.sample(self.cfg.replay.batch_size, self.device))
             for k, v in stats.items():
                 loss_sums[k] = loss_sums.get(k, 0.0) + v
             n_updates += 1
+            step_seconds.append(time.perf_counter() - t_step)
         phase = time.perf_counter() - t0
         self._update_total += phase
         if not self._eta_checked:
             self._eta_checked = True
-            self._warn_eta(phase * self.cfg.train.gradient_steps / n_grad)
+            # the median gradient step: the first one can also pay one-time costs (allocations, lazy
+            # initialisation) that later steps do not
+            median = sorted(step_seconds)[len(step_seconds) // 2]
+            self._warn_eta(median * self.cfg.train.gradient_steps)
         return update_time + phase, n_updates
 
     def plot(self) -> Optional[Path]:
