@@ -84,7 +84,7 @@ def test_parallel_api(tmp_path):
 def test_graph_env_step_and_metrics(tmp_path):
     env = make_env(traffic_cfg({"kind": "grid", "rows": 2, "cols": 2, "rate": 300}, 4, max_steps=3))
     obs = env.reset(seed=0)
-    assert obs.x.shape == (4, 4 + 2 * 12) and obs.edge_index.shape == (2, 8)
+    assert obs.x.shape == (4, 4 + 2 * 12 + 4) and obs.edge_index.shape == (2, 8)  # phase, counts, pressures
     assert obs.action_mask.all()
     for _ in range(3):
         res = env.step(env.random_action(obs))
