@@ -347,8 +347,29 @@ def test_q_targets_maximise_over_valid_next_actions_only(name):
     else:  # QMIX: the target mixer (a sum here) of each agent's best valid next utility
         algo.agent_target = StubQ(values)
         algo.mixer_target = SumMixer()
-        reward, done = batch.reward.view(b, n).sum(1), batch.terminated.view(b, n).amax(1)
+        # episode-level termination: step 0 all agents terminated, step 1 one of them, step 2 none
+        batch.terminated = torch.tensor([[1.0] * n, [1.0] + [0.0] * (n - 1), [0.0] * n]).view(-1)
+        reward, done = batch.reward.view(b, n).sum(1), torch.tensor([1.0, 0.0, 0.0])
         torch.testing.assert_close(algo.target(batch), reward + gamma * (1 - done) * best.view(b, n).sum(1))
+
+
+def test_pic_team_target_bootstraps_until_every_agent_has_terminated():
+    """PIC's team critic: y = R + gamma (1 - D) Q'(s', a'), D = 1 only when the whole team terminated (one
+    agent's termination does not end the team's return)."""
+    b, n, gamma = 3, 4, 0.9
+    algo = build("pic", n=n)
+    algo.cfg.gamma = gamma
+    batch = transitions(b=b, n=n)
+    batch.terminated = torch.tensor([[1.0] * n, [1.0] + [0.0] * (n - 1), [0.0] * n]).view(-1)
+
+    class Const(torch.nn.Module):
+        def forward(self, feats):
+            return torch.full(feats.shape[:1], 10.0)
+
+    algo.critic_target = Const()
+    reward = batch.reward.view(b, n).sum(1)
+    expected = reward + gamma * (1 - torch.tensor([1.0, 0.0, 0.0])) * 10.0
+    torch.testing.assert_close(algo.losses(batch)["q_target"], expected.mean())
 
 
 @pytest.mark.parametrize("name", ACTOR_CRITICS)

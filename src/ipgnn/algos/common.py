@@ -382,3 +382,11 @@ __all__ = [
     "masked_max", "masked_values", "num_graphs", "parse_options", "polyak_update", "random_valid_actions",
     "require_discrete",
 ]
+
+
+def team_terminated(terminated: Tensor) -> Tensor:
+    r"""Episode-level termination of a team value, ``[B, N] -> [B]``: :math:`D = \prod_i d_i`, 1 only when
+    every agent has terminated (an agent that left earlier is reported terminated from then on). A team
+    value bootstraps while any agent is still in the episode; one agent's termination does not end the
+    team's return (QMIX's and PIC's team critics)."""
+    return terminated.amin(1)

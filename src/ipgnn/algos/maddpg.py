@@ -30,7 +30,7 @@ differ in the critic (sec. 5.2 / app. B.1 of the IP paper):
   :math:`O(N^2)` edges), then pooling over agents (max, PIC's ``gcn_max``, or mean). Permuting the
   agents leaves its value unchanged. **Per-agent rewards** (``critic_output``): ``team`` (default,
   PIC's paper) is one value :math:`Q(s, \mathbf a)` of the pooled features trained on the team reward
-  :math:`R = \sum_i r_i`, with :math:`D` = any agent terminated; ``agent`` gives each agent
+  :math:`R = \sum_i r_i`, with episode-level termination :math:`D` (every agent terminated); ``agent`` gives each agent
   :math:`Q_i = w^\top [h_i \Vert \mathrm{pool}(h)] + b`, trained on its own :math:`r_i`:
   permutation *equivariant* (permuting the agents permutes the values), and :math:`\sum_i Q_i` is the
   team's value.
@@ -100,6 +100,7 @@ from ipgnn.algos.common import (
     parse_options,
     polyak_update,
     require_positive,
+    team_terminated,
 )
 from ipgnn.algos.ipsac import frozen
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
@@ -421,7 +422,7 @@ class PIC(_CentralisedActorCritic):
         team = self.opts["critic_output"] == "team"
         if team:
             r = v["r"].sum(1) if self.opts["team_reward"] == "sum" else v["r"].mean(1)
-            d = v["d"].amax(1)
+            d = team_terminated(v["d"])
         else:
             r, d = v["r"], v["d"]
         q = self.critic(self.node_features(v["o"], v["a_data"], types))

@@ -28,7 +28,8 @@ How QMIX's inputs are made from this package's per-agent data (documented choice
   ``N * obs_dim`` inputs to ``N * mixing_embed`` outputs: its size grows as :math:`N^2 \cdot
   \mathrm{obs\_dim}`, which :meth:`QMIX.check` estimates and refuses up front when it cannot fit;
 - **team reward** :math:`R = \sum_i r_i` (``team_reward: sum``; ``mean`` divides by the constant N);
-- **termination** :math:`D = 1` when any agent terminated (a time limit still bootstraps);
+- **termination** episode-level, :math:`D = 1` when every agent has terminated
+  (:func:`~ipgnn.algos.common.team_terminated`; a time limit still bootstraps);
 - **agents are feed-forward**: QMIX's agents are GRUs over the action-observation history, which needs
   episode sequences; this package's replay holds single transitions, so the utility is an MLP of the
   current observation (two hidden layers of ``model.hidden``).
@@ -66,7 +67,7 @@ from torch_geometric.data import Batch, Data
 
 from ipgnn.algos.common import (
     check_memory, gib, make_optimizer, make_target, optimizer_state_factor, parse_options, polyak_update,
-    QLearningAlgo, require_discrete, require_positive, TypedMLP,
+    QLearningAlgo, require_discrete, require_positive, team_terminated, TypedMLP,
 )
 from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
@@ -192,7 +193,7 @@ class QMIX(QLearningAlgo):
         next_state = batch.next_obs.x.reshape(b, -1)
         r = batch.reward.view(b, n)
         reward = r.sum(1) if self.opts["team_reward"] == "sum" else r.mean(1)
-        done = batch.terminated.view(b, n).amax(1)
+        done = team_terminated(batch.terminated.view(b, n))
         return b, state, next_state, reward, done
 
     @torch.no_grad()
