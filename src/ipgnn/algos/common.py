@@ -368,8 +368,8 @@ class QLearningAlgo(BaselineAlgo):
         return epsilon_greedy(q, mask, eps)
 
     def next_value(self, q_next_target: Tensor, q_next_online: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
-        r""":math:`\max_{a' 	ext{ valid}} ar Q(s', a')`, or with ``double_q`` (``q_next_online`` given)
-        :math:`ar Q(s', rg\max_{a' 	ext{ valid}} Q(s', a'))` (van Hasselt et al., 2016)."""
+        r""":math:`\max_{a' \text{ valid}} \bar Q(s', a')`, or with ``double_q`` (``q_next_online`` given)
+        :math:`\bar Q(s', \arg\max_{a' \text{ valid}} Q(s', a'))` (van Hasselt et al., 2016)."""
         if q_next_online is None:
             return masked_max(q_next_target, mask)
         best = masked_argmax(q_next_online, mask)

@@ -41,11 +41,8 @@ every target is detached, so each gradient reaches only its own parameters.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -55,30 +52,11 @@ from torch_geometric.data import Batch, Data
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ, neighbour_action_attr
 from ipgnn.nn.propagation import IntentionPropagationNetwork
+from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
+from ipgnn.spec import AgentSpec
 
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """What the networks need to know about a task's agents."""
-
-    obs_dim: int
-    action_dim: int
-    discrete: bool
-    num_agent_types: int = 1
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Evaluate ``module`` without accumulating gradients in its parameters (inputs still get them)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
+__all__ = ["IPSAC", "AgentSpec", "frozen", "soft_q_target", "soft_value_target_discrete"]
 
 
 def soft_q_target(reward: Tensor, terminated: Tensor, next_value: Tensor, gamma: float) -> Tensor:

@@ -102,7 +102,7 @@ from ipgnn.algos.common import (
     require_positive,
     team_terminated,
 )
-from ipgnn.algos.ipsac import frozen
+from ipgnn.nn.utils import frozen
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.distributions import MaskedCategorical
 from ipgnn.replay import TransitionBatch

@@ -34,7 +34,7 @@ from pettingzoo.utils.env import ParallelEnv
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ipgnn.algos.ipsac import AgentSpec
+from ipgnn.spec import AgentSpec
 from ipgnn.config import GraphConfig
 from ipgnn.graphs import GraphBuilder
 

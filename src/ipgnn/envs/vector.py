@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
-from ipgnn.algos.ipsac import AgentSpec
+from ipgnn.spec import AgentSpec
 from ipgnn.config import GraphConfig
 from ipgnn.envs.pettingzoo import StepResult
 from ipgnn.graphs import GraphBuilder
