@@ -126,6 +126,7 @@ class Trainer:
         self.last_eval_step = 0
         self._eta_checked = False
         self.eta_seconds: Optional[float] = None  # the ETA printed after the first update phase
+        # timing for the ETA; train() restarts the clock, so set-up (references, replay) is not counted
         self._t0, self._t_step0, self._update_total, self._eval_total = time.perf_counter(), 0, 0.0, 0.0
         wandb_id = None
         if resume_state is not None:

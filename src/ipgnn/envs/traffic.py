@@ -80,7 +80,7 @@ def make_engine_factory(scenario, engine: str):
 def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
     from ipgnn.traffic.env import FEATURES, TrafficSignalEnv
-    from ipgnn.traffic.scenario import ScenarioError, load_scenario
+    from ipgnn.traffic.scenario import ScenarioError, load_scenario, scenario_digest
 
     opts = check_options(dict(cfg.options), OPTIONS, "traffic")
     if "scenario" not in opts:
@@ -123,12 +123,3 @@ def reference_policies(env) -> dict:
 
     return {"FixedTime": fixed_time_policy(env), "MaxPressure": max_pressure_policy(env)}
 
-
-def scenario_digest(scenario) -> str:
-    """SHA-256 (16 hex digits) of the scenario's roadnet and flow files."""
-    import hashlib
-
-    h = hashlib.sha256(scenario.roadnet_path.read_bytes())
-    if scenario.flow_path is not None:
-        h.update(scenario.flow_path.read_bytes())
-    return h.hexdigest()[:16]

@@ -129,7 +129,6 @@ class TrafficSignalEnv(ParallelEnv):
         self.phase = {a: 0 for a in self.agents}  # index into action phases
         for a in self.agents:
             self.engine.set_tl_phase(a, self._inter[a].action_phases[0])
-        self.last_counts = None
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         return self._observe(counts, waiting), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
 
@@ -168,7 +167,7 @@ class TrafficSignalEnv(ParallelEnv):
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         obs = self._observe(counts, waiting)
         if accrue:
-            vehicle_seconds[:-1] += self._lane_vector(counts)
+            vehicle_seconds[:-1] += self._counts  # the last second, as _observe read it
             r = -vehicle_seconds[self._in_idx].sum(1)
         else:
             r = self._rewards(counts, waiting)
@@ -210,11 +209,13 @@ class TrafficSignalEnv(ParallelEnv):
         return np.append(self._lane_vector(counts), 0.0), np.append(self._lane_vector(waiting), 0.0)
 
     def phase_pressures(self) -> np.ndarray:
-        """``[N, max_phases]`` pressure of every action phase now (padded phases: ``-inf``)."""
-        return self.pressure(self._lane_vector(self.engine.get_lane_vehicle_count()))
+        """``[N, max_phases]`` pressure of every action phase now (padded phases: ``-inf``), from the lane
+        counts the last observation read (the engine only advances inside :meth:`step`)."""
+        return self.pressure(self._counts)
 
     def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
         c, w = self._vectors(counts, waiting)
+        self._counts = c[:-1]  # for phase_pressures(): no second read of every lane per decision
         parts = []
         if "phase" in self.features:
             onehot = np.zeros((len(self.possible_agents), self.max_phases), np.float32)

@@ -21,6 +21,7 @@ wrong.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,3 +262,13 @@ def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: Op
     points = {i["id"]: _point(_get(i, "point", f"{rpath}: intersection '{i['id']}'", dict),
                               f"{rpath}: intersection '{i['id']}': point") for i in inters}
     return Scenario(rpath, fpath, agents, roads, flows, points)
+
+
+def scenario_digest(sc: "Scenario", salt: str = "") -> str:
+    """SHA-256 (16 hex digits) of ``salt`` and the scenario's roadnet and flow files: the key of every
+    cache derived from a scenario (its SUMO conversion, its reference controllers' results)."""
+    h = hashlib.sha256(salt.encode())
+    h.update(sc.roadnet_path.read_bytes())
+    if sc.flow_path is not None:
+        h.update(sc.flow_path.read_bytes())
+    return h.hexdigest()[:16]

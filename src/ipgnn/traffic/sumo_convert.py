@@ -22,7 +22,6 @@ Run options that belong with the conversion (no teleporting, so congestion is no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ipgnn.traffic.scenario import Scenario, ScenarioError
+from ipgnn.traffic.scenario import Scenario, ScenarioError, scenario_digest
 
 TURN_SPEED = 8.333  # m/s, CityFlow's turning speed
 PRIORITY = {"go_straight": 3, "turn_left": 2, "turn_right": 1}
@@ -253,11 +252,7 @@ def default_cache_dir() -> Path:
 
 
 def _digest(sc: Scenario) -> str:
-    h = hashlib.sha256(CONVERTER_VERSION.encode())
-    h.update(sc.roadnet_path.read_bytes())
-    if sc.flow_path is not None:
-        h.update(sc.flow_path.read_bytes())
-    return h.hexdigest()[:16]
+    return scenario_digest(sc, salt=CONVERTER_VERSION)  # the same keys as before this helper existed
 
 
 def convert(sc: Scenario, cache_dir: Optional[str | Path] = None) -> SumoScenario:
