@@ -31,12 +31,12 @@ def tiny_overrides(tmp_path):
 def learned_and_random_returns(cfg, run_dir, episodes: int) -> tuple[float, float]:
     """Train ``cfg`` in ``run_dir``; return the greedy policy's evaluation return and that of uniformly random
     actions on the same evaluation episodes (the comparison every learning test makes)."""
-    from ipgnn.trainer import EVAL_SEED_OFFSET, Trainer, evaluate, random_policy
+    from ipgnn.trainer import Trainer, evaluate, random_policy
 
     trainer = Trainer.from_config(cfg, run_dir)
     learned = trainer.train()["eval/episode_return"]
     torch.manual_seed(0)
     rand = evaluate(random_policy(trainer.eval_env), trainer.eval_env, episodes,
-                    cfg.seed + EVAL_SEED_OFFSET)["eval/episode_return"]
+                    cfg.seed)["eval/episode_return"]
     trainer.close()
     return learned, rand

@@ -117,7 +117,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
                         help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
                              "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)")
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's)")
+    parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
+                        "training evaluated on; see ipgnn.seeding)")
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -129,7 +130,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     from ipgnn.algos import make_algo
     from ipgnn.config import validate
     from ipgnn.envs import make_env
-    from ipgnn.trainer import EVAL_SEED_OFFSET, evaluate, greedy_policy, random_policy, resolve_device
+    from ipgnn.trainer import evaluate, greedy_policy, random_policy, resolve_device
 
     try:
         state: dict = {}
@@ -163,7 +164,9 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
             act = (max_pressure_policy if args.controller == "maxpressure" else fixed_time_policy)(env.env)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
-    seed = (cfg.seed + EVAL_SEED_OFFSET) if args.seed is None else args.seed
+    seed = cfg.seed if args.seed is None else args.seed
+    if seed < 0:
+        return _fail(f"--seed must be a non-negative integer, got {seed}")
     torch.manual_seed(seed)
     metrics = evaluate(act, env, args.episodes, seed)
     env.close()

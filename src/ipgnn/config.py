@@ -173,7 +173,7 @@ class LoggerConfig(_Section):
 
 class ExperimentConfig(_Section):
     name: str = "ipgnn"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="the run seed: every random stream derives from it (ipgnn.seeding)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     env: EnvConfig = Field(default_factory=EnvConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -49,6 +49,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from ipgnn.seeding import eval_seed
+
 EPSILON = 1e-6
 CSV_NAME = "interpretation.csv"
 PNG_NAME = "interpretation.png"
@@ -190,13 +192,14 @@ class Recording:
 @torch.no_grad()
 def record(env: Any, algo: Any, table: MovementTable, episodes: int, seed: int,
            deterministic: bool = False) -> Recording:
-    """Roll ``algo``'s policy out for ``episodes`` episodes (seeds ``seed, seed+1, ...``) on a traffic
+    """Roll ``algo``'s policy out for ``episodes`` episodes (the evaluation episodes of run seed ``seed``,
+    :func:`ipgnn.seeding.eval_seed`) on a traffic
     ``env`` (``make_env`` of a traffic config) with sampled actions, reading the lane counts of the state
     every decision is taken in from the env's engine."""
     raw = env.env
     counts, actions, ep_idx, steps, metrics = [], [], [], [], []
     for e in range(episodes):
-        obs = env.reset(seed=seed + e)
+        obs = env.reset(seed=eval_seed(seed, e))
         t = 0
         while True:
             counts.append(lane_counts(raw.engine, table))
@@ -317,7 +320,6 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
     """
     from ipgnn import checkpoint
     from ipgnn.analysis import load_checkpoint, traffic_scenario
-    from ipgnn.trainer import EVAL_SEED_OFFSET
 
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
@@ -343,7 +345,7 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
         if scenario is None:
             raise NotTrafficError(f"checkpoint '{path}': its environment has no traffic scenario")
         table = movement_table(scenario, include_always_green)
-        seed = (cfg.seed + EVAL_SEED_OFFSET) if seed is None else seed
+        seed = cfg.seed if seed is None else seed
         torch.manual_seed(seed)
         rec = record(env, algo, table, episodes, seed)
     finally:
@@ -389,8 +391,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--episodes", type=int, default=1, help="episodes to roll out with sampled actions (default 1)")
     parser.add_argument("--interval", type=int, default=10, help="decision steps per interval (default 10)")
     parser.add_argument("--out", help="output directory (default: <run>/interpretation)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the episodes and the action sampling "
-                                                                "(default: the run's evaluation seed)")
+    parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed, and seed the action "
+                        "sampling with it (default: the run's)")
     parser.add_argument("--epsilon", type=float, default=EPSILON,
                         help=f"smoothing of both distributions inside the KL divergence (default {EPSILON:g})")
     parser.add_argument("--include-always-green", action="store_true",

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 log = logging.getLogger("ipgnn")
 
-VERSION = "1"  # bump when a controller or a metric definition changes: old cache entries are then ignored
+VERSION = "2"  # bump when a controller or a metric definition changes: old cache entries are then ignored
 PREFIX = "reference/"
 
 

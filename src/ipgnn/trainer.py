@@ -12,7 +12,7 @@ Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
 Evaluations and checkpoints are taken at the first episode boundary after each ``train.eval_every``
 / ``train.checkpoint_every`` steps, so a
 resumed run restarts the simulator exactly where the uninterrupted run would have (each episode is
-reset with seed ``seed + episode``): on CPU, resuming reproduces the uninterrupted run.
+reset with :func:`ipgnn.seeding.episode_seed` of the run seed and its index): on CPU, resuming reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -34,11 +34,10 @@ from ipgnn.config import (ConfigError, ExperimentConfig, deep_merge, parse_bytes
 from ipgnn.envs import make_env
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
-from ipgnn.seeding import rng_state, seed_everything, set_rng_state
+from ipgnn.seeding import REPLAY, episode_seed, eval_seed, rng_state, seed_everything, set_rng_state, stream_seed
 
 log = logging.getLogger("ipgnn")
 
-EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never reuse a training episode's seed
 CPU_SLOW_NODES = 16 * 1024  # nodes per minibatch above which a CPU run warns (about 1 s per update here)
 
 
@@ -69,15 +68,16 @@ def _available_memory() -> Optional[int]:
 
 
 def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
-    """Run ``episodes`` episodes (seeds ``seed, seed+1, ...``; a batched task of ``B`` environments plays
-    ``B`` at a time, so at least ``episodes``) with ``act(obs) -> action`` and return the
+    """Run the evaluation episodes of the run seeded ``seed`` (reset ``k`` with
+    :func:`ipgnn.seeding.eval_seed` ``(seed, k)``; a batched task of ``B`` environments plays ``B`` at a
+    time, so at least ``episodes``) with ``act(obs) -> action`` and return the
     means of the episode metrics as ``eval/<metric>`` (``eval/episode_return`` is
     :math:`\\sum_t \\sum_i r_i^t`)."""
     totals: dict[str, float] = {}
     per_reset = int(getattr(env, "num_envs", 1))  # a batched task plays num_envs episodes per reset
     resets = max(1, math.ceil(episodes / per_reset))
     for ep in range(resets):
-        obs = env.reset(seed=seed + ep * per_reset)
+        obs = env.reset(seed=eval_seed(seed, ep))
         while True:
             res = env.step(act(obs))
             obs = res.obs
@@ -118,7 +118,7 @@ class Trainer:
         self.spec = self.env.spec
         self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size,
                               self.device).to(self.device)
-        self.env.reset(seed=cfg.seed)  # one reset tells whether the task has action masks
+        self.env.reset(seed=episode_seed(cfg.seed, 0))  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0
         self.episode = 0
@@ -136,6 +136,10 @@ class Trainer:
                                 cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
         if resume_state is not None:
             self.logger.truncate_after(self.env_step)
+        if not getattr(self.eval_env, "seed_varies_episodes", True) and cfg.train.eval_episodes > 1:
+            log.warning("train.eval_episodes is %d, but this environment plays the same episode for every seed "
+                        "(%s): evaluating 1 episode, since more would repeat it", cfg.train.eval_episodes,
+                        getattr(self.eval_env, "reference_key", "").split(":")[0] or "deterministic")
         self.references = self._reference_results(log_rows=resume_state is None)
         self.verdict: Optional[str] = None
         self._warn_if_slow()
@@ -229,7 +233,7 @@ class Trainer:
         static = env.graph(None) if env.graph.is_static else None
         return GraphReplayBuffer(capacity, env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
                                  env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
-                                 agent_type=env.agent_type, seed=cfg.seed, device=device, obs_dtype=obs_dtype,
+                                 agent_type=env.agent_type, seed=stream_seed(cfg.seed, REPLAY), device=device, obs_dtype=obs_dtype,
                                  episode_length=cfg.env.max_steps, step_width=self.num_envs)
 
     def _replay_device(self, need: int) -> torch.device:
@@ -247,8 +251,13 @@ class Trainer:
         log.info("replay buffer on %s: minibatches are assembled on the learner's device", self.device)
         return self.device
 
-    def _eval_seed(self) -> int:
-        return self.cfg.seed + EVAL_SEED_OFFSET
+    @property
+    def eval_episodes(self) -> int:
+        """``train.eval_episodes``, or 1 where every seed plays the same episode (CityFlow): the greedy policy
+        and the references are deterministic, so more episodes would repeat the first one."""
+        if not getattr(self.eval_env, "seed_varies_episodes", True):
+            return 1
+        return self.cfg.train.eval_episodes
 
     def _reference_results(self, log_rows: bool) -> dict[str, dict[str, float]]:
         """The task's reference controllers (traffic: FixedTime, MaxPressure) on the evaluation episodes,
@@ -256,7 +265,7 @@ class Trainer:
         from ipgnn import references
 
         results = references.reference_results(self.eval_env, self.cfg.env.model_dump(mode="json"),
-                                                self.cfg.train.eval_episodes, self._eval_seed(), evaluate)
+                                                self.eval_episodes, self.cfg.seed, evaluate)
         if results and log_rows:
             self.logger.log(references.as_rows(results), 0)
         return results
@@ -271,7 +280,8 @@ class Trainer:
             return None
         engine = getattr(self.eval_env, "reference_key", "").split(":")[0]
         context = (f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
-                   f"{self.cfg.train.eval_episodes} evaluation episode(s) from seed {self._eval_seed()}")
+                   f"{self.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}"
+                   + ("" if getattr(self.eval_env, "seed_varies_episodes", True) else ", the same for every seed"))
         return references.verdict(head.metric, final_eval[key], self.references, head.label, head.unit,
                                   head.lower_is_better, context)
 
@@ -297,7 +307,7 @@ class Trainer:
         left = max(0, tc.total_steps - self.env_step)
         phases = left // tc.update_every
         evals = (left // tc.eval_every + 1) if tc.eval_every else 1
-        eval_s = tc.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
+        eval_s = self.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
         eta = left * env_s + phases * phase_seconds + evals * eval_s
         self.eta_seconds = eta
         msg = (f"ETA about {_duration(eta)} for the {left} remaining environment steps on {self.device}: "
@@ -345,14 +355,14 @@ class Trainer:
         self.algo.eval()
         try:
             return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
-                            episodes or self.cfg.train.eval_episodes, self._eval_seed())
+                            episodes or self.eval_episodes, self.cfg.seed)
         finally:
             self.algo.train()
 
     def train(self) -> dict[str, float]:
         """Run until ``train.total_steps`` environment steps; return the final evaluation metrics."""
         cfg, tc = self.cfg, self.cfg.train
-        obs = self.env.reset(seed=cfg.seed + self.episode)
+        obs = self.env.reset(seed=episode_seed(cfg.seed, self.episode))
         loss_sums: dict[str, float] = {}
         n_updates_window = 0
         t_window, steps_window = time.perf_counter(), 0
@@ -421,7 +431,7 @@ class Trainer:
                                         refresh=False)
                     if tc.checkpoint_every and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every:
                         self.save_checkpoint()
-                    obs = self.env.reset(seed=cfg.seed + self.episode)
+                    obs = self.env.reset(seed=episode_seed(cfg.seed, self.episode))
             if self.last_eval_step != self.env_step:
                 final_eval = self.evaluate()
                 self.last_eval_step = self.env_step

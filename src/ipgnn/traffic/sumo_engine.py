@@ -38,7 +38,7 @@ class SumoEngine:
     Args:
         scenario: the loaded CityFlow-format scenario.
         converted: its SUMO conversion (:func:`ipgnn.traffic.sumo_convert.convert`).
-        seed: SUMO's random seed.
+        seed: SUMO's random seed; SUMO takes a C ``int``, so it receives ``seed % 2**31``.
     """
 
     _owner: Optional["SumoEngine"] = None  # libsumo holds one simulation per process
@@ -51,7 +51,7 @@ class SumoEngine:
         self.traci = libsumo
         self.scenario = scenario
         libsumo.start([sumo_binary("sumo"), "-n", str(converted.net), "-r", str(converted.routes),
-                       "--step-length", "1", "--seed", str(seed), *SUMO_OPTIONS])
+                       "--step-length", "1", "--seed", str(int(seed) % 2**31), *SUMO_OPTIONS])
         SumoEngine._owner = self
         self._index, self._scheduled = _schedule(str(converted.routes))
         self._arrival = np.full(len(self._scheduled), np.nan)
