@@ -169,13 +169,13 @@ def test_maddpg_actor_loss_substitutes_only_the_agents_own_action():
     """The linear shortcut equals evaluating critic i with a_i replaced by mu(o_i) and the others'
     actions from the replay, for every i."""
     n, obs, actions = 4, 3, 2
-    for name in ("maddpg", "maddpg_s"):
-        algo = build(name, n=n, obs=obs, actions=actions, discrete=False)
+    for name, opts in (("maddpg", {}), ("maddpg_s", {"shuffle": "sample"})):
+        algo = build(name, n=n, obs=obs, actions=actions, discrete=False, **opts)
         c = algo.critic
         o, a, a_pi = torch.randn(5, n, obs), torch.rand(5, n, actions), torch.rand(5, n, actions)
         order = algo.slot_order(5, o.device)
         pre = c.first_layer(algo.critic_input(o, a, order))
-        w_own = c.own_action_weights(0 if algo.SHUFFLE else None)
+        w_own = c.own_action_weights(0 if algo.per_sample(algo.opts) else None)
         shortcut = c.rest(pre + torch.einsum("bnd,ndh->nbh", a_pi - a, w_own))
         for i in range(n):
             sub = a.clone()
@@ -184,9 +184,9 @@ def test_maddpg_actor_loss_substitutes_only_the_agents_own_action():
             torch.testing.assert_close(shortcut[i], direct)
 
 
-def test_maddpg_s_shuffles_pairs_consistently_and_per_sample():
+def test_maddpg_s_per_sample_shuffles_pairs_consistently_and_per_sample():
     b, n, obs = 32, 5, 2
-    algo = build("maddpg_s", n=n, obs=obs, actions=n + 1)
+    algo = build("maddpg_s", n=n, obs=obs, actions=n + 1, shuffle="sample")
     o = torch.stack([torch.arange(n).float().expand(b, n), torch.arange(b).float().view(b, 1).expand(b, n)], -1)
     a = torch.nn.functional.one_hot(torch.arange(n).expand(b, n), n + 1).float()  # agent j takes action j
     order = algo.slot_order(b, o.device)
@@ -205,13 +205,71 @@ def test_maddpg_s_shuffles_pairs_consistently_and_per_sample():
 
 def test_maddpg_s_losses_use_a_fresh_shuffle_and_maddpg_losses_do_not():
     batch = transitions(b=16, n=5, discrete=False)  # continuous: MADDPG's losses have no sampling
-    for name, varies in (("maddpg", False), ("maddpg_s", True)):
-        algo = build(name, n=5, discrete=False)
+    for name, opts, varies in (("maddpg", {}, False), ("maddpg_s", {"shuffle": "sample"}, True),
+                               ("maddpg_s", {"shuffle": "minibatch"}, True)):
+        algo = build(name, n=5, discrete=False, **opts)
         torch.manual_seed(1)
         first = algo.losses(batch)["q_loss"]
         torch.manual_seed(2)
         second = algo.losses(batch)["q_loss"]
-        assert bool(first != second) == varies, name
+        assert bool(first != second) == varies, (name, opts)
+
+
+def test_maddpg_s_minibatch_is_pics_shuffle_one_permutation_into_one_team_critic():
+    """PIC's code: one critic, one permutation of the agent slots per minibatch, the same for the replay
+    actions at s, the target actions at s' and the policy's actions; trained on R = sum_i r_i with the
+    episode-level done flag, bootstrapping from the target critic at s' (not s)."""
+    from ipgnn.algos.maddpg import TeamMLPCritic
+
+    b, n, obs, act = 6, 4, 3, 2
+    algo = build("maddpg_s", n=n, obs=obs, actions=act, discrete=False)
+    assert isinstance(algo.critic, TeamMLPCritic) and algo.opts["shuffle"] == "minibatch"
+    batch = transitions(b=b, n=n, obs=obs, actions=act, discrete=False)
+    seen = {}
+    for name, module in (("critic", algo.critic), ("target", algo.critic_target)):
+        module.register_forward_hook(lambda m, inp, out, name=name: seen.setdefault(name, []).append((inp[0], out)))
+    torch.manual_seed(3)
+    perm = algo.minibatch_order(torch.device("cpu"))
+    torch.manual_seed(3)
+    terms = algo.losses(batch)
+    (x_data, q), (x_pi, _) = seen["critic"]
+    ((x_next, q_next),) = seen["target"]
+    o, o2 = batch.obs.x.view(b, n, obs), batch.next_obs.x.view(b, n, obs)
+    a = batch.action.view(b, n, act)
+    torch.testing.assert_close(x_data, torch.cat([o, a], -1)[:, perm])  # one permutation for every sample
+    with torch.no_grad():
+        a_next = torch.tanh(algo.actor_target(batch.next_obs.x)).view(b, n, act)
+        a_pi = torch.tanh(algo.actor(batch.obs.x)).view(b, n, act)
+    torch.testing.assert_close(x_next, torch.cat([o2, a_next], -1)[:, perm])  # s' and the target actor
+    torch.testing.assert_close(x_pi, torch.cat([o, a_pi], -1)[:, perm])  # the policy's actions, same order
+    assert not torch.equal(perm, torch.arange(n)) or not torch.equal(algo.minibatch_order(perm.device), perm)
+    r, d = batch.reward.view(b, n).sum(1), batch.terminated.view(b, n).amin(1)
+    y = r + algo.cfg.gamma * (1 - d) * algo.critic_target(torch.cat([o2, a_next], -1)[:, perm])
+    torch.testing.assert_close(terms["q_loss"], (q - y).pow(2).mean())
+    wrong = r + algo.cfg.gamma * (1 - d) * algo.critic_target(torch.cat([o, a_next], -1)[:, perm])  # s for s'
+    assert not torch.allclose(terms["q_loss"], (q - wrong).pow(2).mean())
+
+
+def test_soft_critic_actions_are_the_relaxed_gumbel_sample():
+    """critic_actions: soft feeds the critics softmax((z + g) / T) (Lowe et al.'s and PIC's code);
+    straight_through a one-hot forward with the same gradient path."""
+    raw = torch.randn(7, 5)
+    for mode in ("soft", "straight_through"):
+        algo = build("pic", n=7, actions=5, critic_actions=mode)
+        torch.manual_seed(0)
+        a = algo.policy_actions(raw, None)
+        torch.manual_seed(0)
+        relaxed = torch.nn.functional.gumbel_softmax(raw, tau=1.0, hard=False)
+        torch.testing.assert_close(a.sum(1), torch.ones(7))
+        if mode == "soft":
+            torch.testing.assert_close(a, relaxed)
+            assert ((a > 0) & (a < 1)).all()
+        else:
+            assert torch.equal(a, torch.nn.functional.one_hot(relaxed.argmax(1), 5).float())
+    with pytest.raises(ConfigError, match="critic_actions: expected straight_through or soft"):
+        build("pic", critic_actions="relaxed")
+    with pytest.raises(ConfigError, match="shuffle: expected minibatch or sample"):
+        build("maddpg_s", shuffle="agent")
 
 
 def _dense_attention(ei, alpha, n):
@@ -430,7 +488,8 @@ def sixteen_gib(monkeypatch):
 @pytest.mark.parametrize("name", ["maddpg", "maddpg_s"])
 def test_maddpg_at_1225_agents_is_refused_with_the_memory_it_needs(name, sixteen_gib):
     spec = AgentSpec(obs_dim=30, action_dim=8, discrete=True)
-    model, algo = ModelConfig(hidden=128), AlgoConfig(name=name, options={"hidden": 128})
+    opts = {"hidden": 128} | ({"shuffle": "sample"} if name == "maddpg_s" else {})
+    model, algo = ModelConfig(hidden=128), AlgoConfig(name=name, options=opts)
     refused = rf"'{name}' needs about (\d+\.\d) GiB.*N=1225.*16\.0 GiB is available"
     with pytest.raises(ConfigError, match=refused) as err:
         make_algo(spec, model, algo, 1225, batch_size=1024)
@@ -440,6 +499,9 @@ def test_maddpg_at_1225_agents_is_refused_with_the_memory_it_needs(name, sixteen
     assert params + inputs < need < 1.2 * (params + inputs)
     assert "use pic or ipsac" in str(err.value)
     make_algo(spec, ModelConfig(hidden=16), AlgoConfig(name=name), 16, batch_size=64)  # small N fits
+    if name == "maddpg_s":  # PIC's MADDPG-S has one critic of N * slot inputs: 0.5 GiB at N = 1225
+        need, _ = MADDPGS.memory_bytes(spec, model, MADDPGS.check_common(AlgoConfig(name=name)), 1225, 1024)
+        assert need < 2**30
 
 
 def test_qmix_hypernetwork_memory_is_checked(sixteen_gib):
@@ -643,3 +705,94 @@ def test_baseline_beats_random_on_cooperative_navigation(name, tmp_path):
     learned, rand = learned_and_random_returns(cfg, tmp_path / "run", EPISODES)
     print(f"greedy {name} return {learned:.2f} vs random {rand:.2f}")
     assert learned > rand + MARGIN * abs(rand), (learned, rand)
+
+
+# --------------------------------------------------------------------------------------------------
+# TD targets: read s' (its features, its graph, its action mask) through the *target* networks
+
+
+def two_state_batch(b=5, n=4, obs=5, actions=4, discrete=True) -> TransitionBatch:
+    """s and s' that differ in features, in graph (ring neighbours at distance 1 for s, 2 for s') and in
+    action masks; termination flags that differ between agents of a sample."""
+    batch = transitions(b=b, n=n, obs=obs, actions=actions, discrete=discrete, masks=discrete)
+    i = torch.arange(n)
+    far = torch.cat([torch.stack([(i + 2) % n, i]), torch.stack([(i + 1) % n, i])], 1)
+    batch.next_obs.edge_index = torch.cat([far + g * n for g in range(b)], 1)
+    assert not torch.equal(batch.next_obs.edge_index, batch.obs.edge_index)
+    batch.terminated = torch.tensor([1.0, 0, 0, 0] * (b - 1) + [1.0] * n)[: b * n]  # last sample: all done
+    return batch
+
+
+def _perturb_targets(algo):
+    """Targets that differ from the online networks, so that using the wrong one changes the loss."""
+    with torch.no_grad():
+        for name, p in algo.named_parameters():
+            if "target" in name:
+                p.add_(0.3 * torch.randn_like(p))
+
+
+def _loss_with(algo, batch, name):
+    torch.manual_seed(5)
+    return algo.losses(batch)[name]
+
+
+@pytest.mark.parametrize("name,opts", [("iql", {}), ("dgn", {"keep_graph": True}), ("dgn", {"keep_graph": False}),
+                                       ("qmix", {}), ("maddpg", {}), ("maddpg_s", {"shuffle": "sample"}),
+                                       ("pic", {}), ("pic", {"critic_output": "agent"})])
+def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
+    """Each baseline's loss equals an independent computation of its paper's target from s' (features, graph
+    where the method reads one, valid actions) and the target networks; the same computation fed s, or the
+    online networks, gives another value, so the test fails on either mistake."""
+    torch.manual_seed(0)
+    discrete = name in Q_LEARNERS
+    b, n, obs, act = 5, 4, 5, 4
+    algo = build(name, n=n, obs=obs, actions=act, discrete=discrete, **opts)
+    _perturb_targets(algo)
+    batch = two_state_batch(b, n, obs, act, discrete)
+    o, o2 = batch.obs, batch.next_obs
+    r, d, gamma = batch.reward, batch.terminated, algo.cfg.gamma
+    R = r.view(b, n).sum(1)
+    D = d.view(b, n).amin(1)
+
+    def reference(s_next, use_target=True):
+        """The loss with the bootstrap read from the graph ``s_next`` (``o2`` is right)."""
+        with torch.no_grad():
+            if name == "iql":
+                net = algo.q_target if use_target else algo.q
+                q = algo.q(o.x).gather(-1, batch.action.long().unsqueeze(-1)).squeeze(-1)
+                y = r + gamma * (1 - d) * common.masked_max(net(s_next.x), s_next.action_mask)
+                return (q - y).pow(2).mean()
+            if name == "dgn":
+                net = algo.q_target if use_target else algo.q
+                q = algo.q(o.x, o.edge_index)[0].gather(-1, batch.action.long().unsqueeze(-1)).squeeze(-1)
+                graph = o.edge_index if opts["keep_graph"] else s_next.edge_index
+                y = r + gamma * (1 - d) * common.masked_max(net(s_next.x, graph)[0], s_next.action_mask)
+                return (q - y).pow(2).mean()
+            if name == "qmix":
+                agent, mixer = (algo.agent_target, algo.mixer_target) if use_target else (algo.agent, algo.mixer)
+                q_sa = algo.agent(o.x).gather(-1, batch.action.long().unsqueeze(-1)).view(b, n)
+                q_tot = algo.mixer(q_sa, o.x.reshape(b, -1))
+                v = common.masked_max(agent(s_next.x), s_next.action_mask).view(b, n)
+                y = R + gamma * (1 - D) * mixer(v, s_next.x.reshape(b, -1))
+                return (q_tot - y).pow(2).mean()
+            actor = algo.actor_target if use_target else algo.actor
+            critic = algo.critic_target if use_target else algo.critic
+            a_next = torch.tanh(actor(s_next.x)).view(b, n, act)
+            a_data, x, x2 = batch.action.view(b, n, act), o.x.view(b, n, obs), s_next.x.view(b, n, obs)
+            if name == "pic":
+                q = algo.critic(algo.node_features(x, a_data, None))
+                q_next = critic(algo.node_features(x2, a_next, None))
+                y = (R + gamma * (1 - D) * q_next) if opts.get("critic_output", "team") == "team" else \
+                    (r.view(b, n) + gamma * (1 - d.view(b, n)) * q_next)
+                return (q - y).pow(2).mean()
+            torch.manual_seed(5)  # the same slot orders as the loss call
+            order = algo.slot_order(b, x.device)
+            q = algo.critic.rest(algo.critic.first_layer(algo.critic_input(x, a_data, order))).t()
+            q_next = critic.rest(critic.first_layer(algo.critic_input(x2, a_next, order))).t()
+            y = r.view(b, n) + gamma * (1 - d.view(b, n)) * q_next
+            return (q - y).pow(2).mean()
+
+    loss = _loss_with(algo, batch, "q_loss")
+    torch.testing.assert_close(loss, reference(o2))
+    assert not torch.allclose(loss, reference(o)), "the target reads s' (its features, graph and mask), not s"
+    assert not torch.allclose(loss, reference(o2, use_target=False)), "the bootstrap uses the target networks"

@@ -129,3 +129,30 @@ def test_conv_repr_and_reset():
     w = conv.lin_state.weight.clone()
     conv.reset_parameters()
     assert not torch.equal(w, conv.lin_state.weight)
+
+
+def test_every_head_reads_the_whole_neighbour_intention():
+    """heads > 1: head k's message is alpha * W_v^k mu_j, a projection of all of mu_j, not only its k-th
+    slice. With the attention scores switched off (uniform alpha), head 0's messages still depend on the
+    second half of mu_j; one head keeps the earlier parameters (no value projection)."""
+    torch.manual_seed(0)
+    d, n = 8, 5
+    edge_index = torch.tensor([[1, 2, 3, 4, 0], [0, 0, 1, 2, 3]])
+    one = IntentionPropagationConv(d, heads=1)
+    assert one.lin_value is None and "lin_value.weight" not in one.state_dict()
+    conv = IntentionPropagationConv(d, heads=2)
+    with torch.no_grad():
+        conv.att.zero_()  # scores 0: alpha uniform over each agent's neighbours, independent of mu
+    messages = []
+    conv.register_message_forward_hook(lambda module, inputs, out: messages.append(out))
+    mu, h = torch.rand(n, d), torch.randn(n, d)
+
+    def head0_messages(second_half):
+        messages.clear()
+        conv(torch.cat([mu[:, : d // 2], second_half], 1), h, edge_index)
+        return messages[-1][:, 0]  # [E, d/2]
+
+    jac = torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2:])
+    assert jac.abs().sum() > 0
+    conv.lin_value = None  # the earlier layer: head 0 reads slice 0 only
+    assert torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2:]).abs().sum() == 0

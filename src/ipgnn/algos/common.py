@@ -61,6 +61,13 @@ def require_positive(opts: dict[str, Any], keys: Iterable[str], name: str, allow
                               f"number for '{name}', got {v!r}")
 
 
+def require_choice(opts: dict[str, Any], key: str, valid: Iterable[str], name: str) -> None:
+    """``opts[key]`` must be one of ``valid``."""
+    valid = tuple(valid)
+    if opts[key] not in valid:
+        raise ConfigError(f"algo.options.{key}: expected {' or '.join(valid)} for '{name}', got {opts[key]!r}")
+
+
 def require_unit(opts: dict[str, Any], keys: Iterable[str], name: str) -> None:
     for k in keys:
         if not 0.0 <= opts[k] <= 1.0:
@@ -128,10 +135,11 @@ def masked_logits(logits: Tensor, mask: Optional[Tensor]) -> Tensor:
     return masked_values(logits, mask)
 
 
-def gumbel_onehot(logits: Tensor, temperature: float) -> Tensor:
-    """Straight-through Gumbel-softmax (Jang et al. 2017): a one-hot sample forward, the gradient of the
-    relaxed sample backward. ``logits`` should already be masked."""
-    return F.gumbel_softmax(logits, tau=temperature, hard=True)
+def gumbel_onehot(logits: Tensor, temperature: float, hard: bool = True) -> Tensor:
+    r"""Gumbel-softmax sample :math:`\mathrm{softmax}((z + g) / T)`, :math:`g \sim \mathrm{Gumbel}(0, 1)`
+    (Jang et al. 2017). ``hard``: straight-through, a one-hot sample forward and the gradient of the relaxed
+    sample backward; otherwise the relaxed sample. ``logits`` should already be masked."""
+    return F.gumbel_softmax(logits, tau=temperature, hard=hard)
 
 
 # --------------------------------------------------------------------------------------------------

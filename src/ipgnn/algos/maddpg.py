@@ -14,12 +14,18 @@ differ in the critic (sec. 5.2 / app. B.1 of the IP paper):
   first layer has :math:`N^2 (\mathrm{obs\_dim} + \mathrm{act\_dim})\,\mathrm{hidden}` weights:
   :meth:`MADDPG.check` computes parameters + activations from the config and refuses, with the figure,
   what cannot fit (e.g. N = 1225).
-- **MADDPG-S**: MADDPG whose critic input order is shuffled, with a fresh permutation per training
-  sample applied to observations *and* actions together, so each pair :math:`(o_j, a_j)` stays in one
-  slot (app. B.1, following Liu et al. 2019). Each agent's *own* pair stays in the first slot and the
-  other N-1 agents fill the remaining slots in the sample's random order: critic ``i`` is trained on
-  agent ``i``'s reward, so it must know which slot is its own; it learns to ignore the order of the
-  others. The same permutation is used for :math:`s` and :math:`s'` of a sample.
+- **MADDPG-S**: MADDPG whose critic input order is shuffled (app. B.1, following Liu et al. 2019), the
+  permutation applied to observations *and* actions together, so each pair :math:`(o_j, a_j)` stays in
+  one slot. ``shuffle: minibatch`` (default) is PIC's released code (``--shuffle shuffle`` with its
+  ``mlp`` critic): **one** centralised critic :math:`Q(\mathbf x_\pi, \mathbf a_\pi)` over all N slots,
+  two ReLU layers and a value layer initialised at a tenth of the default scale (PIC's ``MlpNet``),
+  trained on the team reward :math:`R` and episode-level termination :math:`D` as PIC's team critic,
+  with **one** random permutation :math:`\pi` of the agents per minibatch, the same for :math:`s`,
+  :math:`s'`, the replay actions, the target actions and the policy's actions. ``shuffle: sample`` is
+  this package's earlier per-agent variant: one critic per agent trained on its own reward, a fresh
+  permutation per sample, each agent's own pair pinned in the first slot (critic ``i`` must know which
+  slot is its own), the same permutation for :math:`s` and :math:`s'` of a sample. Every MADDPG-S
+  figure in the README uses ``minibatch``.
 - **PIC** (Liu, Wang, Hu, Lin and Sha, CoRL 2019, "PIC: Permutation Invariant Critic"): the critic is
   a graph network over the fully connected agent graph, node features :math:`x_j = o_j \Vert a_j`
   (with a one-hot of the agent's type appended when there are several types), two layers
@@ -55,10 +61,15 @@ detached), means over the minibatch:
 
 Actions: **discrete** tasks use the Gumbel-softmax (Lowe et al. sec. 4 / app.; Jang et al. 2017): the
 actor outputs logits (invalid actions masked), the environment gets a sample of
-:math:`\mathrm{softmax}(z)` (the Gumbel-max trick) and the greedy policy the argmax; in the losses the
-current and target actors' actions are straight-through Gumbel-softmax samples, one-hot forward (what
-the critic was trained on: the replay holds executed discrete actions) with the relaxed gradient
-backward. **Continuous** tasks: :math:`a = \tanh(z)`, explored with Gaussian noise of standard deviation
+:math:`\mathrm{softmax}(z)` (the Gumbel-max trick) and the greedy policy the argmax. In the losses the
+current and target actors' actions are Gumbel-softmax samples :math:`\mathrm{softmax}((z + g)/T)`,
+either (``critic_actions: straight_through``, default) one-hot forward with the relaxed gradient
+backward, or (``soft``) the relaxed vectors themselves, as Lowe et al.'s and PIC's code feed their
+critics. The two codes can do that consistently because their particle environments execute the soft
+vector as a continuous force, so their replay holds soft vectors too; this package's environments
+execute a discrete action and the replay holds its one-hot, so the critic is trained on one-hot
+vectors, and the straight-through sample keeps the target and policy actions on those same vertices.
+The README gives the measured comparison. **Continuous** tasks: :math:`a = \tanh(z)`, explored with Gaussian noise of standard deviation
 ``exploration_noise`` (clipped to [-1, 1]).
 
 Options (``algo.options``), defaults and sources:
@@ -67,12 +78,14 @@ Options (``algo.options``), defaults and sources:
 ``hidden``             MADDPG: 64;         Lowe et al. app.: two-layer ReLU MLPs of 64 units; MADDPG-S and
                        others: null        PIC: ``model.hidden`` (PIC's code: 128 = Table 2)
 ``gumbel_temperature`` 1.0                 Lowe et al.'s code (temperature-1 Gumbel-softmax)
+``critic_actions``     straight_through    or soft (Lowe et al.'s and PIC's code; see above)
 ``policy_reg``         0.001               Lowe et al.'s and PIC's code: 1e-3 * mean(logits^2)
 ``exploration_noise``  0.1                 continuous only: Gaussian std (TD3's, Fujimoto et al. 2018;
                                            MADDPG's paper has only Gumbel-softmax actions)
 ``critic_output``      team                PIC only: team (PIC's paper) or agent (per-agent rewards)
 ``pool``               max                 PIC only: PIC's code ``gcn_max``; or mean
-``team_reward``        sum                 PIC team critic: R = sum_i r_i (mean: / N)
+``team_reward``        sum                 PIC and MADDPG-S minibatch team critic: R = sum_i r_i (mean: / N)
+``shuffle``            minibatch           MADDPG-S only: PIC's code (minibatch) or sample (see above)
 =====================  ==================  =============================================================
 """
 
@@ -99,11 +112,12 @@ from ipgnn.algos.common import (
     optimizer_state_factor,
     parse_options,
     polyak_update,
+    require_choice,
     require_positive,
     team_terminated,
 )
 from ipgnn.nn.utils import frozen
-from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.nn.distributions import MaskedCategorical
 from ipgnn.replay import TransitionBatch
 
@@ -164,6 +178,35 @@ class PerAgentCritics(nn.Module):
         return self.l3(h, detach).squeeze(-1)
 
 
+class TeamMLPCritic(nn.Module):
+    r"""One centralised critic :math:`Q(\mathbf x, \mathbf a)` over the agents' slots ``[o_j, a_j]``
+    (PIC's code's ``MlpNet``, the critic of its MADDPG-S): two ReLU layers of ``hidden`` units and a
+    value layer initialised at a tenth of the default scale.
+
+    ``forward(x [B, N, slot]) -> [B]``; the caller orders the slots."""
+
+    def __init__(self, num_agents: int, slot: int, hidden: int):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(num_agents * slot, hidden), nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.value.weight.mul_(0.1)
+            self.value.bias.mul_(0.1)
+
+    @staticmethod
+    def num_params(num_agents: int, slot: int, hidden: int) -> int:
+        return num_agents * slot * hidden + hidden + hidden * hidden + hidden + hidden + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.value(F.relu(self.l2(F.relu(self.l1(x.flatten(1)))))).squeeze(-1)
+
+
+def team_targets(r: Tensor, d: Tensor, team_reward: str) -> tuple[Tensor, Tensor]:
+    r""":math:`R = \sum_i r_i` (``sum``) or :math:`\frac1N\sum_i r_i` (``mean``), and the episode-level
+    termination :math:`D` (every agent terminated), from per-agent ``r, d`` ``[B, N]``."""
+    return (r.sum(1) if team_reward == "sum" else r.mean(1)), team_terminated(d)
+
+
 class PermutationInvariantCritic(nn.Module):
     """PIC's graph critic over the fully connected agent graph (see the module docstring).
 
@@ -203,6 +246,7 @@ class _CentralisedActorCritic(BaselineAlgo):
     OPTIONS: dict[str, tuple[Any, Any]] = {
         "hidden": ((int, NoneType), None),
         "gumbel_temperature": (float, 1.0),
+        "critic_actions": (str, "straight_through"),
         "policy_reg": (float, 1e-3),
         "exploration_noise": (float, 0.1),
     }
@@ -228,6 +272,7 @@ class _CentralisedActorCritic(BaselineAlgo):
         opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
         require_positive(opts, ["hidden", "gumbel_temperature"], cls.NAME)
         require_positive(opts, ["policy_reg", "exploration_noise"], cls.NAME, allow_zero=True)
+        require_choice(opts, "critic_actions", ("straight_through", "soft"), cls.NAME)
         return opts
 
     # ----------------------------------------------------------------------------------------------
@@ -238,10 +283,11 @@ class _CentralisedActorCritic(BaselineAlgo):
         return action
 
     def policy_actions(self, raw: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """Differentiable actions for the losses: straight-through Gumbel-softmax one-hots (discrete)
-        or :math:`\\tanh(z)` (continuous)."""
+        """Differentiable actions for the losses: Gumbel-softmax samples (discrete; straight-through
+        one-hots or the relaxed vectors, ``critic_actions``) or :math:`\\tanh(z)` (continuous)."""
         if self.spec.discrete:
-            return gumbel_onehot(masked_logits(raw, mask), self.opts["gumbel_temperature"])
+            return gumbel_onehot(masked_logits(raw, mask), self.opts["gumbel_temperature"],
+                                 hard=self.opts["critic_actions"] == "straight_through")
         return torch.tanh(raw)
 
     @torch.no_grad()
@@ -290,10 +336,23 @@ class MADDPG(_CentralisedActorCritic):
 
     NAME = "maddpg"
     OPTIONS = {**_CentralisedActorCritic.OPTIONS, "hidden": ((int, NoneType), 64)}
-    SHUFFLE = False
+    SHUFFLE = False  # whether the critics' input order is shuffled (MADDPG-S)
+
+    @classmethod
+    def per_sample(cls, opts: dict[str, Any]) -> bool:
+        """Per-agent critics, each reading its own input order (MADDPG-S ``shuffle: sample``)."""
+        return False
+
+    @classmethod
+    def team_critic(cls, opts: dict[str, Any]) -> bool:
+        """One critic for the team (MADDPG-S ``shuffle: minibatch``, PIC's code)."""
+        return False
 
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
-        return PerAgentCritics(num_agents, spec.obs_dim, spec.action_dim, self.hidden, per_critic_input=self.SHUFFLE)
+        if self.team_critic(self.opts):
+            return TeamMLPCritic(num_agents, spec.obs_dim + spec.action_dim, self.hidden)
+        return PerAgentCritics(num_agents, spec.obs_dim, spec.action_dim, self.hidden,
+                               per_critic_input=self.per_sample(self.opts))
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -303,17 +362,19 @@ class MADDPG(_CentralisedActorCritic):
         step) and the largest activations of one update, in bytes, with a breakdown naming the sizes."""
         n, h, b = num_agents, opts["hidden"] or model.hidden, batch_size
         slot = spec.obs_dim + spec.action_dim
-        critic = PerAgentCritics.num_params(n, slot, h)
+        critics = 1 if cls.team_critic(opts) else n
+        critic = (TeamMLPCritic.num_params(n, slot, h) if critics == 1 else PerAgentCritics.num_params(n, slot, h))
         actor = spec.obs_dim * h * spec.num_agent_types + h * h + h * spec.action_dim + 2 * h + spec.action_dim
         factor = 1 + optimizer_state_factor("adam")
         params = 4 * factor * (critic + actor)
         # critic inputs for s and s' ([B, N*slot], or [N, B, N*slot] when every critic reads its own
-        # order, plus the int64 slot order [N, B, N]); hidden activations of the N critics for the data,
+        # order, plus the int64 slot order [N, B, N]); hidden activations of the critics for the data,
         # target and actor passes, kept for backward
-        inputs = 2 * (n if cls.SHUFFLE else 1) * b * n * slot * 4 + (8 * n * b * n if cls.SHUFFLE else 0)
-        hidden = 4 * 12 * n * b * h
+        own = cls.per_sample(opts)
+        inputs = 2 * (n if own else 1) * b * n * slot * 4 + (8 * n * b * n if own else 0)
+        hidden = 4 * 12 * critics * b * h
         acts = inputs + hidden
-        detail = (f"N={n} critics of {n}*({spec.obs_dim}+{spec.action_dim})={n * slot} inputs and {h} units: "
+        detail = (f"N={n}: {critics} critic(s) of {n}*({spec.obs_dim}+{spec.action_dim})={n * slot} inputs and {h} units: "
                   f"{critic / 1e6:.0f} M parameters, x{factor} with gradients, Adam state, targets and the Adam step's "
                   f"temporaries = {gib(params)}; "
                   f"activations at batch {b}: {gib(acts)}")
@@ -355,7 +416,7 @@ class MADDPG(_CentralisedActorCritic):
         q_loss = (q - y).pow(2).mean()
         # actor: substitute each agent's own action in its own critic (others from the replay); the
         # first layer is linear, so that adds (mu(o_i) - a_i) W_i^(a_i) to critic i's pre-activation
-        w_own = self.critic.own_action_weights(0 if self.SHUFFLE else None).detach()  # [N, act, H]
+        w_own = self.critic.own_action_weights(0 if self.per_sample(self.opts) else None).detach()  # [N, act, H]
         delta = v["a_pi"] - v["a_data"]  # [B, N, act]
         pre_pi = pre.detach() + torch.einsum("bnd,ndh->nbh", delta, w_own)
         q_pi = self.critic.rest(pre_pi, detach=True)  # [N, B]
@@ -366,15 +427,65 @@ class MADDPG(_CentralisedActorCritic):
 
 
 class MADDPGS(MADDPG):
-    """MADDPG-S: MADDPG whose critics read the agents in a random order per training sample, the agent's
-    own (observation, action) pair first (see the module docstring)."""
+    """MADDPG-S: MADDPG whose critic reads the agents in a random order: one shared team critic and one
+    permutation per minibatch (``shuffle: minibatch``, PIC's code), or per-agent critics with a
+    permutation per sample and the agent's own pair first (``sample``). See the module docstring."""
 
     NAME = "maddpg_s"
-    OPTIONS = dict(_CentralisedActorCritic.OPTIONS)
+    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "shuffle": (str, "minibatch"), "team_reward": (str, "sum")}
     SHUFFLE = True
 
+    @classmethod
+    def per_sample(cls, opts: dict[str, Any]) -> bool:
+        return opts["shuffle"] == "sample"
+
+    @classmethod
+    def team_critic(cls, opts: dict[str, Any]) -> bool:
+        return opts["shuffle"] == "minibatch"
+
+    @classmethod
+    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
+              device: Any = None) -> None:
+        opts = cls.check_common(algo)
+        require_choice(opts, "shuffle", ("minibatch", "sample"), cls.NAME)
+        require_choice(opts, "team_reward", ("sum", "mean"), cls.NAME)
+        super().check(spec, model, algo, num_agents, batch_size, device)
+
+    def minibatch_order(self, device: torch.device) -> Tensor:
+        """``shuffle: minibatch``: one random permutation of the N agents (torch's global generator) for the
+        whole minibatch, as PIC's code draws one ``np.random.permutation(n_agent)`` per update."""
+        return torch.randperm(self.num_agents, device=device)
+
+    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        r"""``shuffle: minibatch`` (PIC's code), with :math:`\pi` one permutation of the agents and
+        :math:`[\cdot]_\pi` the slots in that order:
+
+        .. math::
+            L(\omega) = \mathbb E\big[(Q_\omega([\mathbf o, \mathbf a]_\pi) - y)^2\big], \quad
+            y = R + \gamma (1 - D)\, \bar Q([\mathbf o', \bar\mu(\mathbf o')]_\pi), \qquad
+            J(\phi) = -\mathbb E\big[Q([\mathbf o, \mu_\phi(\mathbf o)]_\pi)\big] + c\,\mathbb E[z^2]
+
+        (Lowe et al. eq. 5-6 with one team critic; :math:`R, D` as PIC's team critic). ``sample``: MADDPG's
+        losses with per-sample slot orders (:meth:`slot_order`)."""
+        if not self.team_critic(self.opts):
+            return super().losses(batch)
+        v = self.views(batch)
+        perm = self.minibatch_order(v["o"].device)
+        r, d = team_targets(v["r"], v["d"], self.opts["team_reward"])
+        q = self.critic(torch.cat([v["o"], v["a_data"]], -1)[:, perm])
+        with torch.no_grad():
+            q_next = self.critic_target(torch.cat([v["o2"], v["a_next"]], -1)[:, perm])
+            y = r + self.cfg.gamma * (1.0 - d) * q_next
+        q_loss = (q - y).pow(2).mean()
+        with frozen(self.critic):
+            q_pi = self.critic(torch.cat([v["o"], v["a_pi"]], -1)[:, perm])
+        reg = v["raw"].pow(2).mean()
+        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
+        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
+                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}
+
     def slot_order(self, b: int, device: torch.device) -> Tensor:
-        """``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i`` first, then the other
+        """``shuffle: sample``. ``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i`` first, then the other
         N-1 agents in the order of one random permutation per sample (torch's global generator), the same
         permutation for every critic and for :math:`s` and :math:`s'`. ``[N, B, N]`` long."""
         n = self.num_agents
@@ -403,9 +514,7 @@ class PIC(_CentralisedActorCritic):
         opts = cls.check_common(algo)
         for key, valid in (("critic_output", ("team", "agent")), ("pool", ("max", "mean")),
                            ("team_reward", ("sum", "mean"))):
-            if opts[key] not in valid:
-                raise ConfigError(f"algo.options.{key}: expected {' or '.join(valid)} for '{cls.NAME}', "
-                                  f"got {opts[key]!r}")
+            require_choice(opts, key, valid, cls.NAME)
 
     def node_features(self, o: Tensor, a: Tensor, agent_type: Optional[Tensor]) -> Tensor:
         """:math:`x_j = o_j \\Vert a_j` (\\Vert one-hot type with several types), ``[B, N, F]``."""
@@ -421,8 +530,7 @@ class PIC(_CentralisedActorCritic):
         types = getattr(batch.obs, "agent_type", None)
         team = self.opts["critic_output"] == "team"
         if team:
-            r = v["r"].sum(1) if self.opts["team_reward"] == "sum" else v["r"].mean(1)
-            d = team_terminated(v["d"])
+            r, d = team_targets(v["r"], v["d"], self.opts["team_reward"])
         else:
             r, d = v["r"], v["d"]
         q = self.critic(self.node_features(v["o"], v["a_data"], types))

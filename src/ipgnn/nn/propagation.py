@@ -59,11 +59,13 @@ class IntentionPropagationConv(MessagePassing):
 
     .. math::
         \tilde\mu_i^{m} = \mathrm{ReLU}\Big(W_1 h_i + W_2 \big\Vert_{k=1}^{H}
-            \sum_{j \in \mathcal N(i)} \alpha_{ij}^{m,k}\, \tilde\mu_j^{m-1,k}\Big)
+            \sum_{j \in \mathcal N(i)} \alpha_{ij}^{m,k}\, W_v^k \tilde\mu_j^{m-1}\Big)
 
-    where :math:`h_i` is the encoded state of agent ``i``, :math:`\tilde\mu_j^{m-1,k}` the ``k``-th of
-    ``H`` head slices of the neighbour's intention, and the attention coefficients are GATv2's
-    (Brody et al., 2022):
+    where :math:`h_i` is the encoded state of agent ``i`` and :math:`W_v^k` (``d/H x d``) head ``k``'s value
+    projection of the neighbour's whole intention, as in GAT and the Transformer. With one head the value
+    projection would be a second linear map in a row with :math:`W_2`, so it is left out
+    (:math:`W_v = I`: the message is :math:`\tilde\mu_j^{m-1}` itself and the layer's parameters are those of
+    earlier versions). The attention coefficients are GATv2's (Brody et al., 2022):
 
     .. math::
         \alpha_{ij}^{m,k} = \mathrm{softmax}_{j \in \mathcal N(i)}\Big(
@@ -97,12 +99,15 @@ class IntentionPropagationConv(MessagePassing):
         self.lin_msg = nn.Linear(channels, channels, bias=False)  # W_2
         self.lin_src = nn.Linear(channels, channels, bias=False)  # W_s
         self.lin_dst = nn.Linear(channels, channels)  # W_t
+        # W_v = [W_v^1; ...; W_v^H]: every head reads the whole intention (none with one head, see above)
+        self.lin_value = nn.Linear(channels, channels, bias=False) if heads > 1 else None
         self.att = nn.Parameter(torch.empty(1, heads, self.head_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for lin in (self.lin_state, self.lin_msg, self.lin_src, self.lin_dst):
-            lin.reset_parameters()
+        for lin in (self.lin_state, self.lin_msg, self.lin_src, self.lin_dst, self.lin_value):
+            if lin is not None:
+                lin.reset_parameters()
         nn.init.xavier_uniform_(self.att)
 
     def initial(self, h: Tensor) -> Tensor:
@@ -113,7 +118,7 @@ class IntentionPropagationConv(MessagePassing):
         H, C = self.heads, self.head_dim
         query = self.lin_dst(mu).view(-1, H, C)
         key = self.lin_src(mu).view(-1, H, C)
-        value = mu.view(-1, H, C)
+        value = (mu if self.lin_value is None else self.lin_value(mu)).view(-1, H, C)
         agg = self.propagate(edge_index, key=key, query=query, value=value)
         out = F.relu(self.lin_state(h) + self.lin_msg(agg.reshape(-1, self.channels)))
         if return_attention_weights:
