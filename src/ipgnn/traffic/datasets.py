@@ -162,11 +162,13 @@ def fetch(name: str, dest: Optional[str | Path] = None, base_url: str = BASE_URL
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``ipgnn-data list`` and ``ipgnn-data fetch NAME [--dest DIR] [--base-url URL] [--force]``."""
+    """``ipgnn-data list``, ``ipgnn-data fetch NAME [--dest DIR] [--base-url URL] [--force]`` and
+    ``ipgnn-data build-cityflow [--source DIR] [--rapidjson DIR]`` (:mod:`ipgnn.traffic.cityflow_build`)."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="ipgnn-data", description="Fetch the public CityFlow data sets.")
+    parser = argparse.ArgumentParser(prog="ipgnn-data", description="Fetch the public CityFlow data sets, and build "
+                                                                    "the CityFlow engine.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the data sets this command knows, with their pinned sources")
     p = sub.add_parser("fetch", help="download and verify data sets")
@@ -175,7 +177,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--base-url", default=BASE_URL, help="mirror of the pinned data/ directory")
     p.add_argument("--force", action="store_true", help="download even when verified files are present")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per connection attempt")
+    from ipgnn.traffic import cityflow_build
+
+    cityflow_build.add_arguments(sub.add_parser("build-cityflow", help=cityflow_build.HELP))
     args = parser.parse_args(argv)
+    if args.cmd == "build-cityflow":
+        return cityflow_build.run(args)
     if args.cmd == "list":
         for ds in DATASETS.values():
             pinned = "sha256" if all(f.sha256 for f in ds.files().values()) else "size only"
