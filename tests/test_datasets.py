@@ -98,3 +98,12 @@ def test_cli_list_and_errors(mirror: Path, tmp_path: Path):
     assert f"--env.options.scenario={tmp_path / 'd' / 'hangzhou_4x4'}" in res.stdout
     res = run("fetch", "hangzhou_4x4", "--dest", str(tmp_path / "e"), "--base-url", (tmp_path / "none").as_uri())
     assert res.returncode == 1 and "could not download" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_every_shipped_file_is_pinned_to_a_sha256():
+    """Issue 14: New York's and Jinan's files carry the digests measured at the pinned commit."""
+    for ds in DATASETS.values():
+        for name, f in ds.files().items():
+            assert f.sha256 is not None and len(f.sha256) == 64, (ds.name, name)
+    assert DATASETS["newyork_16x3"].roadnet.sha256.startswith("918fe133")
+    assert DATASETS["jinan_3x4"].flow.sha256.startswith("23373963")

@@ -16,10 +16,11 @@ name                  agents  source files (``data/`` at the pinned commit)
 ``newyork_16x3``          48  ``NewYork/16_3/roadnet_16_3.json``, ``anon_16_3_newyork_real.json``
 ====================  ======  =====================================================================
 
-Hangzhou's SHA-256 sums are those of the copy these tests run on, whose sizes and contents at both
-ends were compared with the pinned commit's files. Jinan and New York 16x3 are pinned by commit and
-size only: their SHA-256 could not be computed without network access when the table was written, so
-``fetch`` prints the digest it computed and says that it was not pinned. New York 28x7 is not part of
+Every file is pinned to its SHA-256. Hangzhou's are those of the copy these tests run on, whose sizes
+and contents at both ends were compared with the pinned commit's files; Jinan's and New York 16x3's
+were measured on the files at the pinned commit by a session with network access (issue 14). A file
+pinned by size only (none today) makes ``fetch`` print the digest it computed and say that it was not
+pinned. New York 28x7 is not part of
 the pinned commit, so it has no entry; any scenario directory can be used with ``env.options.scenario``,
 and ``--base-url`` points ``fetch`` at a mirror with the same ``data/`` layout.
 """
@@ -67,11 +68,15 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             RemoteFile("Hangzhou/4_4/anon_4_4_hangzhou_real.json", 899200,
                        "595a6140e6649efe5be1b274eb8b03e8c4029e517c9ac2ad53c9ea556a414213")),
     Dataset("jinan_3x4", "Jinan, Dongfeng sub-district, 3x4, real flow of one hour", 12,
-            RemoteFile("Jinan/3_4/roadnet_3_4.json", 637327),
-            RemoteFile("Jinan/3_4/anon_3_4_jinan_real.json", 1872590)),
+            RemoteFile("Jinan/3_4/roadnet_3_4.json", 637327,
+                       "55abc036ac4ac48705301f4cf46ea80d8d88a82abb9ed68404bedb96eb3cf81d"),
+            RemoteFile("Jinan/3_4/anon_3_4_jinan_real.json", 1872590,
+                       "233739633ef0b637125cb304dfffff9488503bac6e6861ca39243cc8ffdcebd5")),
     Dataset("newyork_16x3", "New York, upper east side of Manhattan, 16x3, real flow of one hour", 48,
-            RemoteFile("NewYork/16_3/roadnet_16_3.json", 2527684),
-            RemoteFile("NewYork/16_3/anon_16_3_newyork_real.json", 1074716)),
+            RemoteFile("NewYork/16_3/roadnet_16_3.json", 2527684,
+                       "918fe133b050f4c6163252cc966fa0049b7e02edca4af15527adecd836e5098c"),
+            RemoteFile("NewYork/16_3/anon_16_3_newyork_real.json", 1074716,
+                       "f8cbaaaef00f172f6d310807c61584f104ff13b8430b092ddc34636cfc13ccd4")),
 )}
 
 
