@@ -1,12 +1,13 @@
 """The paper's traffic objective and how results are judged: the ``travel_time`` reward (vehicle-seconds
 on incoming lanes), the vectorised phase pressure (observation feature and MaxPressure), and the
 FixedTime/MaxPressure reference lines (cached, logged, plotted, and the end-of-run verdict) — on the
-real SUMO simulator."""
+real SUMO simulator and, where it is built, the real CityFlow engine."""
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ENGINES
 from ipgnn import references
 from ipgnn.config import EnvConfig, GraphConfig, load_config
 from ipgnn.envs import make_env
@@ -25,9 +26,9 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IPGNN_CACHE", str(tmp_path_factory.getbasetemp() / "ipgnn-cache"))
 
 
-def env_cfg(max_steps=6, **options):
+def env_cfg(max_steps=6, engine="sumo", **options):
     return EnvConfig(task="traffic", num_agents=6, max_steps=max_steps, graph=GraphConfig(kind="env"),
-                     options={"scenario": GRID, "engine": "sumo"} | options)
+                     options={"scenario": GRID, "engine": engine} | options)
 
 
 class Recording:
@@ -44,8 +45,9 @@ class Recording:
         return getattr(self.engine, name)
 
 
-def test_travel_time_reward_is_minus_the_vehicle_seconds_on_incoming_lanes():
-    env = make_env(env_cfg(reward="travel_time"))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_travel_time_reward_is_minus_the_vehicle_seconds_on_incoming_lanes(engine):
+    env = make_env(env_cfg(reward="travel_time", engine=engine))
     raw: TrafficSignalEnv = env.env
     factory = raw.engine_factory
     raw.engine_factory = lambda seed: Recording(factory(seed))
@@ -66,8 +68,9 @@ def test_travel_time_reward_is_minus_the_vehicle_seconds_on_incoming_lanes():
     env.close()
 
 
-def test_phase_pressure_is_the_per_intersection_definition_and_drives_maxpressure():
-    env = make_env(env_cfg(max_steps=8, features=["phase", "count", "waiting", "pressure"]))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_phase_pressure_is_the_per_intersection_definition_and_drives_maxpressure(engine):
+    env = make_env(env_cfg(max_steps=8, features=["phase", "count", "waiting", "pressure"], engine=engine))
     raw: TrafficSignalEnv = env.env
     act = max_pressure_policy(raw)
     obs = env.reset(seed=0)
@@ -89,14 +92,15 @@ def test_phase_pressure_is_the_per_intersection_definition_and_drives_maxpressur
     env.close()
 
 
-def test_reference_results_are_cached_per_task_and_seed(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reference_results_are_cached_per_task_and_seed(tmp_path, engine):
     calls = []
 
     def counting(act, env, episodes, seed):
         calls.append(seed)
         return evaluate(act, env, episodes, seed)
 
-    cfg = env_cfg(max_steps=4)
+    cfg = env_cfg(max_steps=4, engine=engine)
     env = make_env(cfg)
     key = cfg.model_dump(mode="json")
     a = references.reference_results(env, key, 1, 7, counting, cache=tmp_path)
@@ -110,7 +114,7 @@ def test_reference_results_are_cached_per_task_and_seed(tmp_path):
     assert len(calls) == 4
     longer = key | {"max_steps": 5}
     assert references.cache_key(longer, env.reference_key, 1, 7) != references.cache_key(key, env.reference_key, 1, 7)
-    assert env.reference_key.startswith("sumo:")
+    assert env.reference_key.startswith(f"{engine}:")
     env.close()
     assert references.from_rows([{"env_step": 0, **references.as_rows(a)}]) == a
 
@@ -124,10 +128,11 @@ def test_verdict_names_the_strongest_reference():
     assert references.verdict("average_travel_time", 320.0, refs).endswith("beats no reference controller")
 
 
-def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp_path, capsys):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp_path, capsys, engine):
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=20).model_dump(mode="json"),
+    cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
                              "model": {"hidden": 16}, "replay": {"batch_size": 8},
                              "train": {"total_steps": 60, "learning_starts": 20, "update_every": 20,
                                        "gradient_steps": 1, "eval_every": 40, "eval_episodes": 1,
@@ -146,6 +151,7 @@ def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp
     assert f"{final['eval/average_travel_time']:.1f} s" in trainer.verdict
     assert "ETA about" in out and trainer.eta_seconds is not None and trainer.eta_seconds > 0
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert engine in trainer.verdict
 
 
 def test_seeds_reach_sumo_and_cityflow_plays_one_episode(tmp_path):

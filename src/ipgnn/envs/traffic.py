@@ -61,11 +61,14 @@ def make_engine_factory(scenario, engine: str):
     if engine not in ("auto", "sumo", "cityflow"):
         raise ConfigError(f"env.options.engine: expected auto, sumo or cityflow, got {engine!r}")
     if engine == "cityflow" and not cityflow_available():
-        raise ConfigError("env.options.engine: 'cityflow' requested but 'import cityflow' fails; build it from "
-                          "its public repository (see the README) or use engine: sumo")
+        raise ConfigError("env.options.engine: 'cityflow' requested but 'import cityflow' fails; build and install "
+                          "it with `ipgnn-data build-cityflow` (README, \"Installation options\") or use engine: sumo")
     if resolve_engine(engine) == "cityflow":
+        from ipgnn.traffic.scenario import scenario_digest
+
         log.info("traffic engine: CityFlow")
-        return lambda seed: CityFlowEngine(scenario, seed)
+        key = scenario_digest(scenario)  # read the files once, not at every episode's engine
+        return lambda seed: CityFlowEngine(scenario, seed, key=key)
     from ipgnn.traffic.sumo_convert import convert
     from ipgnn.traffic.sumo_engine import SumoEngine
 

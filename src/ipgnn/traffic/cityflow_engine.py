@@ -3,9 +3,9 @@
 CityFlow is not on PyPI: build it from its public repository (see the README). Its ``Engine`` already
 has the API the traffic environment uses (``next_step``, ``set_tl_phase``, ``get_lane_vehicle_count``,
 ``get_lane_waiting_vehicle_count``, ``get_average_travel_time``, ``get_current_time``); this adapter
-writes the engine's config file, keeps one engine per process for its whole life (CityFlow's engine
-can hang when destroyed), and re-seeds it between episodes with ``set_random_seed(seed)`` followed by
-``reset(seed=False)``.
+writes the engine's config file, gives every environment its own engine (:class:`CityFlowEngine`: a pool,
+because CityFlow's engine can hang when destroyed), and re-seeds it between episodes with
+``set_random_seed(seed)`` followed by ``reset(seed=False)``.
 
 CityFlow's seed drives only its tie-breaks (vehicle priorities at conflicts, a random first lane among
 equivalent ones). On a fixed flow file with lane changing off, as here, it changes nothing: measured on
@@ -18,11 +18,12 @@ the trainer evaluates once.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ipgnn.traffic.scenario import Scenario
+from ipgnn.traffic.scenario import Scenario, scenario_digest
 
 
 def cityflow_available() -> bool:
@@ -34,28 +35,55 @@ def cityflow_available() -> bool:
 
 
 class CityFlowEngine:
-    """CityFlow on a scenario; the engine object is created once per process and reused."""
+    """CityFlow on a scenario, owned by one environment from construction to :meth:`close`.
 
-    _engines: dict[tuple[str, str], Any] = {}
+    Ownership is as strict as SUMO's, without SUMO's one-simulation-per-process limit: each
+    ``CityFlowEngine`` holds its own ``cityflow.Engine``, so two environments on one scenario never reset
+    or advance each other's simulation (tested). ``close()`` hands the engine back to a per-process pool
+    keyed by the scenario's *content* digest (:func:`~ipgnn.traffic.scenario.scenario_digest`), and the next
+    ``CityFlowEngine`` on the same files takes it and resets it, so an environment that resets every
+    episode reuses one engine; a scenario regenerated with other contents, even at the same path, gets a
+    new engine, never a stale one. Engines are never destroyed: deleting a CityFlow ``Engine`` can hang in
+    its thread-joining loop (measured here: 3 of 4 deletions with ``thread_num=2`` hung for 20 s; 0 of 4
+    with 1 thread; 0 of 4 interpreter exits with a live engine of 2 threads), so idle engines stay in the
+    pool until the process ends. The config file CityFlow reads at construction lives in a temporary
+    folder that is removed as soon as the engine has read it.
+    """
 
-    def __init__(self, scenario: Scenario, seed: int = 0, threads: int = 1):
+    _pool: dict[str, list[Any]] = {}  # idle engines per scenario digest and thread count
+    _created: list[Any] = []  # every engine this process made: kept alive until it ends (see above)
+
+    def __init__(self, scenario: Scenario, seed: int = 0, threads: int = 1, key: Optional[str] = None):
+        self.scenario = scenario
+        self._key = f"{key or scenario_digest(scenario)}:{int(threads)}"
+        idle = CityFlowEngine._pool.setdefault(self._key, [])
+        self.eng = idle.pop() if idle else self._create(scenario, seed, threads)
+        self.eng.set_random_seed(int(seed) % 2**31)  # a C int
+        self.eng.reset(seed=False)
+        self._seen: set[str] = set()
+        self._running: set[str] = set()
+
+    @staticmethod
+    def _create(scenario: Scenario, seed: int, threads: int) -> Any:
         import cityflow
 
-        key = (str(scenario.roadnet_path), str(scenario.flow_path))
-        self.scenario = scenario
-        if key not in CityFlowEngine._engines:
-            workdir = Path(tempfile.mkdtemp(prefix="ipgnn-cityflow-"))
+        workdir = Path(tempfile.mkdtemp(prefix="ipgnn-cityflow-"))
+        try:
             config = {"interval": 1.0, "seed": int(seed) % 2**31, "dir": "", "roadnetFile": str(scenario.roadnet_path),
                       "flowFile": str(scenario.flow_path), "rlTrafficLight": True, "laneChange": False,
                       "saveReplay": False, "roadnetLogFile": "", "replayLogFile": ""}
             path = workdir / "config.json"
             path.write_text(json.dumps(config))
-            CityFlowEngine._engines[key] = cityflow.Engine(str(path), thread_num=threads)
-        self.eng = CityFlowEngine._engines[key]
-        self.eng.set_random_seed(int(seed) % 2**31)  # a C int
-        self.eng.reset(seed=False)
-        self._seen: set[str] = set()
-        self._running: set[str] = set()
+            eng = cityflow.Engine(str(path), thread_num=int(threads))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        CityFlowEngine._created.append(eng)
+        return eng
+
+    @classmethod
+    def idle_engines(cls) -> int:
+        """Engines waiting in the pool (for tests and diagnostics)."""
+        return sum(len(v) for v in cls._pool.values())
 
     def next_step(self) -> None:
         self.eng.next_step()
@@ -83,4 +111,7 @@ class CityFlowEngine:
         return float(self.eng.get_average_travel_time())
 
     def close(self) -> None:
-        """Nothing: the engine lives as long as the process (destroying it can hang)."""
+        """Hand the engine back to the pool (idempotent); this object cannot step afterwards."""
+        if self.eng is not None:
+            CityFlowEngine._pool.setdefault(self._key, []).append(self.eng)
+            self.eng = None

@@ -1,0 +1,103 @@
+"""The CityFlow adapter on the real engine (built by ``.ci/run`` from ../shared/vendor, or by
+``ipgnn-data build-cityflow``): CityFlow's own metrics, one engine per environment, the pool that
+``close()`` returns engines to, no temporary folders left behind, and no stale engine for a scenario
+regenerated at the same path."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("cityflow")
+
+from ipgnn.config import EnvConfig, GraphConfig  # noqa: E402
+from ipgnn.envs import make_env  # noqa: E402
+from ipgnn.traffic.cityflow_engine import CityFlowEngine  # noqa: E402
+from ipgnn.traffic.generate import materialise  # noqa: E402
+
+GRID = {"kind": "grid", "rows": 2, "cols": 2, "rate": 300, "seed": 2}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("IPGNN_CACHE", str(tmp_path_factory.getbasetemp() / "ipgnn-cache"))
+
+
+def cfg(scenario=GRID, engine="auto", steps=4):
+    return EnvConfig(task="traffic", num_agents=4, max_steps=steps, graph=GraphConfig(kind="env"),
+                     options={"scenario": scenario, "engine": engine})
+
+
+def leftovers() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("ipgnn-cityflow-*")}
+
+
+def test_auto_picks_cityflow_and_reports_cityflows_own_metrics():
+    env = make_env(cfg())  # auto: CityFlow when importable
+    assert env.reference_key.startswith("cityflow:") and not env.seed_varies_episodes
+    obs = env.reset(seed=3)
+    raw = env.env
+    assert isinstance(raw.engine, CityFlowEngine)
+    while True:
+        res = env.step(env.random_action(obs))
+        obs = res.obs
+        assert raw.engine.get_current_time() == raw.action_interval * raw.decisions  # 10 s per decision
+        if res.done:
+            break
+    assert res.episode["average_travel_time"] == raw.engine.eng.get_average_travel_time() > 0
+    assert res.episode["throughput"] >= 0
+    env.close()
+
+
+def test_two_environments_on_one_scenario_do_not_touch_each_other():
+    """Each environment owns its engine: creating and stepping a second one on the same files leaves the
+    first one's simulated time and vehicles where they were (one shared engine reset it before)."""
+    a, b = make_env(cfg(steps=10)), make_env(cfg(steps=10))
+    obs = a.reset(seed=0)
+    for _ in range(3):
+        obs = a.step(a.random_action(obs)).obs
+    before = (a.env.engine.get_current_time(), dict(a.env.engine.get_lane_vehicle_count()))
+    obs_b = b.reset(seed=0)
+    b.step(b.random_action(obs_b))
+    assert a.env.engine.eng is not b.env.engine.eng
+    assert (a.env.engine.get_current_time(), dict(a.env.engine.get_lane_vehicle_count())) == before == (30.0, before[1])
+    a.close()
+    b.close()
+
+
+def test_close_returns_the_engine_to_the_pool_and_leaves_no_temporary_folder():
+    start = leftovers()
+    env = make_env(cfg())
+    env.reset(seed=0)
+    eng = env.env.engine.eng
+    idle = CityFlowEngine.idle_engines()
+    env.reset(seed=1)  # a new episode closes the old engine and takes it back from the pool
+    assert env.env.engine.eng is eng and CityFlowEngine.idle_engines() == idle
+    wrapper = env.env.engine
+    env.close()
+    assert CityFlowEngine.idle_engines() == idle + 1 and wrapper.eng is None
+    wrapper.close()  # idempotent
+    assert CityFlowEngine.idle_engines() == idle + 1
+    assert leftovers() <= start  # the config file's folder is removed once CityFlow has read it
+
+
+def fixed_time_episode(scenario_dir) -> dict:
+    env = make_env(cfg(str(scenario_dir), steps=12))
+    act, obs = env.reference_policies()["FixedTime"], env.reset(seed=0)
+    while not (res := env.step(act(obs))).done:
+        obs = res.obs
+    env.close()
+    return res.episode
+
+
+def test_a_scenario_regenerated_at_the_same_path_gets_a_fresh_engine(tmp_path):
+    """Engines are keyed by the files' contents, not their path: after the files at a path are replaced,
+    the episode is that of the new files (a stale engine would replay the old demand)."""
+    d = materialise({"kind": "grid", "rows": 2, "cols": 2, "rate": 100, "seed": 1}, tmp_path / "a")
+    light = fixed_time_episode(d)
+    heavy_dir = materialise({"kind": "grid", "rows": 2, "cols": 2, "rate": 900, "seed": 1}, tmp_path / "b")
+    heavy = fixed_time_episode(heavy_dir)
+    assert heavy != light
+    for name in ("roadnet.json", "flow.json"):  # same path, other contents
+        (d / name).write_text((heavy_dir / name).read_text())
+    assert fixed_time_episode(d) == heavy
