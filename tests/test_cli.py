@@ -51,6 +51,34 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     assert metrics["episodes"] == 2 and metrics["env_step"] == 200 and metrics["eval/episode_length"] == 25
 
 
+def test_eval_takes_dotted_overrides_for_a_checkpoint_and_a_config(tmp_path):
+    """ipgnn-eval accepts ipgnn-train's --section.key=value overrides: a traffic checkpoint trained on SUMO
+    is evaluated with another episode length and, where CityFlow is built, on the other engine; a change
+    the networks cannot take is one clear error."""
+    pytest.importorskip("libsumo")
+    from ipgnn.traffic.cityflow_engine import cityflow_available
+
+    grid = '--env.options.scenario={"kind": "grid", "rows": 2, "cols": 2, "rate": 300}'
+    run_dir = tmp_path / "run"
+    run("train", "--config", str(CONFIGS / "manhattan96.yaml"), grid, "--env.num_agents=4", "--env.max_steps=5",
+        "--env.options.engine=sumo", "--model.hidden=8", "--replay.batch_size=4", "--train.total_steps=10",
+        "--train.learning_starts=10", "--train.eval_every=0", "--train.checkpoint_every=0", "--logger.mode=disabled",
+        "--logger.progress=false", f"--run-dir={run_dir}")
+    ckpt = str(run_dir / "checkpoints" / "latest.pt")
+    out = last_json(run("eval", "--checkpoint", ckpt, "--episodes", "1", "--stochastic", "--env.max_steps=3").stdout)
+    assert out["eval/episode_length"] == 3 and out["engine"] == "sumo"
+    if cityflow_available():
+        out = last_json(run("eval", "--checkpoint", ckpt, "--episodes", "1", "--env.options.engine=cityflow").stdout)
+        assert out["engine"] == "cityflow" and out["eval/episode_length"] == 5
+    out = last_json(run("eval", "--controller", "maxpressure", "--config", str(CONFIGS / "manhattan96.yaml"), grid,
+                        "--env.num_agents=4", "--env.max_steps=2", "--env.options.engine=sumo", "--episodes", "1").stdout)
+    assert out["eval/episode_length"] == 2 and out["controller"] == "maxpressure"
+    bad = run("eval", "--checkpoint", ckpt, "--env.options.features=[phase,count]", check=False)
+    assert bad.returncode == 2 and "do not fit this task" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("eval", "--checkpoint", ckpt, "--env.max_stepz=3", check=False)
+    assert bad.returncode == 2 and "max_stepz" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_eval_random_controller():
     out = run("eval", "--controller", "random", "--config", CONFIG, "--episodes", "2")
     assert last_json(out.stdout)["eval/episode_return"] < 0

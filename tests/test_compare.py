@@ -115,6 +115,24 @@ def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Pat
     assert (tmp_path / "curves_hz.png").stat().st_size > 0
 
 
+def test_runs_on_two_engines_are_never_averaged_together(tmp_path: Path, capsys):
+    """The same scenario on SUMO and CityFlow: two rows, one per engine, each against its own engine's
+    references, and a warning in summary.md and on stderr."""
+    def rows(att, ref):
+        return [{"env_step": 0, "reference/MaxPressure/average_travel_time": ref},
+                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att}]
+    runs = [({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "sumo"}, rows(250.0, 270.0)),
+            ({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "cityflow"}, rows(280.0, 290.0))]
+    by = {(r["scenario"], r["algo"]): r["final/average_travel_time/mean"] for r in summarize(runs, tmp_path)}
+    assert by == {("hz-sumo", "ipsac"): 250.0, ("hz-cityflow", "ipsac"): 280.0,
+                  ("hz-sumo", "MaxPressure (reference)"): 270.0, ("hz-cityflow", "MaxPressure (reference)"): 290.0}
+    md = (tmp_path / "summary.md").read_text()
+    assert "Engine: hz ran on cityflow, sumo." in md and "WARNING: hz ran on more than one engine" in md
+    assert "more than one engine" in capsys.readouterr().err
+    one = summarize(runs[:1], tmp_path / "one")
+    assert {r["scenario"] for r in one} == {"hz"} and "Engine: hz ran on sumo." in (tmp_path / "one" / "summary.md").read_text()
+
+
 def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     """The runner end to end on a small task: 3 algorithms x 3 seeds as ipgnn-train processes, the summary
     table and curves, and a second call that skips every completed run."""

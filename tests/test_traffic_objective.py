@@ -180,3 +180,25 @@ def test_seeds_reach_sumo_and_cityflow_plays_one_episode(tmp_path):
     runs = [evaluate(fixed, env, 1, s) for s in (0, 1, eval_seed(5, 3))]
     assert runs[0] == runs[1] == runs[2] and runs[0]["eval/throughput"] > 0
     trainer.close()
+
+
+def test_the_engine_that_ran_is_recorded_in_the_config_and_checkpoint(tmp_path):
+    """engine: auto is resolved before the run starts, so config.yaml, the checkpoint's config and W&B's
+    record the engine that ran (CityFlow where importable, else SUMO), and a resume keeps it."""
+    import yaml
+
+    from ipgnn import checkpoint
+    from ipgnn.envs.traffic import resolve_engine
+    from ipgnn.trainer import Trainer
+
+    cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=4, engine="auto").model_dump(mode="json"),
+                             "model": {"hidden": 8}, "replay": {"batch_size": 4},
+                             "train": {"total_steps": 4, "learning_starts": 4, "eval_every": 0, "checkpoint_every": 0},
+                             "logger": {"mode": "disabled", "progress": False}})
+    trainer = Trainer.from_config(cfg, tmp_path / "run")
+    trainer.train()
+    trainer.close()
+    ran = resolve_engine("auto")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["env"]["options"]["engine"] == ran
+    saved = checkpoint.load(tmp_path / "run" / "checkpoints" / "latest.pt")["config"]
+    assert saved["env"]["options"]["engine"] == ran and trainer.eval_env.reference_key.startswith(f"{ran}:")

@@ -25,15 +25,16 @@ from ipgnn.config import ConfigError, load_config
 RESUME_OVERRIDABLE = ("train.total_steps", "logger.")
 
 
-def _split(argv: Sequence[str], known: set[str]) -> tuple[list[str], list[str]]:
-    """Separate our own flags from config overrides (anything with a dot before '=')."""
+def _split(argv: Sequence[str], known: set[str], flags: frozenset[str] = frozenset({"-h", "--help", "--print-config"})
+           ) -> tuple[list[str], list[str]]:
+    """Separate our own options (``known``; those in ``flags`` take no value) from config overrides."""
     ours, overrides = [], []
     it = iter(argv)
     for arg in it:
         head = arg.split("=", 1)[0]
         if head in known:
             ours.append(arg)
-            if "=" not in arg and head not in ("-h", "--help", "--print-config"):  # flags without a value
+            if "=" not in arg and head not in flags:  # options with a value in the next argument
                 nxt = next(it, None)
                 if nxt is not None:
                     ours.append(nxt)
@@ -106,10 +107,22 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def _with_overrides(cfg, overrides: list[str], source: str):
+    """A checkpoint's config with ``--section.key=value`` overrides applied (errors name the override)."""
+    if not overrides:
+        return cfg
+    from ipgnn.config import deep_merge, parse_overrides, validate
+
+    return validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), f"command-line override on {source}")
+
+
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="ipgnn-eval", description="Evaluate a trained policy (greedy by default) or a reference controller "
-                                       "and print the evaluation metrics as JSON.")
+                                       "and print the evaluation metrics as JSON. Any --section.key=value overrides "
+                                       "the config (the checkpoint's or --config's), as for ipgnn-train.",
+        epilog="example: ipgnn-eval --checkpoint runs/x/checkpoints/latest.pt --env.options.engine=cityflow")
     parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
     parser.add_argument("--config", action="append",
                         help="with --controller: the experiment whose task to run (repeatable, later files win)")
@@ -120,7 +133,9 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
                         "training evaluated on; see ipgnn.seeding)")
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
-    args = parser.parse_args(argv)
+    ours, overrides = _split(argv, {"--checkpoint", "--config", "--controller", "--episodes", "--seed", "--stochastic",
+                                    "-h", "--help"}, frozenset({"-h", "--help", "--stochastic"}))
+    args = parser.parse_args(ours)
     if args.episodes < 1:
         return _fail("--episodes must be at least 1")
 
@@ -138,18 +153,25 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.checkpoint:
                 return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
             state = checkpoint.load(args.checkpoint)
-            cfg = validate(state.get("config", {}), args.checkpoint)
+            cfg = _with_overrides(validate(state.get("config", {}), args.checkpoint), overrides, args.checkpoint)
         elif args.config:
-            cfg = load_config(args.config)
+            cfg = load_config(args.config, overrides)
         elif args.checkpoint:
-            cfg = validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint)
+            cfg = _with_overrides(validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint),
+                                  overrides, args.checkpoint)
         else:
             return _fail(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
         env = make_env(cfg.env)
         if args.controller == "policy":
             device = resolve_device(cfg.device)
             algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device).to(device)
-            algo.load_full_state_dict(state["algo"])
+            try:
+                algo.load_full_state_dict(state["algo"])
+            except RuntimeError as exc:  # shapes: an override changed the task's observation or action size
+                env.close()
+                first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+                return _fail(f"the checkpoint's networks do not fit this task ({first[0].strip()}); an override "
+                             f"({' '.join(overrides) or 'none'}) changed its observations, actions or agents")
             algo.eval()
             act = greedy_policy(algo, device, deterministic=not args.stochastic)
         elif args.controller == "random":
@@ -171,6 +193,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = evaluate(act, env, args.episodes, seed)
     env.close()
     out = {"controller": args.controller, "episodes": args.episodes}
+    if cfg.env.task == "traffic":
+        out["engine"] = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
     if state:
         out |= {"checkpoint": args.checkpoint, "env_step": state["env_step"]}
     print(json.dumps(out | metrics, indent=2))

@@ -179,14 +179,43 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
 
 
 # --------------------------------------------------------------------------------------------------
+def _engine_of(cfg: dict[str, Any]) -> Optional[str]:
+    """The simulator a run's resolved config names (traffic's ``env.options.engine``), if any."""
+    env = cfg.get("env") or {}
+    return (env.get("options") or {}).get("engine") if env.get("task") == "traffic" else None
+
+
 def _runs_on_disk(out: Path) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
     found = []
     for res in sorted(out.rglob("result.json")):
         spec = json.loads(res.read_text()).get("spec", {})
         metrics = res.parent / "metrics.jsonl"
+        cfg_path = res.parent / "config.yaml"
+        if cfg_path.is_file():
+            spec = spec | {"engine": _engine_of(yaml.safe_load(cfg_path.read_text()) or {})}
         if metrics.is_file():
             found.append((spec, read_metrics(metrics)))
     return found
+
+
+def _separate_engines(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]
+                      ) -> tuple[list[tuple[dict[str, Any], list[dict[str, float]]]], list[str]]:
+    """Never average runs of one scenario on different simulators: where a scenario's runs used more than
+    one engine, each engine's runs become their own scenario ``<scenario>-<engine>``, and a note says so.
+    Returns the runs and the notes (one line per engine used, and the warning)."""
+    engines: dict[str, set[str]] = {}
+    for spec, _ in runs:
+        if spec.get("engine"):
+            engines.setdefault(spec.get("scenario", "?"), set()).add(spec["engine"])
+    notes = [f"Engine: {scenario} ran on {', '.join(sorted(e))}." for scenario, e in sorted(engines.items())]
+    mixed = {s for s, e in engines.items() if len(e) > 1}
+    if mixed:
+        notes.append(f"WARNING: {', '.join(sorted(mixed))} ran on more than one engine; their rewards and metrics are not "
+                     "comparable across engines, so each engine's runs are summarised separately as "
+                     "'<scenario>-<engine>'.")
+        runs = [((spec | {"scenario": f"{spec.get('scenario', '?')}-{spec['engine']}"})
+                 if spec.get("scenario") in mixed and spec.get("engine") else spec, rows) for spec, rows in runs]
+    return runs, notes
 
 
 def _group_key(spec: dict[str, Any]) -> tuple[str, str, str]:
@@ -200,7 +229,12 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out: Path) -> list[dict[str, Any]]:
-    """Write ``summary.csv``, ``summary.md`` and ``curves_<scenario>.png`` from runs' metric rows."""
+    """Write ``summary.csv``, ``summary.md`` and ``curves_<scenario>.png`` from runs' metric rows (runs of one
+    scenario on different traffic engines are kept apart, with a warning: :func:`_separate_engines`)."""
+    runs, notes = _separate_engines(list(runs))
+    for note in notes:
+        if note.startswith("WARNING"):
+            print(note, file=sys.stderr)
     groups: dict[tuple[str, str, str], list[list[dict[str, float]]]] = {}
     for spec, rows in runs:
         groups.setdefault(_group_key(spec), []).append(rows)
@@ -223,7 +257,7 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
         table.append(row)
     table += _reference_rows(groups)
     out.mkdir(parents=True, exist_ok=True)
-    _write_tables(table, out)
+    _write_tables(table, out, notes)
     for scenario in sorted({k[0] for k in groups}):
         _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png")
     return table
@@ -251,7 +285,7 @@ def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float
     return out
 
 
-def _write_tables(table: list[dict[str, Any]], out: Path) -> None:
+def _write_tables(table: list[dict[str, Any]], out: Path, notes: Sequence[str] = ()) -> None:
     cols = ["scenario", "algo", "variant", "seeds"] + sorted({k for r in table for k in r} -
                                                             {"scenario", "algo", "variant", "seeds"})
     with open(out / "summary.csv", "w", newline="") as f:
@@ -271,7 +305,7 @@ def _write_tables(table: list[dict[str, Any]], out: Path) -> None:
                 mean = r.get(f"{label}/{m}/mean")
                 cells.append("-" if mean is None else f"{mean:.4g} ± {r[f'{label}/{m}/std']:.2g}")
         lines.append("| " + " | ".join(cells) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.md").write_text("\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes))
 
 
 def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path) -> None:
@@ -329,7 +363,7 @@ def wandb_runs(path: str, group: Optional[str] = None) -> list[tuple[dict[str, A
     for run in wandb.Api().runs(path, filters=filters):
         cfg = run.config or {}
         spec = {"scenario": cfg.get("name", run.group or "?"), "algo": cfg.get("algo", {}).get("name", "ipsac"),
-                "seed": cfg.get("seed", 0), "variant": {}}
+                "seed": cfg.get("seed", 0), "variant": {}, "engine": _engine_of(cfg)}
         rows = [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                 for r in run.scan_history()]
         found.append((spec, [r for r in rows if "env_step" in r]))

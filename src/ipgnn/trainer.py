@@ -31,7 +31,7 @@ from ipgnn import checkpoint
 from ipgnn.algos import make_algo
 from ipgnn.config import (ConfigError, ExperimentConfig, deep_merge, parse_bytes, parse_overrides, save_config,
                           validate)
-from ipgnn.envs import make_env
+from ipgnn.envs import make_env, resolve_env_config
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
 from ipgnn.seeding import REPLAY, episode_seed, eval_seed, rng_state, seed_everything, set_rng_state, stream_seed
@@ -156,6 +156,7 @@ class Trainer:
                 suffix += 1
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = cfg.model_copy(update={"env": resolve_env_config(cfg.env)})  # e.g. traffic's engine: auto
         save_config(cfg, run_dir / "config.yaml")
         return cls(cfg, run_dir)
 

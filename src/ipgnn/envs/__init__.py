@@ -47,6 +47,17 @@ def headline_of(rows: list[dict]) -> Headline | None:
     return next((h for h in HEADLINES if any(f"eval/{h.metric}" in r for r in rows)), None)
 
 
+def resolve_env_config(cfg: EnvConfig) -> EnvConfig:
+    """``cfg`` with its machine-dependent choices made concrete, so that a run's ``config.yaml``, its
+    checkpoints and its W&B config record what ran: traffic's ``engine: auto`` becomes the engine this
+    machine will use (CityFlow when importable, else SUMO). A resumed run then keeps its engine."""
+    if cfg.task == "traffic" and cfg.options.get("engine", "auto") == "auto":
+        from ipgnn.envs.traffic import resolve_engine
+
+        return cfg.model_copy(update={"options": {**cfg.options, "engine": resolve_engine("auto")}})
+    return cfg
+
+
 def make_env(cfg: EnvConfig) -> ParallelGraphEnv | TensorGraphEnv:
     """Build the task named by ``cfg.task``; unknown names list the known ones."""
     if cfg.task not in TASKS:
