@@ -35,6 +35,7 @@ signalised intersections) and ``delay`` (the fraction of the vehicles in the net
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -82,6 +83,7 @@ class TrafficSignalEnv(ParallelEnv):
         self._out_lanes = {a.id: [f"{r}_{k}" for r, k in a.outgoing_lanes] for a in scenario.intersections}
         # vectorised views: every lane once, and [N, max_lanes] indices into it (padding -> a zero slot)
         self._lanes = sorted({l for ls in (*self._in_lanes.values(), *self._out_lanes.values()) for l in ls})
+        self._pick_lanes = operator.itemgetter(*self._lanes)
         pos = {l: k for k, l in enumerate(self._lanes)}
         pad = len(self._lanes)
 
@@ -162,7 +164,7 @@ class TrafficSignalEnv(ParallelEnv):
                     self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
             self.engine.next_step()
             if accrue and t < self.action_interval - 1:  # each simulated second counts its vehicles once
-                vehicle_seconds[:-1] += self._lane_vector(self.engine.get_lane_vehicle_count())
+                vehicle_seconds[:-1] += self._read_counts()
         self.decisions += 1
         counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
         obs = self._observe(counts, waiting)
@@ -200,9 +202,18 @@ class TrafficSignalEnv(ParallelEnv):
             self.engine = None
 
     # --- internals ----------------------------------------------------------------------------------
+    def _read_counts(self) -> np.ndarray:
+        """Vehicles on every lane of ``self._lanes`` now: the engine's vectorised ``lane_counts`` when it has
+        one (both built-in engines do), else its per-lane dictionary."""
+        fast = getattr(self.engine, "lane_counts", None)
+        if fast is not None:
+            return fast(self._lanes)
+        return self._lane_vector(self.engine.get_lane_vehicle_count())
+
     def _lane_vector(self, counts: dict[str, int]) -> np.ndarray:
-        """A per-lane dict as an array over ``self._lanes``."""
-        return np.fromiter((counts[l] for l in self._lanes), np.float32, len(self._lanes))
+        """A per-lane dict as an array over ``self._lanes`` (one C-level lookup of every lane)."""
+        got = self._pick_lanes(counts) if len(self._lanes) > 1 else tuple(counts[l] for l in self._lanes)
+        return np.fromiter(got, np.float32, len(self._lanes))
 
     def _vectors(self, counts: dict[str, int], waiting: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """Lane counts as arrays over ``self._lanes`` plus a trailing zero (the padding slot)."""
