@@ -67,6 +67,78 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overri
         assert torch.equal(pa, pb), k
 
 
+class Killed(BaseException):
+    """A kill -9 at one write boundary (BaseException: nothing in the trainer may swallow it)."""
+
+
+@pytest.mark.parametrize("boundary", ["mid-replay-write", "replay-written", "latest-written"])
+def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tiny_overrides, monkeypatch, boundary):
+    """The checkpoint at step 200 is killed (a) halfway through writing its replay file, (b) after the replay
+    file and before latest.pt, (c) after latest.pt and before the old files are removed. Each time the run
+    resumes from a consistent pair (step 100's, or step 200's) and ends exactly as the uninterrupted run."""
+    from ipgnn import trainer as trainer_mod
+
+    full = train(tmp_path, "full", tiny_overrides)
+    cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=300"])
+    run = Trainer.from_config(cfg, tmp_path / "killed")
+    real_save, real_clean = checkpoint.save, Trainer._clean_checkpoint_dir
+
+    def save(obj, path):
+        if run.env_step == 200:
+            if boundary == "mid-replay-write" and path.name.startswith("replay"):
+                (path.parent / f".{path.name}.123.tmp").write_bytes(b"partial")  # what a kill mid-write leaves
+                raise Killed()
+            if boundary == "replay-written" and path.name == "latest.pt":
+                raise Killed()
+        return real_save(obj, path)
+
+    def clean(self, keep=None):
+        if self.env_step == 200 and keep is not None and boundary == "latest-written":
+            raise Killed()
+        return real_clean(self, keep)
+
+    monkeypatch.setattr(trainer_mod.checkpoint, "save", save)
+    monkeypatch.setattr(Trainer, "_clean_checkpoint_dir", clean)
+    with pytest.raises(Killed):
+        run.train()
+    run.close()
+    monkeypatch.undo()
+    saved = checkpoint.load(tmp_path / "killed" / "checkpoints" / "latest.pt")
+    assert saved["env_step"] == (200 if boundary == "latest-written" else 100)
+    resumed = Trainer.resume(tmp_path / "killed")
+    assert not list((tmp_path / "killed" / "checkpoints").glob(".*.tmp"))  # interrupted writes cleaned up
+    resumed.train()
+    resumed.close()
+    names = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    assert names == ["latest.pt", "replay-300.pt"]
+    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == \
+        comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
+        assert torch.equal(pa, pb), k
+
+
+def test_resume_refuses_a_replay_file_that_is_not_its_own_and_never_truncates(tmp_path, tiny_overrides):
+    from ipgnn.trainer import ResumeError
+
+    run = train(tmp_path, "run", tiny_overrides, steps=200)
+    ckpt = tmp_path / "run" / "checkpoints"
+    replay = checkpoint.load(ckpt / "replay-200.pt")
+    checkpoint.save(replay | {"added": replay["added"] - 25}, ckpt / "replay-200.pt")  # another step's buffer
+    with pytest.raises(ResumeError, match="holds 175 transitions but .*latest.pt was saved with 200.*--no-replay"):
+        Trainer.resume(tmp_path / "run")
+    (ckpt / "replay-200.pt").write_bytes(b"")  # damaged
+    with pytest.raises(ResumeError, match="could not be read.*--no-replay"):
+        Trainer.resume(tmp_path / "run")
+    (ckpt / "replay-200.pt").unlink()
+    with pytest.raises(ResumeError, match="replay-200.pt, which is missing.*--no-replay"):
+        Trainer.resume(tmp_path / "run")
+    without = Trainer.resume(tmp_path / "run", ["--train.total_steps=250"], with_replay=False)
+    assert without.env_step == 200 and len(without.replay) == 0
+    without.close()
+    with pytest.raises(ResumeError, match="smaller than the run's 200"):
+        Trainer.resume(tmp_path / "run", ["--train.total_steps=100"], with_replay=False)
+
+
 class Boom:
     """Fails while being written, like a full disk mid-save."""
 

@@ -59,13 +59,17 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                              "(e.g. --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--run-dir", help="write the run here instead of <logger.run_root>/<name>-<time>/")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="with --resume: continue without the saved replay buffer (when it is missing or damaged; "
+                             "the buffer refills and the run no longer reproduces the uninterrupted one)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (files + overrides) as YAML and exit without training")
-    ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "--print-config", "-h", "--help"})
+    ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "--print-config", "--no-replay", "-h", "--help"},
+                             frozenset({"-h", "--help", "--print-config", "--no-replay"}))
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from ipgnn.trainer import Trainer
+    from ipgnn.trainer import ResumeError, Trainer
 
     try:
         if args.resume:
@@ -75,7 +79,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
             if bad:
                 return _fail(f"on --resume only train.total_steps and logger.* may be overridden (got {bad}); "
                              "start a new run to change anything else")
-            trainer = Trainer.resume(args.resume, overrides)
+            trainer = Trainer.resume(args.resume, overrides, with_replay=not args.no_replay)
             print(f"resuming {args.resume} at step {trainer.env_step}", file=sys.stderr)
         else:
             if not args.config:
@@ -87,7 +91,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                 print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
                 return 0
             trainer = Trainer.from_config(cfg, Path(args.run_dir) if args.run_dir else None)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, ResumeError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("\ninterrupted while setting up, before any training step: nothing to save", file=sys.stderr)

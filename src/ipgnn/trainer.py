@@ -5,8 +5,16 @@ Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
     config.yaml          the resolved config (what the run really used)
     metrics.jsonl        one JSON row per logged point (see ipgnn.logger for the names)
     curves.png           learning curves, drawn at the end of the run (ipgnn.plotting)
-    checkpoints/latest.pt   networks, optimisers, RNG states, counters, W&B id, config
-    checkpoints/replay.pt   the replay buffer (train.save_replay), for an exact resume
+    checkpoints/latest.pt   networks, optimisers, RNG states, counters, W&B id, config, and the name and
+                            size of the replay file that belongs to it
+    checkpoints/replay-<step>.pt   the replay buffer at that step (train.save_replay), for an exact resume
+
+A checkpoint is one unit: the replay file of step ``s`` is written first under its own name, then
+``latest.pt``, which names it, replaces the previous one by an atomic rename (the commit), and only then
+are older replay files and stray temporary files removed. A crash at any point leaves either the old
+pair or the new pair, never a mixture; resume checks that the replay file is the one ``latest.pt`` names
+and holds the number of transitions it recorded, and refuses with what to do otherwise
+(``--no-replay`` continues without the buffer).
     wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
 
 Evaluations and checkpoints are taken at the first episode boundary after each ``train.eval_every``
@@ -100,13 +108,18 @@ def random_policy(env):
     return env.random_action
 
 
+class ResumeError(RuntimeError):
+    """A run cannot be resumed as saved; the message says why and what to do."""
+
+
 class Trainer:
     """Owns the environment, the learner, the replay buffer, the logger and the checkpoints.
 
     Use :meth:`Trainer.from_config` for a new run and :meth:`Trainer.resume` to continue one.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: Optional[dict[str, Any]] = None):
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: Optional[dict[str, Any]] = None,
+                 with_replay: bool = True):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -129,8 +142,9 @@ class Trainer:
         # timing for the ETA; train() restarts the clock, so set-up (references, replay) is not counted
         self._t0, self._t_step0, self._update_total, self._eval_total = time.perf_counter(), 0, 0.0, 0.0
         wandb_id = None
+        self._clean_checkpoint_dir()  # temporary files of a write that was interrupted
         if resume_state is not None:
-            self._load_state(resume_state)
+            self._load_state(resume_state, with_replay)
             wandb_id = resume_state.get("wandb_id") or None
         self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logger.mode, cfg.logger.project, cfg.logger.entity,
                                 cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
@@ -161,7 +175,7 @@ class Trainer:
         return cls(cfg, run_dir)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: Optional[list[str]] = None) -> "Trainer":
+    def resume(cls, run_dir: str | Path, overrides: Optional[list[str]] = None, with_replay: bool = True) -> "Trainer":
         """Continue the run in ``run_dir`` from ``checkpoints/latest.pt`` with the config it saved.
 
         ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) are applied to the saved
@@ -174,9 +188,14 @@ class Trainer:
         state = checkpoint.load(path)
         cfg = validate(state["config"], str(path))
         if overrides:
+            old_total = cfg.train.total_steps
             cfg = validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), "command-line override")
+            if cfg.train.total_steps < old_total:
+                raise ResumeError(f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
+                                  f"{old_total}: resuming would cut its saved replay buffer and rewrite its config. "
+                                  "Resume without it, or start a new run")
             save_config(cfg, run_dir / "config.yaml")
-        return cls(cfg, run_dir, resume_state=state)
+        return cls(cfg, run_dir, resume_state=state, with_replay=with_replay)
 
     def _make_rollout_env(self):
         """The training environment: in this process, or ``rollout.workers`` workers (:mod:`ipgnn.rollout`)."""
@@ -331,23 +350,69 @@ class Trainer:
                 "rng": rng_state(),
                 "wandb_id": self.logger.wandb_id or ""}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any], with_replay: bool = True) -> None:
         self.algo.load_full_state_dict(state["algo"])
         self.env_step = int(state["env_step"])
         self.episode = int(state["episode"])
         self.last_eval_step = int(state.get("last_eval_step", 0))
         self.last_checkpoint_step = self.env_step
-        replay_path = self.ckpt_dir / "replay.pt"
-        if replay_path.is_file():
-            self.replay.load_state_dict(checkpoint.load(replay_path))
+        if with_replay:
+            self._load_replay(state)
         elif self.env_step > 0:
-            log.warning("no replay.pt beside the checkpoint: resuming with an empty replay buffer")
+            log.warning("resuming at step %d with an empty replay buffer (--no-replay): it refills from here, so "
+                        "the run will not reproduce the uninterrupted one", self.env_step)
         set_rng_state(state["rng"])
 
+    def _load_replay(self, state: dict[str, Any]) -> None:
+        """Load the replay file ``latest.pt`` names and check it is the one saved with it."""
+        info = state.get("replay")
+        latest = self.ckpt_dir / "latest.pt"
+        if info is None:  # a checkpoint of an earlier version, or train.save_replay: false
+            legacy = self.ckpt_dir / "replay.pt"
+            if legacy.is_file():
+                log.warning("%s names no replay file (an earlier ipgnn wrote it): loading replay.pt unchecked", latest)
+                self.replay.load_state_dict(checkpoint.load(legacy))
+            elif self.env_step > 0:
+                log.warning("no replay buffer saved with %s (train.save_replay: false): resuming with an empty "
+                            "one", latest)
+            return
+        path = self.ckpt_dir / info["file"]
+        advice = (f"resume without it: ipgnn-train --resume {self.run_dir} --no-replay (the buffer refills; the "
+                  "run no longer reproduces the uninterrupted one)")
+        if not path.is_file():
+            raise ResumeError(f"{latest} was saved with the replay buffer {path.name}, which is missing; {advice}")
+        try:
+            saved = checkpoint.load(path)
+        except ValueError as exc:
+            raise ResumeError(f"{exc}; {advice}") from None
+        if int(saved.get("added", -1)) != int(info["added"]):
+            raise ResumeError(f"{path} holds {saved.get('added')} transitions but {latest} was saved with "
+                              f"{info['added']}: they are not one checkpoint; {advice}")
+        self.replay.load_state_dict(saved)
+
+    def _clean_checkpoint_dir(self, keep: Optional[str] = None) -> None:
+        """Remove temporary files of interrupted writes and replay files no checkpoint names (all but
+        ``keep``; with ``keep=None``, those other than the one ``latest.pt`` names are left alone)."""
+        if not self.ckpt_dir.is_dir():
+            return
+        for tmp in self.ckpt_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if keep is not None:
+            for old in self.ckpt_dir.glob("replay*.pt"):
+                if old.name != keep:
+                    old.unlink(missing_ok=True)
+
     def save_checkpoint(self, name: str = "latest.pt") -> Path:
+        """Write one consistent checkpoint: the replay file under its own name, then ``latest.pt`` naming it
+        (the atomic commit), then remove what the previous checkpoint left (see the module docstring)."""
+        state = self._state()
         if self.cfg.train.save_replay:
-            checkpoint.save(self.replay.state_dict(), self.ckpt_dir / "replay.pt")
-        path = checkpoint.save(self._state(), self.ckpt_dir / name)
+            replay_name = f"replay-{self.env_step}.pt"
+            checkpoint.save(self.replay.state_dict(), self.ckpt_dir / replay_name)
+            state["replay"] = {"file": replay_name, "added": int(self.replay.added)}
+        path = checkpoint.save(state, self.ckpt_dir / name)
+        if name == "latest.pt":
+            self._clean_checkpoint_dir(keep=state.get("replay", {}).get("file", ""))
         self.last_checkpoint_step = self.env_step
         return path
 
