@@ -131,3 +131,42 @@ def test_wandb_offline_run_contains_logged_keys(tmp_path, tiny_overrides):
     logged = [json.loads(r["train/episode_return"]) for r in rows if "train/episode_return" in r]
     local = [r["train/episode_return"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/episode_return" in r]
     assert logged == pytest.approx(local)
+
+
+def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_the_last_good_checkpoint(tmp_path, tiny_overrides):
+    """lr 1e6: every loss turns non-finite at the first updates. The run stops (exit 1) naming the loss, the
+    step and the last finite values; the checkpoint taken before learning started is untouched and finite."""
+    run_dir = tmp_path / "run"
+    out = run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=400", "--train.learning_starts=150",
+              "--algo.lr=1e6", f"--run-dir={run_dir}", check=False)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "training diverged at environment step" in out.stderr and "last finite values" in out.stderr
+    assert "Traceback" not in out.stderr and "step 100" in out.stderr
+    saved = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert saved["env_step"] == 100
+    for k, v in saved["algo"]["networks"].items():
+        assert torch.isfinite(v).all(), k
+    bad = run("train", "--config", CONFIG, "--algo.lr=.inf", check=False)
+    assert bad.returncode == 2 and "algo.lr" in bad.stderr and "finite" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes(tmp_path, tiny_overrides):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ipgnn.cli_entry", "train", "--config", CONFIG, *tiny_overrides,
+                             "--train.total_steps=2000", f"--run-dir={run_dir}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "metrics.jsonl").is_file() or len(read_metrics(run_dir / "metrics.jsonl")) < 3:
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated (SIGTERM) at step" in err and "checkpoint saved" in err and "Traceback" not in err
+    step = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)["env_step"]
+    assert 0 < step < 2000
+    out = run("train", "--resume", str(run_dir))
+    assert last_json(out.stdout)["env_step"] == 2000

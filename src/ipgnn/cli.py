@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ipgnn.config import ConfigError, load_config
+from ipgnn.logger import json_safe
 
 RESUME_OVERRIDABLE = ("train.total_steps", "logger.")
 
@@ -48,6 +50,14 @@ def _fail(msg: str) -> int:
     return 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: checkpoint where the run is and exit cleanly."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -69,7 +79,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from ipgnn.trainer import ResumeError, Trainer
+    from ipgnn.trainer import ResumeError, Trainer, TrainingDiverged
 
     try:
         if args.resume:
@@ -98,16 +108,30 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # schedulers, timeout, docker stop: as Ctrl-C
     try:
         metrics = trainer.train()
-    except KeyboardInterrupt:
-        path = trainer.save_checkpoint()
-        print(f"\ninterrupted at step {trainer.env_step}; checkpoint saved to {path}. "
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        try:
+            path = trainer.save_checkpoint()
+        except TrainingDiverged as div:
+            print(f"\n{how} at step {trainer.env_step}; {div}", file=sys.stderr)
+            trainer.close()
+            return 1
+        print(f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
               f"Continue with: ipgnn-train --resume {trainer.run_dir}", file=sys.stderr)
         trainer.close()
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        trainer.close()
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     trainer.close()
-    print(json.dumps({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}, indent=2))
+    print(json.dumps(json_safe({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}), indent=2,
+                     allow_nan=False))
     return 0
 
 
@@ -201,7 +225,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         out["engine"] = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
     if state:
         out |= {"checkpoint": args.checkpoint, "env_step": state["env_step"]}
-    print(json.dumps(out | metrics, indent=2))
+    print(json.dumps(json_safe(out | metrics), indent=2, allow_nan=False))
     return 0
 
 

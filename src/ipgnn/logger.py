@@ -15,6 +15,7 @@ resumed run never logs "below the last step" and loses nothing.
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import warnings
@@ -80,7 +81,7 @@ class RunLogger:
     def log(self, metrics: dict[str, float], env_step: int) -> None:
         row = {"env_step": int(env_step), **{k: float(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")  # NaN/inf as null: valid JSON
         if self.run is not None:
             self.run.log(row)
 
@@ -100,6 +101,19 @@ class RunLogger:
             self.run = None
 
 
+def json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by ``None`` (JSON's ``null``): Python's ``json``
+    otherwise writes a bare ``NaN``, which is not JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Rows of a ``metrics.jsonl`` file (``null`` values, non-finite when logged, are left out)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in r.items() if v is not None} for r in rows]

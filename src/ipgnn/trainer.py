@@ -108,6 +108,11 @@ def random_policy(env):
     return env.random_action
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss or a parameter became NaN or infinite; the message names it, the step and the last finite
+    values. Nothing was written after it: the last checkpoint is the last good model."""
+
+
 class ResumeError(RuntimeError):
     """A run cannot be resumed as saved; the message says why and what to do."""
 
@@ -405,6 +410,7 @@ class Trainer:
     def save_checkpoint(self, name: str = "latest.pt") -> Path:
         """Write one consistent checkpoint: the replay file under its own name, then ``latest.pt`` naming it
         (the atomic commit), then remove what the previous checkpoint left (see the module docstring)."""
+        self._check_finite()
         state = self._state()
         if self.cfg.train.save_replay:
             replay_name = f"replay-{self.env_step}.pt"
@@ -527,6 +533,10 @@ class Trainer:
         for _ in range(n_grad):
             t_step = time.perf_counter()
             stats = self.algo.update(self.replay.sample(self.cfg.replay.batch_size, self.device))
+            bad = [k for k, v in stats.items() if not math.isfinite(v)]
+            if bad:
+                self._diverged(bad, stats)
+            self._last_finite = stats
             for k, v in stats.items():
                 loss_sums[k] = loss_sums.get(k, 0.0) + v
             n_updates += 1
@@ -540,6 +550,29 @@ class Trainer:
             median = sorted(step_seconds)[len(step_seconds) // 2]
             self._warn_eta(median * self.cfg.train.gradient_steps)
         return update_time + phase, n_updates
+
+    def _diverged(self, bad: list[str], stats: dict[str, float]) -> None:
+        last = getattr(self, "_last_finite", None) or {}
+        shown = ", ".join(f"{k} {last[k]:.4g}" for k in bad if k in last) or "none yet (the first update)"
+        ckpt = self.ckpt_dir / "latest.pt"
+        where = (f"the last good checkpoint, step {self.last_checkpoint_step}, is {ckpt} and was not overwritten"
+                 if ckpt.is_file() else "no checkpoint had been written")
+        self.diverged = True
+        raise TrainingDiverged(
+            f"training diverged at environment step {self.env_step} (gradient step {self.algo.num_updates}): "
+            f"{', '.join(f'{k} = {stats[k]}' for k in bad)}; last finite values: {shown}. {where}. Lower "
+            f"algo.lr (now {self.cfg.algo.lr:g}) or algo.reward_scale, or set algo.max_grad_norm, and start again")
+
+    def _check_finite(self) -> None:
+        """Refuse to checkpoint a model with a non-finite parameter (a diverged model never overwrites the last
+        good one)."""
+        if getattr(self, "diverged", False):
+            raise TrainingDiverged("training diverged: not writing a checkpoint of the diverged model")
+        for name, p in self.algo.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                self.diverged = True
+                raise TrainingDiverged(f"parameter {name} is not finite at environment step {self.env_step}: not "
+                                       f"writing a checkpoint; the last good one is step {self.last_checkpoint_step}")
 
     def plot(self) -> Optional[Path]:
         """Write ``curves.png`` in the run directory; a plotting failure never fails the run."""
