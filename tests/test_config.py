@@ -70,7 +70,7 @@ def test_override_error_names_the_override():
 
 
 def test_heads_must_divide_hidden():
-    with pytest.raises(ConfigError, match="divisible"):
+    with pytest.raises(ConfigError, match=r"model\.heads.*must divide model\.hidden \(10\)"):
         load_config(None, ["--model.hidden=10", "--model.heads=3"])
 
 

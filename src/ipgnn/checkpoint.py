@@ -37,7 +37,19 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint '{path}' could not be read as an ipgnn checkpoint: the file is empty "
+                         "(0 bytes: a write that never finished, or a copy that failed)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupted or foreign file: say which, not a pickle traceback
-        raise ValueError(f"checkpoint '{path}' could not be read as an ipgnn checkpoint: {exc}") from None
+        # torch's own advice is to re-run with weights_only=False, i.e. to unpickle an untrusted file: never
+        # pass that on; keep its first line, which says what was wrong
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            reason = "it holds objects other than tensors, numbers, strings, lists and dicts (not written by ipgnn)"
+        elif "weights" in text.lower() or not text.strip():
+            reason = "it is damaged or not a PyTorch checkpoint"
+        else:
+            reason = text.strip().splitlines()[0]
+        raise ValueError(f"checkpoint '{path}' could not be read as an ipgnn checkpoint: {reason}") from None

@@ -181,7 +181,10 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.checkpoint:
                 return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
             state = checkpoint.load(args.checkpoint)
-            cfg = _with_overrides(validate(state.get("config", {}), args.checkpoint), overrides, args.checkpoint)
+            if not isinstance(state.get("config"), dict) or "algo" not in state:
+                return _fail(f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
+                             "ipgnn-train (pass <run>/checkpoints/latest.pt)")
+            cfg = _with_overrides(validate(state["config"], args.checkpoint), overrides, args.checkpoint)
         elif args.config:
             cfg = load_config(args.config, overrides)
         elif args.checkpoint:

@@ -88,11 +88,18 @@ def parse_seeds(text: str) -> list[int]:
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            seeds += range(int(lo), int(hi) + 1)
-        elif part:
-            seeds.append(int(part))
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise ConfigError(f"--seeds: the range '{part}' is empty (write the lower seed first, e.g. 0-4)")
+                seeds += range(int(lo), int(hi) + 1)
+            elif part:
+                seeds.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds: '{part}' is not a seed or a range of seeds (use e.g. 0-4 or 0,1,2)") from None
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds: seeds are non-negative integers, got {text!r}")
     if not seeds:
         raise ConfigError(f"--seeds: no seed in '{text}' (use e.g. 0-4 or 0,1,2)")
     return seeds
@@ -412,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         variants = sweep_grid(args.sweep) if args.sweep else [{}]
         sweep_seeds = sorted({v.pop("seed") for v in variants if "seed" in v})  # seeds are the grid's own axis
         variants = [dict(t) for t in dict.fromkeys(tuple(v.items()) for v in variants)]
-        seeds = parse_seeds(args.seeds) if args.seeds else (sweep_seeds or list(range(5)))
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
         runs = plan(configs, [a.strip() for a in args.algos.split(",") if a.strip()], seeds,
                     variants, overrides, args.algo_config)
     except ConfigError as exc:

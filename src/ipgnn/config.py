@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -64,11 +64,13 @@ class ModelConfig(_Section):
     heads: int = Field(1, ge=1, description="attention heads of the propagation layer")
     critic_state_layers: int = Field(0, ge=0, description="extra state-only GNN layers in Q and V")
 
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "ModelConfig":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_hidden(cls, heads: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden")  # validated before heads (field order); reported against model.heads
+        if hidden is not None and hidden % heads:
+            raise ValueError(f"must divide model.hidden ({hidden}): heads ({heads}) split the width evenly")
+        return heads
 
 
 ALGO_NAMES = ("ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic")
@@ -242,7 +244,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"override '{arg}': empty key")
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = yaml_load(text) if text != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"override '{arg}': value is not valid YAML ({exc})") from None
         node = nested
@@ -267,14 +269,54 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with two YAML 1.2 behaviours: a key repeated in one mapping is an error (1.1
+    silently keeps the last one, dropping a whole section), and ``1e38`` is a float as in YAML 1.2 (1.1
+    needs ``1.0e+38`` and reads ``1e38`` as a string)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"'{key}' appears twice in one mapping (line {seen[key] + 1} and line "
+                f"{key_node.start_mark.line + 1}): merge them, the first would be silently dropped", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_implicit_resolver(  # YAML 1.2's float: 1e38, 1E-3, .5, 1.
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+               r"|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """YAML as configs are read everywhere (:class:`_StrictLoader`)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory: pass a YAML file in it (e.g. {path}/<name>.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist (looked in {path.resolve().parent})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8): pass a YAML config") from None
+    try:
+        raw = yaml_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; a config needs at least its task (env.task) and a run length "
+                          "(train.total_steps): copy one from configs/")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw

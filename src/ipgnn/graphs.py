@@ -118,6 +118,10 @@ class GraphBuilder:
         self.cfg = cfg
         self.num_agents = num_agents
         self._static: Optional[Tensor] = None
+        if cfg.kind == "knn" and cfg.k > num_agents - 1:
+            warnings.warn(f"env.graph.k = {cfg.k} but there are only {num_agents} agents: each agent gets its "
+                          f"{num_agents - 1} other agents as neighbours (the graph is fully connected; "
+                          f"kind: full says so directly)", stacklevel=2)
         if cfg.kind == "env":
             if env_edges is None:
                 raise ConfigError("env.graph.kind: 'env' needs a task with its own graph (e.g. a road network); "

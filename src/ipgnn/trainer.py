@@ -162,6 +162,11 @@ class Trainer:
         self.references = self._reference_results(log_rows=resume_state is None)
         self.verdict: Optional[str] = None
         self._warn_if_slow()
+        if cfg.train.learning_starts >= cfg.train.total_steps and cfg.train.gradient_steps > 0 and resume_state is None:
+            msg = (f"train.learning_starts ({cfg.train.learning_starts}) >= train.total_steps "
+                   f"({cfg.train.total_steps}): this run takes random actions only and never updates the networks")
+            log.debug(msg)
+            tqdm.write(f"WARNING: {msg}")
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,134 @@
+"""Malformed input of every kind a user can hand the command-line tools: config files, overrides,
+checkpoints and arguments. Each one must end in a clean error (no traceback) that names the file, key or
+argument at fault, and nothing may start training. Run in-process through the real entry points."""
+
+import pytest
+import torch
+
+from conftest import CONFIGS
+from ipgnn.cli import eval_main, train_main
+from ipgnn.compare import main as compare_main
+
+GOOD = str(CONFIGS / "mpe_spread_small.yaml")
+
+# (file contents, what the message must name)
+BAD_FILES = [
+    ("", "empty"),
+    ("[]\n", "mapping"),
+    ("just a string\n", "mapping"),
+    ("model:\n  hidden: wide\n", "model.hidden"),
+    ("model:\n  hidden: -3\n", "model.hidden"),
+    ("model:\n  hidden: 64\nmodel:\n  rounds: 3\n", "appears twice"),
+    ("modle:\n  hidden: 64\n", "modle"),
+    ("model:\n  hiden: 64\n", "model.hiden"),
+    ("model: [1, 2]\n", "model"),
+    ("env: 3\n", "env"),
+    ("env:\n  task: chess\n", "env.task"),
+    ("env:\n  graph:\n    kind: ring\n", "env.graph.kind"),
+    ("env:\n  num_agents: 0\n", "env.num_agents"),
+    ("env:\n  max_steps: 0\n", "env.max_steps"),
+    ("algo:\n  name: ppo\n", "algo.name"),
+    ("algo:\n  lr: .inf\n", "algo.lr"),
+    ("algo:\n  lr: .nan\n", "algo.lr"),
+    ("algo:\n  alpha: .inf\n", "algo.alpha"),
+    ("algo:\n  gamma: 1.5\n", "algo.gamma"),
+    ("algo:\n  lr: fast\n", "algo.lr"),
+    ("model:\n  hidden: 100\n  heads: 3\n", "heads"),
+    ("train:\n  total_steps: -1\n", "train.total_steps"),
+    ("replay:\n  capacity: lots\n", "replay.capacity"),
+    ("replay:\n  batch_size: 0\n", "replay.batch_size"),
+    ("seed: -1\n", "seed"),
+    ("device: tpu\n", "device"),
+    ("logger:\n  mode: loud\n", "logger.mode"),
+    ("model:\n\thidden: 3\n", "not valid YAML"),
+    ("model: {hidden: 3\n", "not valid YAML"),
+    ("!!python/object:os.system {}\n", "not valid YAML"),
+]
+
+BAD_OVERRIDES = [
+    (["--model.hopz=2"], "model.hopz"),
+    (["--model=3"], "model"),
+    (["--model.hidden"], "--model.hidden"),
+    (["--=3"], "empty key"),
+    (["--model..hidden=3"], "empty key"),
+    (["--algo.lr=abc"], "algo.lr"),
+    (["--algo.lr=.inf"], "algo.lr"),
+    (["--algo.lr=-1"], "algo.lr"),
+    (["--env.task=none"], "env.task"),
+    (["--seed=-3"], "seed"),
+    (["--model.heads=3"], "model.heads"),
+    (["--train.gradient_steps=-1"], "train.gradient_steps"),
+    (["--env.graph.k=0"], "env.graph.k"),
+    (["--model.rounds=[1]"], "model.rounds"),
+]
+
+
+def clean_failure(rc, capsys, names):
+    err = capsys.readouterr().err
+    assert rc not in (0, None), err
+    assert "Traceback" not in err and err.strip().startswith("error:"), err
+    assert names.lower() in err.lower(), (names, err)
+    return err
+
+
+@pytest.mark.parametrize("text,names", BAD_FILES)
+def test_malformed_config_files(tmp_path, capsys, text, names):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    clean_failure(train_main(["--config", str(path), f"--logger.run_root={tmp_path}"]), capsys, names)
+    assert not list(tmp_path.glob("*/metrics.jsonl"))  # nothing started
+
+
+def test_binary_and_directory_configs(tmp_path, capsys):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(bytes(range(256)))
+    clean_failure(train_main(["--config", str(path)]), capsys, "bin.yaml")
+    clean_failure(train_main(["--config", str(tmp_path)]), capsys, "is a directory")
+
+
+@pytest.mark.parametrize("overrides,names", BAD_OVERRIDES)
+def test_malformed_overrides(tmp_path, capsys, overrides, names):
+    clean_failure(train_main(["--config", GOOD, f"--logger.run_root={tmp_path}", *overrides]), capsys, names)
+
+
+def checkpoints(tmp_path):
+    """Files handed to ipgnn-eval --checkpoint that are not usable checkpoints, and what the error names."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage" * 100)
+    evil = tmp_path / "evil.pt"
+    torch.save({"evil": torch.nn.Linear}, evil)
+    no_config = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(2)}, no_config)
+    bad_config = tmp_path / "badcfg.pt"
+    torch.save({"config": {"model": {"hidden": "wide"}}, "algo": {}}, bad_config)
+    return [(tmp_path / "missing.pt", "missing.pt"), (empty, "empty"), (junk, "damaged"), (evil, "objects other"),
+            (no_config, "weights.pt"), (bad_config, "model.hidden"), (tmp_path, str(tmp_path))]
+
+
+def test_malformed_checkpoints(tmp_path, capsys):
+    for path, names in checkpoints(tmp_path):
+        err = clean_failure(eval_main(["--checkpoint", str(path), "--episodes", "1"]), capsys, names)
+        assert "weights_only=False" not in err  # never advise unpickling an untrusted file
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["--controller", "random", "--config", GOOD, "--episodes", "0"], "--episodes"),
+    (["--controller", "maxpressure", "--config", GOOD, "--episodes", "1"], "traffic"),
+    (["--controller", "random"], "--config"),
+    (["--controller", "random", "--config", GOOD, "--seed", "-1"], "--seed"),
+])
+def test_malformed_eval_arguments(capsys, argv, names):
+    clean_failure(eval_main(argv), capsys, names)
+
+
+@pytest.mark.parametrize("seeds", ["a-b", "4-0", "1,x", "-3", ""])
+def test_malformed_compare_seeds(tmp_path, capsys, seeds):
+    clean_failure(compare_main(["--config", GOOD, "--seeds", seeds, "--out", str(tmp_path / "o")]), capsys, "--seeds")
+
+
+def test_resume_errors(tmp_path, capsys):
+    clean_failure(train_main(["--resume", str(tmp_path / "nowhere")]), capsys, "no checkpoint")
+    clean_failure(train_main(["--resume", str(tmp_path), "--config", GOOD]), capsys, "--resume")
+    clean_failure(train_main([]), capsys, "--config")
