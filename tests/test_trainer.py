@@ -184,3 +184,18 @@ def test_long_run_eta_warning(tmp_path, tiny_overrides, capsys):
     t.close()
     printed = "".join(capsys.readouterr())
     assert "updates alone will take about" in printed and " h on cpu" in printed
+
+
+def test_partial_metrics_line_and_finished_run_resume(tmp_path, tiny_overrides):
+    """A kill mid-write leaves half a line at the end of metrics.jsonl: resume drops it and continues; a
+    finished run resumed prints its final evaluation instead of nothing."""
+    run = train(tmp_path, "run", tiny_overrides, steps=200)
+    final = [r for r in read_metrics(run.run_dir / "metrics.jsonl") if "eval/episode_return" in r][-1]
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"env_step": 200, "eval/epis')
+    assert read_metrics(run.run_dir / "metrics.jsonl")[-1]["env_step"] == 200  # readers skip the partial line
+    again = Trainer.resume(run.run_dir)
+    out = again.train()
+    again.close()
+    assert out["eval/episode_return"] == final["eval/episode_return"]
+    assert '"eval/epis\n' not in (run.run_dir / "metrics.jsonl").read_text() + "\n"

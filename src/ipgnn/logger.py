@@ -89,8 +89,18 @@ class RunLogger:
         """Drop rows logged after ``env_step`` (work lost since the checkpoint a run resumes from)."""
         if not self.path.exists():
             return
-        rows = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["env_step"] <= env_step]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        if lines:
+            try:
+                json.loads(lines[-1])
+            except ValueError:  # a write cut by a kill: drop the partial last row, it is rewritten on resume
+                warnings.warn(f"{self.path}: dropping a partial last line (a write that was interrupted)", stacklevel=2)
+                lines.pop()
+        try:
+            rows = [line for line in lines if json.loads(line)["env_step"] <= env_step]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}: a line before the last is damaged ({exc}); remove it, or move the file "
+                             "aside to resume with a fresh log") from None
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(r + "\n" for r in rows))
         os.replace(tmp, self.path)
@@ -115,5 +125,13 @@ def json_safe(obj):
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a ``metrics.jsonl`` file (``null`` values, non-finite when logged, are left out)."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:  # a partial last line (a write cut by a kill): the rows before it stand
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON; the metrics log is damaged") from None
     return [{k: v for k, v in r.items() if v is not None} for r in rows]

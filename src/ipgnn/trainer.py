@@ -513,6 +513,12 @@ class Trainer:
                 final_eval = self.evaluate()
                 self.last_eval_step = self.env_step
                 self.logger.log(final_eval, self.env_step)
+            elif not final_eval:  # a finished run resumed: its final evaluation is the one it logged
+                from ipgnn.logger import read_metrics
+
+                logged = [r for r in read_metrics(self.logger.path) if r.get("env_step") == self.env_step
+                          and any(k.startswith("eval/") for k in r)]
+                final_eval = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("eval/")}
             self.save_checkpoint()
             self.verdict = self._final_verdict(final_eval)
         finally:

@@ -267,13 +267,17 @@ def convert(sc: Scenario, cache_dir: Optional[str | Path] = None) -> SumoScenari
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _write_plain(sc, tmp, None)
-    net = _netconvert(tmp)  # first build: learn the foes
-    states = _yielding_states(sc, _tls_foes(net))
-    _write_plain(sc, tmp, states)
-    _netconvert(tmp)  # second build with yielding greens
-    vehicles = _write_routes(sc, tmp / "routes.rou.xml")
-    (tmp / "conversion.json").write_text(json.dumps({"vehicles": vehicles, "states": states}))
+    try:
+        _write_plain(sc, tmp, None)
+        net = _netconvert(tmp)  # first build: learn the foes
+        states = _yielding_states(sc, _tls_foes(net))
+        _write_plain(sc, tmp, states)
+        _netconvert(tmp)  # second build with yielding greens
+        vehicles = _write_routes(sc, tmp / "routes.rou.xml")
+        (tmp / "conversion.json").write_text(json.dumps({"vehicles": vehicles, "states": states}))
+    except BaseException:  # a failed conversion leaves no half-written directory in the cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, out)  # atomic publish of the whole directory
     except OSError:  # another process published it first
