@@ -132,3 +132,57 @@ def test_resume_errors(tmp_path, capsys):
     clean_failure(train_main(["--resume", str(tmp_path / "nowhere")]), capsys, "no checkpoint")
     clean_failure(train_main(["--resume", str(tmp_path), "--config", GOOD]), capsys, "--resume")
     clean_failure(train_main([]), capsys, "--config")
+
+
+def _grid(tmp_path):
+    from ipgnn.traffic.generate import materialise
+
+    return materialise({"kind": "grid", "rows": 2, "cols": 2, "rate": 100, "seed": 1}, tmp_path / "src")
+
+
+def _mutations():
+    """(file, mutation of its parsed JSON, what the error must name): the malformed scenarios a user meets."""
+    def lanes(f):
+        return lambda rn: [f(l) for r in rn["roads"] for l in r["lanes"]]
+
+    def first_flow(f):
+        return lambda fl: f(fl[0])
+
+    def set_(d, k, v):
+        d[k] = v
+
+    return [
+        ("roadnet.json", lanes(lambda l: set_(l, "width", -3.5)), "'width' should be > 0"),
+        ("roadnet.json", lanes(lambda l: set_(l, "width", "wide")), "'width' should be int or float"),
+        ("roadnet.json", lanes(lambda l: set_(l, "maxSpeed", -11.1)), "'maxSpeed' should be > 0"),
+        ("roadnet.json", lambda rn: set_(rn["roads"][0]["points"][0], "x", float("nan")), "finite number"),
+        ("roadnet.json", lambda rn: rn["intersections"].append(dict(rn["intersections"][0])), "used twice"),
+        ("roadnet.json", lambda rn: rn["roads"].append(dict(rn["roads"][0])), "used twice"),
+        ("roadnet.json", lambda rn: [set_(p, "time", -5) for i in rn["intersections"] if not i["virtual"]
+                                     for p in i["trafficLight"]["lightphases"]], "'time' should be >= 0"),
+        ("flow.json", first_flow(lambda f: set_(f["vehicle"], "length", -5.0)), "'length' should be > 0"),
+        ("flow.json", first_flow(lambda f: set_(f, "interval", 0)), "'interval' should be > 0"),
+        ("flow.json", first_flow(lambda f: set_(f, "interval", -2.0)), "'interval' should be > 0"),
+        ("flow.json", first_flow(lambda f: (set_(f, "startTime", 500), set_(f, "endTime", 100))), "before startTime"),
+        ("flow.json", lambda fl: fl.clear(), "no flows"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_malformed_scenarios_fail_before_any_engine_starts(tmp_path, capsys, case):
+    """Each bad scenario file is refused by the loader with the file, the element and the expectation,
+    through ipgnn-eval (the engine would otherwise meet it: libsumo tracebacks or silent zero metrics)."""
+    import json
+    import shutil
+
+    name, mutate, names = _mutations()[case]
+    src = _grid(tmp_path)
+    d = tmp_path / "bad"
+    shutil.copytree(src, d)
+    data = json.loads((d / name).read_text())
+    mutate(data)
+    (d / name).write_text(json.dumps(data))
+    err = clean_failure(eval_main(["--controller", "fixedtime", "--config", str(CONFIGS / "hangzhou16.yaml"),
+                                   f"--env.options.scenario={d}", "--env.num_agents=4", "--env.options.engine=sumo",
+                                   "--episodes", "1"]), capsys, names)
+    assert name in err

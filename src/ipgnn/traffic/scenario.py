@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -157,8 +158,21 @@ def _get(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _number(obj: dict, key: str, where: str, low: Optional[float] = None, strict: bool = False,
+            default: Optional[float] = None) -> float:
+    """``obj[key]`` as a finite number, checked against ``low`` (``> low`` when ``strict``, else ``>=``)."""
+    if default is not None and isinstance(obj, dict) and key not in obj:
+        return default
+    value = _get(obj, key, where, (int, float))
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise ScenarioError(f"{where}: '{key}' should be a finite number, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ScenarioError(f"{where}: '{key}' should be {'>' if strict else '>='} {low:g}, got {value:g}")
+    return float(value)
+
+
 def _point(p: Any, where: str) -> tuple[float, float]:
-    return float(_get(p, "x", where, (int, float))), float(_get(p, "y", where, (int, float)))
+    return _number(p, "x", where), _number(p, "y", where)
 
 
 def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
@@ -166,6 +180,8 @@ def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
     for k, r in enumerate(_get(raw, "roads", str(path), list)):
         rid = _get(r, "id", f"{path}: roads[{k}]", str)
         where = f"{path}: road '{rid}'"
+        if rid in roads:
+            raise ScenarioError(f"{path}: roads[{k}]: id '{rid}' is used twice; every road needs its own")
         lanes = _get(r, "lanes", where, list)
         if not lanes:
             raise ScenarioError(f"{where}: has no lanes")
@@ -174,8 +190,9 @@ def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
             raise ScenarioError(f"{where}: needs at least 2 points, got {len(points)}")
         roads[rid] = Road(rid, _get(r, "startIntersection", where, str), _get(r, "endIntersection", where, str),
                           points, len(lanes),
-                          [float(_get(l, "maxSpeed", f"{where}: lanes[{j}]", (int, float))) for j, l in enumerate(lanes)],
-                          [float(l.get("width", 4.0)) for l in lanes])
+                          [_number(l, "maxSpeed", f"{where}: lanes[{j}]", 0.0, strict=True) for j, l in enumerate(lanes)],
+                          [_number(l, "width", f"{where}: lanes[{j}]", 0.0, strict=True, default=4.0)
+                           for j, l in enumerate(lanes)])
     return roads
 
 
@@ -209,7 +226,7 @@ def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> 
         if bad:
             raise ScenarioError(f"{pw}: availableRoadLinks {bad} do not index its {len(links)} roadLinks")
         phases.append(sorted(avail))
-        times.append(float(_get(ph, "time", pw, (int, float))))
+        times.append(_number(ph, "time", pw, 0.0))
     if not phases:
         raise ScenarioError(f"{where}: a signalised intersection needs at least one light phase")
     always = set.intersection(*(set(p) for p in phases))
@@ -236,8 +253,19 @@ def _check_flows(flows: Any, roads: dict[str, Road], path: Path) -> list[dict[st
             if roads[a].end != roads[b].start:
                 raise ScenarioError(f"{where}: route is not connected: '{a}' ends at '{roads[a].end}' but "
                                     f"'{b}' starts at '{roads[b].start}'")
-        for key in ("startTime", "endTime", "interval"):
-            _get(f, key, where, (int, float))
+        vehicle = f["vehicle"]
+        for key in ("length", "maxSpeed", "maxPosAcc", "maxNegAcc", "usualPosAcc", "usualNegAcc"):
+            if key in vehicle:
+                _number(vehicle, key, f"{where}: vehicle", 0.0, strict=True)
+        for key in ("minGap", "headwayTime"):
+            if key in vehicle:
+                _number(vehicle, key, f"{where}: vehicle", 0.0)
+        start, end = _number(f, "startTime", where, 0.0), _number(f, "endTime", where)
+        _number(f, "interval", where, 0.0, strict=True)
+        if end != -1 and end < start:
+            raise ScenarioError(f"{where}: endTime {end:g} is before startTime {start:g} (-1 means: until the end)")
+    if not flows:
+        raise ScenarioError(f"{path}: no flows: the scenario has no traffic, so every metric would be 0")
     return flows
 
 
@@ -248,7 +276,12 @@ def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: Op
     raw = _read_json(rpath)
     roads = _parse_roads(raw, rpath)
     inters = _get(raw, "intersections", str(rpath), list)
-    ids = {_get(i, "id", f"{rpath}: intersections[{k}]", str) for k, i in enumerate(inters)}
+    ids: set[str] = set()
+    for k, i in enumerate(inters):
+        iid = _get(i, "id", f"{rpath}: intersections[{k}]", str)
+        if iid in ids:
+            raise ScenarioError(f"{rpath}: intersections[{k}]: id '{iid}' is used twice; every intersection needs its own")
+        ids.add(iid)
     for r in roads.values():
         for end in (r.start, r.end):
             if end not in ids:
