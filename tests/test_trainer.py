@@ -38,7 +38,11 @@ def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     assert comparable(read_metrics(c.run_dir / "metrics.jsonl")) != rows_a
 
 
-def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monkeypatch):
+@pytest.mark.parametrize("log_every", [25, 40])
+def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monkeypatch, log_every):
+    """log_every 40: the checkpoint (step 100) falls inside a logging window, whose loss sums are saved with
+    it, so the first loss row after the resume (step 120) equals the uninterrupted run's."""
+    tiny_overrides = tiny_overrides + [f"--train.log_every={log_every}"]
     full = train(tmp_path, "full", tiny_overrides)
 
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=300"])

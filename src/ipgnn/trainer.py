@@ -147,6 +147,8 @@ class Trainer:
         # timing for the ETA; train() restarts the clock, so set-up (references, replay) is not counted
         self._t0, self._t_step0, self._update_total, self._eval_total = time.perf_counter(), 0, 0.0, 0.0
         wandb_id = None
+        self._loss_window: dict[str, float] = {}  # losses summed since the last logged row, and their count
+        self._n_window = 0
         self._clean_checkpoint_dir()  # temporary files of a write that was interrupted
         if resume_state is not None:
             self._load_state(resume_state, with_replay)
@@ -357,7 +359,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
                 "env_step": self.env_step, "episode": self.episode, "last_eval_step": self.last_eval_step,
-                "rng": rng_state(),
+                "rng": rng_state(), "log_window": {"loss_sums": dict(self._loss_window), "n_updates": self._n_window},
                 "wandb_id": self.logger.wandb_id or ""}
 
     def _load_state(self, state: dict[str, Any], with_replay: bool = True) -> None:
@@ -366,6 +368,9 @@ class Trainer:
         self.episode = int(state["episode"])
         self.last_eval_step = int(state.get("last_eval_step", 0))
         self.last_checkpoint_step = self.env_step
+        window = state.get("log_window") or {}
+        self._loss_window = {k: float(v) for k, v in (window.get("loss_sums") or {}).items()}
+        self._n_window = int(window.get("n_updates", 0))
         if with_replay:
             self._load_replay(state)
         elif self.env_step > 0:
@@ -440,8 +445,10 @@ class Trainer:
         """Run until ``train.total_steps`` environment steps; return the final evaluation metrics."""
         cfg, tc = self.cfg, self.cfg.train
         obs = self.env.reset(seed=episode_seed(cfg.seed, self.episode))
-        loss_sums: dict[str, float] = {}
-        n_updates_window = 0
+        # the loss-averaging window since the last logged row: saved with checkpoints, so the first row after
+        # a resume averages the same gradient steps as the uninterrupted run's
+        loss_sums: dict[str, float] = self._loss_window
+        n_updates_window = self._n_window
         t_window, steps_window = time.perf_counter(), 0
         update_time = 0.0
         last_return = math.nan
@@ -467,6 +474,7 @@ class Trainer:
                     self.env.step_async(action)
                     update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
                                                                        n_updates_window)
+                    self._n_window = n_updates_window
                     res = self.env.step_wait()
                     self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
                 else:
@@ -474,6 +482,7 @@ class Trainer:
                     self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
                     update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
                                                                        n_updates_window)
+                    self._n_window = n_updates_window
                 obs = res.obs
                 steps_window += self.num_envs
                 bar.update(self.num_envs)
@@ -492,6 +501,7 @@ class Trainer:
                     row.update({f"losses/{k}": v / n_updates_window for k, v in loss_sums.items()})
                     self.logger.log(row, self.env_step)
                     loss_sums, n_updates_window, update_time = {}, 0, 0.0
+                    self._loss_window, self._n_window = loss_sums, 0
                     t_window, steps_window = time.perf_counter(), 0
 
                 # evaluation and checkpoints happen at episode boundaries, before the next reset: a
