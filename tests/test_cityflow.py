@@ -34,7 +34,7 @@ def leftovers() -> set[str]:
 
 def test_auto_picks_cityflow_and_reports_cityflows_own_metrics():
     env = make_env(cfg())  # auto: CityFlow when importable
-    assert env.reference_key.startswith("cityflow:") and not env.seed_varies_episodes
+    assert env.reference_key.startswith("cityflow:")
     obs = env.reset(seed=3)
     raw = env.env
     assert isinstance(raw.engine, CityFlowEngine)

@@ -157,10 +157,6 @@ class Trainer:
                                 cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
         if resume_state is not None:
             self.logger.truncate_after(self.env_step)
-        if not getattr(self.eval_env, "seed_varies_episodes", True) and cfg.train.eval_episodes > 1:
-            log.warning("train.eval_episodes is %d, but this environment plays the same episode for every seed "
-                        "(%s): evaluating 1 episode, since more would repeat it", cfg.train.eval_episodes,
-                        getattr(self.eval_env, "reference_key", "").split(":")[0] or "deterministic")
         self.references = self._reference_results(log_rows=resume_state is None)
         self.verdict: Optional[str] = None
         self._warn_if_slow()
@@ -285,10 +281,7 @@ class Trainer:
 
     @property
     def eval_episodes(self) -> int:
-        """``train.eval_episodes``, or 1 where every seed plays the same episode (CityFlow): the greedy policy
-        and the references are deterministic, so more episodes would repeat the first one."""
-        if not getattr(self.eval_env, "seed_varies_episodes", True):
-            return 1
+        """``train.eval_episodes``: the evaluation episodes of the run's seed (:func:`ipgnn.seeding.eval_seed`)."""
         return self.cfg.train.eval_episodes
 
     def _reference_results(self, log_rows: bool) -> dict[str, dict[str, float]]:
@@ -312,8 +305,7 @@ class Trainer:
             return None
         engine = getattr(self.eval_env, "reference_key", "").split(":")[0]
         context = (f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
-                   f"{self.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}"
-                   + ("" if getattr(self.eval_env, "seed_varies_episodes", True) else ", the same for every seed"))
+                   f"{self.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}")
         return references.verdict(head.metric, final_eval[key], self.references, head.label, head.unit,
                                   head.lower_is_better, context)
 

@@ -93,8 +93,6 @@ class ParallelGraphEnv:
             controllers (traffic: FixedTime and MaxPressure), evaluated exactly like a learned policy.
         reference_key: what the reference controllers' results depend on besides the config (the engine
             and a digest of the scenario's files), so that they can be cached.
-        seed_varies_episodes: ``False`` when the reset seed does not change the episode (a deterministic
-            simulator on fixed demand, e.g. CityFlow): the trainer then evaluates one episode.
     """
 
     def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
@@ -103,9 +101,8 @@ class ParallelGraphEnv:
                  episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
                  integer_observations: bool = False, headline: Optional[Headline] = None,
                  reference_policies_fn: Optional[Callable[[Any], dict[str, Callable]]] = None,
-                 reference_key: str = "", seed_varies_episodes: bool = True):
+                 reference_key: str = ""):
         self.env = env
-        self.seed_varies_episodes = seed_varies_episodes
         self.headline = headline
         self._reference_policies_fn = reference_policies_fn
         self.reference_key = reference_key

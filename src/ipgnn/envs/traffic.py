@@ -114,15 +114,9 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
                             episode_metrics_fn=lambda e: e.metrics(),
                             integer_observations=True,  # one-hot phases, vehicle counts, pressures (count differences)
                             headline=ATT, reference_policies_fn=reference_policies,
-                            reference_key=f"{engine}:{scenario_digest(scenario)}",
-                            seed_varies_episodes=SEED_VARIES_EPISODES[engine])
+                            reference_key=f"{engine}:{scenario_digest(scenario)}"
 
 
-#: Whether an engine's episodes depend on the reset seed. SUMO's do (departure lanes and speeds, driver
-#: imperfection); CityFlow's do not: on a fixed flow file its seed only breaks ties that do not arise
-#: (measured, :mod:`ipgnn.traffic.cityflow_engine`), so every seed plays the same episode and evaluating
-#: more than one episode of a deterministic controller repeats it.
-SEED_VARIES_EPISODES = {"sumo": True, "cityflow": False}
 
 ATT = Headline("average_travel_time", "average travel time", "s", lower_is_better=True, paper_sign=-1.0)
 
