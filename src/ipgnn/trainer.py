@@ -108,6 +108,12 @@ def random_policy(env):
     return env.random_action
 
 
+def _warn(msg: str) -> None:
+    """A warning on the console through tqdm, so that the progress bar is not broken (and in the log)."""
+    log.debug(msg)
+    tqdm.write(f"WARNING: {msg}")
+
+
 class TrainingDiverged(RuntimeError):
     """A loss or a parameter became NaN or infinite; the message names it, the step and the last finite
     values. Nothing was written after it: the last checkpoint is the last good model."""
@@ -149,6 +155,8 @@ class Trainer:
         wandb_id = None
         self._loss_window: dict[str, float] = {}  # losses summed since the last logged row, and their count
         self._n_window = 0
+        self.diverged = False  # a non-finite loss or parameter was seen: nothing is checkpointed after it
+        self._last_finite: dict[str, float] = {}  # the last update's losses, all finite (for the diagnosis)
         self._clean_checkpoint_dir()  # temporary files of a write that was interrupted
         if resume_state is not None:
             self._load_state(resume_state, with_replay)
@@ -163,8 +171,7 @@ class Trainer:
         if cfg.train.learning_starts >= cfg.train.total_steps and cfg.train.gradient_steps > 0 and resume_state is None:
             msg = (f"train.learning_starts ({cfg.train.learning_starts}) >= train.total_steps "
                    f"({cfg.train.total_steps}): this run takes random actions only and never updates the networks")
-            log.debug(msg)
-            tqdm.write(f"WARNING: {msg}")
+            _warn(msg)
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -279,18 +286,13 @@ class Trainer:
         log.info("replay buffer on %s: minibatches are assembled on the learner's device", self.device)
         return self.device
 
-    @property
-    def eval_episodes(self) -> int:
-        """``train.eval_episodes``: the evaluation episodes of the run's seed (:func:`ipgnn.seeding.eval_seed`)."""
-        return self.cfg.train.eval_episodes
-
     def _reference_results(self, log_rows: bool) -> dict[str, dict[str, float]]:
         """The task's reference controllers (traffic: FixedTime, MaxPressure) on the evaluation episodes,
         cached per task (:mod:`ipgnn.references`); logged at step 0 of a new run."""
         from ipgnn import references
 
         results = references.reference_results(self.eval_env, self.cfg.env.model_dump(mode="json"),
-                                                self.eval_episodes, self.cfg.seed, evaluate)
+                                                self.cfg.train.eval_episodes, self.cfg.seed, evaluate)
         if results and log_rows:
             self.logger.log(references.as_rows(results), 0)
         return results
@@ -305,7 +307,7 @@ class Trainer:
             return None
         engine = getattr(self.eval_env, "reference_key", "").split(":")[0]
         context = (f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
-                   f"{self.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}")
+                   f"{self.cfg.train.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}")
         return references.verdict(head.metric, final_eval[key], self.references, head.label, head.unit,
                                   head.lower_is_better, context)
 
@@ -317,8 +319,7 @@ class Trainer:
                    "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
                    "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
                    "or raise --train.update_every.")
-            log.debug(msg)
-            tqdm.write(f"WARNING: {msg}")  # through tqdm, so the progress bar is not broken
+            _warn(msg)
 
     def _warn_eta(self, phase_seconds: float) -> None:
         """After the first update phase, print how long the rest of the run will take: the environment
@@ -331,7 +332,7 @@ class Trainer:
         left = max(0, tc.total_steps - self.env_step)
         phases = left // tc.update_every
         evals = (left // tc.eval_every + 1) if tc.eval_every else 1
-        eval_s = self.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
+        eval_s = self.cfg.train.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
         eta = left * env_s + phases * phase_seconds + evals * eval_s
         self.eta_seconds = eta
         msg = (f"ETA about {_duration(eta)} for the {left} remaining environment steps on {self.device}: "
@@ -344,8 +345,7 @@ class Trainer:
             warn = f"updates alone will take about {phases * phase_seconds / 3600:.1f} h on {self.device}"
             if self.device.type == "cpu":
                 warn += "; a GPU, a smaller --replay.batch_size or fewer --train.gradient_steps would shorten it"
-            log.debug(warn)
-            tqdm.write(f"WARNING: {warn}")  # through tqdm, so the progress bar is not broken
+            _warn(warn)
 
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -429,7 +429,7 @@ class Trainer:
         self.algo.eval()
         try:
             return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
-                            episodes or self.eval_episodes, self.cfg.seed)
+                            episodes or self.cfg.train.eval_episodes, self.cfg.seed)
         finally:
             self.algo.train()
 
@@ -565,7 +565,7 @@ class Trainer:
         return update_time + phase, n_updates
 
     def _diverged(self, bad: list[str], stats: dict[str, float]) -> None:
-        last = getattr(self, "_last_finite", None) or {}
+        last = self._last_finite
         shown = ", ".join(f"{k} {last[k]:.4g}" for k in bad if k in last) or "none yet (the first update)"
         ckpt = self.ckpt_dir / "latest.pt"
         where = (f"the last good checkpoint, step {self.last_checkpoint_step}, is {ckpt} and was not overwritten"
@@ -579,7 +579,7 @@ class Trainer:
     def _check_finite(self) -> None:
         """Refuse to checkpoint a model with a non-finite parameter (a diverged model never overwrites the last
         good one)."""
-        if getattr(self, "diverged", False):
+        if self.diverged:
             raise TrainingDiverged("training diverged: not writing a checkpoint of the diverged model")
         for name, p in self.algo.named_parameters():
             if not bool(torch.isfinite(p).all()):

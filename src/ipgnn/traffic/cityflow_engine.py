@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from operator import itemgetter
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from ipgnn.traffic.scenario import Scenario, scenario_digest
 
 
@@ -108,12 +106,6 @@ class CityFlowEngine:
 
     def get_lane_waiting_vehicle_count(self) -> dict[str, int]:
         return self.eng.get_lane_waiting_vehicle_count()
-
-    def lane_counts(self, lanes: list[str]) -> np.ndarray:
-        """Vehicles on each of ``lanes`` as a float32 array (one C-level lookup of all of them)."""
-        counts = self.eng.get_lane_vehicle_count()
-        got = itemgetter(*lanes)(counts) if len(lanes) > 1 else tuple(counts[l] for l in lanes)
-        return np.fromiter(got, np.float32, len(lanes))
 
     def get_average_travel_time(self) -> float:
         return float(self.eng.get_average_travel_time())

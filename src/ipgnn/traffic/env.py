@@ -204,7 +204,8 @@ class TrafficSignalEnv(ParallelEnv):
     # --- internals ----------------------------------------------------------------------------------
     def _read_counts(self) -> np.ndarray:
         """Vehicles on every lane of ``self._lanes`` now: the engine's vectorised ``lane_counts`` when it has
-        one (both built-in engines do), else its per-lane dictionary."""
+        one (SUMO, whose dictionary would cost a call per lane), else its per-lane dictionary (CityFlow
+        returns all lanes in one call)."""
         fast = getattr(self.engine, "lane_counts", None)
         if fast is not None:
             return fast(self._lanes)

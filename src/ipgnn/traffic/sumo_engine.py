@@ -64,7 +64,8 @@ class SumoEngine:
             self.traci.trafficlight.setPhaseDuration(a.id, 1e6)
         self._sumo_lanes = list(self.lane_map.values())
         self._cf_lanes = list(self.lane_map.keys())
-        self._count_lanes: tuple[int, list[str]] = (0, [])  # (id of the caller's lane list, its SUMO ids)
+        raw = getattr(libsumo, "_libsumo", None)  # the compiled getter, without libsumo's Python wrapper
+        self._vehicle_number = raw.lane_getLastStepVehicleNumber if raw is not None else libsumo.lane.getLastStepVehicleNumber
 
     # --- the CityFlow Engine API subset ------------------------------------------------------------
     def next_step(self) -> None:
@@ -102,13 +103,7 @@ class SumoEngine:
         """Vehicles on each of ``lanes`` (CityFlow lane ids) as a float32 array, for the reads the
         environment makes every simulated second: libsumo's compiled getter mapped over the SUMO lane ids,
         with no dictionary and no Python wrapper per lane."""
-        key = id(lanes)
-        if self._count_lanes[0] != key:
-            self._count_lanes = (key, [self.lane_map[l] for l in lanes])
-        raw = getattr(self.traci, "_libsumo", None)
-        get = raw.lane_getLastStepVehicleNumber if raw is not None else self.traci.lane.getLastStepVehicleNumber
-        sumo = self._count_lanes[1]
-        return np.fromiter(map(get, sumo), np.float32, len(sumo))
+        return np.fromiter(map(self._vehicle_number, map(self.lane_map.__getitem__, lanes)), np.float32, len(lanes))
 
     def get_average_travel_time(self) -> float:
         now = self.get_current_time()
