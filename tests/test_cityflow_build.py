@@ -13,9 +13,26 @@ from ipgnn.traffic.datasets import main as data_main
 VENDOR = Path(__file__).resolve().parents[2] / "shared" / "vendor"
 
 
+# the upstream lines the accessors (change 5) are inserted after, as upstream has them
+UPSTREAM_BINDING = """#include "pybind11/pybind11.h"
+#include "pybind11/stl.h"
+        .def("get_lane_vehicle_count", &CityFlow::Engine::getLaneVehicleCount)
+        .def("get_lane_waiting_vehicle_count", &CityFlow::Engine::getLaneWaitingVehicleCount)
+        .def("get_lane_vehicles", &CityFlow::Engine::getLaneVehicles)
+"""
+UPSTREAM_HEADER = """        std::map<std::string, int> getLaneVehicleCount() const;
+
+        std::map<std::string, int> getLaneWaitingVehicleCount() const;
+
+        std::map<std::string, std::vector<std::string>> getLaneVehicles();
+"""
+
+
 def fake_tree(root: Path, cmake: str) -> Path:
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "cityflow.cpp").write_text("// engine")
+    (root / "src" / "engine").mkdir(parents=True)
+    (root / "src" / "cityflow.cpp").write_text(UPSTREAM_BINDING)
+    (root / "src" / "engine" / "engine.h").write_text(UPSTREAM_HEADER)
+    (root / "src" / "engine" / "engine.cpp").write_text("// engine\n")
     (root / "CMakeLists.txt").write_text(cmake)
     inc = root / "extern" / "rapidjson" / "include" / "rapidjson"
     inc.mkdir(parents=True)
@@ -68,3 +85,23 @@ def test_clear_errors_for_a_wrong_source_missing_rapidjson_and_missing_tools(tmp
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(cb.BuildError, match=r"needs cmake .* and a C\+\+ compiler"):
         cb.check_tools()
+
+
+def test_accessors_are_added_after_upstreams_own_getters_and_nothing_else_changes(tmp_path):
+    """Change 5: three read-only methods, declared, defined and bound; every upstream line stays, in order."""
+    src = VENDOR / "cityflow" if VENDOR.is_dir() else fake_tree(tmp_path / "CityFlow", UPSTREAM_SHAPE)
+    tree = cb.prepare(src, VENDOR / "rapidjson" if VENDOR.is_dir() else None, tmp_path / "work")
+    for rel in ("src/cityflow.cpp", "src/engine/engine.h", "src/engine/engine.cpp"):
+        before, after = (src / rel).read_text(), (tree / rel).read_text()
+        added = iter(after.splitlines())
+        assert all(line in added for line in before.splitlines())  # upstream's lines, in upstream's order
+        assert after != before
+    binding = (tree / "src" / "cityflow.cpp").read_text()
+    for name in ("get_lane_ids", "get_lane_vehicle_count_array", "get_finished_vehicle_count"):
+        assert f'.def("{name}"' in binding
+    assert "getLaneVehicleCounts(bool waitingOnly) const {" in (tree / "src" / "engine" / "engine.cpp").read_text()
+    assert "vehicle->getSpeed() < 0.1" in (tree / "src" / "engine" / "engine.cpp").read_text()  # upstream's criterion
+    # a source it does not know is refused, not guessed at
+    (tree / "src" / "cityflow.cpp").write_text("// another binding\n")
+    with pytest.raises(cb.BuildError, match="cityflow.cpp is not the one this command knows how to extend"):
+        cb.add_accessors(tree)

@@ -65,6 +65,25 @@ class StepResult:
     infos: dict[str, Any] = field(default_factory=dict)
 
 
+class ArrayParallelEnv(ParallelEnv):
+    """The optional array protocol of a ``ParallelEnv``, which :class:`ParallelGraphEnv` uses when an
+    environment has it: the same episode as ``reset``/``step``, with every per-agent quantity an array in
+    ``possible_agents`` order instead of a dictionary (at a thousand agents, the dictionaries and the
+    per-agent loops that fill them cost more than some simulators' step; see ``benchmarks/README.md``).
+
+    - ``reset_arrays(seed) -> (x [N, obs_dim] float32, action_mask [N, A] bool or None)``;
+    - ``step_arrays(actions [N] or [N, D]) -> (x, reward [N], terminated [N] bool, truncated [N] bool,
+      action_mask or None)``.
+    """
+
+    def reset_arrays(self, seed: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        raise NotImplementedError
+
+    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                        Optional[np.ndarray]]:
+        raise NotImplementedError
+
+
 def uniform_random_action(num: int, spec: AgentSpec, mask: Optional[Tensor] = None) -> Tensor:
     """Uniformly random valid actions for ``num`` agents, from torch's RNG: ``[num]`` indices among the
     actions ``mask`` (``[num, A]``) allows, or ``[num, D]`` in ``[-1, 1]`` for continuous actions."""
@@ -93,6 +112,8 @@ class ParallelGraphEnv:
             controllers (traffic: FixedTime and MaxPressure), evaluated exactly like a learned policy.
         reference_key: what the reference controllers' results depend on besides the config (the engine
             and a digest of the scenario's files), so that they can be cached.
+        static_positions: ``position_fn`` gives the same positions at every step (a road network's
+            intersections): they are converted to a tensor once, not at every step.
     """
 
     def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
@@ -101,7 +122,7 @@ class ParallelGraphEnv:
                  episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
                  integer_observations: bool = False, headline: Optional[Headline] = None,
                  reference_policies_fn: Optional[Callable[[Any], dict[str, Callable]]] = None,
-                 reference_key: str = ""):
+                 reference_key: str = "", static_positions: bool = False):
         self.env = env
         self.headline = headline
         self._reference_policies_fn = reference_policies_fn
@@ -109,6 +130,7 @@ class ParallelGraphEnv:
         self.agents = list(env.possible_agents)
         self.num_agents = len(self.agents)
         self.position_fn = position_fn
+        self._static, self._static_pos = static_positions, None
         self.metrics_fn = metrics_fn
         self.episode_metrics_fn = episode_metrics_fn
         self.agent_type = agent_types
@@ -119,6 +141,9 @@ class ParallelGraphEnv:
                              "use kind 'full' or 'env'")
         self.has_action_mask = False
         self.integer_observations = integer_observations
+        # the optional array protocol (an environment that also offers reset_arrays/step_arrays, agents in
+        # possible_agents order; see ArrayParallelEnv): the same steps without PettingZoo's per-agent dicts
+        self._arrays = callable(getattr(env, "step_arrays", None)) and callable(getattr(env, "reset_arrays", None))
         self._ep: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------------
@@ -174,14 +199,24 @@ class ParallelGraphEnv:
                     mask = np.ones((n, self.spec.action_dim), dtype=bool)
                 m = np.asarray(m, dtype=bool)
                 mask[i, : len(m)] &= m
+        return self._data(x, mask)
+
+    def _data(self, x: np.ndarray, mask: Optional[np.ndarray]) -> Data:
+        """The step's ``Data`` from ``x`` (``[N, obs_dim]`` float32) and the action mask (``[N, A]`` bool, or
+        ``None``: every action of the agent's space is valid)."""
+        n = self.num_agents
         if mask is None and self.has_action_mask:  # a step without masks after steps with them: all valid
             mask = np.ones((n, self.spec.action_dim), dtype=bool)
         if mask is not None and not mask.any(1).all():
             bad = [self.agents[i] for i in np.flatnonzero(~mask.any(1))]
             raise ValueError(f"agents {bad} have no valid action in this step's action_mask")
         data = Data(x=torch.from_numpy(x))
-        if self.position_fn is not None:
+        if self._static_pos is not None:
+            data.pos = self._static_pos
+        elif self.position_fn is not None:
             data.pos = torch.as_tensor(np.asarray(self.position_fn(self.env)), dtype=torch.float32)
+            if self._static:
+                self._static_pos = data.pos
         data.edge_index = self.graph(getattr(data, "pos", None))
         if mask is not None:
             self.has_action_mask = True
@@ -190,34 +225,66 @@ class ParallelGraphEnv:
             data.agent_type = self.agent_type
         return data
 
+    def _array_action(self, action: Tensor) -> np.ndarray:
+        """The joint action as the environment takes it: ``[N]`` int64 indices, or ``[N, D]`` scaled from
+        ``[-1, 1]`` to each agent's bounds."""
+        if self.spec.discrete:
+            return action.long().cpu().numpy()
+        act = action.detach().cpu().float().clamp(-1.0, 1.0)
+        return (self._act_low + (act + 1.0) * 0.5 * (self._act_high - self._act_low)).numpy()
+
     def _env_action(self, action: Tensor) -> dict[str, Any]:
         live = set(getattr(self.env, "agents", self.agents))
+        acts = self._array_action(action)
         if self.spec.discrete:
-            acts = action.long().cpu().numpy()
             return {a: int(acts[i]) for i, a in enumerate(self.agents) if a in live}
-        act = action.detach().cpu().float().clamp(-1.0, 1.0)
-        scaled = (self._act_low + (act + 1.0) * 0.5 * (self._act_high - self._act_low)).numpy()
-        return {a: scaled[i] for i, a in enumerate(self.agents) if a in live}
+        return {a: acts[i] for i, a in enumerate(self.agents) if a in live}
+
+    def _masked(self, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """An array environment's action mask, narrowed by the agents' own action spaces."""
+        if self._space_mask is None:
+            return mask
+        return self._space_mask.copy() if mask is None else mask & self._space_mask
 
     # ----------------------------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None) -> Data:
-        obs, infos = self.env.reset(seed=seed)
+        if self._arrays:
+            data = self._data(*self._array_obs(*self.env.reset_arrays(seed)))
+        else:
+            obs, infos = self.env.reset(seed=seed)
+            data = self._to_data(obs, infos)
         if seed is not None:
             for i, a in enumerate(self.agents):
                 self.env.action_space(a).seed(seed + i)
         self._ep = {"episode_return": 0.0, "episode_length": 0}
         self._metric_sums: dict[str, float] = {}
-        return self._to_data(obs, infos)
+        return data
+
+    def _array_obs(self, x: np.ndarray, mask: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        x = np.asarray(x, np.float32)
+        if x.shape[1] < self.spec.obs_dim:
+            x = np.pad(x, ((0, 0), (0, self.spec.obs_dim - x.shape[1])))
+        return x, self._masked(None if mask is None else np.array(mask, bool))  # a copy: steps never share one
 
     def step(self, action: Tensor) -> StepResult:
         """Advance one step with the joint action (``[N]`` long, or ``[N, D]`` in ``[-1, 1]``)."""
-        obs, rew, term, trunc, infos = self.env.step(self._env_action(action))
         n = self.num_agents
-        reward = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=torch.float32)
-        gone = [a not in obs for a in self.agents]
-        terminated = torch.tensor([bool(term.get(a, g)) for a, g in zip(self.agents, gone)])
-        truncated = torch.tensor([bool(trunc.get(a, False)) for a in self.agents])
-        done = bool((terminated | truncated).all()) or not self.env.agents
+        if self._arrays:  # the environment's array protocol: no per-agent dictionaries
+            x, rew, term, trunc, mask = self.env.step_arrays(self._array_action(action))
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            rew = np.asarray(rew, np.float64)
+            reward = torch.from_numpy(rew.astype(np.float32))
+            terminated, truncated = torch.from_numpy(term), torch.from_numpy(trunc)
+            done = bool((term | trunc).all()) or not self.env.agents
+            obs_data, infos = self._data(*self._array_obs(x, mask)), {}
+        else:
+            obs, rew, term, trunc, infos = self.env.step(self._env_action(action))
+            reward = torch.tensor([float(rew.get(a, 0.0)) for a in self.agents], dtype=torch.float32)
+            gone = [a not in obs for a in self.agents]
+            terminated = torch.tensor([bool(term.get(a, g)) for a, g in zip(self.agents, gone)])
+            truncated = torch.tensor([bool(trunc.get(a, False)) for a in self.agents])
+            done = bool((terminated | truncated).all()) or not self.env.agents
+            obs_data = self._to_data(obs, infos)
         self._ep["episode_return"] += float(reward.sum())
         self._ep["episode_length"] += 1
         if self.metrics_fn is not None:
@@ -230,7 +297,7 @@ class ParallelGraphEnv:
             episode.update({k: v / length for k, v in self._metric_sums.items()})
             if self.episode_metrics_fn is not None:
                 episode.update(self.episode_metrics_fn(self.env))
-        return StepResult(self._to_data(obs, infos), reward, terminated, truncated, done, episode, infos)
+        return StepResult(obs_data, reward, terminated, truncated, done, episode, infos)
 
     def reference_policies(self) -> dict[str, Callable]:
         """``{name: obs -> action}``: the task's reference controllers (empty for most tasks)."""

@@ -114,7 +114,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
                             episode_metrics_fn=lambda e: e.metrics(),
                             integer_observations=True,  # one-hot phases, vehicle counts, pressures (count differences)
                             headline=ATT, reference_policies_fn=reference_policies,
-                            reference_key=f"{engine}:{scenario_digest(scenario)}")
+                            reference_key=f"{engine}:{scenario_digest(scenario)}", static_positions=True)
 
 
 ATT = Headline("average_travel_time", "average travel time", "s", lower_is_better=True, paper_sign=-1.0)

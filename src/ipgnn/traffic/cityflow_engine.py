@@ -21,7 +21,9 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 
 from ipgnn.traffic.scenario import Scenario, scenario_digest
 
@@ -52,6 +54,7 @@ class CityFlowEngine:
 
     _pool: dict[str, list[Any]] = {}  # idle engines per scenario digest and thread count
     _created: list[Any] = []  # every engine this process made: kept alive until it ends (see above)
+    _lane_order: dict[str, dict[str, int]] = {}  # per pool key: lane id -> position in the engine's lane order
 
     def __init__(self, scenario: Scenario, seed: int = 0, threads: int = 1, key: Optional[str] = None):
         self.scenario = scenario
@@ -62,6 +65,8 @@ class CityFlowEngine:
         self.eng.reset(seed=False)
         self._seen: set[str] = set()
         self._running: set[str] = set()
+        # the read-only accessors `ipgnn-data build-cityflow` adds (its docstring, change 5); upstream has none
+        self._accessors = hasattr(self.eng, "get_lane_vehicle_count_array")
 
     @staticmethod
     def _create(scenario: Scenario, seed: int, threads: int) -> Any:
@@ -87,19 +92,60 @@ class CityFlowEngine:
 
     def next_step(self) -> None:
         self.eng.next_step()
-        self._running = set(self.eng.get_vehicles(include_waiting=False))
-        self._seen |= self._running
+        if not self._accessors:  # upstream CityFlow: finished vehicles are the ones seen running, now gone
+            self._running = set(self.eng.get_vehicles(include_waiting=False))
+            self._seen |= self._running
 
     @property
     def throughput(self) -> int:
         """Vehicles that entered and have left the network (completed their route)."""
+        if self._accessors:
+            return int(self.eng.get_finished_vehicle_count())
         return len(self._seen - self._running)
+
+    # --- prepared reads for the environment's hot path (see TrafficSignalEnv) ----------------------------
+    def _order(self) -> dict[str, int]:
+        """Lane id -> its position in the engine's lane order (the arrays' order), once per scenario."""
+        order = CityFlowEngine._lane_order.get(self._key)
+        if order is None:
+            order = CityFlowEngine._lane_order[self._key] = {l: k for k, l in enumerate(self.eng.get_lane_ids())}
+        return order
+
+    def _positions(self, lanes: Sequence[str]) -> np.ndarray:
+        order = self._order()
+        return np.array([order[l] for l in lanes], np.int64)
+
+    def group_counter(self, groups: Sequence[Sequence[str]]) -> Optional[tuple[Callable[[], np.ndarray], np.ndarray]]:
+        """``(read, owner)`` for the vehicles on each group of lanes (see ``SumoEngine.group_counter``): ``read``
+        is ``get_lane_vehicle_count_array`` itself (every lane in the engine's order, one NumPy array;
+        added by ``ipgnn-data build-cityflow``) and ``owner`` each lane's group (``len(groups)``: none).
+        ``None`` on upstream CityFlow, whose only getter builds a dictionary (the environment then uses it)."""
+        if not self._accessors:
+            return None
+        order = self._order()
+        owner = np.full(len(order), len(groups), np.int64)
+        for g, group in enumerate(groups):
+            owner[[order[l] for l in group]] = g
+        return self.eng.get_lane_vehicle_count_array, owner
+
+    def lane_reader(self, lanes: Sequence[str]) -> Optional[Callable[[], tuple[np.ndarray, np.ndarray]]]:
+        """A function giving ``(vehicles, halted)`` on each of ``lanes`` now, float32, from the two NumPy reads;
+        ``None`` on upstream CityFlow (see :meth:`group_counter`)."""
+        if not self._accessors:
+            return None
+        pos, eng = self._positions(lanes), self.eng
+        return lambda: (eng.get_lane_vehicle_count_array()[pos].astype(np.float32),
+                        eng.get_lane_vehicle_count_array(True)[pos].astype(np.float32))
 
     def get_current_time(self) -> float:
         return float(self.eng.get_current_time())
 
     def set_tl_phase(self, intersection_id: str, phase: int) -> None:
         self.eng.set_tl_phase(intersection_id, phase)
+
+    def set_tl_phases(self, intersection_ids: Sequence[str], phases: Sequence[int]) -> None:
+        for tl, phase in zip(intersection_ids, phases):
+            self.eng.set_tl_phase(tl, phase)
 
     def get_lane_vehicle_count(self) -> dict[str, int]:
         return self.eng.get_lane_vehicle_count()

@@ -40,15 +40,15 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
+from ipgnn.envs.pettingzoo import ArrayParallelEnv
 from ipgnn.traffic.scenario import Scenario
 
 REWARDS = ("travel_time", "queue", "pressure", "waiting")
 FEATURES = ("phase", "count", "waiting", "pressure")
 
 
-class TrafficSignalEnv(ParallelEnv):
+class TrafficSignalEnv(ArrayParallelEnv):
     """Signal control on a scenario, over an engine made by ``engine_factory(seed)``.
 
     Args:
@@ -98,6 +98,21 @@ class TrafficSignalEnv(ParallelEnv):
         self.pressure = PhasePressure(scenario, self._lanes, self.max_phases)
         masks = scenario.padded()["action_mask"].numpy().astype(np.int8)
         self._masks = dict(zip(self.possible_agents, masks))
+        self._action_mask = masks.astype(bool)
+        self._in_groups = [self._in_lanes[a] for a in self.possible_agents]
+        self._in_valid = self._in_idx < pad
+        # per agent: its number of action phases, the engine phase id of each ([N, max_phases], padded with the
+        # first) and its transition phase (-1: none)
+        inters = [self._inter[a] for a in self.possible_agents]
+        self._num_phases = np.array([len(a.action_phases) for a in inters], np.int64)
+        self._phase_ids = np.array([list(a.action_phases) + [a.action_phases[0]] * (self.max_phases - len(a.action_phases))
+                                    for a in inters], np.int64)
+        self._transition = np.array([-1 if a.transition_phase is None else a.transition_phase for a in inters], np.int64)
+        self._phase = np.zeros(len(self.possible_agents), np.int64)
+        self._agent_ids = np.array(self.possible_agents, dtype=object)
+        self._eye = np.eye(self.max_phases, dtype=np.float32)
+        self._feature_order = [f for f in FEATURES if f in self.features]  # the layout: always FEATURES' order
+        self._pad = np.zeros(len(self._lanes) + 1, np.float64)  # a lane vector plus the padding slot
         self.engine = None
         self._seed = 0
 
@@ -120,78 +135,89 @@ class TrafficSignalEnv(ParallelEnv):
 
     # --- episode ------------------------------------------------------------------------------------
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+        x, _ = self.reset_arrays(seed)
+        return dict(zip(self.possible_agents, x)), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
+
+    def step(self, actions: dict[str, int]):
+        if not self.agents:
+            raise RuntimeError("step() after the episode ended: call reset()")
+        act = np.fromiter((actions.get(a, p) for a, p in zip(self.possible_agents, self._phase)), np.int64,
+                          len(self.possible_agents))
+        x, r, term, trunc, _ = self.step_arrays(act)
+        agents = list(self.possible_agents)
+        return (dict(zip(agents, x)), dict(zip(agents, map(float, r))), dict(zip(agents, map(bool, term))),
+                dict(zip(agents, map(bool, trunc))), {a: {"action_mask": self.action_mask(a)} for a in agents})
+
+    # --- the same episode on arrays (ArrayParallelEnv: agents in possible_agents order, no dicts) --------
+    def reset_arrays(self, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """Start an episode: ``(x [N, obs_dim] float32, action_mask [N, max_phases] bool)``."""
         if seed is not None:
             self._seed = seed
         if self.engine is not None:
             self.engine.close()
         self.engine = self.engine_factory(self._seed)
         self._seed += 1  # the next unseeded reset gets another engine seed (the demand file is fixed)
+        self._prepare_reads()
         self.agents = list(self.possible_agents)
         self.decisions = 0
-        self.phase = {a: 0 for a in self.agents}  # index into action phases
-        for a in self.agents:
-            self.engine.set_tl_phase(a, self._inter[a].action_phases[0])
-        counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
-        return self._observe(counts, waiting), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
+        self._phase = np.zeros(len(self.possible_agents), np.int64)  # index into each agent's action phases
+        self._set_phases(self._agent_ids, self._phase_ids[:, 0])
+        return self._observe(*self._read_lanes()), self._action_mask
 
-    def step(self, actions: dict[str, int]):
+    def step_arrays(self, act: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One decision with action ``act[i]`` (an index into agent i's action phases) for every agent:
+        ``(x [N, obs_dim] float32, reward [N] float64, terminated [N] (never), truncated [N] (every agent at
+        max_decisions), action_mask [N, max_phases] bool)``."""
         if not self.agents:
             raise RuntimeError("step() after the episode ended: call reset()")
-        changed = []
-        for a in self.agents:
-            act = int(actions.get(a, self.phase[a]))
-            n = len(self._inter[a].action_phases)
-            if not 0 <= act < n:
-                raise ValueError(f"agent '{a}': action {act} outside its {n} phases (see its action_mask)")
-            if act != self.phase[a]:
-                changed.append(a)
-            self.phase[a] = act
+        act = np.asarray(act, np.int64)
+        bad = np.flatnonzero((act < 0) | (act >= self._num_phases))
+        if bad.size:
+            i = bad[0]
+            raise ValueError(f"agent '{self.possible_agents[i]}': action {act[i]} outside its {self._num_phases[i]} "
+                             "phases (see its action_mask)")
+        changed = np.flatnonzero(act != self._phase)
+        self._phase = act
         # a change shows the transition phase for `yellow` seconds, then the new phase; an intersection
         # without a transition phase switches at once
-        delayed = []
-        for a in changed:
-            tp = self._inter[a].transition_phase
-            if tp is not None and self.yellow > 0:
-                self.engine.set_tl_phase(a, tp)
-                delayed.append(a)
-            else:
-                self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
+        ids, chosen = self._agent_ids, self._phase_ids[np.arange(len(act)), act]
+        yellow = (self._transition[changed] >= 0) & (self.yellow > 0)
+        delayed = changed[yellow]
+        self._set_phases(ids[changed], np.where(yellow, self._transition[changed], chosen[changed]))
         accrue = self.reward_kind == "travel_time"
-        vehicle_seconds = np.zeros(len(self._lanes) + 1, np.float64)  # per lane, plus the padding slot
+        read, owner = self._incoming
+        unit_seconds = 0  # vehicle-seconds per unit of the engine's incoming read (lanes or roads)
+        next_step, last = self.engine.next_step, self.action_interval - 1
         for t in range(self.action_interval):
-            if t == self.yellow:
-                for a in delayed:
-                    self.engine.set_tl_phase(a, self._inter[a].action_phases[self.phase[a]])
-            self.engine.next_step()
-            if accrue and t < self.action_interval - 1:  # each simulated second counts its vehicles once
-                vehicle_seconds[:-1] += self._read_counts()
+            if t == self.yellow and delayed.size:
+                self._set_phases(ids[delayed], chosen[delayed])
+            next_step()
+            if accrue and t < last:  # each simulated second counts its vehicles once
+                unit_seconds = unit_seconds + read()
         self.decisions += 1
-        counts, waiting = self.engine.get_lane_vehicle_count(), self.engine.get_lane_waiting_vehicle_count()
-        obs = self._observe(counts, waiting)
+        c, w = self._read_lanes()
+        x = self._observe(c, w)
         if accrue:
-            vehicle_seconds[:-1] += self._counts  # the last second, as _observe read it
-            r = -vehicle_seconds[self._in_idx].sum(1)
+            weights = np.broadcast_to(np.asarray(unit_seconds, np.float64), owner.shape)
+            vehicle_seconds = np.bincount(owner, weights, len(ids) + 1)[:-1]  # per agent (slot N: no agent)
+            self._pad[:-1] = c
+            r = -(vehicle_seconds + self._pad[self._in_idx].sum(1))  # the last second, from the same read
         else:
-            r = self._rewards(counts, waiting)
-        rewards = dict(zip(self.possible_agents, map(float, r)))
+            r = self._rewards(c, w)
         done = self.decisions >= self.max_decisions
-        term = {a: False for a in self.agents}
-        trunc = {a: done for a in self.agents}
-        infos = {a: {"action_mask": self.action_mask(a)} for a in self.agents}
         if done:
             self.agents = []
-        return obs, rewards, term, trunc, infos
+        n = len(ids)
+        return x, r, np.zeros(n, bool), np.full(n, done), self._action_mask
 
     def metrics(self) -> dict[str, float]:
         """Evaluation metrics now (CityFlow's definitions on every engine)."""
         e = self.engine
-        waiting = e.get_lane_waiting_vehicle_count()
-        lanes = [l for a in self.possible_agents for l in self._in_lanes[a]]
-        counts = e.get_lane_vehicle_count()
-        in_network = sum(counts.values())
+        counts, waiting = self._read_lanes()
+        in_network = float(sum(e.get_lane_vehicle_count().values()))
         out = {"average_travel_time": float(e.get_average_travel_time()),
-               "queue_length": float(np.mean([waiting[l] for l in lanes])),
-               "delay": float(sum(waiting.values()) / in_network) if in_network else 0.0}
+               "queue_length": float(np.append(waiting, 0.0)[self._in_idx][self._in_valid].mean()),
+               "delay": float(sum(e.get_lane_waiting_vehicle_count().values()) / in_network) if in_network else 0.0}
         if hasattr(e, "throughput"):
             out["throughput"] = float(e.throughput)
         return out
@@ -202,49 +228,72 @@ class TrafficSignalEnv(ParallelEnv):
             self.engine = None
 
     # --- internals ----------------------------------------------------------------------------------
-    def _read_counts(self) -> np.ndarray:
-        """Vehicles on every lane of ``self._lanes`` now: the engine's vectorised ``lane_counts`` when it has
-        one (SUMO, whose dictionary would cost a call per lane), else its per-lane dictionary (CityFlow
-        returns all lanes in one call)."""
-        fast = getattr(self.engine, "lane_counts", None)
-        if fast is not None:
-            return fast(self._lanes)
-        return self._lane_vector(self.engine.get_lane_vehicle_count())
+    def _prepare_reads(self) -> None:
+        """The engine's prepared reads for this episode, or its per-lane dictionaries where it has none:
+
+        - ``self._incoming``: ``(read, owner)``, ``read()`` the vehicles on some units (lanes or roads) now and
+          ``owner`` each unit's agent (``N``: none), so that the vehicles on agent i's incoming lanes are
+          ``read()[owner == i].sum()`` (the travel-time reward reads it every simulated second, sums the
+          arrays and maps them to agents once per decision);
+        - ``self._read_lanes()``: ``(vehicles, halted)`` on every lane of ``self._lanes`` now, float32 (once
+          per decision, for the observation)."""
+        e = self.engine
+        prepare = getattr(e, "group_counter", None)
+        incoming = prepare(self._in_groups) if prepare is not None else None
+        if incoming is None:
+            owner = np.full(len(self._lanes) + 1, len(self.possible_agents), np.int64)
+            owner[self._in_idx] = np.arange(len(self.possible_agents))[:, None]
+            incoming = (lambda: self._lane_vector(e.get_lane_vehicle_count()), owner[:-1])
+        prepare = getattr(e, "lane_reader", None)
+        read = prepare(self._lanes) if prepare is not None else None
+        if read is None:
+            def read() -> tuple[np.ndarray, np.ndarray]:
+                return (self._lane_vector(e.get_lane_vehicle_count()),
+                        self._lane_vector(e.get_lane_waiting_vehicle_count()))
+        self._incoming, self._read_lanes = incoming, read
+
+    def _set_phases(self, ids: np.ndarray, phases: np.ndarray) -> None:
+        """Engine phase ``phases[k]`` at intersection ``ids[k]``: one batched engine call where the engine has
+        one (``set_tl_phases``), else one ``set_tl_phase`` per intersection."""
+        ids, phases = ids.tolist(), phases.tolist()
+        batch = getattr(self.engine, "set_tl_phases", None)
+        if batch is not None:
+            batch(ids, phases)
+        else:
+            for tl, phase in zip(ids, phases):
+                self.engine.set_tl_phase(tl, phase)
 
     def _lane_vector(self, counts: dict[str, int]) -> np.ndarray:
         """A per-lane dict as an array over ``self._lanes`` (one C-level lookup of every lane)."""
         got = self._pick_lanes(counts) if len(self._lanes) > 1 else tuple(counts[l] for l in self._lanes)
         return np.fromiter(got, np.float32, len(self._lanes))
 
-    def _vectors(self, counts: dict[str, int], waiting: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Lane counts as arrays over ``self._lanes`` plus a trailing zero (the padding slot)."""
-        return np.append(self._lane_vector(counts), 0.0), np.append(self._lane_vector(waiting), 0.0)
-
     def phase_pressures(self) -> np.ndarray:
         """``[N, max_phases]`` pressure of every action phase now (padded phases: ``-inf``), from the lane
         counts the last observation read (the engine only advances inside :meth:`step`)."""
         return self.pressure(self._counts)
 
-    def _observe(self, counts: dict[str, int], waiting: dict[str, int]) -> dict[str, np.ndarray]:
-        c, w = self._vectors(counts, waiting)
-        self._counts = c[:-1]  # for phase_pressures(): no second read of every lane per decision
-        parts = []
-        if "phase" in self.features:
-            onehot = np.zeros((len(self.possible_agents), self.max_phases), np.float32)
-            onehot[np.arange(len(self.possible_agents)), [self.phase.get(a, 0) for a in self.possible_agents]] = 1.0
-            parts.append(onehot)
-        if "count" in self.features:
-            parts.append(c[self._in_idx])
-        if "waiting" in self.features:
-            parts.append(w[self._in_idx])
-        if "pressure" in self.features:
-            p = self.pressure(c[:-1])
-            parts.append(np.where(np.isfinite(p), p, 0.0).astype(np.float32))
-        x = np.concatenate(parts, axis=1)
-        return dict(zip(self.possible_agents, x))
+    def _observe(self, counts: np.ndarray, waiting: np.ndarray) -> np.ndarray:
+        """``[N, obs_dim]`` float32 from the per-lane vectors over ``self._lanes`` (every value an integer:
+        exact in float32), written column block by column block into one array."""
+        self._counts = counts  # for phase_pressures(): no second read of every lane per decision
+        out = np.empty((len(self.possible_agents), self.obs_dim), np.float32)
+        col, pad = 0, self._pad  # pad: the lanes plus a zero slot that padded lane indices point at
+        for feature in self._feature_order:
+            if feature == "phase":
+                out[:, col:col + self.max_phases] = self._eye[self._phase]
+                col += self.max_phases
+            elif feature == "pressure":
+                out[:, col:col + self.max_phases] = self.pressure.padded_with_zeros(counts)
+                col += self.max_phases
+            else:
+                pad[:-1] = counts if feature == "count" else waiting
+                out[:, col:col + self.max_lanes] = pad[self._in_idx]
+                col += self.max_lanes
+        return out
 
-    def _rewards(self, counts: dict[str, int], waiting: dict[str, int]) -> np.ndarray:
-        c, w = self._vectors(counts, waiting)
+    def _rewards(self, counts: np.ndarray, waiting: np.ndarray) -> np.ndarray:
+        c, w = np.append(counts, 0.0), np.append(waiting, 0.0)
         if self.reward_kind == "queue":
             return -w[self._in_idx].sum(1)
         if self.reward_kind == "waiting":
@@ -259,9 +308,9 @@ class PhasePressure:
         w_{i,k} = \sum_{(l, m) \in \text{green}(i, k)} n_l - n_m
 
     over the lane links :math:`(l, m)` (incoming lane, outgoing lane) of the road links green in action
-    phase ``k`` of intersection ``i``. One sparse product over all lanes: ``rows``/``lanes``/``signs``
-    hold one ``+1`` (incoming) and one ``-1`` (outgoing) entry per lane link, so a call costs one
-    ``bincount``. The same quantity as :func:`ipgnn.traffic.controllers.phase_pressures` (tested).
+    phase ``k`` of intersection ``i``. One sparse product over all lanes: ``rows``/``idx``/``signs``
+    hold the summed weight of each (phase, lane) pair (``+1`` per lane link it enters, ``-1`` per link it
+    leaves), so a call costs one ``bincount``. The same quantity as :func:`ipgnn.traffic.controllers.phase_pressures` (tested).
 
     Args:
         scenario: the loaded scenario.
@@ -283,11 +332,19 @@ class PhasePressure:
                         rows += [row, row]
                         idx += [pos[f"{link.start_road}_{lin}"], pos[f"{link.end_road}_{lout}"]]
                         signs += [1.0, -1.0]
-        self.rows, self.idx = np.asarray(rows, np.int64), np.asarray(idx, np.int64)
-        self.signs = np.asarray(signs, np.float64)
+        # the same (row, lane) pair recurs (a lane in several green links): merged, weights summed, zeros dropped
+        key = np.asarray(rows, np.int64) * max(len(lanes), 1) + np.asarray(idx, np.int64)
+        key, inverse = np.unique(key, return_inverse=True)
+        weight = np.bincount(inverse.ravel(), np.asarray(signs, np.float64), len(key))
+        keep = weight != 0
+        self.rows, self.idx, self.signs = key[keep] // max(len(lanes), 1), key[keep] % max(len(lanes), 1), weight[keep]
         self.shape = (scenario.num_agents, max_phases)
 
     def __call__(self, counts: np.ndarray) -> np.ndarray:
-        """``counts``: ``[len(lanes)]`` vehicles per lane -> ``[N, max_phases]`` pressures."""
+        """``counts``: ``[len(lanes)]`` vehicles per lane -> ``[N, max_phases]`` pressures (padded phases: -inf)."""
+        return np.where(self.valid, self.padded_with_zeros(counts), -np.inf)
+
+    def padded_with_zeros(self, counts: np.ndarray) -> np.ndarray:
+        """The same pressures with 0 for the padded phases (they have no entries), as the observation has them."""
         w = np.bincount(self.rows, weights=self.signs * counts[self.idx], minlength=self.shape[0] * self.shape[1])
-        return np.where(self.valid, w.reshape(self.shape), -np.inf)
+        return w.reshape(self.shape)
