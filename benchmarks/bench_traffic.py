@@ -18,6 +18,7 @@ The actions are drawn before the clock starts.
 
 import argparse
 import time
+import types
 
 import torch
 
@@ -32,24 +33,21 @@ SCENARIOS = {
 }
 
 
-class _Timed:
-    """A proxy that adds the time spent in one method of the object it wraps to ``clock[0]``."""
+def _timed(inner, method: str, clock: list):
+    """A stand-in for ``inner`` whose ``method`` adds its time to ``clock[0]``: every other public attribute is
+    copied (bound methods, submodules), so the adapter's other calls cost what they cost unmeasured."""
+    proxy = types.SimpleNamespace(**{name: getattr(inner, name) for name in dir(inner) if not name.startswith("__")})
+    real = getattr(inner, method)
+    perf = time.perf_counter
 
-    def __init__(self, inner, method: str, clock: list):
-        self._inner, self._method, self._clock = inner, method, clock
+    def timed(*args, **kwargs):
+        t0 = perf()
+        out = real(*args, **kwargs)
+        clock[0] += perf() - t0
+        return out
 
-    def __getattr__(self, name):
-        value = getattr(self._inner, name)
-        if name != self._method:
-            return value
-
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = value(*args, **kwargs)
-            self._clock[0] += time.perf_counter() - t0
-            return out
-
-        return timed
+    setattr(proxy, method, timed)
+    return proxy
 
 
 def measure(n: int, engine: str, decisions: int, seed: int = 0) -> tuple[float, float]:
@@ -60,9 +58,9 @@ def measure(n: int, engine: str, decisions: int, seed: int = 0) -> tuple[float, 
     obs = env.reset(seed=seed)
     raw, clock = env.env.engine, [0.0]
     if engine == "cityflow":
-        raw.eng = _Timed(raw.eng, "next_step", clock)
+        raw.eng = _timed(raw.eng, "next_step", clock)
     else:
-        raw.traci = _Timed(raw.traci, "simulationStep", clock)
+        raw.traci = _timed(raw.traci, "simulationStep", clock)
     torch.manual_seed(seed)
     actions = [env.random_action(obs) for _ in range(decisions)]  # every phase valid at every decision
     t0 = time.perf_counter()

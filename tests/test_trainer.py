@@ -203,3 +203,58 @@ def test_partial_metrics_line_and_finished_run_resume(tmp_path, tiny_overrides):
     again.close()
     assert out["eval/episode_return"] == final["eval/episode_return"]
     assert '"eval/epis\n' not in (run.run_dir / "metrics.jsonl").read_text() + "\n"
+
+
+def _stop_when(trainer, where: str, at: int):
+    """Ask ``trainer`` to stop (as the first Ctrl-C or SIGTERM does) during environment step ``at``
+    (``where='step'``), or during gradient step ``at`` of the run (``where='update'``)."""
+    if where == "step":
+        real = trainer.env.step
+
+        def step(action):
+            if trainer.env_step == at:
+                trainer.request_stop("SIGTERM")
+            return real(action)
+
+        trainer.env.step = step
+    else:
+        real = trainer.algo.update
+
+        def update(batch):
+            if trainer.algo.num_updates == at:
+                trainer.request_stop("Ctrl-C")
+            return real(batch)
+
+        trainer.algo.update = update
+
+
+@pytest.mark.parametrize("where,at", [("step", 137), ("update", 13)])
+def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, where, at):
+    """The first Ctrl-C or SIGTERM stops at a safe point: between two iterations (mid-episode: step 137 of
+    25-step episodes), or between two gradient steps of an update phase (gradient step 13 of 3-step phases
+    every 20 steps: at step 140).
+    The resumed run replays the cut episode and finishes the cut phase, and ends as the uninterrupted run:
+    the same metric rows and the same parameters."""
+    from ipgnn.trainer import StopRequested
+
+    ov = tiny_overrides + ["--train.gradient_steps=3", "--train.log_every=40", "--train.update_every=20"]
+    full = train(tmp_path, "full", ov)
+    cfg = load_config(CONFIG, ov + ["--train.total_steps=300"])
+    stopped = Trainer.from_config(cfg, tmp_path / "stopped")
+    _stop_when(stopped, where, at)
+    with pytest.raises(StopRequested) as stop:
+        stopped.train()
+    stopped.close()
+    saved = checkpoint.load(stop.value.path)
+    assert len(saved["cut"]["actions"]) % 25 != 0  # inside an episode: its actions are in the checkpoint
+    if where == "update":  # gradient step 13 is the second of its phase (12, 13, 14): one is still owed
+        assert saved["cut"]["remaining_grad"] == 1
+    else:  # the stop came during the step to 137: the checkpoint is right after it
+        assert saved["env_step"] == at and saved["cut"]["remaining_grad"] == -1
+    resumed = Trainer.resume(tmp_path / "stopped")
+    resumed.train()
+    resumed.close()
+    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == \
+        comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
+        assert torch.equal(pa, pb), k

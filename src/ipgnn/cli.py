@@ -51,11 +51,25 @@ def _fail(msg: str) -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C: checkpoint where the run is and exit cleanly."""
+    """A second SIGTERM (or one during set-up), handled as a second Ctrl-C: checkpoint where the run is, now."""
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+def _stop_handler(trainer):
+    """SIGINT and SIGTERM during training: the first asks the trainer to stop at its next safe point (after the
+    gradient step or environment step under way), whose checkpoint resumes bit for bit; a second one stops at
+    once (the checkpoint then restarts the cut episode on resume)."""
+
+    def handle(signum, frame):
+        sigterm = signum == signal.SIGTERM
+        if trainer.stop_reason is None:
+            trainer.request_stop("SIGTERM" if sigterm else "Ctrl-C")
+            print(f"\n{'SIGTERM' if sigterm else 'Ctrl-C'}: stopping at the next safe point (after the gradient step "
+                  "or environment step under way) with a checkpoint that resumes exactly; "
+                  f"{'another SIGTERM' if sigterm else 'Ctrl-C again'} stops at once", file=sys.stderr, flush=True)
+            return
+        raise Terminated() if sigterm else KeyboardInterrupt()
+
+    return handle
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,7 +93,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from ipgnn.trainer import ResumeError, Trainer, TrainingDiverged
+    from ipgnn.trainer import ResumeError, StopRequested, Trainer, TrainingDiverged
 
     try:
         if args.resume:
@@ -108,9 +122,16 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # schedulers, timeout, docker stop: as Ctrl-C
+    handler = _stop_handler(trainer)  # Ctrl-C, and SIGTERM from schedulers, timeout, docker stop
+    previous = signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, handler)
     try:
         metrics = trainer.train()
+    except StopRequested as stop:
+        how = "terminated (SIGTERM)" if stop.reason == "SIGTERM" else "interrupted"
+        print(f"{how} at step {trainer.env_step}, at a safe point; checkpoint saved to {stop.path} (it resumes "
+              f"exactly). Continue with: ipgnn-train --resume {trainer.run_dir}", file=sys.stderr)
+        trainer.close()
+        return 143 if stop.reason == "SIGTERM" else 130
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         try:
@@ -128,7 +149,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         trainer.close()
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     trainer.close()
     print(json.dumps(json_safe({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}), indent=2,
                      allow_nan=False))

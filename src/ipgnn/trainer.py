@@ -119,6 +119,23 @@ class TrainingDiverged(RuntimeError):
     values. Nothing was written after it: the last checkpoint is the last good model."""
 
 
+class StopRequested(KeyboardInterrupt):
+    """:meth:`Trainer.train` stopped at a safe point after :meth:`Trainer.request_stop`, with a checkpoint that
+    resumes bit for bit (``reason``: what asked, e.g. ``SIGTERM``; ``path``: the checkpoint)."""
+
+    def __init__(self, reason: str, path: Path):
+        super().__init__(reason)
+        self.reason, self.path = reason, path
+
+
+class _CutInUpdate(Exception):
+    """An update phase ended early by a stop request: ``remaining`` gradient steps are still owed."""
+
+    def __init__(self, remaining: int, update_time: float, n_updates: int):
+        super().__init__(remaining)
+        self.remaining, self.update_time, self.n_updates = remaining, update_time, n_updates
+
+
 class ResumeError(RuntimeError):
     """A run cannot be resumed as saved; the message says why and what to do."""
 
@@ -157,6 +174,10 @@ class Trainer:
         self._n_window = 0
         self.diverged = False  # a non-finite loss or parameter was seen: nothing is checkpointed after it
         self._last_finite: dict[str, float] = {}  # the last update's losses, all finite (for the diagnosis)
+        self.stop_reason: Optional[str] = None  # set by request_stop(): stop at the next safe point
+        self._cut: Optional[dict[str, Any]] = None  # the safe point being checkpointed (see _stop_here)
+        self._cut_to_resume: Optional[dict[str, Any]] = None  # the one a resumed run starts from
+        self._episode_actions: list[torch.Tensor] = []  # the current episode's actions, for a stop inside it
         self._clean_checkpoint_dir()  # temporary files of a write that was interrupted
         if resume_state is not None:
             self._load_state(resume_state, with_replay)
@@ -349,10 +370,15 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
-                "env_step": self.env_step, "episode": self.episode, "last_eval_step": self.last_eval_step,
-                "rng": rng_state(), "log_window": {"loss_sums": dict(self._loss_window), "n_updates": self._n_window},
-                "wandb_id": self.logger.wandb_id or ""}
+        state = {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
+                 "env_step": self.env_step, "episode": self.episode, "last_eval_step": self.last_eval_step,
+                 "rng": rng_state(), "log_window": {"loss_sums": dict(self._loss_window), "n_updates": self._n_window},
+                 "wandb_id": self.logger.wandb_id or ""}
+        if self._cut is not None:  # a stop inside an episode: what resume replays and still owes
+            state["cut"] = {"actions": self._cut["actions"],
+                            "remaining_grad": -1 if self._cut["remaining_grad"] is None else self._cut["remaining_grad"],
+                            "prev_step": -1 if self._cut["prev_step"] is None else self._cut["prev_step"]}
+        return state
 
     def _load_state(self, state: dict[str, Any], with_replay: bool = True) -> None:
         self.algo.load_full_state_dict(state["algo"])
@@ -360,6 +386,11 @@ class Trainer:
         self.episode = int(state["episode"])
         self.last_eval_step = int(state.get("last_eval_step", 0))
         self.last_checkpoint_step = self.env_step
+        cut = state.get("cut")
+        if cut is not None and cut["actions"]:
+            owed = int(cut["remaining_grad"])
+            self._cut_to_resume = {"actions": list(cut["actions"]), "remaining_grad": None if owed < 0 else owed,
+                                   "prev_step": int(cut["prev_step"])}
         window = state.get("log_window") or {}
         self._loss_window = {k: float(v) for k, v in (window.get("loss_sums") or {}).items()}
         self._n_window = int(window.get("n_updates", 0))
@@ -433,10 +464,42 @@ class Trainer:
         finally:
             self.algo.train()
 
+    def request_stop(self, reason: str) -> None:
+        """Stop at the next safe point and checkpoint there (``ipgnn-train`` calls this on the first Ctrl-C or
+        SIGTERM): after the gradient step under way, or after the environment step under way when no update
+        phase is running. :meth:`train` then raises :class:`StopRequested`. The checkpoint holds the actions
+        of the episode cut short and the gradient steps still owed, so that :meth:`resume` replays that
+        episode from its seed and finishes the iteration: the resumed run is the uninterrupted one, bit for bit."""
+        self.stop_reason = reason
+
+    def _replay_cut_episode(self, cut: dict[str, Any]):
+        """Restart the episode a stop cut short: reset it with its seed and step it through the actions it had
+        taken (the simulators are deterministic given both), with the RNG states of the cut restored after."""
+        rng = rng_state()
+        obs, res = self.env.reset(seed=episode_seed(self.cfg.seed, self.episode)), None
+        for action in cut["actions"]:
+            res = self.env.step(action)
+            obs = res.obs
+        set_rng_state(rng)
+        self._episode_actions = list(cut["actions"])
+        return obs, res
+
+    def _stop_here(self, remaining_grad: Optional[int] = None, prev_step: Optional[int] = None) -> None:
+        """Checkpoint at a safe point, with what a resume needs to continue exactly, and stop."""
+        self._cut = {"actions": list(self._episode_actions), "remaining_grad": remaining_grad, "prev_step": prev_step}
+        path = self.save_checkpoint()
+        self._cut = None
+        raise StopRequested(self.stop_reason or "stop", path)
+
     def train(self) -> dict[str, float]:
         """Run until ``train.total_steps`` environment steps; return the final evaluation metrics."""
         cfg, tc = self.cfg, self.cfg.train
-        obs = self.env.reset(seed=episode_seed(cfg.seed, self.episode))
+        cut, self._cut_to_resume = self._cut_to_resume, None
+        if cut is None:
+            obs, res = self.env.reset(seed=episode_seed(cfg.seed, self.episode)), None
+            self._episode_actions = []
+        else:  # a run stopped at a safe point inside an episode
+            obs, res = self._replay_cut_episode(cut)
         # the loss-averaging window since the last logged row: saved with checkpoints, so the first row after
         # a resume averages the same gradient steps as the uninterrupted run's
         loss_sums: dict[str, float] = self._loss_window
@@ -450,12 +513,73 @@ class Trainer:
         self._update_total = self._eval_total = 0.0
         bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
                    dynamic_ncols=True, desc=cfg.name)
+
+        def update(n_grad: int, prev_step: int) -> None:
+            """The update phase; a stop requested during it cuts it after the gradient step under way."""
+            nonlocal update_time, n_updates_window
+            try:
+                update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time, n_updates_window,
+                                                                   stoppable=not overlap)
+            except _CutInUpdate as cut_short:
+                update_time, n_updates_window = cut_short.update_time, cut_short.n_updates
+                self._n_window = n_updates_window
+                self._stop_here(cut_short.remaining, prev_step)
+            self._n_window = n_updates_window
+
+        def finish(res, prev_step: int):
+            """Everything after the update phase: the log row, and at an episode's end its row, evaluation,
+            checkpoint and the next reset. Returns the next observation (``None``: keep the current one)."""
+            nonlocal loss_sums, n_updates_window, update_time, t_window, steps_window, last_return, final_eval
+            steps_window += self.num_envs
+            bar.update(self.num_envs)
+            if res.done:
+                self.episode += self.num_envs
+                last_return = res.episode["episode_return"]
+                self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
+                                self.env_step)
+                bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
+
+            if self.env_step // tc.log_every > prev_step // tc.log_every:
+                elapsed = time.perf_counter() - t_window
+                row = {"charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
+                       "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,
+                       "charts/updates": float(self.algo.num_updates)}
+                row.update({f"losses/{k}": v / n_updates_window for k, v in loss_sums.items()})
+                self.logger.log(row, self.env_step)
+                loss_sums, n_updates_window, update_time = {}, 0, 0.0
+                self._loss_window, self._n_window = loss_sums, 0
+                t_window, steps_window = time.perf_counter(), 0
+
+            # evaluation and checkpoints happen at episode boundaries, before the next reset: a
+            # simulator that allows one instance per process (libsumo) is free for evaluation
+            # there, and a resumed run restarts exactly where the uninterrupted one went on
+            if not res.done:
+                return None
+            if tc.eval_every and self.env_step - self.last_eval_step >= tc.eval_every:
+                t_eval = time.perf_counter()
+                final_eval = self.evaluate()
+                self._eval_total += time.perf_counter() - t_eval
+                self.last_eval_step = self.env_step
+                self.logger.log(final_eval, self.env_step)
+                bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
+                                refresh=False)
+            if tc.checkpoint_every and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every:
+                self.save_checkpoint()
+            self._episode_actions = []
+            return self.env.reset(seed=episode_seed(cfg.seed, self.episode))
+
         try:
+            if cut is not None and cut.get("remaining_grad") is not None:  # finish the iteration the stop cut
+                update(int(cut["remaining_grad"]), int(cut["prev_step"]))
+                obs = finish(res, int(cut["prev_step"])) or obs
             while self.env_step < tc.total_steps:
+                if self.stop_reason is not None:  # a safe point: between two iterations
+                    self._stop_here()
                 if self.env_step < tc.learning_starts:
                     action = self.env.random_action(obs)
                 else:
                     action = self.algo.act(obs.to(self.device)).cpu()
+                self._episode_actions.append(action)
                 prev_step = self.env_step
                 self.env_step += self.num_envs  # every environment of a batched task (or worker) counts
                 # one update phase per update_every environment steps crossed, so the ratio of gradient
@@ -464,53 +588,14 @@ class Trainer:
                 n_grad = phases * tc.gradient_steps if self.env_step >= tc.learning_starts else 0
                 if overlap:  # workers simulate while the learner takes its gradient steps
                     self.env.step_async(action)
-                    update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
-                                                                       n_updates_window)
-                    self._n_window = n_updates_window
+                    update(n_grad, prev_step)  # not cut: the workers' step is in flight (stops after it)
                     res = self.env.step_wait()
                     self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
                 else:
                     res = self.env.step(action)
                     self.replay.add(obs, action, self._scaled(res.reward), res.terminated, res.obs)
-                    update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time,
-                                                                       n_updates_window)
-                    self._n_window = n_updates_window
-                obs = res.obs
-                steps_window += self.num_envs
-                bar.update(self.num_envs)
-                if res.done:
-                    self.episode += self.num_envs
-                    last_return = res.episode["episode_return"]
-                    self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
-                                    self.env_step)
-                    bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
-
-                if self.env_step // tc.log_every > prev_step // tc.log_every:
-                    elapsed = time.perf_counter() - t_window
-                    row = {"charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
-                           "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,
-                           "charts/updates": float(self.algo.num_updates)}
-                    row.update({f"losses/{k}": v / n_updates_window for k, v in loss_sums.items()})
-                    self.logger.log(row, self.env_step)
-                    loss_sums, n_updates_window, update_time = {}, 0, 0.0
-                    self._loss_window, self._n_window = loss_sums, 0
-                    t_window, steps_window = time.perf_counter(), 0
-
-                # evaluation and checkpoints happen at episode boundaries, before the next reset: a
-                # simulator that allows one instance per process (libsumo) is free for evaluation
-                # there, and a resumed run restarts exactly where the uninterrupted one went on
-                if res.done:
-                    if tc.eval_every and self.env_step - self.last_eval_step >= tc.eval_every:
-                        t_eval = time.perf_counter()
-                        final_eval = self.evaluate()
-                        self._eval_total += time.perf_counter() - t_eval
-                        self.last_eval_step = self.env_step
-                        self.logger.log(final_eval, self.env_step)
-                        bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
-                                        refresh=False)
-                    if tc.checkpoint_every and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every:
-                        self.save_checkpoint()
-                    obs = self.env.reset(seed=episode_seed(cfg.seed, self.episode))
+                    update(n_grad, prev_step)
+                obs = finish(res, prev_step) or res.obs
             if self.last_eval_step != self.env_step:
                 final_eval = self.evaluate()
                 self.last_eval_step = self.env_step
@@ -521,6 +606,7 @@ class Trainer:
                 logged = [r for r in read_metrics(self.logger.path) if r.get("env_step") == self.env_step
                           and any(k.startswith("eval/") for k in r)]
                 final_eval = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("eval/")}
+            self._episode_actions = []
             self.save_checkpoint()
             self.verdict = self._final_verdict(final_eval)
         finally:
@@ -537,13 +623,17 @@ class Trainer:
         return reward if scale == 1.0 else reward * scale
 
     def _update_phase(self, n_grad: int, loss_sums: dict[str, float], update_time: float,
-                      n_updates: int) -> tuple[float, int]:
-        """``n_grad`` gradient steps on minibatches from the replay buffer; losses summed into ``loss_sums``."""
+                      n_updates: int, stoppable: bool = False) -> tuple[float, int]:
+        """``n_grad`` gradient steps on minibatches from the replay buffer; losses summed into ``loss_sums``.
+        ``stoppable``: a stop requested meanwhile (:meth:`request_stop`) ends the phase after the gradient step
+        under way, raising :class:`_CutInUpdate` with the steps still owed."""
         if n_grad == 0 or len(self.replay) == 0:
             return update_time, n_updates
         t0 = time.perf_counter()
         step_seconds = []
-        for _ in range(n_grad):
+        for done in range(n_grad):
+            if stoppable and done and self.stop_reason is not None:
+                raise _CutInUpdate(n_grad - done, update_time + time.perf_counter() - t0, n_updates)
             t_step = time.perf_counter()
             stats = self.algo.update(self.replay.sample(self.cfg.replay.batch_size, self.device))
             bad = [k for k, v in stats.items() if not math.isfinite(v)]
