@@ -11,6 +11,22 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def pytest_configure(config):
+    """Under load (other processes on the cores), fewer torch threads: with two threads on two busy cores each
+    learning test ran ~20x slower (21-22 min against 1-2 min). On a quiet machine torch's default stays."""
+    from ipgnn.threads import plan_threads
+
+    plan = plan_threads("auto")
+    if plan.warning:
+        torch.set_num_threads(plan.free)
+    config._ipgnn_threads = (torch.get_num_threads(), plan)
+
+
+def pytest_report_header(config):
+    threads, plan = config._ipgnn_threads
+    return f"ipgnn: {threads} torch thread(s); {plan.free} core(s) looked free at start (load average, affinity)"
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import json_safe
 
-RESUME_OVERRIDABLE = ("train.total_steps", "logger.")
+RESUME_OVERRIDABLE = ("train.total_steps", "logger.", "threads")
 
 
 def _split(argv: Sequence[str], known: set[str], flags: frozenset[str] = frozenset({"-h", "--help", "--print-config"})
@@ -101,7 +101,7 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
                 return _fail("--resume uses the config saved in the run; do not pass --config with it")
             bad = [o for o in overrides if not o.lstrip("-").startswith(RESUME_OVERRIDABLE)]
             if bad:
-                return _fail(f"on --resume only train.total_steps and logger.* may be overridden (got {bad}); "
+                return _fail(f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "
                              "start a new run to change anything else")
             trainer = Trainer.resume(args.resume, overrides, with_replay=not args.no_replay)
             print(f"resuming {args.resume} at step {trainer.env_step}", file=sys.stderr)

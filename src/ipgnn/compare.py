@@ -47,6 +47,7 @@ import yaml
 
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import read_metrics
+from ipgnn.threads import usable_cores
 
 LOWER_IS_BETTER = ("average_travel_time", "queue_length", "delay", "landmark_distance", "collisions")
 
@@ -163,7 +164,7 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
         if workers > 1 and "OMP_NUM_THREADS" not in env:
             # runs side by side share the cores: more threads than cores makes every torch op wait
             # (measured here: one update 18x slower with 2 threads each on 2 busy cores)
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+            env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // workers))
         with open(rd / "stdout.log", "ab") as so, open(rd / "stderr.log", "ab") as se:
             rc = subprocess.run(cmd, stdout=so, stderr=se, env=env).returncode
         if rc == 0:  # ipgnn-train ends its stdout with a JSON object of the final evaluation

@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -178,6 +178,10 @@ class ExperimentConfig(_Section):
     name: str = "ipgnn"
     seed: int = Field(0, ge=0, description="the run seed: every random stream derives from it (ipgnn.seeding)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+        "auto", description="the learner's torch threads; auto: torch's default, at most the cores this process may "
+                            "use less rollout workers (OMP_NUM_THREADS overrides); a warning says when the load "
+                            "leaves fewer free (ipgnn.threads)")
     env: EnvConfig = Field(default_factory=EnvConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algo: AlgoConfig = Field(default_factory=AlgoConfig)

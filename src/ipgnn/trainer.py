@@ -153,6 +153,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
+        self._set_threads()
         self.env = self._make_rollout_env()
         self.eval_env = make_env(cfg.env)
         self.num_envs = int(getattr(self.env, "num_envs", 1))
@@ -233,6 +234,22 @@ class Trainer:
             save_config(cfg, run_dir / "config.yaml")
         return cls(cfg, run_dir, resume_state=state, with_replay=with_replay)
 
+    def _set_threads(self) -> None:
+        """The learner's torch threads (:func:`ipgnn.threads.plan_threads`): the workers' simulators take cores
+        of their own, and more threads than free cores make every op wait (an update measured 18x slower
+        oversubscribed on 2 cores); warns when the load says the cores are taken."""
+        from ipgnn.threads import plan_threads
+
+        ro = self.cfg.rollout
+        workers = ro.workers if ro.backend == "process" and ro.workers > 1 else 0
+        plan = plan_threads(self.cfg.threads, workers)
+        self._threads_before = torch.get_num_threads()  # restored by close()
+        if plan.threads != self._threads_before:
+            torch.set_num_threads(plan.threads)
+        log.info("learner: %d torch thread(s) (%s)", plan.threads, plan.why)
+        if plan.warning:
+            _warn(plan.warning)
+
     def _make_rollout_env(self):
         """The training environment: in this process, or ``rollout.workers`` workers (:mod:`ipgnn.rollout`)."""
         ro = self.cfg.rollout
@@ -241,19 +258,9 @@ class Trainer:
         if self.cfg.env.num_envs > 1:
             raise ConfigError("rollout.workers: parallel workers are for tasks that step one environment; a batched "
                               "task already steps env.num_envs environments in one process (set rollout.workers: 1)")
-        import os
-
         from ipgnn.rollout import WorkerPoolEnv
 
         log.info("rollouts: %d %s worker(s)", ro.workers, ro.backend)
-        if ro.backend == "process" and "OMP_NUM_THREADS" not in os.environ:
-            # the workers' simulators take cores: a learner with more threads than the cores left waits
-            # on them at every op (an update measured 18x slower oversubscribed on 2 cores)
-            threads = max(1, (os.cpu_count() or 1) - ro.workers)
-            self._threads_before = torch.get_num_threads()  # restored by close()
-            torch.set_num_threads(threads)
-            log.info("learner: %d torch thread(s), leaving a core to each worker (OMP_NUM_THREADS overrides)",
-                     threads)
         return WorkerPoolEnv(self.cfg.env, ro.workers, ro.backend, ro.address)
 
     def _make_replay(self) -> GraphReplayBuffer:
