@@ -23,6 +23,7 @@ from torch_geometric.data import Data
 
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.cpu import keep_freed_memory_if_room, release_freed_memory
 from ipgnn.graphs import knn_edges
 from ipgnn.replay import GraphReplayBuffer
 
@@ -54,12 +55,16 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def bench(n: int, batch: int, rounds: int, hidden: int, repeats: int, device: torch.device) -> dict:
+def bench(n: int, batch: int, rounds: int, hidden: int, repeats: int, device: torch.device,
+          keep_memory: bool = True) -> dict:
     torch.manual_seed(0)
     buf = make_buffer(n, steps=min(64, max(8, batch)))
     algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=hidden, rounds=rounds),
                  AlgoConfig(lr=1e-3)).to(device)
     sample = buf.sample(batch, device)
+    release_freed_memory()  # each size decides for itself, after one update, as the trainer does
+    algo.update(sample)
+    kept = keep_memory and device.type == "cpu" and keep_freed_memory_if_room()[0]
 
     def policy_fwd_bwd():
         out = algo.policy(sample.obs).dist
@@ -70,7 +75,7 @@ def bench(n: int, batch: int, rounds: int, hidden: int, repeats: int, device: to
     t_update = timed(lambda: algo.update(buf.sample(batch, device)), repeats, device)
     return {"agents": n, "batch": batch, "nodes": n * batch, "edges": n * min(K, n - 1) * batch,
             "policy_fwd_bwd_s": t_policy, "sample_s": t_sample, "update_s": t_update,
-            "updates_per_s": 1.0 / t_update}
+            "updates_per_s": 1.0 / t_update, "freed_memory_kept": kept}
 
 
 def main() -> None:
@@ -84,6 +89,9 @@ def main() -> None:
                    help="skip (N, B) pairs above this many nodes per minibatch (memory/time guard)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the raw figures here")
+    p.add_argument("--release-memory", action="store_true",
+                   help="leave glibc's allocator as it is (by default, as the trainer does, freed memory is kept after the "
+                        "first update when there is room: ipgnn.cpu)")
     args = p.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -97,7 +105,7 @@ def main() -> None:
             if n * b > args.max_nodes:
                 print(f"| {n} | {b} | {n * b} | skipped (> --max-nodes) | | | |")
                 continue
-            r = bench(n, b, args.rounds, args.hidden, args.repeats, device)
+            r = bench(n, b, args.rounds, args.hidden, args.repeats, device, not args.release_memory)
             rows.append(r)
             print(f"| {n} | {b} | {r['nodes']} | {r['policy_fwd_bwd_s']:.4f} | {r['sample_s']:.4f} | "
                   f"{r['update_s']:.4f} | {r['updates_per_s']:.2f} |", flush=True)

@@ -14,7 +14,7 @@ CONFIGS = REPO / "configs"
 def pytest_configure(config):
     """Under load (other processes on the cores), fewer torch threads: with two threads on two busy cores each
     learning test ran ~20x slower (21-22 min against 1-2 min). On a quiet machine torch's default stays."""
-    from ipgnn.threads import plan_threads
+    from ipgnn.cpu import plan_threads
 
     plan = plan_threads("auto")
     if plan.warning:

@@ -60,3 +60,26 @@ def test_value_is_per_agent():
     out = v(torch.randn(5, 4), networkx_edges(nx.path_graph(5)))
     assert out.shape == (5,)
     assert out.unique().numel() > 1
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_per_node_neighbour_actions_are_the_edge_feature_critic(discrete):
+    """``neighbour_action`` ([N, A], what IP-SAC passes) and ``edge_attr`` ([E, A], the source's action per
+    edge) are the same critic: values, and gradients to the actions and to every parameter, agree."""
+    torch.manual_seed(0)
+    n, a = 7, 3
+    ei = networkx_edges(nx.erdos_renyi_graph(n, 0.5, seed=2))
+    x = torch.randn(n, 4)
+    q = GraphQNetwork(4, a, discrete, hidden=16)
+    act = torch.randn(n, a, requires_grad=True)
+    own = None if discrete else act
+    by_edge = q(x, ei, neighbour_action_attr(act, ei), own_action=own)
+    by_node = q(x, ei, neighbour_action=act, own_action=own)
+    assert torch.allclose(by_edge, by_node, atol=1e-6)
+    w = torch.randn_like(by_edge)
+    g_edge = torch.autograd.grad((by_edge * w).sum(), [act, *q.parameters()])
+    g_node = torch.autograd.grad((by_node * w).sum(), [act, *q.parameters()])
+    for ge, gn in zip(g_edge, g_node):
+        assert torch.allclose(ge, gn, atol=1e-5)
+    with pytest.raises(ValueError, match="one of them"):
+        q(x, ei, neighbour_action_attr(act, ei), neighbour_action=act, own_action=own)

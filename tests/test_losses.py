@@ -39,7 +39,9 @@ class StubQ(nn.Module):
         self.w = w
         self.c = c
 
-    def forward(self, x, edge_index, edge_attr, own_action=None, agent_type=None):
+    def forward(self, x, edge_index, edge_attr=None, own_action=None, agent_type=None, neighbour_action=None):
+        if neighbour_action is not None:  # edge j -> i carries a_j
+            edge_attr = neighbour_action[edge_index[0]]
         nbr = torch.zeros(x.size(0)).index_add(0, edge_index[1], edge_attr @ self.w)
         if own_action is None:
             return self.base + nbr.view(1, -1, 1)
@@ -285,7 +287,9 @@ class StateQ(nn.Module):
         super().__init__()
         self.base, self.w, self.u = nn.Parameter(base.clone()), w, u
 
-    def forward(self, x, edge_index, edge_attr, own_action=None, agent_type=None):
+    def forward(self, x, edge_index, edge_attr=None, own_action=None, agent_type=None, neighbour_action=None):
+        if neighbour_action is not None:  # edge j -> i carries a_j
+            edge_attr = neighbour_action[edge_index[0]]
         nbr = torch.zeros(x.size(0), dtype=x.dtype).index_add(0, edge_index[1], edge_attr.to(x.dtype) @ self.w)
         nbr = nbr + 0.25 * neighbour_sum(x, edge_index)
         return self.base + (self.u.view(2, 1) * x[:, 0].view(1, -1) + nbr.view(1, -1)).unsqueeze(-1)

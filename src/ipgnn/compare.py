@@ -47,7 +47,7 @@ import yaml
 
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import read_metrics
-from ipgnn.threads import usable_cores
+from ipgnn.cpu import usable_cores
 
 LOWER_IS_BETTER = ("average_travel_time", "queue_length", "delay", "landmark_distance", "collisions")
 

@@ -181,7 +181,7 @@ class ExperimentConfig(_Section):
     threads: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
         "auto", description="the learner's torch threads; auto: torch's default, at most the cores this process may "
                             "use less rollout workers (OMP_NUM_THREADS overrides); a warning says when the load "
-                            "leaves fewer free (ipgnn.threads)")
+                            "leaves fewer free (ipgnn.cpu)")
     env: EnvConfig = Field(default_factory=EnvConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algo: AlgoConfig = Field(default_factory=AlgoConfig)

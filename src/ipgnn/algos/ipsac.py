@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
-from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ, neighbour_action_attr
+from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
@@ -153,7 +153,7 @@ class IPSAC(nn.Module):
             else:
                 nbr = dist.probs
             with frozen(self.q):
-                q_pi = self.q(obs.x, ei, neighbour_action_attr(nbr, ei), agent_type=agent_type)  # [2, BN, A]
+                q_pi = self.q(obs.x, ei, neighbour_action=nbr, agent_type=agent_type)  # [2, BN, A]
             q_pi_min = q_pi.min(0).values
             log_p = dist._safe_log_probs()
             policy_loss = (dist.probs * (alpha * log_p - q_pi_min)).sum(-1).mean()
@@ -162,7 +162,7 @@ class IPSAC(nn.Module):
         else:
             a_pi, log_pi = dist.rsample()
             with frozen(self.q):
-                q_pi = self.q(obs.x, ei, neighbour_action_attr(a_pi, ei), own_action=a_pi, agent_type=agent_type)
+                q_pi = self.q(obs.x, ei, neighbour_action=a_pi, own_action=a_pi, agent_type=agent_type)
             q_pi_min = q_pi.min(0).values
             policy_loss = (alpha * log_pi - q_pi_min).mean()
             v_target = (q_pi_min - alpha * log_pi).detach()
@@ -176,8 +176,8 @@ class IPSAC(nn.Module):
             v_next = self.v_target(nxt.x, nxt.edge_index, getattr(nxt, "agent_type", None))
             q_hat = soft_q_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
         feats = self.action_features(batch.action)
-        q_data = self.q(obs.x, ei, neighbour_action_attr(feats, ei),
-                        own_action=None if self.spec.discrete else batch.action, agent_type=agent_type)
+        q_data = self.q(obs.x, ei, neighbour_action=feats, own_action=None if self.spec.discrete else batch.action,
+                        agent_type=agent_type)
         if self.spec.discrete:
             q_data = q_data.gather(-1, batch.action.long().view(1, -1, 1).expand(2, -1, 1)).squeeze(-1)
         q_loss = 0.5 * (q_data - q_hat.unsqueeze(0)).pow(2).mean(1).sum()

@@ -114,13 +114,17 @@ class IntentionPropagationConv(MessagePassing):
         r""":math:`\tilde\mu^0 = \mathrm{ReLU}(W_1 h)`: every agent decides alone."""
         return F.relu(self.lin_state(h))
 
-    def forward(self, mu: Tensor, h: Tensor, edge_index: Adj, return_attention_weights: bool = False):
+    def forward(self, mu: Tensor, h: Tensor, edge_index: Adj, return_attention_weights: bool = False,
+                state_term: OptTensor = None):
+        """``state_term``: :math:`W_1 h + b` when the caller already has it (it is the same in every round, so
+        :class:`IntentionPropagationNetwork` computes it once for its ``M`` rounds); ``h`` is then unused."""
         H, C = self.heads, self.head_dim
         query = self.lin_dst(mu).view(-1, H, C)
         key = self.lin_src(mu).view(-1, H, C)
         value = (mu if self.lin_value is None else self.lin_value(mu)).view(-1, H, C)
         agg = self.propagate(edge_index, key=key, query=query, value=value)
-        out = F.relu(self.lin_state(h) + self.lin_msg(agg.reshape(-1, self.channels)))
+        state_term = self.lin_state(h) if state_term is None else state_term
+        out = F.relu(state_term + self.lin_msg(agg.reshape(-1, self.channels)))
         if return_attention_weights:
             alpha = self._alpha
             self._alpha = None
@@ -131,7 +135,8 @@ class IntentionPropagationConv(MessagePassing):
     def message(self, key_j: Tensor, query_i: Tensor, value_j: Tensor, index: Tensor, ptr: OptTensor,
                 size_i: Optional[int]) -> Tensor:
         pre = key_j + query_i  # fresh [E, H, C]: safe to activate in place (saves one edge-sized tensor)
-        score = (F.leaky_relu_(pre, self.negative_slope) * self.att).sum(-1)  # [E, H]
+        # a_k^T LeakyReLU(.) as a matrix product: no [E, H, C] product tensor (fwd or bwd)
+        score = torch.einsum("ehc,hc->eh", F.leaky_relu_(pre, self.negative_slope), self.att[0])  # [E, H]
         alpha = softmax(score, index, ptr, size_i)
         self._alpha = alpha
         return value_j * alpha.unsqueeze(-1)
@@ -197,14 +202,15 @@ class IntentionPropagationNetwork(nn.Module):
         x, edge_index = data.x, data.edge_index
         edge_index = expand_hops(edge_index, x.size(0), self.hops)
         h = self.encoder(x, getattr(data, "agent_type", None))
-        mu = self.conv.initial(h)
+        state_term = self.conv.lin_state(h)  # W_1 h + b: the same in every round, computed once
+        mu = F.relu(state_term)  # the operator's initial(h)
         mus, attention = [mu], []
         for _ in range(self.rounds):
             if return_attention:
-                mu, att = self.conv(mu, h, edge_index, return_attention_weights=True)
+                mu, att = self.conv(mu, h, edge_index, return_attention_weights=True, state_term=state_term)
                 attention.append(att)
             else:
-                mu = self.conv(mu, h, edge_index)
+                mu = self.conv(mu, h, edge_index, state_term=state_term)
             mus.append(mu)
         out = self.head(torch.cat(mus, dim=-1))
         if self.discrete:
