@@ -23,7 +23,7 @@ from torch_geometric.data import Data
 
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
-from ipgnn.cpu import keep_freed_memory_if_room, release_freed_memory
+from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages, release_freed_memory
 from ipgnn.graphs import knn_edges
 from ipgnn.replay import GraphReplayBuffer
 
@@ -90,9 +90,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the raw figures here")
     p.add_argument("--release-memory", action="store_true",
-                   help="leave glibc's allocator as it is (by default, as the trainer does, freed memory is kept after the "
-                        "first update when there is room: ipgnn.cpu)")
+                   help="leave glibc's allocator as it is (by default, as ipgnn-train does, huge pages where the kernel "
+                        "offers them, and freed memory kept after the first update when there is room: ipgnn.cpu)")
     args = p.parse_args()
+    if not args.release_memory:
+        reexec_with_huge_pages()  # as ipgnn-train does (ipgnn.cpu)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "

@@ -33,6 +33,11 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
               f"--env.continuous_actions={str(continuous).lower()}")
     result = last_json(out.stdout)
     assert result["env_step"] == 200 and "eval/episode_return" in result
+    from ipgnn.cpu import huge_page_env
+
+    if huge_page_env({}) is not None:  # this machine offers huge pages on request: the CLI re-executed for them
+        assert "huge pages on (GLIBC_TUNABLES)" in out.stderr, out.stderr[-2000:]
+    assert "allocator: " in out.stderr  # the first gradient step decided about freed memory, and said so
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "latest.pt").is_file()
     rows = read_metrics(run_dir / "metrics.jsonl")
     keys = set().union(*rows)

@@ -73,6 +73,10 @@ def _stop_handler(trainer):
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
+        from ipgnn.cpu import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="ipgnn-train",

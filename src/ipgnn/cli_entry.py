@@ -16,5 +16,10 @@ if __name__ == "__main__":
         sys.exit(2)
     import importlib
 
+    if sys.argv[1] == "train":
+        from ipgnn.cpu import reexec_with_huge_pages
+
+        reexec_with_huge_pages()  # glibc's huge pages need the process's start (ipgnn.cpu)
+
     module, func = COMMANDS[sys.argv[1]].split(":")
     sys.exit(getattr(importlib.import_module(module), func)(sys.argv[2:]))

@@ -30,6 +30,15 @@ it. At N = 225, B = 1024 the process outgrew the 24 GiB machine (killed by the k
 16.9 GiB without. So the trainer applies it only after its first gradient step, and only when twice the
 peak resident memory so far fits in what the process holds plus what the machine has available
 (:func:`keep_freed_memory_if_room`). glibc only (Linux); elsewhere nothing changes.
+
+**Huge pages.** Where the kernel offers transparent huge pages on request (``madvise`` mode) and glibc is
+2.35 or newer, ``ipgnn-train`` (and ``python -m ipgnn.cli_entry``) re-executes itself once with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (:func:`huge_page_env`): glibc then asks for 2 MiB pages for the
+blocks it maps, one fault per 2 MiB instead of per 4 KiB, and memory is still returned to the OS when freed.
+It needs the process's start (glibc reads its tunables once), hence the re-exec; the process keeps its PID,
+arguments and exit code. Measured on the 2-core CPU: N = 225, B = 1024 went from 52.0 to 20.8 s per update
+with the same peak memory (16.0 GiB), where keeping freed memory had no room. ``IPGNN_HUGE_PAGES=0`` turns
+it off.
 """
 
 from __future__ import annotations
@@ -37,10 +46,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 from dataclasses import dataclass
 from typing import Optional, Union
 
-import torch
 
 
 def usable_cores() -> int:
@@ -73,7 +82,10 @@ def plan_threads(requested: Union[int, str] = "auto", workers: int = 0, load: Op
     are read from the machine unless given (tests pass them)."""
     usable = usable_cores() if usable is None else usable
     load = busy_cores() if load is None else load
-    default = torch.get_num_threads() if default is None else default
+    if default is None:
+        import torch  # here, not at import: the CLI reads this module before it decides to re-exec
+
+        default = torch.get_num_threads()
     env = os.environ.get("OMP_NUM_THREADS")
     if requested != "auto":
         threads, why = int(requested), "threads in the config"
@@ -159,3 +171,48 @@ def keep_freed_memory_if_room(headroom: float = 2.0) -> tuple[bool, str]:
     if not keep_freed_memory():
         return False, "not glibc"
     return True, f"peak {peak / 2**20:.1f} GiB; {room / 2**20:.1f} GiB within reach"
+
+
+def _thp_mode() -> Optional[str]:
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+
+
+def _glibc_version() -> Optional[tuple[int, int]]:
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+        major, minor = version.split(".")[:2]
+        return int(major), int(minor)
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def huge_page_env(environ: dict, thp_mode: Optional[str] = "read", glibc: Optional[tuple[int, int]] = (0, 0)
+                  ) -> Optional[dict]:
+    """The environment to re-execute with so that glibc maps its large blocks on transparent huge pages
+    (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), or None when that would change nothing: not Linux, the
+    kernel's mode is not ``madvise`` (``always`` already does it, ``never`` cannot), glibc older than 2.35
+    (no such tunable), the tunable already set, or ``IPGNN_HUGE_PAGES=0``. ``thp_mode``/``glibc`` are read
+    from the machine unless given (tests pass them)."""
+    thp_mode = _thp_mode() if thp_mode == "read" else thp_mode
+    glibc = _glibc_version() if glibc == (0, 0) else glibc
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if (not sys.platform.startswith("linux") or thp_mode != "madvise" or glibc is None or glibc < (2, 35)
+            or "glibc.malloc.hugetlb" in tunables or environ.get("IPGNN_HUGE_PAGES") == "0"):
+        return None
+    env = dict(environ)
+    env["GLIBC_TUNABLES"] = f"{tunables}:glibc.malloc.hugetlb=1" if tunables else "glibc.malloc.hugetlb=1"
+    return env
+
+
+def reexec_with_huge_pages() -> None:
+    """Re-execute this process (same arguments, same PID) with :func:`huge_page_env`'s environment, when
+    it would change anything; call it first thing in a command's main."""
+    env = huge_page_env(dict(os.environ))
+    if env is not None and getattr(sys, "orig_argv", None):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

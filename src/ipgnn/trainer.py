@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -259,7 +260,9 @@ class Trainer:
         self._memory_checked = True
         kept, why = keep_freed_memory_if_room()
         self._kept_memory = kept and why != "already in effect"  # close() undoes what this run turned on
-        log.info("allocator: %s (%s)", "freed memory kept for the next update" if kept else "unchanged", why)
+        huge = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+        log.info("allocator: %s (%s)%s", "freed memory kept for the next update" if kept else "unchanged", why,
+                 "; huge pages on (GLIBC_TUNABLES)" if huge else "")
 
     def _make_rollout_env(self):
         """The training environment: in this process, or ``rollout.workers`` workers (:mod:`ipgnn.rollout`)."""
