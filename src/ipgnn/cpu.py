@@ -153,6 +153,12 @@ def _proc_kib(path: str, key: str) -> Optional[int]:
     return None
 
 
+def available_memory() -> Optional[int]:
+    """The machine's available memory in bytes (``MemAvailable``), or None where there is no /proc."""
+    kib = _proc_kib("/proc/meminfo", "MemAvailable:")
+    return None if kib is None else kib * 1024
+
+
 def keep_freed_memory_if_room(headroom: float = 2.0) -> tuple[bool, str]:
     """:func:`keep_freed_memory` when ``headroom`` x this process's peak resident memory (after a gradient
     step, so the peak includes one) fits in its resident memory plus the machine's available memory.

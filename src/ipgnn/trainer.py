@@ -65,17 +65,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _available_memory() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
     """Run the evaluation episodes of the run seeded ``seed`` (reset ``k`` with
     :func:`ipgnn.seeding.eval_seed` ``(seed, k)``; a batched task of ``B`` environments plays ``B`` at a
@@ -298,7 +287,9 @@ class Trainer:
             capacity = cfg.replay.capacity
         capacity = max(self.num_envs, min(capacity, cfg.train.total_steps))  # never more than the run can fill
         need = GraphReplayBuffer.bytes_for(capacity, **sizing)
-        avail = _available_memory()
+        from ipgnn.cpu import available_memory
+
+        avail = available_memory()
         log.info("replay buffer: %d transitions of %d agents (observations as %s, stored once per step) = %.2f GiB",
                  capacity, env.num_agents, str(obs_dtype).replace("torch.", ""), need / 2**30)
         if avail is not None and need > 0.8 * avail:
