@@ -1,4 +1,4 @@
-"""Command-line entry points ``ipgnn-train`` and ``ipgnn-eval``.
+"""Command-line entry points ``ipgnn-train``, ``ipgnn-eval`` and ``ipgnn-export``.
 
 ::
 
@@ -6,6 +6,8 @@
     ipgnn-train --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml
     ipgnn-train --resume runs/mpe_spread_small-20261125-170000
     ipgnn-eval --checkpoint runs/<run>/checkpoints/latest.pt --episodes 10
+    ipgnn-eval --checkpoint runs/<run>/checkpoints/latest.pt --decentralised --drop 0.3 --delay 1
+    ipgnn-export --checkpoint runs/<run>/checkpoints/latest.pt --out agent_step.pt
 
 Overrides take the form ``wandb agent`` passes (``--section.key=value``) or ``section.key=value``.
 Errors in configs and overrides are printed as one clear message and exit with status 2.
@@ -187,11 +189,39 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
                         "training evaluated on; see ipgnn.seeding)")
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
-    ours, overrides = _split(argv, {"--checkpoint", "--config", "--controller", "--episodes", "--seed", "--stochastic",
-                                    "-h", "--help"}, frozenset({"-h", "--help", "--stochastic"}))
+    dec = parser.add_argument_group(
+        "decentralised execution", "every agent computes its own step from its own observation and the intentions "
+        "its neighbours send it (ipgnn.decentralised); the links may lose or delay messages")
+    dec.add_argument("--decentralised", action="store_true", help="run the checkpoint's policy agent by agent, "
+                     "exchanging intentions by messages between worker processes")
+    dec.add_argument("--processes", type=int, default=None, help="worker processes hosting the agents (default: "
+                     "the usable cores, at most N; N: one per agent; 0: every agent in this process)")
+    dec.add_argument("--drop", type=float, default=0.0, help="probability that a message is lost, per link and round")
+    dec.add_argument("--delay", type=int, default=0, help="rounds a message takes to arrive (default 0)")
+    dec.add_argument("--fallback", choices=["last", "own", "skip"], default="last",
+                     help="for a neighbour not heard in a round: its last intention received (stale), the agent's "
+                          "own mu^0, or leave it out of the attention (default: last)")
+    names = {"--checkpoint", "--config", "--controller", "--episodes", "--seed", "--stochastic", "--decentralised",
+             "--processes", "--drop", "--delay", "--fallback", "-h", "--help"}
+    ours, overrides = _split(argv, names, frozenset({"-h", "--help", "--stochastic", "--decentralised"}))
     args = parser.parse_args(ours)
     if args.episodes < 1:
         return _fail("--episodes must be at least 1")
+    link_flags = [f for f, v in (("--processes", args.processes is not None), ("--drop", args.drop != 0.0),
+                                 ("--delay", args.delay != 0), ("--fallback", args.fallback != "last")) if v]
+    if link_flags and not args.decentralised:
+        return _fail(f"{', '.join(link_flags)} only apply with --decentralised")
+    if args.decentralised and (args.controller != "policy" or args.stochastic):
+        return _fail("--decentralised runs the checkpoint's learned policy greedily (the mode of each q_i): "
+                     "drop --controller and --stochastic")
+    links = None
+    if args.decentralised:
+        from ipgnn.decentralised import Links, decentralised_policy
+
+        try:
+            links = Links(args.drop, args.delay, args.fallback)
+        except ValueError as exc:
+            return _fail(f"--{exc}")
 
     import torch
 
@@ -231,6 +261,8 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
                              f"({' '.join(overrides) or 'none'}) changed its observations, actions or agents")
             algo.eval()
             act = greedy_policy(algo, device, deterministic=not args.stochastic)
+            if links is not None:
+                act = decentralised_policy(algo, env.num_agents, links, args.processes)
         elif args.controller == "random":
             act = random_policy(env)
         else:
@@ -247,15 +279,86 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     if seed < 0:
         return _fail(f"--seed must be a non-negative integer, got {seed}")
     torch.manual_seed(seed)
-    metrics = evaluate(act, env, args.episodes, seed)
-    env.close()
+    try:
+        metrics = evaluate(act, env, args.episodes, seed)
+    finally:
+        env.close()
+        if links is not None:
+            stats = act.stats
+            act.close()
     out = {"controller": args.controller, "episodes": args.episodes}
+    if links is not None:
+        out |= {"decentralised": {"processes": act.processes, "drop": links.drop, "delay": links.delay,
+                                  "fallback": links.fallback, **stats}}
     if cfg.env.task == "traffic":
         out["engine"] = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
     if state:
         out |= {"checkpoint": args.checkpoint, "env_step": state["env_step"]}
     print(json.dumps(json_safe(out | metrics), indent=2, allow_nan=False))
     return 0
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ipgnn-export``: the per-agent step of a checkpoint's policy as one TorchScript file."""
+    parser = argparse.ArgumentParser(
+        prog="ipgnn-export", description="Write the per-agent step of a trained intention-propagation policy "
+        "(ipgnn.nn.local.AgentStep: encode, update per round, act) as one TorchScript file that runs with torch "
+        "alone (or libtorch in C++), without PyG or ipgnn; a JSON file beside it describes the inputs.",
+        epilog="example: ipgnn-export --checkpoint runs/x/checkpoints/latest.pt --out agent_step.pt")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train")
+    parser.add_argument("--out", required=True, help="the file to write (e.g. agent_step.pt)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    import torch
+
+    from ipgnn import checkpoint
+    from ipgnn.config import validate
+    from ipgnn.nn.local import AgentStep, export_agent_step
+    from ipgnn.nn.propagation import IntentionPropagationNetwork
+
+    try:
+        state = checkpoint.load(args.checkpoint)
+        if not isinstance(state.get("config"), dict) or "algo" not in state:
+            return _fail(f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
+                         "ipgnn-train (pass <run>/checkpoints/latest.pt)")
+        cfg = validate(state["config"], args.checkpoint)
+        if cfg.algo.name != "ipsac":
+            return _fail(f"checkpoint '{args.checkpoint}': algo.name is '{cfg.algo.name}'; only an "
+                         "intention-propagation policy (ipsac) has a per-agent step to export")
+        policy = _policy_from_checkpoint(state, cfg)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        return _fail(str(exc))
+    assert isinstance(policy, IntentionPropagationNetwork)
+    step = AgentStep.from_network(policy)
+    path = export_agent_step(step, args.out)
+    meta = {"checkpoint": str(args.checkpoint), "env_step": state.get("env_step"), "torch": torch.__version__,
+            "obs_dim": int(step.enc_weight.size(2)), "agent_types": int(step.enc_weight.size(0)),
+            "hidden": step.channels, "rounds": step.rounds, "heads": step.heads, "hops": step.hops,
+            "discrete": step.discrete, "bytes_per_message": 4 * step.channels,
+            "methods": {"encode": "(x [B, obs_dim], agent_type [B] or None) -> state term c [B, d]",
+                        "initial": "c -> mu^0 = relu(c) [B, d]",
+                        "update": "(mu^{m-1} [B, d], c [B, d], received [B, K, d], heard [B, K] bool) -> mu^m",
+                        "act": "(cat(mu^0..mu^M) [B, (M+1) d], action_mask [B, A] bool or None) -> action"}}
+    meta_path = path.with_suffix(".json")
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and {meta_path}")
+    return 0
+
+
+def _policy_from_checkpoint(state: dict, cfg):
+    """The trained policy network of an ipsac checkpoint, on the CPU."""
+    import torch
+
+    from ipgnn.algos import make_algo
+    from ipgnn.envs import make_env
+
+    env = make_env(cfg.env)  # the task's observation and action sizes
+    try:
+        algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, torch.device("cpu"))
+    finally:
+        env.close()
+    algo.load_full_state_dict(state["algo"])
+    return algo.policy.eval()
 
 
 if __name__ == "__main__":  # pragma: no cover

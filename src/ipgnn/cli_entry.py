@@ -8,6 +8,8 @@ COMMANDS = {
     "data": "ipgnn.traffic.datasets:main",
     "compare": "ipgnn.compare:main",
     "interpret": "ipgnn.interpret:main",
+    "export": "ipgnn.cli:export_main",
+    "robustness": "ipgnn.robustness:main",
 }
 
 if __name__ == "__main__":

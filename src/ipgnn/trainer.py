@@ -70,11 +70,15 @@ def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
     :func:`ipgnn.seeding.eval_seed` ``(seed, k)``; a batched task of ``B`` environments plays ``B`` at a
     time, so at least ``episodes``) with ``act(obs) -> action`` and return the
     means of the episode metrics as ``eval/<metric>`` (``eval/episode_return`` is
-    :math:`\\sum_t \\sum_i r_i^t`)."""
+    :math:`\\sum_t \\sum_i r_i^t`). A policy with a ``begin_episode(key)`` method is told each episode's
+    seed before its reset (:class:`ipgnn.decentralised.DecentralisedPolicy` empties its mailboxes)."""
     totals: dict[str, float] = {}
     per_reset = int(getattr(env, "num_envs", 1))  # a batched task plays num_envs episodes per reset
     resets = max(1, math.ceil(episodes / per_reset))
+    begin = getattr(act, "begin_episode", None)  # a policy with state across steps (decentralised execution)
     for ep in range(resets):
+        if begin is not None:
+            begin(eval_seed(seed, ep))
         obs = env.reset(seed=eval_seed(seed, ep))
         while True:
             res = env.step(act(obs))

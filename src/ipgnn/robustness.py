@@ -1,0 +1,200 @@
+"""``ipgnn-robustness``: how a trained policy's decentralised execution degrades when its links lose or delay
+messages, against the classic controllers on the same engine and episodes.
+
+::
+
+    ipgnn-robustness --checkpoints results/manhattan96_sumo/manhattan96/ipsac/seed*/checkpoints/latest.pt \\
+        --drop 0 0.1 0.3 0.5 1 --delay 1 2 4 --fallback last own --out results/robustness_manhattan96
+
+For every checkpoint (one per training seed) and link setting it runs
+:class:`ipgnn.decentralised.DecentralisedPolicy` greedily on that seed's evaluation episodes
+(:func:`ipgnn.seeding.eval_seed`), the episodes its training was judged on, and evaluates FixedTime and
+MaxPressure on the same episodes (:mod:`ipgnn.references`, cached). The drop sweep has no delay; the
+delay sweep loses no message. It writes ``runs.csv`` (one row per checkpoint and setting), ``summary.csv``
+and ``summary.md`` (mean ± population std over checkpoints) and ``robustness_<scenario>.png`` (ATT against
+the drop probability and against the delay, one line per fallback, the references as horizontal lines).
+
+``--processes 0`` (default) runs the agents in this process; the links and mailboxes are the same code as
+with worker processes, and the actions are identical (``tests/test_decentralised.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+METRIC = "eval/average_travel_time"
+
+
+def _settings(drops: list[float], delays: list[int], fallbacks: list[str]) -> list[tuple[float, int, str]]:
+    """(drop, delay, fallback) to run: the drop sweep at delay 0, the delay sweep at drop 0, each per
+    fallback; perfect links once (every fallback is the same there)."""
+    out = [(0.0, 0, fallbacks[0])]
+    for fb in fallbacks:
+        out += [(p, 0, fb) for p in drops if p > 0]
+        out += [(0.0, d, fb) for d in delays if d > 0]
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ipgnn-robustness", description="ATT of decentralised execution against message loss and delay, with "
+        "FixedTime and MaxPressure on the same engine and episodes (module ipgnn.robustness).")
+    parser.add_argument("--checkpoints", nargs="+", required=True, help="one checkpoint per training seed")
+    parser.add_argument("--drop", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5, 1.0])
+    parser.add_argument("--delay", type=int, nargs="+", default=[1, 2, 4], help="delays in rounds (at drop 0)")
+    parser.add_argument("--fallback", nargs="+", choices=["last", "own", "skip"], default=["last", "own"])
+    parser.add_argument("--episodes", type=int, default=1, help="evaluation episodes per checkpoint and setting")
+    parser.add_argument("--processes", type=int, default=0, help="worker processes (0: in this process)")
+    parser.add_argument("--out", required=True, help="directory for runs.csv, summary.{csv,md} and the figure")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.episodes < 1:
+        print("error: --episodes must be at least 1", file=sys.stderr)
+        return 2
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from ipgnn import checkpoint, references
+    from ipgnn.config import ConfigError, validate
+    from ipgnn.decentralised import Links, decentralised_policy
+    from ipgnn.algos import make_algo
+    from ipgnn.envs import make_env
+    from ipgnn.trainer import evaluate
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = _settings(args.drop, args.delay, args.fallback)
+        links = {s: Links(*s) for s in settings}
+        states = [(p, checkpoint.load(p)) for p in args.checkpoints]
+        cfgs = [validate(st["config"], p) for p, st in states]
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len({c.seed for c in cfgs}) < len(cfgs):
+        print("error: two checkpoints have the same seed: pass one checkpoint per training seed", file=sys.stderr)
+        return 2
+    scenario = cfgs[0].name
+    rows, refs, engine = [], {}, None
+    bar = tqdm(total=len(states) * len(settings), desc="robustness", unit="setting")
+    for (path, state), cfg in zip(states, cfgs):
+        env = make_env(cfg.env)
+        try:
+            engine = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
+            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, torch.device("cpu"))
+            algo.load_full_state_dict(state["algo"])
+            algo.eval()
+            refs[cfg.seed] = references.reference_results(env, cfg.env.model_dump(mode="json"), args.episodes,
+                                                          cfg.seed, evaluate)
+            for setting in settings:
+                act = decentralised_policy(algo, env.num_agents, links[setting], args.processes)
+                try:
+                    metrics = evaluate(act, env, args.episodes, cfg.seed)
+                    stats = act.stats
+                finally:
+                    act.close()
+                rows.append({"checkpoint": path, "seed": cfg.seed, "drop": setting[0], "delay": setting[1],
+                             "fallback": setting[2], "att": metrics[METRIC],
+                             "throughput": metrics.get("eval/throughput"),
+                             "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
+                             "bytes_per_agent_round": stats["bytes_per_agent_round"]})
+                bar.set_postfix(seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2],
+                                att=f"{metrics[METRIC]:.1f}")
+                bar.update()
+        finally:
+            env.close()
+    bar.close()
+    with open(out / "runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary = _summarise(rows, refs)
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w.writeheader()
+        w.writerows(summary)
+    seeds = sorted(refs)
+    md = [f"# Decentralised execution under lossy links: {scenario} ({engine})", "",
+          f"ATT (s, lower is better), mean ± population std over checkpoints of seeds {seeds}, "
+          f"{args.episodes} evaluation episode(s) each of {cfgs[0].env.max_steps} decisions from each seed's own "
+          "evaluation stream; FixedTime and MaxPressure on the same episodes.", "",
+          "| drop | delay (rounds) | fallback | ATT (s) | messages lost | bytes per agent and round |",
+          "|---|---|---|---|---|---|"]
+    for s in summary:
+        if s["controller"] == "decentralised":
+            md.append(f"| {s['drop']:g} | {s['delay']} | {s['fallback']} | {s['att_mean']:.1f} ± {s['att_std']:.1f} "
+                      f"| {100 * s['lost']:.0f} % | {s['bytes_per_agent_round']:.0f} |")
+    for s in summary:
+        if s["controller"] != "decentralised":
+            md.append(f"| {s['controller']} | | | {s['att_mean']:.1f} ± {s['att_std']:.1f} | | |")
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    fig_path = _plot(summary, out / f"robustness_{scenario}.png", f"{scenario} ({engine}), seeds {seeds}")
+    print("\n".join(md))
+    print(json.dumps({"out": str(out), "figure": str(fig_path)}))
+    return 0
+
+
+def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["drop"], r["delay"], r["fallback"]), []).append(r)
+    summary = []
+    for (drop, delay, fb), rs in groups.items():
+        m, s = _mean_std([r["att"] for r in rs])
+        summary.append({"controller": "decentralised", "drop": drop, "delay": delay, "fallback": fb, "att_mean": m,
+                        "att_std": s, "lost": statistics.fmean(r["lost"] for r in rs),
+                        "bytes_per_agent_round": statistics.fmean(r["bytes_per_agent_round"] for r in rs), "n": len(rs)})
+    for name in sorted({n for r in refs.values() for n in r}):
+        key = METRIC.split("/", 1)[1]  # references are stored without the eval/ prefix
+        vals = [r[name][key] for r in refs.values() if name in r and key in r[name]]
+        if vals:
+            m, s = _mean_std(vals)
+            summary.append({"controller": name, "drop": "", "delay": "", "fallback": "", "att_mean": m, "att_std": s,
+                            "lost": "", "bytes_per_agent_round": "", "n": len(vals)})
+    return summary
+
+
+def _plot(summary: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dec = [s for s in summary if s["controller"] == "decentralised"]
+    perfect = next(s for s in dec if s["drop"] == 0 and s["delay"] == 0)
+    fallbacks = sorted({s["fallback"] for s in dec}, key=["last", "own", "skip"].index)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, label in ((axes[0], "drop", "message-drop probability"), (axes[1], "delay", "delay (rounds)")):
+        other = "delay" if key == "drop" else "drop"
+        for fb in fallbacks:
+            pts = [perfect] + [s for s in dec if s["fallback"] == fb and s[other] == 0 and s[key] != 0]
+            pts.sort(key=lambda s: s[key])
+            if len(pts) > 1:
+                ax.errorbar([s[key] for s in pts], [s["att_mean"] for s in pts], yerr=[s["att_std"] for s in pts],
+                            marker="o", capsize=3, label=f"IP-SAC, decentralised, fallback: {fb}")
+        for s, style in zip([s for s in summary if s["controller"] != "decentralised"], ("--", ":", "-.")):
+            ax.axhline(s["att_mean"], color="k", linestyle=style, label=s["controller"])
+            ax.axhspan(s["att_mean"] - s["att_std"], s["att_mean"] + s["att_std"], color="k", alpha=0.08)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("average travel time (s)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
