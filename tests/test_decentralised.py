@@ -303,3 +303,25 @@ def test_an_export_file_is_written_atomically(tmp_path):
     x, ei = torch.randn(4, 3), knn_edges(torch.rand(4, 2), 2)
     nb, valid = neighbour_table(ei, 4)
     assert torch.allclose(loaded(x, nb, valid), net(Data(x=x, edge_index=ei)).dist.logits, atol=1e-6)
+
+
+def test_robustness_sweep_writes_its_table_and_figure(traffic_checkpoint, tmp_path):
+    out = tmp_path / "rob"
+    run_cli("robustness", "--checkpoints", str(traffic_checkpoint), "--drop", "0", "1", "--delay", "1",
+            "--fallback", "last", "own", "--out", str(out))
+    import csv
+
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    # perfect links once, then drop 1 and delay 1 per fallback
+    assert [(r["drop"], r["delay"], r["fallback"]) for r in rows] == [
+        ("0.0", "0", "last"), ("1.0", "0", "last"), ("0.0", "1", "last"), ("1.0", "0", "own"), ("0.0", "1", "own")]
+    assert float(rows[1]["lost"]) == 1.0 and float(rows[0]["lost"]) == 0.0
+    md = (out / "summary.md").read_text()
+    assert "FixedTime" in md and "MaxPressure" in md and "(sumo)" in md
+    from PIL import Image
+
+    with Image.open(next(out.glob("robustness_*.png"))) as img:
+        assert img.format == "PNG"
+    bad = run_cli("robustness", "--checkpoints", str(traffic_checkpoint), str(traffic_checkpoint), "--out",
+                  str(tmp_path / "bad"), check=False)
+    assert bad.returncode == 2 and "same seed" in bad.stderr and "Traceback" not in bad.stderr

@@ -98,8 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                           cfg.seed, evaluate)
             for setting in settings:
                 act = decentralised_policy(algo, env.num_agents, links[setting], args.processes)
+                counted = _Counted(act, algo)
                 try:
-                    metrics = evaluate(act, env, args.episodes, cfg.seed)
+                    metrics = evaluate(counted, env, args.episodes, cfg.seed)
                     stats = act.stats
                 finally:
                     act.close()
@@ -107,6 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "fallback": setting[2], "att": metrics[METRIC],
                              "throughput": metrics.get("eval/throughput"),
                              "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
+                             "changed": counted.changed / max(1, counted.decisions),
                              "bytes_per_agent_round": stats["bytes_per_agent_round"]})
                 bar.set_postfix(seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2],
                                 att=f"{metrics[METRIC]:.1f}")
@@ -128,20 +130,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"ATT (s, lower is better), mean ± population std over checkpoints of seeds {seeds}, "
           f"{args.episodes} evaluation episode(s) each of {cfgs[0].env.max_steps} decisions from each seed's own "
           "evaluation stream; FixedTime and MaxPressure on the same episodes.", "",
-          "| drop | delay (rounds) | fallback | ATT (s) | messages lost | bytes per agent and round |",
-          "|---|---|---|---|---|---|"]
+          "'actions changed': the share of agent decisions that differ from the central network's greedy action on "
+          "the same observation.", "",
+          "| drop | delay (rounds) | fallback | ATT (s) | messages lost | actions changed | bytes per agent and round |",
+          "|---|---|---|---|---|---|---|"]
     for s in summary:
         if s["controller"] == "decentralised":
             md.append(f"| {s['drop']:g} | {s['delay']} | {s['fallback']} | {s['att_mean']:.1f} ± {s['att_std']:.1f} "
-                      f"| {100 * s['lost']:.0f} % | {s['bytes_per_agent_round']:.0f} |")
+                      f"| {100 * s['lost']:.0f} % | {100 * s['changed']:.1f} % | {s['bytes_per_agent_round']:.0f} |")
     for s in summary:
         if s["controller"] != "decentralised":
-            md.append(f"| {s['controller']} | | | {s['att_mean']:.1f} ± {s['att_std']:.1f} | | |")
+            md.append(f"| {s['controller']} | | | {s['att_mean']:.1f} ± {s['att_std']:.1f} | | | |")
     (out / "summary.md").write_text("\n".join(md) + "\n")
     fig_path = _plot(summary, out / f"robustness_{scenario}.png", f"{scenario} ({engine}), seeds {seeds}")
     print("\n".join(md))
     print(json.dumps({"out": str(out), "figure": str(fig_path)}))
     return 0
+
+
+class _Counted:
+    """The decentralised policy, counting the agent decisions in which it differs from the central network's
+    greedy action on the same observation (what the lost or late messages changed)."""
+
+    def __init__(self, act, algo):
+        self.act, self.algo = act, algo
+        self.begin_episode = act.begin_episode
+        self.changed = self.decisions = 0
+
+    def __call__(self, obs):
+        action = self.act(obs)
+        self.changed += int((action != self.algo.act(obs, deterministic=True)).sum())
+        self.decisions += action.numel()
+        return action
 
 
 def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
@@ -153,6 +173,7 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
         m, s = _mean_std([r["att"] for r in rs])
         summary.append({"controller": "decentralised", "drop": drop, "delay": delay, "fallback": fb, "att_mean": m,
                         "att_std": s, "lost": statistics.fmean(r["lost"] for r in rs),
+                        "changed": statistics.fmean(r["changed"] for r in rs),
                         "bytes_per_agent_round": statistics.fmean(r["bytes_per_agent_round"] for r in rs), "n": len(rs)})
     for name in sorted({n for r in refs.values() for n in r}):
         key = METRIC.split("/", 1)[1]  # references are stored without the eval/ prefix
@@ -160,7 +181,7 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
         if vals:
             m, s = _mean_std(vals)
             summary.append({"controller": name, "drop": "", "delay": "", "fallback": "", "att_mean": m, "att_std": s,
-                            "lost": "", "bytes_per_agent_round": "", "n": len(vals)})
+                            "lost": "", "changed": "", "bytes_per_agent_round": "", "n": len(vals)})
     return summary
 
 
