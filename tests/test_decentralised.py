@@ -322,6 +322,11 @@ def test_robustness_sweep_writes_its_table_and_figure(traffic_checkpoint, tmp_pa
 
     with Image.open(next(out.glob("robustness_*.png"))) as img:
         assert img.format == "PNG"
+    fig = next(out.glob("robustness_*.png"))
+    fig.unlink()
+    assert run_cli("robustness", "--replot", "--out", str(out)).returncode == 0 and fig.is_file()
+    bad = run_cli("robustness", "--replot", "--out", str(tmp_path / "empty"), check=False)
+    assert bad.returncode == 2 and "summary" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("robustness", "--checkpoints", str(traffic_checkpoint), str(traffic_checkpoint), "--out",
                   str(tmp_path / "bad"), check=False)
     assert bad.returncode == 2 and "same seed" in bad.stderr and "Traceback" not in bad.stderr

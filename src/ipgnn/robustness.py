@@ -49,7 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ipgnn-robustness", description="ATT of decentralised execution against message loss and delay, with "
         "FixedTime and MaxPressure on the same engine and episodes (module ipgnn.robustness).")
-    parser.add_argument("--checkpoints", nargs="+", required=True, help="one checkpoint per training seed")
+    parser.add_argument("--checkpoints", nargs="+", help="one checkpoint per training seed")
+    parser.add_argument("--replot", action="store_true", help="only redraw the figure from --out's summary.csv")
     parser.add_argument("--drop", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5, 1.0])
     parser.add_argument("--delay", type=int, nargs="+", default=[1, 2, 4], help="delays in rounds (at drop 0)")
     parser.add_argument("--fallback", nargs="+", choices=["last", "own", "skip"], default=["last", "own"])
@@ -57,6 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--processes", type=int, default=0, help="worker processes (0: in this process)")
     parser.add_argument("--out", required=True, help="directory for runs.csv, summary.{csv,md} and the figure")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.replot:
+        return _replot(Path(args.out))
+    if not args.checkpoints:
+        print("error: pass --checkpoints (one per training seed), or --replot", file=sys.stderr)
+        return 2
     if args.episodes < 1:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2
@@ -185,6 +191,26 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
     return summary
 
 
+def _replot(out: Path) -> int:
+    """Redraw ``robustness_<scenario>.png`` from ``out/summary.csv`` and ``summary.md``'s title."""
+    try:
+        with open(out / "summary.csv", newline="") as f:
+            summary = list(csv.DictReader(f))
+        title = (out / "summary.md").read_text().splitlines()[0]
+    except FileNotFoundError as exc:
+        print(f"error: --replot needs the summary of an earlier sweep in --out: {exc}", file=sys.stderr)
+        return 2
+    for s in summary:
+        for k in ("att_mean", "att_std"):
+            s[k] = float(s[k])
+        if s["controller"] == "decentralised":
+            s["drop"], s["delay"] = float(s["drop"]), int(s["delay"])
+    scenario, rest = title.split(": ", 1)[1].split(" ", 1)
+    seeds = sorted({int(r["seed"]) for r in csv.DictReader(open(out / "runs.csv", newline=""))})
+    print(_plot(summary, out / f"robustness_{scenario}.png", f"{scenario} {rest}, seeds {seeds}"))
+    return 0
+
+
 def _plot(summary: list[dict], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -194,6 +220,12 @@ def _plot(summary: list[dict], path: Path, title: str) -> Path:
     dec = [s for s in summary if s["controller"] == "decentralised"]
     perfect = next(s for s in dec if s["drop"] == 0 and s["delay"] == 0)
     fallbacks = sorted({s["fallback"] for s in dec}, key=["last", "own", "skip"].index)
+    refs = [s for s in summary if s["controller"] != "decentralised"]
+    # the y range: the policy's curves and the best reference, with a margin; weaker references are named
+    low = min([s["att_mean"] - s["att_std"] for s in dec] + [min((s["att_mean"] for s in refs), default=1e9)])
+    high = max([s["att_mean"] + s["att_std"] for s in dec] + [min((s["att_mean"] for s in refs), default=-1e9)])
+    pad = max(1.0, 0.15 * (high - low))
+    bottom, top = low - pad, high + 2 * pad
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, label in ((axes[0], "drop", "message-drop probability"), (axes[1], "delay", "delay (rounds)")):
         other = "delay" if key == "drop" else "drop"
@@ -203,9 +235,16 @@ def _plot(summary: list[dict], path: Path, title: str) -> Path:
             if len(pts) > 1:
                 ax.errorbar([s[key] for s in pts], [s["att_mean"] for s in pts], yerr=[s["att_std"] for s in pts],
                             marker="o", capsize=3, label=f"IP-SAC, decentralised, fallback: {fb}")
-        for s, style in zip([s for s in summary if s["controller"] != "decentralised"], ("--", ":", "-.")):
+        off_scale = []
+        for s, style in zip(refs, ("--", ":", "-.")):
+            if s["att_mean"] > top:  # far above the policy's curves: named, not drawn, so the curves keep their scale
+                off_scale.append(f"{s['controller']} {s['att_mean']:.1f} ± {s['att_std']:.1f} s (above)")
+                continue
             ax.axhline(s["att_mean"], color="k", linestyle=style, label=s["controller"])
             ax.axhspan(s["att_mean"] - s["att_std"], s["att_mean"] + s["att_std"], color="k", alpha=0.08)
+        if off_scale:
+            ax.text(0.02, 0.97, "off scale: " + "; ".join(off_scale), transform=ax.transAxes, va="top", fontsize=8)
+        ax.set_ylim(bottom, top)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("average travel time (s)")
