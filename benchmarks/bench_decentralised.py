@@ -26,18 +26,16 @@ def main() -> None:
     import torch
 
     from ipgnn import checkpoint
-    from ipgnn.algos import make_algo
     from ipgnn.config import validate
     from ipgnn.decentralised import Links, decentralised_policy
     from ipgnn.envs import make_env
+    from ipgnn.trainer import restore_algo
 
     torch.set_num_threads(1)
     state = checkpoint.load(args.checkpoint)
     cfg = validate(state["config"], args.checkpoint)
     env = make_env(cfg.env)
-    algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, torch.device("cpu"))
-    algo.load_full_state_dict(state["algo"])
-    algo.eval()
+    algo = restore_algo(state, cfg, env)
     obs_list, obs = [], env.reset(seed=0)
     for _ in range(args.decisions):
         obs_list.append(obs)

@@ -74,9 +74,9 @@ def load_checkpoint(path: str | Path, overrides: Optional[Sequence[str]] = None)
         ValueError (ConfigError included): unreadable checkpoint, bad override or config.
     """
     from ipgnn import checkpoint
-    from ipgnn.algos import make_algo
     from ipgnn.config import ConfigError, deep_merge, parse_overrides, validate
     from ipgnn.envs import make_env
+    from ipgnn.trainer import restore_algo
 
     path = Path(path)
     if path.is_dir():
@@ -96,12 +96,10 @@ def load_checkpoint(path: str | Path, overrides: Optional[Sequence[str]] = None)
     cfg = cfg.model_copy(update={"device": "cpu"})
     env = make_env(cfg.env)
     try:
-        algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size)
-        algo.load_full_state_dict(state["algo"])
+        algo = restore_algo(state, cfg, env)
     except BaseException:
         env.close()
         raise
-    algo.eval()
     return LoadedRun(cfg, env, algo, path, int(state.get("env_step", 0)))
 
 

@@ -226,10 +226,9 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
     from ipgnn import checkpoint
-    from ipgnn.algos import make_algo
     from ipgnn.config import validate
     from ipgnn.envs import make_env
-    from ipgnn.trainer import evaluate, greedy_policy, random_policy, resolve_device
+    from ipgnn.trainer import evaluate, greedy_policy, random_policy, resolve_device, restore_algo
 
     try:
         state: dict = {}
@@ -251,15 +250,12 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
         env = make_env(cfg.env)
         if args.controller == "policy":
             device = resolve_device(cfg.device)
-            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device).to(device)
             try:
-                algo.load_full_state_dict(state["algo"])
-            except RuntimeError as exc:  # shapes: an override changed the task's observation or action size
+                algo = restore_algo(state, cfg, env, device)
+            except ValueError as exc:
                 env.close()
-                first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
-                return _fail(f"the checkpoint's networks do not fit this task ({first[0].strip()}); an override "
-                             f"({' '.join(overrides) or 'none'}) changed its observations, actions or agents")
-            algo.eval()
+                return _fail(f"{exc}; an override ({' '.join(overrides) or 'none'}) changed its observations, "
+                             "actions or agents")
             act = greedy_policy(algo, device, deterministic=not args.stochastic)
             if links is not None:
                 act = decentralised_policy(algo, env.num_agents, links, args.processes)
@@ -347,18 +343,14 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _policy_from_checkpoint(state: dict, cfg):
     """The trained policy network of an ipsac checkpoint, on the CPU."""
-    import torch
-
-    from ipgnn.algos import make_algo
     from ipgnn.envs import make_env
+    from ipgnn.trainer import restore_algo
 
-    env = make_env(cfg.env)  # the task's observation and action sizes
+    env = make_env(cfg.env)  # the task's observation and action sizes (the spec make_algo reads)
     try:
-        algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, torch.device("cpu"))
+        return restore_algo(state, cfg, env).policy
     finally:
         env.close()
-    algo.load_full_state_dict(state["algo"])
-    return algo.policy.eval()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -159,7 +159,7 @@ class Mailbox:
         if fallback == "last":
             return received, found
         if fallback == "own":
-            return torch.where(fresh.unsqueeze(-1), received, own.unsqueeze(1).expand(b, k, self.dim)), valid.clone()
+            return torch.where(fresh.unsqueeze(-1), received, own.unsqueeze(1).expand(b, k, self.dim)), valid
         return received, fresh
 
 

@@ -67,15 +67,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2
 
-    import torch
     from tqdm.auto import tqdm
 
     from ipgnn import checkpoint, references
     from ipgnn.config import ConfigError, validate
     from ipgnn.decentralised import Links, decentralised_policy
-    from ipgnn.algos import make_algo
     from ipgnn.envs import make_env
-    from ipgnn.trainer import evaluate
+    from ipgnn.trainer import evaluate, restore_algo
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,9 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env = make_env(cfg.env)
         try:
             engine = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
-            algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, torch.device("cpu"))
-            algo.load_full_state_dict(state["algo"])
-            algo.eval()
+            algo = restore_algo(state, cfg, env)
             refs[cfg.seed] = references.reference_results(env, cfg.env.model_dump(mode="json"), args.episodes,
                                                           cfg.seed, evaluate)
             for setting in settings:

@@ -102,6 +102,24 @@ def random_policy(env):
     return env.random_action
 
 
+def restore_algo(state: dict, cfg: ExperimentConfig, env, device: Optional[torch.device] = None):
+    """The learner a checkpoint holds (``state`` from :func:`ipgnn.checkpoint.load`, ``cfg`` its validated
+    config), built for ``env``'s task on ``device`` (default CPU) and put in evaluation mode.
+
+    The one place where a command that plays a trained policy (``ipgnn-eval``, ``ipgnn-export``,
+    ``ipgnn-robustness``, :func:`ipgnn.analysis.load_checkpoint`) turns a checkpoint into networks. Raises
+    :class:`ValueError` naming the first mismatched tensor when the task's observation, action or agent sizes
+    differ from the checkpoint's (an override changed the task)."""
+    device = torch.device("cpu") if device is None else device
+    algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device).to(device)
+    try:
+        algo.load_full_state_dict(state["algo"])
+    except RuntimeError as exc:  # shapes
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise ValueError(f"the checkpoint's networks do not fit this task ({first[0].strip()})") from exc
+    return algo.eval()
+
+
 def _warn(msg: str) -> None:
     """A warning on the console through tqdm, so that the progress bar is not broken (and in the log)."""
     log.debug(msg)

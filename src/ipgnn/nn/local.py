@@ -94,8 +94,7 @@ class AgentStep(nn.Module):
         conv = net.conv
         enc = net.encoder.lins
         step = cls(enc[0].in_features, net.head.out_features if net.discrete else net.head.out_features // 2,
-                   net.discrete, conv.channels, net.rounds, conv.heads, len(enc), conv.negative_slope)
-        step.hops = net.hops
+                   net.discrete, conv.channels, net.rounds, conv.heads, len(enc), conv.negative_slope, net.hops)
         with torch.no_grad():
             step.enc_weight.copy_(torch.stack([lin.weight for lin in enc]))
             step.enc_bias.copy_(torch.stack([lin.bias for lin in enc]))
