@@ -47,6 +47,12 @@ class StubQ(nn.Module):
             return self.base + nbr.view(1, -1, 1)
         return self.base + self.c.view(2, 1) * own_action.squeeze(-1).unsqueeze(0) + nbr.unsqueeze(0)
 
+    def encode(self, x, edge_index, agent_type=None):  # the state terms of TwinGraphQ: here the state itself
+        return x
+
+    def from_state(self, x, edge_index, **actions):
+        return self(x, edge_index, **actions)
+
 
 class StubV(nn.Module):
     def __init__(self, values):
@@ -294,6 +300,8 @@ class StateQ(nn.Module):
         nbr = nbr + 0.25 * neighbour_sum(x, edge_index)
         return self.base + (self.u.view(2, 1) * x[:, 0].view(1, -1) + nbr.view(1, -1)).unsqueeze(-1)
 
+    encode, from_state = StubQ.encode, StubQ.from_state
+
 
 class StateV(nn.Module):
     """V_i = values_i + scale * x_i + 0.3 * sum_{j -> i} x_j."""
@@ -390,3 +398,62 @@ def test_policy_gradient_to_neighbour_logits_matches_finite_differences():
     algo_no_edges.q.w = torch.zeros(2, dtype=torch.float64)
     algo_no_edges.losses(b)["policy_loss"].backward()
     assert not torch.allclose(algo_no_edges.policy.out.grad[1], grad[1])
+
+
+class _FullQ(nn.Module):
+    """The twin critics as IP-SAC used them before the state terms were shared: every ``from_state`` runs
+    the whole network on the state again."""
+
+    def __init__(self, q):
+        super().__init__()
+        self.q = q
+
+    def encode(self, x, edge_index, agent_type=None):
+        class Token(tuple):
+            def detach(self):
+                return self
+        return Token((x, agent_type))
+
+    def from_state(self, token, edge_index, **actions):
+        x, agent_type = token
+        return self.q(x, edge_index, agent_type=agent_type, **actions)
+
+
+@pytest.mark.parametrize("discrete,mode", [(True, "gumbel"), (True, "probs"), (False, None)])
+def test_shared_critic_state_gives_the_gradients_of_two_full_evaluations(discrete, mode):
+    """The real networks on a real PyG batch: every loss and every parameter gradient of the update with the
+    critics' state terms computed once equals that of two full critic evaluations (the earlier code)."""
+    from torch_geometric.data import Data
+
+    torch.manual_seed(0)
+    spec = AgentSpec(obs_dim=6, action_dim=4 if discrete else 2, discrete=discrete)
+    cfg = AlgoConfig(alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions=mode or "gumbel", autotune_alpha=True)
+    shared = IPSAC(spec, ModelConfig(hidden=16, rounds=2, critic_state_layers=1), cfg)
+    full = IPSAC(spec, ModelConfig(hidden=16, rounds=2, critic_state_layers=1), cfg)
+    full.load_state_dict(shared.state_dict())
+    full.q = _FullQ(full.q)
+
+    def graph(n):
+        ei = torch.randint(n, (2, 3 * n))
+        return Data(x=torch.randn(n, 6), edge_index=ei[:, ei[0] != ei[1]])
+    obs, nxt = Batch.from_data_list([graph(5), graph(7)]), Batch.from_data_list([graph(5), graph(7)])
+    action = torch.randint(4, (12,)) if discrete else torch.rand(12, 2) * 2 - 1
+    b = TransitionBatch(obs, nxt, action, reward=torch.randn(12), terminated=torch.zeros(12))
+    grads = []
+    for algo in (shared, full):
+        torch.manual_seed(1)  # the same policy sample (Gumbel noise / reparameterisation) in both
+        terms = algo.losses(b)
+        total = terms["policy_loss"] + terms["value_loss"] + terms["q_loss"] + terms["alpha_loss"]
+        algo.zero_grad()
+        total.backward()
+        grads.append(({k: v.detach() for k, v in terms.items()},
+                      {n.removeprefix("q.") if n.startswith("q.q.") else n: p.grad for n, p in algo.named_parameters()}))
+    (t_shared, g_shared), (t_full, g_full) = grads
+    for k in t_full:
+        torch.testing.assert_close(t_shared[k], t_full[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert g_shared.keys() == g_full.keys()
+    for name, g in g_full.items():
+        if g is None:
+            assert g_shared[name] is None, name
+        else:
+            torch.testing.assert_close(g_shared[name], g, rtol=1e-5, atol=1e-6, msg=name)

@@ -140,11 +140,22 @@ class IPSAC(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
-        """Every loss term and diagnostic of one minibatch (see the module docstring)."""
+        """Every loss term and diagnostic of one minibatch (see the module docstring).
+
+        The twin critics meet the same state twice: with a fresh sample of the policy (``J(theta)``, the value
+        target) and with the replayed actions (``J(kappa)``). Their terms that read the state alone
+        (:meth:`ipgnn.nn.critics.GraphQNetwork.encode`: the trunk, :math:`W_t h`, :math:`W_s h`, the head's
+        :math:`W^h h`) are computed once. The policy's use reads them detached: inside ``J(theta)`` the
+        critics are frozen and the state carries no gradient, so the only path for its gradient is through
+        the sampled actions, and the gradients are those of two full critic evaluations (test:
+        ``test_losses.py::test_shared_critic_state_gives_the_gradients_of_two_full_evaluations``). Measured on
+        the 2-core CPU, 1 thread: an update at N = 96, B = 64 (M = 3, d = 128) 6-10 % faster; at N = 3 2 %."""
         obs, nxt = batch.obs, batch.next_obs
         ei, agent_type = obs.edge_index, getattr(obs, "agent_type", None)
         alpha = self.alpha
         dist = self.policy(obs).dist
+        # the critics' terms that read s alone, once for both of their uses below (see ``losses``' docstring)
+        q_state = self.q.encode(obs.x, ei, agent_type)
 
         # --- the critic's view of a fresh joint sample a ~ prod_i q_i (critic parameters frozen)
         if self.spec.discrete:
@@ -153,7 +164,7 @@ class IPSAC(nn.Module):
             else:
                 nbr = dist.probs
             with frozen(self.q):
-                q_pi = self.q(obs.x, ei, neighbour_action=nbr, agent_type=agent_type)  # [2, BN, A]
+                q_pi = self.q.from_state(q_state.detach(), ei, neighbour_action=nbr)  # [2, BN, A]
             q_pi_min = q_pi.min(0).values
             log_p = dist._safe_log_probs()
             policy_loss = (dist.probs * (alpha * log_p - q_pi_min)).sum(-1).mean()
@@ -162,7 +173,7 @@ class IPSAC(nn.Module):
         else:
             a_pi, log_pi = dist.rsample()
             with frozen(self.q):
-                q_pi = self.q(obs.x, ei, neighbour_action=a_pi, own_action=a_pi, agent_type=agent_type)
+                q_pi = self.q.from_state(q_state.detach(), ei, neighbour_action=a_pi, own_action=a_pi)
             q_pi_min = q_pi.min(0).values
             policy_loss = (alpha * log_pi - q_pi_min).mean()
             v_target = (q_pi_min - alpha * log_pi).detach()
@@ -176,8 +187,8 @@ class IPSAC(nn.Module):
             v_next = self.v_target(nxt.x, nxt.edge_index, getattr(nxt, "agent_type", None))
             q_hat = soft_q_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
         feats = self.action_features(batch.action)
-        q_data = self.q(obs.x, ei, neighbour_action=feats, own_action=None if self.spec.discrete else batch.action,
-                        agent_type=agent_type)
+        q_data = self.q.from_state(q_state, ei, neighbour_action=feats,
+                                   own_action=None if self.spec.discrete else batch.action)
         if self.spec.discrete:
             q_data = q_data.gather(-1, batch.action.long().view(1, -1, 1).expand(2, -1, 1)).squeeze(-1)
         q_loss = 0.5 * (q_data - q_hat.unsqueeze(0)).pow(2).mean(1).sum()

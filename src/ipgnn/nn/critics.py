@@ -16,7 +16,7 @@ critics are; the values are per agent, never one global scalar.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +72,19 @@ class NeighbourConv(MessagePassing):
             self.lin_edge.reset_parameters()
 
     def forward(self, h: Tensor, edge_index: Adj, edge_attr: OptTensor = None, source_attr: OptTensor = None) -> Tensor:
+        return self.from_node_terms(self.lin_dst(h), self.lin_src(h), edge_index, edge_attr, source_attr)
+
+    def from_node_terms(self, dst: Tensor, src: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
+                        source_attr: OptTensor = None) -> Tensor:
+        """The layer from its state terms :math:`W_t h + b` (``dst``) and :math:`W_s h` (``src``), computed by
+        the caller (once, when the same ``h`` meets several sets of edge features)."""
         if self.edge_dim and (edge_attr is None) == (source_attr is None):
             raise ValueError("NeighbourConv was built with edge features; pass edge_attr [E, edge_dim] or "
                              "source_attr [N, edge_dim] (one of them)")
-        src = self.lin_src(h)
         if source_attr is not None:
             src = src + self.lin_edge(source_attr)  # W_s h_j + W_e a_j, per node
         edge_term = self.lin_edge(edge_attr) if edge_attr is not None else None
-        return self.propagate(edge_index, dst=self.lin_dst(h), src=src, edge_term=edge_term)
+        return self.propagate(edge_index, dst=dst, src=src, edge_term=edge_term)
 
     def message(self, dst_i: Tensor, src_j: Tensor, edge_term: OptTensor) -> Tensor:
         pre = dst_i + src_j  # a fresh [E, d] tensor: the in-place ops below touch nothing shared
@@ -106,6 +111,20 @@ class _StateTrunk(nn.Module):
         return h
 
 
+class CriticState(NamedTuple):
+    r"""The per-node terms of :class:`GraphQNetwork` that depend on the state alone (``[N, d]`` each):
+    :math:`h`, :math:`W_t h + b_t`, :math:`W_s h` of its :class:`NeighbourConv`, and :math:`W^h h + b` of the
+    head's first layer (:math:`W = [W^h \Vert W^m \Vert W^a]`)."""
+
+    h: Tensor
+    dst: Tensor
+    src: Tensor
+    head: Tensor
+
+    def detach(self) -> "CriticState":
+        return CriticState(*(t.detach() for t in self))
+
+
 class GraphQNetwork(nn.Module):
     r""":math:`Q_{\kappa}(s, a_i, a_{\mathcal N(i)})` for every agent ``i``:
 
@@ -117,6 +136,10 @@ class GraphQNetwork(nn.Module):
     For discrete actions the own action is not an input: the head outputs
     :math:`Q_i(s, \cdot, a_{\mathcal N(i)})` for all ``A`` own actions at once (``[N, A]``), so the
     expectation over :math:`a_i \sim q_i` is exact. For continuous actions it returns ``[N]``.
+
+    ``forward`` is :meth:`encode` (every term that reads the state alone, :class:`CriticState`) followed by
+    :meth:`from_state` (the terms that read the actions). A learner that evaluates the critic on one state
+    with two sets of actions (SAC: the replayed actions and a fresh sample of the policy) encodes once.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int = 128, state_layers: int = 0,
@@ -124,34 +147,70 @@ class GraphQNetwork(nn.Module):
         super().__init__()
         self.discrete = discrete
         self.action_dim = action_dim
+        self.hidden = hidden
         self.trunk = _StateTrunk(obs_dim, hidden, state_layers, num_agent_types)
         self.action_conv = NeighbourConv(hidden, edge_dim=action_dim)
         own = 0 if discrete else action_dim
         self.head = nn.Sequential(nn.Linear(2 * hidden + own, hidden), nn.ReLU(),
                                   nn.Linear(hidden, action_dim if discrete else 1))
 
+    def encode(self, x: Tensor, edge_index: Tensor, agent_type: OptTensor = None) -> CriticState:
+        """The terms of :math:`Q` that depend on the state ``x`` (and its graph) alone."""
+        h = self.trunk(x, edge_index, agent_type)
+        first = self.head[0]
+        return CriticState(h, self.action_conv.lin_dst(h), self.action_conv.lin_src(h),
+                           F.linear(h, first.weight[:, :self.hidden], first.bias))
+
+    def from_state(self, state: CriticState, edge_index: Tensor, edge_attr: OptTensor = None,
+                   own_action: OptTensor = None, neighbour_action: OptTensor = None) -> Tensor:
+        """:math:`Q` from :meth:`encode`'s terms and the actions (as in :meth:`forward`)."""
+        m = self.action_conv.from_node_terms(state.dst, state.src, edge_index, edge_attr, source_attr=neighbour_action)
+        d, first = self.hidden, self.head[0]
+        z = state.head + F.linear(m, first.weight[:, d:2 * d])  # W [h || m] + b, by blocks
+        if not self.discrete:
+            if own_action is None:
+                raise ValueError("continuous-action Q needs own_action")
+            z = z + F.linear(own_action, first.weight[:, 2 * d:])
+        out = self.head[2](F.relu(z))
+        return out if self.discrete else out.squeeze(-1)
+
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: OptTensor = None, own_action: OptTensor = None,
                 agent_type: OptTensor = None, neighbour_action: OptTensor = None) -> Tensor:
         """The neighbours' actions come as ``edge_attr`` (``[E, A]``, row ``e`` the action of edge ``e``'s
         source: :func:`neighbour_action_attr`) or, cheaper and the same function, as ``neighbour_action``:
         every agent's action features ``[N, A]``, which edge ``j -> i`` carries as :math:`a_j`."""
-        h = self.trunk(x, edge_index, agent_type)
-        m = self.action_conv(h, edge_index, edge_attr, source_attr=neighbour_action)
-        if self.discrete:
-            return self.head(torch.cat([h, m], dim=-1))
-        if own_action is None:
+        if not self.discrete and own_action is None:
             raise ValueError("continuous-action Q needs own_action")
-        return self.head(torch.cat([h, m, own_action], dim=-1)).squeeze(-1)
+        return self.from_state(self.encode(x, edge_index, agent_type), edge_index, edge_attr, own_action,
+                               neighbour_action)
+
+
+class TwinCriticState(NamedTuple):
+    """:class:`CriticState` of each of the twin critics."""
+
+    q1: CriticState
+    q2: CriticState
+
+    def detach(self) -> "TwinCriticState":
+        return TwinCriticState(self.q1.detach(), self.q2.detach())
 
 
 class TwinGraphQ(nn.Module):
     """The two critics :math:`Q_{\\kappa^1}, Q_{\\kappa^2}` of the paper (after TD3); ``forward``
-    returns both, stacked ``[2, ...]``."""
+    returns both, stacked ``[2, ...]``; :meth:`encode` and :meth:`from_state` split it as
+    :class:`GraphQNetwork` does."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
         self.q1 = GraphQNetwork(*args, **kwargs)
         self.q2 = GraphQNetwork(*args, **kwargs)
+
+    def encode(self, x: Tensor, edge_index: Tensor, agent_type: OptTensor = None) -> TwinCriticState:
+        return TwinCriticState(self.q1.encode(x, edge_index, agent_type), self.q2.encode(x, edge_index, agent_type))
+
+    def from_state(self, state: TwinCriticState, edge_index: Tensor, **actions) -> Tensor:
+        return torch.stack([self.q1.from_state(state.q1, edge_index, **actions),
+                            self.q2.from_state(state.q2, edge_index, **actions)])
 
     def forward(self, *args, **kwargs) -> Tensor:
         return torch.stack([self.q1(*args, **kwargs), self.q2(*args, **kwargs)])
