@@ -6,6 +6,7 @@ Every algorithm is a ``torch.nn.Module`` with the interface the trainer uses:
 - ``act(obs, deterministic=False) -> Tensor`` (``[num_nodes]`` long or ``[num_nodes, D]``);
 - ``update(batch: TransitionBatch) -> dict[str, float]`` (one gradient step; every loss logged);
 - ``num_updates``, ``full_state_dict()``, ``load_full_state_dict(state)``;
+- optionally ``mixed_precision = True`` when it honours ``algo.precision: bf16`` (only IP-SAC does);
 - optionally a classmethod ``check(spec, model_cfg, algo_cfg, num_agents, batch_size, device=None)`` that raises
   :class:`~ipgnn.config.ConfigError` before anything is built (a task the algorithm cannot handle, or
   memory it cannot have).
@@ -43,6 +44,9 @@ def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, 
     """Check that ``algo.name`` can run this task on ``device`` (raising a ConfigError that says why not:
     an unsupported action kind, or memory it cannot have), then build it."""
     cls = algo_class(algo.name)
+    if algo.precision != "fp32" and not getattr(cls, "mixed_precision", False):
+        raise ConfigError(f"algo.precision: {algo.precision} is implemented for ipsac only (its networks keep their "
+                          f"outputs in float32 under autocast); '{algo.name}' runs in fp32: set algo.precision: fp32")
     check = getattr(cls, "check", None)
     if check is not None:
         check(spec, model, algo, num_agents, batch_size, device=device)

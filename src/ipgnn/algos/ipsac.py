@@ -74,12 +74,16 @@ def soft_value_target_discrete(probs: Tensor, log_probs: Tensor, q_min: Tensor, 
 class IPSAC(nn.Module):
     """The IP-SAC learner: networks, optimisers, losses and one gradient step.
 
+    Honours ``algo.precision`` (``mixed_precision``; see :meth:`update`).
+
     Args:
         spec: the task's agents.
         model: the ``model`` config section.
         algo: the ``algo`` config section.
         num_agents: unused: every network is shared across agents and works for any N.
     """
+
+    mixed_precision = True  # algo.precision: bf16 is honoured (ipgnn.algos.make_algo rejects it elsewhere)
 
     def __init__(self, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int | None = None):
         super().__init__()
@@ -211,8 +215,16 @@ class IPSAC(nn.Module):
         return out
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
-        """One gradient step of every network (Algorithm 1, inner loop) and the Polyak update."""
-        terms = self.losses(batch)
+        """One gradient step of every network (Algorithm 1, inner loop) and the Polyak update.
+
+        With ``algo.precision: bf16`` the forward of every network runs under ``torch.autocast`` in bfloat16
+        (the backward follows the forward's types); the networks' outputs (logits, Q, V) and the attention
+        softmax are computed in float32, and so are the losses, the gradients of the float32 parameters and
+        Adam's states. The values and gradients differ from fp32 by bfloat16 rounding of the hidden features
+        (test: ``test_losses.py::test_bf16_update_stays_close_to_fp32``)."""
+        device_type = batch.obs.x.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            terms = self.losses(batch)
         total = terms["policy_loss"] + terms["value_loss"] + terms["q_loss"] + terms.get("alpha_loss", 0.0)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)

@@ -25,6 +25,7 @@ from torch_geometric.nn import GATv2Conv, MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
 from ipgnn.nn.propagation import TypedEncoder
+from ipgnn.nn.utils import float32_output
 
 
 def neighbour_action_attr(action_features: Tensor, edge_index: Tensor) -> Tensor:
@@ -171,7 +172,7 @@ class GraphQNetwork(nn.Module):
             if own_action is None:
                 raise ValueError("continuous-action Q needs own_action")
             z = z + F.linear(own_action, first.weight[:, 2 * d:])
-        out = self.head[2](F.relu(z))
+        out = float32_output(self.head[2], F.relu(z))  # Q in float32 (also under autocast)
         return out if self.discrete else out.squeeze(-1)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: OptTensor = None, own_action: OptTensor = None,
@@ -228,4 +229,5 @@ class GraphValueNetwork(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, agent_type: Optional[Tensor] = None) -> Tensor:
         h = self.trunk(x, edge_index, agent_type)
-        return self.head(torch.cat([h, self.conv(h, edge_index)], dim=-1)).squeeze(-1)
+        z = F.relu(self.head[0](torch.cat([h, self.conv(h, edge_index)], dim=-1)))
+        return float32_output(self.head[2], z).squeeze(-1)  # V in float32 (also under autocast)

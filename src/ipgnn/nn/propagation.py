@@ -21,6 +21,7 @@ from torch_geometric.utils import softmax
 
 from ipgnn.graphs import expand_hops
 from ipgnn.nn.distributions import MaskedCategorical, TanhGaussian
+from ipgnn.nn.utils import float32_output
 
 
 class TypedEncoder(nn.Module):
@@ -137,9 +138,9 @@ class IntentionPropagationConv(MessagePassing):
         pre = key_j + query_i  # fresh [E, H, C]: safe to activate in place (saves one edge-sized tensor)
         # a_k^T LeakyReLU(.) as a matrix product: no [E, H, C] product tensor (fwd or bwd)
         score = torch.einsum("ehc,hc->eh", F.leaky_relu_(pre, self.negative_slope), self.att[0])  # [E, H]
-        alpha = softmax(score, index, ptr, size_i)
+        alpha = softmax(score.float(), index, ptr, size_i)  # float32 even under bf16 autocast ([E, H]: cheap)
         self._alpha = alpha
-        return value_j * alpha.unsqueeze(-1)
+        return value_j * alpha.unsqueeze(-1).to(value_j.dtype)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.channels}, heads={self.heads})"
@@ -212,7 +213,7 @@ class IntentionPropagationNetwork(nn.Module):
             else:
                 mu = self.conv(mu, h, edge_index, state_term=state_term)
             mus.append(mu)
-        out = self.head(torch.cat(mus, dim=-1))
+        out = float32_output(self.head, torch.cat(mus, dim=-1))  # logits in float32 (also under autocast)
         if self.discrete:
             dist = MaskedCategorical(out, getattr(data, "action_mask", None))
         else:
