@@ -180,6 +180,22 @@ def test_slow_config_warns_on_cpu(tmp_path, tiny_overrides, capsys):
     assert "paper's defaults are for GPUs" in "".join(capsys.readouterr())
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_advice_follows_the_cpu(tmp_path, tiny_overrides, capsys, monkeypatch, native):
+    """A slow fp32 config on a CPU with native bfloat16 is told about algo.precision: bf16; asking for bf16 on a
+    CPU without it is warned off. What this machine has decides ``native`` only through the patched probe."""
+    import ipgnn.cpu
+
+    monkeypatch.setattr(ipgnn.cpu, "native_bf16", lambda: native)
+    for precision in ("fp32", "bf16"):
+        cfg = load_config(CONFIG, tiny_overrides + ["--replay.batch_size=8192", "--train.total_steps=10",
+                                                    f"--algo.precision={precision}"])
+        Trainer.from_config(cfg, tmp_path / precision).close()
+        printed = "".join(capsys.readouterr())
+        assert ("--algo.precision=bf16 makes each update about 2x" in printed) == (native and precision == "fp32")
+        assert ("has no native bfloat16" in printed) == (not native and precision == "bf16")
+
+
 def test_long_run_eta_warning(tmp_path, tiny_overrides, capsys):
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=10"])
     t = Trainer.from_config(cfg, tmp_path / "eta")

@@ -367,13 +367,24 @@ class Trainer:
                                   head.lower_is_better, context)
 
     def _warn_if_slow(self) -> None:
+        from ipgnn.cpu import native_bf16
+
         nodes = self.cfg.replay.batch_size * self.env.num_agents
+        bf16 = self.cfg.algo.precision == "bf16"
+        if bf16 and self.device.type == "cpu" and not native_bf16():
+            _warn("algo.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch emulates "
+                  "it, which is slower than fp32 here; set --algo.precision=fp32")
+        if bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            _warn("algo.precision is bf16 but this GPU does not support bfloat16; set --algo.precision=fp32")
         if self.device.type == "cpu" and nodes > CPU_SLOW_NODES and self.cfg.train.gradient_steps > 0:
             msg = (f"this config updates on {self.cfg.replay.batch_size} x {self.env.num_agents} = {nodes} agent-nodes "
                    f"per gradient step, {self.cfg.train.gradient_steps} steps every {self.cfg.train.update_every} "
                    "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
                    "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
                    "or raise --train.update_every.")
+            if not bf16 and native_bf16() and getattr(self.algo, "mixed_precision", False):
+                msg += (" This CPU computes bfloat16 natively: --algo.precision=bf16 makes each update about 2x "
+                        "faster (float32 outputs and losses; see the README).")
             _warn(msg)
 
     def _warn_eta(self, phase_seconds: float) -> None:
