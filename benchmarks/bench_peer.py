@@ -480,7 +480,7 @@ def measure_speed(args, out: Path) -> list[dict]:
                     run = run_ours(0, args.speed_budget, d, args.ours_config,
                                    [f"--replay.batch_size={batch}", f"--model.hidden={hidden}",
                                     f"--train.total_steps={args.speed_ours_steps}", "--train.eval_every=0",
-                                    "--train.eval_episodes=1"], args.threads)
+                                    "--train.eval_episodes=1", *args.ours_override], args.threads)
                 else:
                     run = run_benchmarl("masac", 0, args.speed_budget, d, args.benchmarl_python,
                                         ["--batch", str(batch), "--hidden", str(hidden), "--iters", "2",

@@ -20,6 +20,9 @@ fi
 # 1. bench_update.py at N = 16, 96, 225, 1225 (B = 64 and 1024; pairs above 1.3M nodes skipped)
 python benchmarks/bench_update.py --device "$DEVICE" --agents $AGENTS --batch $BATCHES --max-nodes 1300000 \
   --json "$OUT/update.json" | tee "$OUT/update.md"
+# 1b. the same update in bfloat16 autocast (algo.precision: bf16), B = 1024
+python benchmarks/bench_update.py --device "$DEVICE" --agents $AGENTS --batch 1024 --max-nodes 1300000 \
+  --precision bf16 --json "$OUT/update_bf16.json" | tee "$OUT/update_bf16.md"
 # 2. propagation alone at N = 1225, M = 3, d = 128, one graph (target < 2 ms forward+backward)
 python benchmarks/bench_update.py --device "$DEVICE" --agents 1225 --batch 1 --rounds 3 --hidden 128 \
   --repeats "$PROP_REPEATS" --json "$OUT/propagation.json" | tee "$OUT/propagation.md"
