@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -121,9 +122,11 @@ def restore_algo(state: dict, cfg: ExperimentConfig, env, device: Optional[torch
 
 
 def _warn(msg: str) -> None:
-    """A warning on the console through tqdm, so that the progress bar is not broken (and in the log)."""
+    """A warning on standard error through tqdm, so that the progress bar is not broken (and in the log).
+    Never on standard output: the commands that print JSON there (``ipgnn-eval``, ``ipgnn-interpret``) build
+    the learner first, and a warning about the machine's load would make their output unparseable."""
     log.debug(msg)
-    tqdm.write(f"WARNING: {msg}")
+    tqdm.write(f"WARNING: {msg}", file=sys.stderr)
 
 
 class TrainingDiverged(RuntimeError):
