@@ -148,12 +148,12 @@ class IPSAC(nn.Module):
 
         The twin critics meet the same state twice: with a fresh sample of the policy (``J(theta)``, the value
         target) and with the replayed actions (``J(kappa)``). Their terms that read the state alone
-        (:meth:`ipgnn.nn.critics.GraphQNetwork.encode`: the trunk, :math:`W_t h`, :math:`W_s h`, the head's
-        :math:`W^h h`) are computed once. The policy's use reads them detached: inside ``J(theta)`` the
-        critics are frozen and the state carries no gradient, so the only path for its gradient is through
-        the sampled actions, and the gradients are those of two full critic evaluations (test:
-        ``test_losses.py::test_shared_critic_state_gives_the_gradients_of_two_full_evaluations``). Measured on
-        the 2-core CPU, 1 thread: an update at N = 96, B = 64 (M = 3, d = 128) 6-10 % faster; at N = 3 2 %."""
+        (:meth:`ipgnn.nn.critics.GraphQNetwork.encode`: the trunk, :math:`W_t h`, :math:`W_s h`) are computed
+        once. The policy's use reads them detached: inside ``J(theta)`` the critics are frozen and the state
+        carries no gradient, so the only path for its gradient is through the sampled actions. The same
+        operations run on the same inputs as in two full critic evaluations, so every value and gradient is
+        bit for bit theirs (test:
+        ``test_losses.py::test_shared_critic_state_gives_the_gradients_of_two_full_evaluations``)."""
         obs, nxt = batch.obs, batch.next_obs
         ei, agent_type = obs.edge_index, getattr(obs, "agent_type", None)
         alpha = self.alpha

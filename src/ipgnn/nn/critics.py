@@ -73,7 +73,8 @@ class NeighbourConv(MessagePassing):
             self.lin_edge.reset_parameters()
 
     def forward(self, h: Tensor, edge_index: Adj, edge_attr: OptTensor = None, source_attr: OptTensor = None) -> Tensor:
-        return self.from_node_terms(self.lin_dst(h), self.lin_src(h), edge_index, edge_attr, source_attr)
+        src = self.lin_src(h)  # before lin_dst: the order in which h's gradient is summed, kept bit for bit
+        return self.from_node_terms(self.lin_dst(h), src, edge_index, edge_attr, source_attr)
 
     def from_node_terms(self, dst: Tensor, src: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
                         source_attr: OptTensor = None) -> Tensor:
@@ -114,13 +115,11 @@ class _StateTrunk(nn.Module):
 
 class CriticState(NamedTuple):
     r"""The per-node terms of :class:`GraphQNetwork` that depend on the state alone (``[N, d]`` each):
-    :math:`h`, :math:`W_t h + b_t`, :math:`W_s h` of its :class:`NeighbourConv`, and :math:`W^h h + b` of the
-    head's first layer (:math:`W = [W^h \Vert W^m \Vert W^a]`)."""
+    :math:`h`, and :math:`W_t h + b_t` and :math:`W_s h` of its :class:`NeighbourConv`."""
 
     h: Tensor
     dst: Tensor
     src: Tensor
-    head: Tensor
 
     def detach(self) -> "CriticState":
         return CriticState(*(t.detach() for t in self))
@@ -148,7 +147,6 @@ class GraphQNetwork(nn.Module):
         super().__init__()
         self.discrete = discrete
         self.action_dim = action_dim
-        self.hidden = hidden
         self.trunk = _StateTrunk(obs_dim, hidden, state_layers, num_agent_types)
         self.action_conv = NeighbourConv(hidden, edge_dim=action_dim)
         own = 0 if discrete else action_dim
@@ -158,20 +156,19 @@ class GraphQNetwork(nn.Module):
     def encode(self, x: Tensor, edge_index: Tensor, agent_type: OptTensor = None) -> CriticState:
         """The terms of :math:`Q` that depend on the state ``x`` (and its graph) alone."""
         h = self.trunk(x, edge_index, agent_type)
-        first = self.head[0]
-        return CriticState(h, self.action_conv.lin_dst(h), self.action_conv.lin_src(h),
-                           F.linear(h, first.weight[:, :self.hidden], first.bias))
+        src = self.action_conv.lin_src(h)  # before lin_dst, as NeighbourConv.forward
+        return CriticState(h, self.action_conv.lin_dst(h), src)
 
     def from_state(self, state: CriticState, edge_index: Tensor, edge_attr: OptTensor = None,
                    own_action: OptTensor = None, neighbour_action: OptTensor = None) -> Tensor:
         """:math:`Q` from :meth:`encode`'s terms and the actions (as in :meth:`forward`)."""
         m = self.action_conv.from_node_terms(state.dst, state.src, edge_index, edge_attr, source_attr=neighbour_action)
-        d, first = self.hidden, self.head[0]
-        z = state.head + F.linear(m, first.weight[:, d:2 * d])  # W [h || m] + b, by blocks
-        if not self.discrete:
+        if self.discrete:
+            z = self.head[0](torch.cat([state.h, m], dim=-1))
+        else:
             if own_action is None:
                 raise ValueError("continuous-action Q needs own_action")
-            z = z + F.linear(own_action, first.weight[:, 2 * d:])
+            z = self.head[0](torch.cat([state.h, m, own_action], dim=-1))
         out = float32_output(self.head[2], F.relu(z))  # Q in float32 (also under autocast)
         return out if self.discrete else out.squeeze(-1)
 
