@@ -3,6 +3,7 @@
     python benchmarks/profile_update.py                 # mean time of 10 updates at N=96, B=64
     python benchmarks/profile_update.py --profile       # plus torch.profiler's table of operators
     python benchmarks/profile_update.py --precision bf16 --threads 1 --profile
+    python benchmarks/profile_update.py --agents 3 --batch 128 --hidden 256 --rounds 2 --threads 1 --profile
 """
 
 import argparse
@@ -22,13 +23,15 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=10)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     buf = make_buffer(args.agents, 64)
-    algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=128, rounds=3), AlgoConfig(lr=1e-3, precision=args.precision))
+    algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=args.hidden, rounds=args.rounds), AlgoConfig(lr=1e-3, precision=args.precision))
     algo.update(buf.sample(args.batch))
     t = time.perf_counter()
     for _ in range(args.updates):
