@@ -50,6 +50,7 @@ Usage::
     python benchmarks/bench_peer.py --minutes 8 --seeds 0 --out /tmp/peer/run
     python benchmarks/bench_peer.py --analyse /tmp/peer/run          # redo tables/plot from saved data
     python benchmarks/bench_peer.py --speed-only --out /tmp/peer/speed
+    python benchmarks/bench_peer.py --flops --out /tmp/peer/flops        # FLOPs per update, both sides
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--evaluate", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--flops", type=int, default=0, help="count the FLOPs of this optimiser step (1-based), then exit")
     a = p.parse_args()
     import torch
     if a.threads:
@@ -163,6 +165,40 @@ BENCHMARL_RUNNER = textwrap.dedent('''
          batch=cfg.train_batch_size(on_policy), minibatch=cfg.train_minibatch_size(on_policy),
          frames_per_batch=cfg.collected_frames_per_batch(on_policy), hidden=list(model.num_cells),
          gamma=cfg.gamma, lr=cfg.lr)
+    if a.flops:  # one optimiser step under torch's FLOP formulas (matrix products), then stop
+        # torch.utils.flop_counter's own formulas; not its FlopCounterMode, whose module tracker cannot hash a
+        # TensorDictModule ("Converting a tensordict to boolean value is not permitted")
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+        inner, calls = Experiment._optimizer_loop, [0]
+
+        class Count(TorchDispatchMode):
+            def __init__(self):
+                super().__init__()
+                self.by_op = {}
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    key = str(func._overloadpacket)
+                    self.by_op[key] = self.by_op.get(key, 0) + formula(*args, **kwargs, out_val=out)
+                return out
+
+        def counted_loop(self, group):
+            calls[0] += 1
+            if calls[0] < a.flops:
+                return inner(self, group)
+            with Count() as fc:
+                td = inner(self, group)
+            emit(kind="flops", total=sum(fc.by_op.values()), step=calls[0], batch=cfg.off_policy_train_batch_size,
+                 by_op=fc.by_op)
+            out.close()
+            import os
+            os._exit(0)
+
+        Experiment._optimizer_loop = counted_loop
     exp = Experiment(task=task, algorithm_config=algo, model_config=model, critic_model_config=critic,
                      seed=a.seed, config=cfg, callbacks=[Recorder()])
     emit(kind="setup_done")
@@ -497,6 +533,59 @@ def measure_speed(args, out: Path) -> list[dict]:
     return res
 
 
+# -------------------------------------------------------------------------------------------------- flops
+
+def ours_update_flops(config: str, batch: int, hidden: int, overrides: list[str], steps: int = 300) -> dict:
+    """FLOPs of one IP-SAC update (``algo.update``) at this batch and width, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (matrix products: ``mm``, ``addmm``, ``bmm``; gathers, scatters and
+    element-wise work are not counted) on a minibatch of the task's own transitions (a ``steps``-step run fills
+    the replay first)."""
+    import tempfile
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ipgnn.config import load_config
+    from ipgnn.trainer import Trainer
+
+    cfg = load_config(ROOT / config, [f"--replay.batch_size={batch}", f"--model.hidden={hidden}",
+                                      f"--train.total_steps={steps}", f"--train.learning_starts={steps - 100}",
+                                      "--train.eval_every=0", "--train.checkpoint_every=0", "--train.save_replay=false",
+                                      "--logger.mode=disabled", "--logger.progress=false", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer.from_config(cfg, run_dir=Path(tmp) / "run")
+        trainer.train()
+        sample = trainer.replay.sample(batch, trainer.device)
+        with FlopCounterMode(display=False) as fc:
+            trainer.algo.update(sample)
+    return {"total": fc.get_total_flops(), "by_op": {str(k): v for k, v in fc.get_flop_counts()["Global"].items()},
+            "batch": batch, "hidden": hidden, "agents": int(trainer.env.num_agents)}
+
+
+def measure_flops(args, out: Path) -> list[dict]:
+    """FLOPs per update of IP-SAC and MASAC at each ``--speed-pairs`` batch and width."""
+    res = []
+    for batch, hidden in (tuple(int(x) for x in p.split("x")) for p in args.speed_pairs):
+        ours = ours_update_flops(args.ours_config, batch, hidden, args.ours_override)
+        d = out / "flops" / f"masac-b{batch}-h{hidden}"
+        run = run_benchmarl("masac", 0, args.speed_budget, d, args.benchmarl_python,
+                            ["--batch", str(batch), "--hidden", str(hidden), "--iters", "1", "--evaluate", "0",
+                             "--flops", "2"] + (["--continuous", "1"] if args.benchmarl_continuous else []), args.threads)
+        theirs = next((r for r in run["rows"] if r.get("kind") == "flops"), None)
+        res.append({"batch": batch, "hidden": hidden, "ours": ours, "masac": theirs})
+    return res
+
+
+def flops_markdown(flops: list[dict]) -> str:
+    rows = ["| batch (joint transitions) | width | IP-SAC GFLOP per update | MASAC GFLOP per update | IP-SAC / MASAC |",
+            "|---|---|---|---|---|"]
+    for f in flops:
+        ours, theirs = f["ours"]["total"] / 1e9, (f["masac"] or {}).get("total")
+        ratio = f"{ours / (theirs / 1e9):.1f}" if theirs else "n/a"
+        rows.append(f"| {f['batch']} | {f['hidden']} | {ours:.3f} | "
+                    f"{theirs / 1e9 if theirs else float('nan'):.3f} | {ratio} |")
+    return "\n".join(rows)
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -520,6 +609,8 @@ def main() -> None:
     p.add_argument("--plot", type=Path, default=None, help="PNG path (default OUT/bench_peer.png)")
     p.add_argument("--no-speed", action="store_true", help="skip the equal batch/width updates/s measurement")
     p.add_argument("--speed-only", action="store_true", help="only the equal batch/width measurement")
+    p.add_argument("--flops", action="store_true",
+                   help="only the FLOPs of one update of each (matrix products) at each --speed-pairs batch and width")
     p.add_argument("--speed-pairs", nargs="+", default=["128x256", "256x128"], help="BATCHxWIDTH pairs")
     p.add_argument("--speed-repeats", type=int, default=2)
     p.add_argument("--speed-budget", type=float, default=150.0, help="seconds cap per speed run")
@@ -538,7 +629,9 @@ def main() -> None:
                    "runs": [], "speed": []}
         print(json.dumps(results["versions"], indent=1), flush=True)
         extra = ["--continuous", "1"] if args.benchmarl_continuous else []
-        if not args.speed_only:
+        if args.flops:
+            results["flops"] = measure_flops(args, out)
+        elif not args.speed_only:
             budget = args.minutes * 60
             for seed in args.seeds:
                 for method in args.methods:
@@ -555,7 +648,7 @@ def main() -> None:
                     pts = curve(method, run)
                     print(f"    {len(pts)} evaluations, last {pts[-1] if pts else None}", flush=True)
                     results_path.write_text(json.dumps(results))
-        if not args.no_speed:
+        if not args.no_speed and not args.flops:
             results["speed"] = measure_speed(args, out)
         results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         results_path.write_text(json.dumps(results))
@@ -572,6 +665,9 @@ def main() -> None:
     if results.get("speed"):
         md += ["", "Gradient updates per second at equal batch (joint transitions) and width:", "",
                speed_markdown(results["speed"])]
+    if results.get("flops"):
+        md += ["", "FLOPs of one update (matrix products, torch.utils.flop_counter) at equal batch and width:", "",
+               flops_markdown(results["flops"])]
     text = "\n".join(md)
     (out / "summary.md").write_text(text + "\n")
     print(text)

@@ -14,6 +14,7 @@ import torch
 from bench_update import ACTIONS, OBS, make_buffer
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages
 
 
 def main() -> None:
@@ -26,13 +27,20 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--release-memory", action="store_true",
+                   help="leave glibc's allocator as it is (by default, as ipgnn-train and bench_update.py do: huge pages "
+                        "where the kernel offers them, freed memory kept after the first update when there is room)")
     args = p.parse_args()
+    if not args.release_memory:
+        reexec_with_huge_pages()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     buf = make_buffer(args.agents, 64)
     algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=args.hidden, rounds=args.rounds), AlgoConfig(lr=1e-3, precision=args.precision))
     algo.update(buf.sample(args.batch))
+    if not args.release_memory:
+        print("freed memory kept:", keep_freed_memory_if_room())
     t = time.perf_counter()
     for _ in range(args.updates):
         algo.update(buf.sample(args.batch))
