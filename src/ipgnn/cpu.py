@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -109,10 +110,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
 _KEPT = False
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it). Without it,
-    ``algo.precision: bf16`` is emulated and slower than fp32; with it, an IP-SAC update measured 2.1x faster
-    on the 2-core AMD EPYC (``benchmarks/README.md``)."""
+    ``algo.precision: bf16`` is emulated and slower than fp32; with it, an IP-SAC update measured 1.8-3.7x
+    faster than fp32 on the 2-core AMD EPYC, by size (``benchmarks/README.md``). Probed once per process."""
     import torch
 
     try:

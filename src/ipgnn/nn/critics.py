@@ -177,8 +177,6 @@ class GraphQNetwork(nn.Module):
         """The neighbours' actions come as ``edge_attr`` (``[E, A]``, row ``e`` the action of edge ``e``'s
         source: :func:`neighbour_action_attr`) or, cheaper and the same function, as ``neighbour_action``:
         every agent's action features ``[N, A]``, which edge ``j -> i`` carries as :math:`a_j`."""
-        if not self.discrete and own_action is None:
-            raise ValueError("continuous-action Q needs own_action")
         return self.from_state(self.encode(x, edge_index, agent_type), edge_index, edge_attr, own_action,
                                neighbour_action)
 
