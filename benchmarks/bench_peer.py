@@ -553,10 +553,13 @@ def ours_update_flops(config: str, batch: int, hidden: int, overrides: list[str]
                                       "--logger.mode=disabled", "--logger.progress=false", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer.from_config(cfg, run_dir=Path(tmp) / "run")
-        trainer.train()
-        sample = trainer.replay.sample(batch, trainer.device)
-        with FlopCounterMode(display=False) as fc:
-            trainer.algo.update(sample)
+        try:
+            trainer.train()
+            sample = trainer.replay.sample(batch, trainer.device)
+            with FlopCounterMode(display=False) as fc:
+                trainer.algo.update(sample)
+        finally:
+            trainer.close()
     return {"total": fc.get_total_flops(), "by_op": {str(k): v for k, v in fc.get_flop_counts()["Global"].items()},
             "batch": batch, "hidden": hidden, "agents": int(trainer.env.num_agents)}
 

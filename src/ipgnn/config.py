@@ -108,8 +108,8 @@ class AlgoConfig(_Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16: the update's forward runs under bfloat16 autocast (matrix products and "
                             "the graph layers' hidden features in bfloat16; network outputs, losses, parameters and "
-                            "optimiser states stay float32). About 2x faster on CPUs with AVX512-BF16/AMX and on "
-                            "GPUs; ipsac only")
+                            "optimiser states stay float32). 1.8-3.7x faster per update measured on a CPU with "
+                            "AVX512-BF16 (benchmarks/README.md); not yet measured on a GPU; ipsac only")
 
 
 _BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
