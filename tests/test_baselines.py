@@ -532,6 +532,59 @@ def test_algo_config_files_layer_over_a_task_config_and_document_every_option(na
     CLASSES[name].check(spec, cfg.model, cfg.algo, 30, cfg.replay.batch_size)
 
 
+@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("task", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_algo_name_alone_runs_the_method_its_file_defines(name, task):
+    """``--algo.name=X`` (what ``ipgnn-compare --algos X`` passes) gives exactly the config of layering
+    ``configs/algos/X.yaml`` over the task by hand, on every shipped task, with the file's own values (PIC's and
+    MADDPG's clipping 0.5, QMIX's 10) in force; a later override still wins."""
+    by_name = load_config(CONFIGS / task, [f"--algo.name={name}"])
+    by_hand = load_config([CONFIGS / task, CONFIGS / "algos" / f"{name}.yaml"])
+    assert by_name == by_hand
+    own = read_yaml(CONFIGS / "algos" / f"{name}.yaml")["algo"]
+    assert by_name.algo.max_grad_norm == own.get("max_grad_norm")
+    assert by_name.algo.options == own["options"]
+    changed = load_config(CONFIGS / task, [f"--algo.name={name}", "--algo.max_grad_norm=3.0",
+                                           "--algo.options.gumbel_temperature=0.5"
+                                           if "gumbel_temperature" in own["options"] else "--algo.options.double_q=true"])
+    assert changed.algo.max_grad_norm == 3.0 and changed.algo.options != own["options"]
+    assert set(changed.algo.options) == set(own["options"])  # the other options stay the file's
+
+
+def test_a_users_file_beats_the_method_file(tmp_path):
+    """The method file lies beneath the experiment's own files: a file that sets a method's key keeps it."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("algo:\n  name: qmix\n  max_grad_norm: 1.0\n  options:\n    mixing_embed: 8\n")
+    cfg = load_config([CONFIGS / "mpe_spread_small.yaml", mine])
+    assert cfg.algo.max_grad_norm == 1.0 and cfg.algo.options["mixing_embed"] == 8
+    assert cfg.algo.options["hypernet_layers"] == read_yaml(CONFIGS / "algos" / "qmix.yaml")["algo"]["options"][
+        "hypernet_layers"]
+    assert load_config(CONFIGS / "mpe_spread_small.yaml").algo.max_grad_norm is None  # ipsac: no method file
+
+
+@pytest.mark.parametrize("name", Q_LEARNERS)
+def test_epsilon_schedule_is_scaled_to_the_run(name, tiny_overrides, tmp_path):
+    """One rule for every method: a schedule written for 1e6 steps lasts 1 % of a 10 000-step run. Through the
+    trainer (the scale comes from the config); ``schedule_reference_steps: null`` uses the option as written."""
+    over = tiny_overrides + [f"--algo.name={name}", "--train.total_steps=10000",
+                             "--algo.options.epsilon_decay_steps=50000"]
+    trainer = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml", over), tmp_path / "scaled")
+    algo = trainer.algo
+    trainer.close()
+    assert algo.epsilon_decay_steps == 500
+    start, end = algo.opts["epsilon_start"], algo.opts["epsilon_end"]
+    algo.env_steps = 250
+    assert algo.epsilon == pytest.approx((start + end) / 2)
+    algo.env_steps = 500
+    assert algo.epsilon == pytest.approx(end)
+    trainer = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml",
+                                              over + ["--train.schedule_reference_steps=null"]), tmp_path / "as_written")
+    assert trainer.algo.epsilon_decay_steps == 50000
+    trainer.algo.env_steps = 500
+    assert trainer.algo.epsilon > end + 0.9 * (start - end)
+    trainer.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # Exact resume
 
@@ -568,6 +621,7 @@ def test_full_state_round_trip_continues_identically(name):
 
 
 @pytest.mark.parametrize("name,extra", [("qmix", ["--algo.options.epsilon_decay_steps=200",
+                                                 "--train.schedule_reference_steps=null",
                                                  "--algo.target_update_interval=7", "--algo.tau=1.0"]),
                                         ("maddpg_s", [])])
 def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, tmp_path, tiny_overrides):
@@ -701,7 +755,8 @@ def test_baseline_beats_random_on_cooperative_navigation(name, tmp_path):
     shuffle) -72.2, inside the margin; after 40 000 steps QMIX -61.7 (+17 %) and MADDPG-S -60.8 (+18 %),
     and under the earlier seeds IQL, DGN, MADDPG and PIC were +26-31 % after 20 000. About a minute per
     algorithm on 2 cores."""
-    extra = ["--algo.options.epsilon_decay_steps=20000"] if name in Q_LEARNERS else []
+    extra = (["--algo.options.epsilon_decay_steps=20000", "--train.schedule_reference_steps=null"]
+             if name in Q_LEARNERS else [])
     cfg = load_config(CONFIGS / "mpe_spread_small.yaml", LEARNING + [f"--algo.name={name}"] + extra)
     learned, rand = learned_and_random_returns(cfg, tmp_path / "run", EPISODES)
     print(f"greedy {name} return {learned:.2f} vs random {rand:.2f}")

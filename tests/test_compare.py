@@ -156,6 +156,14 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     with Image.open(out / "curves_mpe_spread_small.png") as img:
         img.verify()
     assert (out / "mpe_spread_small" / "qmix" / "seed2" / "result.json").is_file()
+    # --algos qmix ran QMIX as configs/algos/qmix.yaml defines it: the run's resolved config is the one of
+    # layering that file by hand (with the same seed and overrides)
+    for algo in ("iql", "qmix"):
+        resolved = load_config(out / "mpe_spread_small" / algo / "seed2" / "config.yaml")
+        by_hand = load_config([CONFIGS / "mpe_spread_small.yaml", CONFIGS / "algos" / f"{algo}.yaml"],
+                              ["--seed=2", *tiny, "--logger.progress=false"])  # the runner turns bars off
+        assert resolved == by_hand, algo
+        assert resolved.algo.options == yaml.safe_load((CONFIGS / "algos" / f"{algo}.yaml").read_text())["algo"]["options"]
     stamp = (out / "mpe_spread_small" / "iql" / "seed0" / "result.json").stat().st_mtime_ns
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 0 and "9 runs, 9 already complete, 0 to run" in again.stdout

@@ -383,7 +383,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], help="experiment file(s): one scenario each")
     parser.add_argument("--algo-config", action="append", default=[],
-                        help="file(s) layered on every run (e.g. configs/algos/qmix.yaml)")
+                        help="file(s) layered on every run, after the config (each --algos X already applies its own "
+                             "method file, configs/algos/X.yaml)")
     parser.add_argument("--algos", default="ipsac", help="comma-separated algo.name values (default ipsac)")
     parser.add_argument("--seeds", help="e.g. 0-4 or 0,3,7 (default: a sweep's seed values, else 0-4, the "
                                         "paper's 5 seeds)")

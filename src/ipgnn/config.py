@@ -156,6 +156,20 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(10_000, ge=0, description="environment steps between checkpoints (0: at end only)")
     save_replay: bool = Field(True, description="store the replay buffer with checkpoints so resume is exact")
     log_every: int = Field(1000, ge=1, description="environment steps between logged training points")
+    schedule_reference_steps: Optional[int] = Field(
+        1_000_000, ge=1, description="the run length for which the algorithms' step-denominated schedules (the "
+                                     "epsilon decay of IQL, QMIX and DGN) are written: each is scaled by "
+                                     "total_steps / this, one rule for every method; null: use them as written")
+
+    @property
+    def schedule_scale(self) -> float:
+        r"""The factor on every step-denominated algorithm schedule: :math:`T / T_\text{ref}` for a run of
+        :math:`T` = ``total_steps`` environment steps, or 1 when ``schedule_reference_steps`` is null. The
+        method files' schedules are published for runs of about :math:`10^6` steps (Table 2's runs, sec. 5.4:
+        :math:`10^6`-:math:`1.5 \cdot 10^6`), so a run 100 times shorter explores over a 100 times shorter
+        prefix: the same fraction of the run for every method."""
+        ref = self.schedule_reference_steps
+        return 1.0 if ref is None else self.total_steps / ref
 
 
 class RolloutConfig(_Section):
@@ -341,11 +355,27 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
+PRESETS = Path(__file__).parent / "algos" / "presets"  # one file per baseline: configs/algos/ links to them
+
+
+def method_preset(name: Any) -> tuple[dict[str, Any], Optional[Path]]:
+    """The method file of ``algo.name`` (``ipgnn/algos/presets/<name>.yaml``: the settings that are the
+    algorithm's own, e.g. PIC's gradient clipping and options) and its path, or ``({}, None)`` for a method
+    defined by the schema's defaults alone (``ipsac``) or a name the schema will refuse."""
+    path = PRESETS / f"{name}.yaml"
+    if not isinstance(name, str) or not name.isidentifier() or not path.is_file():
+        return {}, None
+    return read_yaml(path), path
+
+
 def load_config(path: str | Path | list[str | Path] | None = None,
                 overrides: list[str] | dict | None = None) -> ExperimentConfig:
-    """Load ``path`` (YAML; or several, merged in order, later files overriding earlier ones: an
-    experiment file, then e.g. ``configs/algos/qmix.yaml``), apply overrides, validate. Errors name the
-    file (or override) that set the key."""
+    """Load ``path`` (YAML; or several, merged in order, later files overriding earlier ones), apply
+    overrides, validate. Errors name the file (or override) that set the key.
+
+    The method that ``algo.name`` selects is applied beneath all of them (:func:`method_preset`), so
+    ``--algo.name=pic`` runs PIC as ``configs/algos/pic.yaml`` defines it, and any file or override can still
+    change a value; layering that file by hand after the experiment file gives the same config."""
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     raw: dict[str, Any] = {}
     origin: dict[str, str] = {}  # dotted key -> the file that set it last
@@ -359,6 +389,11 @@ def load_config(path: str | Path | list[str | Path] | None = None,
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         raw = deep_merge(raw, extra)
     override_keys = _flatten(extra)
+    preset, preset_path = method_preset((raw.get("algo") or {}).get("name") if isinstance(raw.get("algo"), dict)
+                                        else None)
+    if preset_path is not None:
+        origin = {**{k: str(preset_path) for k in _flatten(preset)}, **origin}
+        raw = deep_merge(preset, raw)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

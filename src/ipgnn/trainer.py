@@ -112,7 +112,8 @@ def restore_algo(state: dict, cfg: ExperimentConfig, env, device: Optional[torch
     :class:`ValueError` naming the first mismatched tensor when the task's observation, action or agent sizes
     differ from the checkpoint's (an override changed the task)."""
     device = torch.device("cpu") if device is None else device
-    algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device).to(device)
+    algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device,
+                     cfg.train.schedule_scale).to(device)
     try:
         algo.load_full_state_dict(state["algo"])
     except RuntimeError as exc:  # shapes
@@ -175,7 +176,7 @@ class Trainer:
         self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
         self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size,
-                              self.device).to(self.device)
+                              self.device, cfg.train.schedule_scale).to(self.device)
         self.env.reset(seed=episode_seed(cfg.seed, 0))  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0

@@ -40,9 +40,11 @@ def algo_class(name: str) -> Any:
 
 
 def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int = 1024,
-              device: Any = None) -> Any:
+              device: Any = None, schedule_scale: float = 1.0) -> Any:
     """Check that ``algo.name`` can run this task on ``device`` (raising a ConfigError that says why not:
-    an unsupported action kind, or memory it cannot have), then build it."""
+    an unsupported action kind, or memory it cannot have), then build it. ``schedule_scale``
+    (:attr:`ipgnn.config.TrainConfig.schedule_scale`) multiplies the algorithm's step-denominated
+    schedules (the epsilon decay of the value-based baselines)."""
     cls = algo_class(algo.name)
     if algo.precision != "fp32" and not getattr(cls, "mixed_precision", False):
         raise ConfigError(f"algo.precision: {algo.precision} is implemented for ipsac only (its networks keep their "
@@ -50,7 +52,9 @@ def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, 
     check = getattr(cls, "check", None)
     if check is not None:
         check(spec, model, algo, num_agents, batch_size, device=device)
-    return cls(spec, model, algo, num_agents)
+    built = cls(spec, model, algo, num_agents)
+    built.schedule_scale = float(schedule_scale)
+    return built
 
 
 __all__ = ["ALGOS", "algo_class", "make_algo"]

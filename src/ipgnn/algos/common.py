@@ -302,8 +302,12 @@ class BaselineAlgo(nn.Module):
     Subclasses set ``self.optimizers`` (name -> optimiser) and ``self.grad_groups`` (name -> module
     whose gradient norm is logged as ``grad_norm/<name>`` and clipped to ``algo.max_grad_norm``).
     ``env_steps`` counts the environment steps the policy explored (calls of ``act`` with
-    ``deterministic=False``, one per environment of a batch): the exploration schedules read it.
+    ``deterministic=False``, one per environment of a batch): the exploration schedules read it, with their
+    step counts multiplied by ``schedule_scale`` (set by :func:`ipgnn.algos.make_algo` from
+    :attr:`ipgnn.config.TrainConfig.schedule_scale`: the same fraction of every run for every method).
     """
+
+    schedule_scale: float = 1.0
 
     def __init__(self, algo: AlgoConfig, num_agents: int):
         super().__init__()
@@ -363,7 +367,13 @@ class QLearningAlgo(BaselineAlgo):
     @property
     def epsilon(self) -> float:
         o = self.opts
-        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], o["epsilon_decay_steps"])
+        return linear_epsilon(self.env_steps, o["epsilon_start"], o["epsilon_end"], self.epsilon_decay_steps)
+
+    @property
+    def epsilon_decay_steps(self) -> int:
+        """The option ``epsilon_decay_steps`` scaled to this run (``schedule_scale``), at least one step."""
+        steps = self.opts["epsilon_decay_steps"]
+        return steps if steps <= 0 else max(1, round(steps * self.schedule_scale))
 
     def act_on_q(self, q: Tensor, obs: Data | Batch, deterministic: bool) -> Tensor:
         r"""The greedy valid action of each row of ``q`` or, when exploring, an :math:`\epsilon`-greedy one

@@ -22,7 +22,10 @@ hard copy).
 
 Exploration: :math:`\epsilon`-greedy over the valid actions, :math:`\epsilon` linear from
 ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay_steps`` environment steps taken by the
-policy (the ``train.learning_starts`` uniform warm-up is not counted).
+policy (the ``train.learning_starts`` uniform warm-up is not counted), scaled to the run's length:
+``epsilon_decay_steps`` is written for a run of ``train.schedule_reference_steps`` (:math:`10^6`, Table 2's
+runs) and the schedule lasts ``epsilon_decay_steps * total_steps / schedule_reference_steps`` steps, the same
+fraction of every run for every method (:attr:`ipgnn.config.TrainConfig.schedule_scale`).
 
 Options (``algo.options``), with defaults and sources:
 
