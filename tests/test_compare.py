@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, REPO
-from ipgnn.compare import parse_seeds, summarize, sweep_configs, sweep_grid
+from ipgnn.compare import grid_axes, parse_seeds, summarize, sweep_configs, sweep_grid
 from ipgnn.config import ConfigError, load_config
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
@@ -78,6 +78,18 @@ def test_sweep_grid_and_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match="parameters.model.rounds: only 'values'"):
         sweep_grid(bad)
     assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+
+
+def test_a_tuning_sweep_runs_every_method_on_its_grid():
+    """The lr tuning sweep: methods and seeds become the runner's axes (directories <algo>/lr=<v>/seed100),
+    the one-valued engine a setting of every run, and every run loads with its method's own file."""
+    path = CONFIGS / "sweeps" / "lr_hangzhou16.yaml"
+    variants, seeds, algos, fixed = grid_axes(sweep_grid(path))
+    assert algos == ["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"] and seeds == [100]
+    assert variants == [{"algo.lr": 0.0003}, {"algo.lr": 0.001}, {"algo.lr": 0.003}]
+    assert fixed == ["--env.options.engine=cityflow"]
+    assert grid_axes([{"a.b": 1}]) == ([{}], [], [], ["--a.b=1"])
+    assert grid_axes([{"a.b": 1, "c.d": 2}, {"a.b": 3, "c.d": 2}])[0] == [{"a.b": 1}, {"a.b": 3}]
 
 
 def test_summary_statistics(tmp_path: Path):

@@ -127,6 +127,20 @@ def sweep_grid(path: str | Path) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
 
 
+def grid_axes(grid: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int], list[str], list[str]]:
+    """Split a sweep grid into its axes: ``(variants, seeds, algos, fixed)``. Seeds (``seed``) and methods
+    (``algo.name``) are the runner's own axes, so a run's directory stays ``<algo>/<variant>/seed<k>``; a
+    parameter with one value in every run is a setting (``fixed``, as overrides), not a variant."""
+    variants = [dict(v) for v in grid] or [{}]
+    seeds = sorted({v.pop("seed") for v in variants if "seed" in v})
+    algos = list(dict.fromkeys(v.pop("algo.name") for v in variants if "algo.name" in v))
+    first = variants[0]
+    fixed = {k: first[k] for k in first if all(k in v and v[k] == first[k] for v in variants)}
+    variants = [{k: x for k, x in v.items() if k not in fixed} for v in variants]
+    variants = [dict(t) for t in dict.fromkeys(tuple(v.items()) for v in variants)]
+    return variants, seeds, algos, [f"--{k}={_fmt(x)}" for k, x in fixed.items()]
+
+
 def sweep_configs(path: str | Path) -> list[str]:
     """The ``--config`` files named in a sweep file's ``command`` (so ``--sweep`` alone is enough)."""
     spec = yaml.safe_load(Path(path).read_text()) or {}
@@ -385,7 +399,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--algo-config", action="append", default=[],
                         help="file(s) layered on every run, after the config (each --algos X already applies its own "
                              "method file, configs/algos/X.yaml)")
-    parser.add_argument("--algos", default="ipsac", help="comma-separated algo.name values (default ipsac)")
+    parser.add_argument("--algos", help="comma-separated algo.name values (default: a sweep's algo.name values, "
+                                        "else ipsac)")
     parser.add_argument("--seeds", help="e.g. 0-4 or 0,3,7 (default: a sweep's seed values, else 0-4, the "
                                         "paper's 5 seeds)")
     parser.add_argument("--sweep", help="a W&B sweep file whose parameter values form a local grid")
@@ -418,12 +433,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not configs or not args.out:
             raise ConfigError("pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR "
                               "(or --summarize OUT)")
-        variants = sweep_grid(args.sweep) if args.sweep else [{}]
-        sweep_seeds = sorted({v.pop("seed") for v in variants if "seed" in v})  # seeds are the grid's own axis
-        variants = [dict(t) for t in dict.fromkeys(tuple(v.items()) for v in variants)]
+        variants, sweep_seeds, sweep_algos, fixed = grid_axes(sweep_grid(args.sweep) if args.sweep else [{}])
+        overrides = fixed + list(overrides)
         seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
-        runs = plan(configs, [a.strip() for a in args.algos.split(",") if a.strip()], seeds,
-                    variants, overrides, args.algo_config)
+        algos = [a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else (sweep_algos or ["ipsac"])
+        runs = plan(configs, algos, seeds, variants, overrides, args.algo_config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
