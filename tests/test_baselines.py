@@ -83,6 +83,26 @@ def build(name, n=4, obs=5, actions=4, discrete=True, types=1, hidden=16, **opti
 # Defining properties
 
 
+def test_dgn_relation_kl_has_a_finite_gradient_when_an_attention_weight_underflows():
+    """Scores 200 apart make the softmax return an exact 0 (as unnormalised traffic features did at N = 96,
+    where DGN's critic gradient turned NaN at its tenth step); the regulariser's value is the KL, and its
+    gradient stays finite (0 log 0 differentiated naively is -inf times a zero Jacobian)."""
+    from torch_geometric.utils import softmax
+
+    from ipgnn.algos.dgn import attention_kl
+
+    score = torch.tensor([[0.0, 1.0], [200.0, 0.5], [3.0, -1.0], [1.0, 2.0]], requires_grad=True)
+    index = torch.tensor([0, 0, 1, 1])
+    p = softmax(score, index)
+    assert (p == 0).any()
+    q = softmax(torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, -1.0]]), index)
+    kl = attention_kl(p, q, num_nodes=2)
+    kl.backward()
+    assert torch.isfinite(score.grad).all()
+    ref = sum(float(pi * (pi.log() - qi.log())) for pi, qi in zip(p.detach().flatten(), q.flatten()) if pi > 0)
+    assert float(kl) == pytest.approx(ref / 4, rel=1e-6)
+
+
 @pytest.mark.parametrize("layers", [1, 2])
 def test_qmix_mixer_is_monotonic_in_every_utility(layers):
     n = 6
