@@ -127,6 +127,21 @@ def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Pat
     assert (tmp_path / "curves_hz.png").stat().st_size > 0
 
 
+def test_reference_rows_count_seeds_not_runs(tmp_path: Path):
+    """Three methods on two seeds: FixedTime's row is over the 2 seeds' episodes (each once), not 6 runs."""
+    def rows(ref):
+        return [{"env_step": 0, "reference/FixedTime/average_travel_time": ref},
+                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": 250.0}]
+    runs = [({"scenario": "hz", "algo": algo, "seed": seed}, rows(300.0 + 10 * seed))
+            for algo in ("ipsac", "iql", "pic") for seed in (0, 1)]
+    runs.append(({"scenario": "hz", "algo": "dgn", "seed": 0}, rows(300.0)))  # a method with one seed only
+    by = {r["algo"]: r for r in summarize(runs, tmp_path)}
+    ref = by["FixedTime (reference)"]
+    assert ref["seeds"] == 2
+    assert ref["final/average_travel_time/mean"] == pytest.approx(305.0)
+    assert ref["final/average_travel_time/std"] == pytest.approx(5.0)
+
+
 def test_runs_on_two_engines_are_never_averaged_together(tmp_path: Path, capsys):
     """The same scenario on SUMO and CityFlow: two rows, one per engine, each against its own engine's
     references, and a warning in summary.md and on stderr."""

@@ -258,8 +258,10 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
         if note.startswith("WARNING"):
             print(note, file=sys.stderr)
     groups: dict[tuple[str, str, str], list[list[dict[str, float]]]] = {}
+    seeds_of: dict[tuple[str, str, str], list[Any]] = {}
     for spec, rows in runs:
         groups.setdefault(_group_key(spec), []).append(rows)
+        seeds_of.setdefault(_group_key(spec), []).append(spec.get("seed"))
     table = []
     for (scenario, algo, variant), seeds in sorted(groups.items()):
         evals = [[r for r in rows if "eval/episode_return" in r] for rows in seeds]
@@ -277,27 +279,38 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
                 if xs:
                     row[f"{label}/{name}/mean"], row[f"{label}/{name}/std"] = _mean_std(xs)
         table.append(row)
-    table += _reference_rows(groups)
+    refs = _reference_rows(groups, seeds_of)
+    table += refs
     out.mkdir(parents=True, exist_ok=True)
     _write_tables(table, out, notes)
     for scenario in sorted({k[0] for k in groups}):
-        _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png")
+        _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png",
+              [r for r in refs if r["scenario"] == scenario])
     return table
 
 
-def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]]) -> list[dict[str, Any]]:
+def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
+                    seeds_of: Optional[dict[tuple[str, str, str], list[Any]]] = None) -> list[dict[str, Any]]:
     """One row per scenario and reference controller (traffic: FixedTime, MaxPressure), mean ± std over
     the seeds' evaluation episodes, from the ``reference/*`` rows every run logged at step 0: the same
-    engine, episode length and evaluation seeds as the learned policies in the table."""
+    engine, episode length and evaluation seeds as the learned policies in the table.
+
+    A reference controller's evaluation depends on the seed alone (its episodes are the seed's evaluation
+    stream), so every seed counts once however many methods ran it: seven methods on one seed give one
+    sample, not seven (``seeds_of`` gives each run's seed; runs without one count separately)."""
     from ipgnn.references import from_rows
 
-    per: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for (scenario, _, _), seeds in groups.items():
-        for rows in seeds:
+    per: dict[tuple[str, str], dict[Any, dict[str, float]]] = {}
+    for key, seeds in groups.items():
+        scenario = key[0]
+        for k, rows in enumerate(seeds):
+            seed = (seeds_of or {}).get(key, [None] * len(seeds))[k]
             for name, metrics in from_rows(rows).items():
-                per.setdefault((scenario, name), []).append(metrics)
+                per.setdefault((scenario, name), {}).setdefault(("seed", seed) if seed is not None
+                                                                 else ("run", key, k), metrics)
     out = []
-    for (scenario, name), runs in sorted(per.items()):
+    for (scenario, name), by_seed in sorted(per.items()):
+        runs = list(by_seed.values())
         row: dict[str, Any] = {"scenario": scenario, "algo": f"{name} (reference)", "variant": "", "seeds": len(runs)}
         for m in sorted({k for r in runs for k in r}):
             xs = [r[m] for r in runs if m in r]
@@ -330,7 +343,10 @@ def _write_tables(table: list[dict[str, Any]], out: Path, notes: Sequence[str] =
     (out / "summary.md").write_text("\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes))
 
 
-def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path) -> None:
+def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path,
+          refs: Sequence[dict[str, Any]] = ()) -> None:
+    """Evaluation curves (mean ± std band over seeds, one line per method and variant), and each reference
+    controller of ``refs`` (rows of :func:`_reference_rows`) as a dashed line at its mean over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,7 +354,6 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
     import numpy as np
 
     from ipgnn.envs import headline_of
-    from ipgnn.references import from_rows
 
     every = [r for seeds in groups.values() for rows in seeds for r in rows]
     head = headline_of(every)
@@ -357,15 +372,11 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
         (line,) = ax.plot(grid, mean, label=label)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     if head is not None:
-        refs: dict[str, list[float]] = {}
-        for seeds in groups.values():
-            for rows in seeds:
-                for name, m in from_rows(rows).items():
-                    if head.metric in m:
-                        refs.setdefault(name, []).append(sign * m[head.metric])
-        for k, (name, xs) in enumerate(sorted(refs.items())):
-            mean = float(np.mean(xs))
-            ax.axhline(mean, ls="--", lw=1.2, color=f"C{k + 6}", label=f"{name} {mean:.1f} ({len(xs)} seeds)")
+        lines = [r for r in refs if f"final/{head.metric}/mean" in r]
+        for k, r in enumerate(sorted(lines, key=lambda r: r["algo"])):
+            mean = sign * r[f"final/{head.metric}/mean"]
+            name = r["algo"].replace(" (reference)", "")
+            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3], label=f"{name} {mean:.1f} ({r['seeds']} seeds)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("average episode reward (eval)" if head is None else
                   f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
