@@ -376,7 +376,8 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
         for k, r in enumerate(sorted(lines, key=lambda r: r["algo"])):
             mean = sign * r[f"final/{head.metric}/mean"]
             name = r["algo"].replace(" (reference)", "")
-            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3], label=f"{name} {mean:.1f} ({r['seeds']} seeds)")
+            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3],
+                       label=f"{name} {mean:.1f} ({r['seeds']} seeds)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("average episode reward (eval)" if head is None else
                   f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
