@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, REPO
-from ipgnn.compare import grid_axes, parse_seeds, summarize, sweep_configs, sweep_grid
+from ipgnn.compare import (grid_axes, parse_seeds, plan, read_tuned, select_best, summarize, sweep_configs,
+                           sweep_grid)
 from ipgnn.config import ConfigError, load_config
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
@@ -90,6 +91,36 @@ def test_a_tuning_sweep_runs_every_method_on_its_grid():
     assert fixed == ["--env.options.engine=cityflow"]
     assert grid_axes([{"a.b": 1}]) == ([{}], [], [], ["--a.b=1"])
     assert grid_axes([{"a.b": 1, "c.d": 2}, {"a.b": 3, "c.d": 2}])[0] == [{"a.b": 1}, {"a.b": 3}]
+
+
+def _fake_run(out: Path, algo: str, lr: float, atts: list[float], seed: int = 100) -> None:
+    import json
+
+    rd = out / "hangzhou16" / algo / f"lr={lr}" / f"seed{seed}"
+    rd.mkdir(parents=True)
+    spec = {"scenario": "hangzhou16", "algo": algo, "seed": seed, "variant": {"algo.lr": lr}}
+    (rd / "result.json").write_text(json.dumps({"spec": spec}))
+    rows = [{"env_step": 1000 * (k + 1), "eval/episode_return": -a, "eval/average_travel_time": a}
+            for k, a in enumerate(atts)]
+    (rd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_select_best_picks_each_methods_setting_by_its_last_three_evaluations(tmp_path: Path):
+    """Traffic: the lowest mean ATT over the last three evaluations, per method; one lucky final
+    evaluation does not win. The tuned file then gives each method its own lr in a comparison's plan."""
+    _fake_run(tmp_path, "ipsac", 0.001, [400, 300, 290, 280])
+    _fake_run(tmp_path, "ipsac", 0.003, [400, 350, 340, 270])  # best final, worse tail mean (320 > 290)
+    _fake_run(tmp_path, "pic", 0.001, [400, 390, 380, 370])
+    _fake_run(tmp_path, "pic", 0.003, [400, 300, 310, 320])
+    best = select_best(tmp_path)
+    assert best == {"ipsac": {"algo.lr": 0.001}, "pic": {"algo.lr": 0.003}}
+    assert read_tuned(tmp_path / "tuned.yaml") == best
+    assert "ipsac: algo.lr=0.001 290, algo.lr=0.003 320" in (tmp_path / "tuned.yaml").read_text()
+    runs = plan([str(CONFIGS / "hangzhou16.yaml")], ["ipsac", "pic"], [0], [{}], [], (), best)
+    cfgs = {r.algo: load_config(r.configs, r.config_overrides()) for r in runs}
+    assert cfgs["ipsac"].algo.lr == 0.001 and cfgs["pic"].algo.lr == 0.003
+    (over,) = plan([str(CONFIGS / "hangzhou16.yaml")], ["pic"], [0], [{}], ["--algo.lr=0.01"], (), best)
+    assert load_config(over.configs, over.config_overrides()).algo.lr == 0.01  # a user override still wins
 
 
 def test_summary_statistics(tmp_path: Path):

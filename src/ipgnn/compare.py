@@ -149,16 +149,69 @@ def sweep_configs(path: str | Path) -> list[str]:
 
 
 def plan(configs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], variants: Sequence[dict[str, Any]],
-         overrides: Sequence[str], extra_configs: Sequence[str] = ()) -> list[RunSpec]:
-    """The grid, checked before anything runs: every combination must load as a valid config."""
+         overrides: Sequence[str], extra_configs: Sequence[str] = (),
+         tuned: Optional[dict[str, dict[str, Any]]] = None) -> list[RunSpec]:
+    """The grid, checked before anything runs: every combination must load as a valid config. ``tuned``
+    (:func:`read_tuned`) gives each method its own settings, applied before ``overrides``."""
     runs = []
     for cfg_path in configs:
         for algo, variant, seed in itertools.product(algos, variants or [{}], seeds):
+            own = [f"--{k}={_fmt(v)}" for k, v in ((tuned or {}).get(algo) or {}).items()]
             run = RunSpec(Path(cfg_path).stem, [str(cfg_path), *extra_configs], algo, seed, dict(variant),
-                          list(overrides))
+                          own + list(overrides))
             load_config(run.configs, run.config_overrides())  # a ConfigError names the file and key
             runs.append(run)
     return runs
+
+
+def select_best(out: Path, tail: int = 3) -> dict[str, dict[str, Any]]:
+    """The tuning rule: for each method of a tuning campaign under ``out`` (one scenario; variants are the
+    grid's settings, e.g. ``algo.lr``), the variant whose mean over seeds of its last ``tail`` evaluations of
+    the headline metric (traffic: ATT, lowest; otherwise the return, highest) is best. The mean of the last
+    three evaluations, not the last one alone, so that one lucky evaluation episode does not pick the setting.
+    Writes ``out/tuned.yaml`` (``{method: {key: value}}``, with every variant's score in a comment) and
+    returns the mapping."""
+    from ipgnn.envs import headline_of
+
+    found = _runs_on_disk(out)
+    scenarios = {spec.get("scenario") for spec, _ in found}
+    if not found:
+        raise ConfigError(f"{out}: no completed run (no result.json below it)")
+    if len(scenarios) > 1:
+        raise ConfigError(f"{out}: runs of several scenarios ({', '.join(sorted(map(str, scenarios)))}); a tuning "
+                          "campaign selects on one")
+    head = headline_of([r for _, rows in found for r in rows])
+    key, lower = ("eval/episode_return", False) if head is None else (f"eval/{head.metric}",
+                                                                       head.metric in LOWER_IS_BETTER)
+    scores: dict[str, dict[tuple, list[float]]] = {}
+    for spec, rows in found:
+        evals = [r[key] for r in rows if key in r][-tail:]
+        if evals:
+            variant = tuple(sorted(spec.get("variant", {}).items()))
+            scores.setdefault(spec["algo"], {}).setdefault(variant, []).append(sum(evals) / len(evals))
+    best: dict[str, dict[str, Any]] = {}
+    lines = [f"# Selected by ipgnn-compare --select-best {out}: per method, the setting with the best mean of the last "
+             f"{tail} evaluations of {key} ({'lowest' if lower else 'highest'}), mean over seeds.", "# Scores:"]
+    for algo, by_variant in sorted(scores.items()):
+        mean = {v: sum(xs) / len(xs) for v, xs in by_variant.items()}
+        pick = (min if lower else max)(mean, key=mean.__getitem__)
+        best[algo] = dict(pick)
+        lines.append(f"#   {algo}: " + ", ".join(f"{','.join(f'{k}={x}' for k, x in v) or '-'} {s:.4g}"
+                                               for v, s in sorted(mean.items())))
+    (out / "tuned.yaml").write_text("\n".join(lines) + "\n" + yaml.safe_dump(best, sort_keys=True))
+    return best
+
+
+def read_tuned(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A ``tuned.yaml`` of :func:`select_best`: ``{method: {dotted key: value}}``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the tuned settings ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"{path}: expected a mapping of method -> {{dotted key: value}} (as --select-best writes)")
+    return data
 
 
 def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) -> list[tuple[RunSpec, int]]:
@@ -419,6 +472,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="results directory")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (processes)")
     parser.add_argument("--summarize", metavar="OUT", help="only summarise the runs under OUT")
+    parser.add_argument("--select-best", metavar="OUT", help="write OUT/tuned.yaml: each method's best setting in "
+                                                              "the tuning campaign under OUT")
+    parser.add_argument("--tuned", metavar="FILE", help="a tuned.yaml of --select-best: each method runs with its "
+                                                        "own selected settings (before the overrides)")
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="summarise a W&B project's runs into --out")
     parser.add_argument("--group", help="with --from-wandb: only this run group")
     args, overrides = parser.parse_known_args(argv)
@@ -427,6 +484,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: unrecognised arguments {bad} (config overrides look like --section.key=value)", file=sys.stderr)
         return 2
     try:
+        if args.select_best:
+            best = select_best(Path(args.select_best))
+            print(yaml.safe_dump(best, sort_keys=True), end="")
+            print(f"wrote {args.select_best}/tuned.yaml")
+            return 0
         if args.summarize:
             out = Path(args.summarize)
             found = _runs_on_disk(out)
@@ -449,7 +511,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = fixed + list(overrides)
         seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
         algos = [a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else (sweep_algos or ["ipsac"])
-        runs = plan(configs, algos, seeds, variants, overrides, args.algo_config)
+        tuned = read_tuned(args.tuned) if args.tuned else None
+        missing = sorted(set(algos) - set(tuned or algos))
+        if missing:
+            raise ConfigError(f"--tuned {args.tuned}: no setting for {', '.join(missing)}; tune it, or leave it out "
+                              "of --algos")
+        runs = plan(configs, algos, seeds, variants, overrides, args.algo_config, tuned)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
