@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The paper's comparison (Fig. 3, 4a, 5), run on the CPU-sized configs: seven methods, one protocol.
+#
+#   bash benchmarks/paper_campaign.sh STEP [STEP ...]     # e.g. tune-traffic hangzhou16 manhattan96
+#
+# Steps, in the order they depend on each other:
+#   tune-traffic   the lr grid {3e-4, 1e-3, 3e-3} x 7 methods on Hangzhou-16 (CityFlow), held-out seed 100,
+#                  then each method's best lr -> results/paper/tuning/hangzhou16/tuned.yaml
+#   hangzhou16 manhattan96 grid7x7
+#                  7 methods x seeds $SEEDS on CityFlow, each method at its tuned lr
+#   tune-spread30  the same grid on cooperative navigation N = 30 -> results/paper/tuning/spread30/tuned.yaml
+#   spread30       7 methods x seeds $SEEDS, each at its tuned lr
+#   hetero100      heterogeneous navigation N = 100 at a reduced budget (see its line), the spread30 lrs
+#
+# Every step is an ipgnn-compare call: finished runs are skipped and interrupted ones resumed, so the script
+# can be stopped and started again at will. One worker with one torch thread by default (WORKERS=2 for two).
+# Each step ends with its results/paper/<task>/summary.md, summary.csv and curves_<task>.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEEDS=${SEEDS:-0-2}
+WORKERS=${WORKERS:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+ALL=ipsac,iql,dgn,qmix,maddpg,maddpg_s,pic
+compare() { ipgnn-compare --workers "$WORKERS" --logger.mode=disabled "$@"; }
+
+for step in "$@"; do
+  case "$step" in
+    tune-traffic)
+      compare --sweep configs/sweeps/lr_hangzhou16.yaml --out results/paper/tuning/hangzhou16
+      ipgnn-compare --select-best results/paper/tuning/hangzhou16 ;;
+    hangzhou16|manhattan96|grid7x7)
+      compare --config "configs/$step.yaml" --algos "$ALL" --seeds "$SEEDS" --env.options.engine=cityflow \
+        --tuned results/paper/tuning/hangzhou16/tuned.yaml --out "results/paper/$step" ;;
+    tune-spread30)
+      compare --sweep configs/sweeps/lr_spread30.yaml --out results/paper/tuning/spread30
+      ipgnn-compare --select-best results/paper/tuning/spread30 ;;
+    spread30)
+      compare --config configs/mpe_spread30.yaml --algos "$ALL" --seeds "$SEEDS" \
+        --tuned results/paper/tuning/spread30/tuned.yaml --out results/paper/spread30 ;;
+    hetero100)  # reduced budget: 20 000 steps as spread30, batch 64, evaluations of 16 episodes
+      compare --config configs/mpe_hetero100.yaml --algos "$ALL" --seeds "$SEEDS" \
+        --tuned results/paper/tuning/spread30/tuned.yaml --train.total_steps=20000 --train.learning_starts=2000 \
+        --replay.batch_size=64 --train.eval_every=4000 --train.eval_episodes=16 --train.checkpoint_every=4000 \
+        --out results/paper/hetero100 ;;
+    *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100)" >&2
+       exit 2 ;;
+  esac
+done
