@@ -6,6 +6,7 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
@@ -83,6 +84,40 @@ def build(name, n=4, obs=5, actions=4, discrete=True, types=1, hidden=16, **opti
 # Defining properties
 
 
+def test_pic_critic_layer_is_pic_codes_dense_graph_layer():
+    """``aggregation: code`` equals PIC's code's ``GraphNet`` computed densely: per layer
+    ``(ReLU(A (W_n h + b_n)) + ReLU(W_s h + b_s)) / N`` with ``A = (1 - I) / N``, then max-pooling and the
+    value layer; ``mean`` (the earlier form) gives another value, and both stay permutation invariant."""
+    torch.manual_seed(0)
+    b, n, f, h = 3, 5, 6, 8
+    crit = PermutationInvariantCritic(f, h, "team", "max", "code")
+    x = torch.randn(b, n, f)
+    adj = (torch.ones(n, n) - torch.eye(n)) / n
+
+    def layer(z, self_lin, nbr_lin):
+        return (F.relu(adj @ nbr_lin(z)) + F.relu(self_lin(z))) / n
+
+    dense = crit.out(layer(layer(x, crit.self1, crit.nbr1), crit.self2, crit.nbr2).amax(1)).squeeze(-1)
+    torch.testing.assert_close(crit(x), dense)
+    perm = torch.randperm(n)
+    torch.testing.assert_close(crit(x[:, perm]), crit(x))
+    crit.aggregation = "mean"
+    assert not torch.allclose(crit(x), dense)
+    torch.testing.assert_close(crit(x[:, perm]), crit(x))
+
+
+def test_actor_output_layer_scale_follows_the_method():
+    """PIC's code starts the actor's output layer at a tenth of the default initialisation (PIC, MADDPG-S);
+    Lowe et al.'s MADDPG does not."""
+    torch.manual_seed(0)
+    ref = build("pic", actor_out_scale=1.0).actor.out
+    torch.manual_seed(0)
+    scaled = build("pic").actor.out
+    torch.testing.assert_close(scaled.weight, 0.1 * ref.weight)
+    torch.testing.assert_close(scaled.bias, 0.1 * ref.bias)
+    assert build("maddpg").opts["actor_out_scale"] == 1.0 and build("maddpg_s").opts["actor_out_scale"] == 0.1
+
+
 def test_dgn_relation_kl_has_a_finite_gradient_when_an_attention_weight_underflows():
     """Scores 200 apart make the softmax return an exact 0 (as unnormalised traffic features did at N = 96,
     where DGN's critic gradient turned NaN at its tenth step); the regulariser's value is the KL, and its
@@ -100,7 +135,7 @@ def test_dgn_relation_kl_has_a_finite_gradient_when_an_attention_weight_underflo
     kl.backward()
     assert torch.isfinite(score.grad).all()
     ref = sum(float(pi * (pi.log() - qi.log())) for pi, qi in zip(p.detach().flatten(), q.flatten()) if pi > 0)
-    assert float(kl) == pytest.approx(ref / 4, rel=1e-6)
+    assert float(kl.detach()) == pytest.approx(ref / 4, rel=1e-6)
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -813,12 +848,15 @@ def _loss_with(algo, batch, name):
 
 
 @pytest.mark.parametrize("name,opts", [("iql", {}), ("dgn", {"keep_graph": True}), ("dgn", {"keep_graph": False}),
-                                       ("qmix", {}), ("maddpg", {}), ("maddpg_s", {"shuffle": "sample"}),
-                                       ("pic", {}), ("pic", {"critic_output": "agent"})])
+                                       ("qmix", {}), ("maddpg", {}), ("maddpg", {"next_actor": "online"}),
+                                       ("maddpg_s", {"shuffle": "sample"}), ("pic", {}),
+                                       ("pic", {"critic_output": "agent"}), ("pic", {"next_actor": "target"}),
+                                       ("pic", {"aggregation": "mean"})])
 def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
     """Each baseline's loss equals an independent computation of its paper's target from s' (features, graph
-    where the method reads one, valid actions) and the target networks; the same computation fed s, or the
-    online networks, gives another value, so the test fails on either mistake."""
+    where the method reads one, valid actions) and the target networks (the actor at s' is the one
+    ``next_actor`` names: Lowe et al.'s target actor, or PIC's code's current one); the same computation fed s,
+    the online critic, or the other actor, gives another value, so the test fails on each mistake."""
     torch.manual_seed(0)
     discrete = name in Q_LEARNERS
     b, n, obs, act = 5, 4, 5, 4
@@ -830,7 +868,7 @@ def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
     R = r.view(b, n).sum(1)
     D = d.view(b, n).amin(1)
 
-    def reference(s_next, use_target=True):
+    def reference(s_next, use_target=True, swap_actor=False):
         """The loss with the bootstrap read from the graph ``s_next`` (``o2`` is right)."""
         with torch.no_grad():
             if name == "iql":
@@ -851,7 +889,8 @@ def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
                 v = common.masked_max(agent(s_next.x), s_next.action_mask).view(b, n)
                 y = R + gamma * (1 - D) * mixer(v, s_next.x.reshape(b, -1))
                 return (q_tot - y).pow(2).mean()
-            actor = algo.actor_target if use_target else algo.actor
+            target_actor = (algo.opts["next_actor"] == "target") != swap_actor
+            actor = algo.actor_target if target_actor else algo.actor
             critic = algo.critic_target if use_target else algo.critic
             a_next = torch.tanh(actor(s_next.x)).view(b, n, act)
             a_data, x, x2 = batch.action.view(b, n, act), o.x.view(b, n, obs), s_next.x.view(b, n, obs)
@@ -872,3 +911,5 @@ def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
     torch.testing.assert_close(loss, reference(o2))
     assert not torch.allclose(loss, reference(o)), "the target reads s' (its features, graph and mask), not s"
     assert not torch.allclose(loss, reference(o2, use_target=False)), "the bootstrap uses the target networks"
+    if name not in Q_LEARNERS:
+        assert not torch.allclose(loss, reference(o2, swap_actor=True)), "a' comes from the actor next_actor names"

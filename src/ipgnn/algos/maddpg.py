@@ -29,11 +29,12 @@ differ in the critic (sec. 5.2 / app. B.1 of the IP paper):
 - **PIC** (Liu, Wang, Hu, Lin and Sha, CoRL 2019, "PIC: Permutation Invariant Critic"): the critic is
   a graph network over the fully connected agent graph, node features :math:`x_j = o_j \Vert a_j`
   (with a one-hot of the agent's type appended when there are several types), two layers
-  :math:`h^{l+1}_i = \mathrm{ReLU}(W^l_s h^l_i + b^l_s)
-  + \mathrm{ReLU}(W^l_n \tfrac{1}{N-1}\sum_{j \ne i} h^l_j + b^l_n)`
-  (PIC's released code's ``gcn`` layer: a self term plus the normalised sum over the other agents; the
-  mean over the others is computed as ``(sum - self) / (N - 1)``, :math:`O(N)` per agent instead of
-  :math:`O(N^2)` edges), then pooling over agents (max, PIC's ``gcn_max``, or mean). Permuting the
+  :math:`h^{l+1}_i = \tfrac1N\big(\mathrm{ReLU}(W^l_s h^l_i + b^l_s)
+  + \mathrm{ReLU}(W^l_n \tfrac{1}{N}\sum_{j \ne i} h^l_j + \tfrac{N-1}{N} b^l_n)\big)`
+  (PIC's released code's ``GraphNet``: a self term plus the adjacency :math:`(\mathbf 1 - I)/N` applied to
+  the neighbour map, the layer's output divided by N; the sum over the others is computed as
+  ``sum - self``, :math:`O(N)` per agent instead of :math:`O(N^2)` edges; ``aggregation: mean`` is the
+  earlier form of this package, the mean over the others and no division), then pooling over agents (max, PIC's ``gcn_max``, or mean). Permuting the
   agents leaves its value unchanged. **Per-agent rewards** (``critic_output``): ``team`` (default,
   PIC's paper) is one value :math:`Q(s, \mathbf a)` of the pooled features trained on the team reward
   :math:`R = \sum_i r_i`, with episode-level termination :math:`D` (every agent terminated); ``agent`` gives each agent
@@ -86,6 +87,14 @@ Options (``algo.options``), defaults and sources:
 ``pool``               max                 PIC only: PIC's code ``gcn_max``; or mean
 ``team_reward``        sum                 PIC and MADDPG-S minibatch team critic: R = sum_i r_i (mean: / N)
 ``shuffle``            minibatch           MADDPG-S only: PIC's code (minibatch) or sample (see above)
+``aggregation``        code                PIC only: PIC's code's layer, ``(ReLU(A(W_n h + b_n)) + ReLU(W_s h +
+                                           b_s)) / N`` with ``A = (1 - I) / N`` (:meth:`PermutationInvariantCritic.code_layer`);
+                                           mean: the formula above, the mean over the others and no ``/ N``
+``actor_out_scale``    MADDPG: 1.0;        PIC's code scales the actor's output layer by 0.1 at
+                       others: 0.1         initialisation (its MADDPG-S too); Lowe et al.'s does not
+``next_actor``         MADDPG: target;     the actor whose actions at s' enter the critic target: Lowe et
+                       others: online      al.'s target actor, or PIC's code's current actor (its
+                                           ``actor_target`` is updated but never read)
 =====================  ==================  =============================================================
 """
 
@@ -212,9 +221,9 @@ class PermutationInvariantCritic(nn.Module):
 
     ``forward(x [B, N, F]) -> [B]`` (``team``) or ``[B, N]`` (``agent``)."""
 
-    def __init__(self, in_dim: int, hidden: int, output: str = "team", pool: str = "max"):
+    def __init__(self, in_dim: int, hidden: int, output: str = "team", pool: str = "max", aggregation: str = "code"):
         super().__init__()
-        self.output, self.pool = output, pool
+        self.output, self.pool, self.aggregation = output, pool, aggregation
         self.self1, self.nbr1 = nn.Linear(in_dim, hidden), nn.Linear(in_dim, hidden)
         self.self2, self.nbr2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden if output == "team" else 2 * hidden, 1)
@@ -230,9 +239,22 @@ class PermutationInvariantCritic(nn.Module):
             return torch.zeros_like(h)
         return (h.sum(1, keepdim=True) - h) / (n - 1)
 
+    @staticmethod
+    def code_layer(h: Tensor, self_lin: nn.Linear, nbr_lin: nn.Linear) -> Tensor:
+        r"""PIC's code's layer (``GraphNet``): :math:`\big(\mathrm{ReLU}(A (W_n h + b_n)) + \mathrm{ReLU}(W_s h_i
+        + b_s)\big) / N` with the adjacency :math:`A = (\mathbf 1 - I) / N`, i.e. the neighbour term
+        :math:`W_n \tfrac1N \sum_{j \ne i} h_j + \tfrac{N-1}{N} b_n`, computed in :math:`O(N)` per agent."""
+        n = h.size(1)
+        others = (h.sum(1, keepdim=True) - h) / n
+        nbr = F.linear(others, nbr_lin.weight, nbr_lin.bias * ((n - 1) / n))
+        return (F.relu(nbr) + F.relu(self_lin(h))) / n
+
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.self1(x)) + F.relu(self.nbr1(self.mean_of_others(x)))
-        h = F.relu(self.self2(h)) + F.relu(self.nbr2(self.mean_of_others(h)))
+        if self.aggregation == "code":
+            h = self.code_layer(self.code_layer(x, self.self1, self.nbr1), self.self2, self.nbr2)
+        else:
+            h = F.relu(self.self1(x)) + F.relu(self.nbr1(self.mean_of_others(x)))
+            h = F.relu(self.self2(h)) + F.relu(self.nbr2(self.mean_of_others(h)))
         pooled = h.amax(1) if self.pool == "max" else h.mean(1)  # [B, H]
         if self.output == "team":
             return self.out(pooled).squeeze(-1)
@@ -249,6 +271,8 @@ class _CentralisedActorCritic(BaselineAlgo):
         "critic_actions": (str, "straight_through"),
         "policy_reg": (float, 1e-3),
         "exploration_noise": (float, 0.1),
+        "actor_out_scale": (float, 1.0),
+        "next_actor": (str, "target"),
     }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
@@ -257,6 +281,9 @@ class _CentralisedActorCritic(BaselineAlgo):
         self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
         self.hidden = self.opts["hidden"] or model.hidden
         self.actor = TypedMLP(spec.obs_dim, self.hidden, spec.action_dim, 2, spec.num_agent_types)
+        with torch.no_grad():  # PIC's code: the actor's output layer starts at a tenth of the default scale
+            self.actor.out.weight.mul_(self.opts["actor_out_scale"])
+            self.actor.out.bias.mul_(self.opts["actor_out_scale"])
         self.actor_target = make_target(self.actor)
         self.critic = self.build_critic(spec, num_agents)
         self.critic_target = make_target(self.critic)
@@ -270,9 +297,10 @@ class _CentralisedActorCritic(BaselineAlgo):
     @classmethod
     def check_common(cls, algo: AlgoConfig) -> dict[str, Any]:
         opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
-        require_positive(opts, ["hidden", "gumbel_temperature"], cls.NAME)
+        require_positive(opts, ["hidden", "gumbel_temperature", "actor_out_scale"], cls.NAME)
         require_positive(opts, ["policy_reg", "exploration_noise"], cls.NAME, allow_zero=True)
         require_choice(opts, "critic_actions", ("straight_through", "soft"), cls.NAME)
+        require_choice(opts, "next_actor", ("target", "online"), cls.NAME)
         return opts
 
     # ----------------------------------------------------------------------------------------------
@@ -312,8 +340,9 @@ class _CentralisedActorCritic(BaselineAlgo):
         b = obs.x.size(0) // n
         raw = self.actor(obs.x, getattr(obs, "agent_type", None))
         a_pi = self.policy_actions(raw, getattr(obs, "action_mask", None))
-        with torch.no_grad():
-            raw_next = self.actor_target(nxt.x, getattr(nxt, "agent_type", None))
+        with torch.no_grad():  # a' = mu(o') of the target actor (Lowe et al.) or the current one (PIC's code)
+            next_actor = self.actor if self.opts["next_actor"] == "online" else self.actor_target
+            raw_next = next_actor(nxt.x, getattr(nxt, "agent_type", None))
             a_next = self.policy_actions(raw_next, getattr(nxt, "action_mask", None))
         return {"b": b, "o": obs.x.view(b, n, -1), "o2": nxt.x.view(b, n, -1), "raw": raw,
                 "a_data": self.action_features(batch.action).view(b, n, -1), "a_pi": a_pi.view(b, n, -1),
@@ -432,7 +461,8 @@ class MADDPGS(MADDPG):
     permutation per sample and the agent's own pair first (``sample``). See the module docstring."""
 
     NAME = "maddpg_s"
-    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "shuffle": (str, "minibatch"), "team_reward": (str, "sum")}
+    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "shuffle": (str, "minibatch"), "team_reward": (str, "sum"),
+               "actor_out_scale": (float, 0.1), "next_actor": (str, "online")}
     SHUFFLE = True
 
     @classmethod
@@ -501,19 +531,21 @@ class PIC(_CentralisedActorCritic):
 
     NAME = "pic"
     OPTIONS = {**_CentralisedActorCritic.OPTIONS, "critic_output": (str, "team"), "pool": (str, "max"),
-               "team_reward": (str, "sum")}
+               "team_reward": (str, "sum"), "aggregation": (str, "code"), "actor_out_scale": (float, 0.1),
+               "next_actor": (str, "online")}
 
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
         self.num_types = spec.num_agent_types
         in_dim = spec.obs_dim + spec.action_dim + (self.num_types if self.num_types > 1 else 0)
-        return PermutationInvariantCritic(in_dim, self.hidden, self.opts["critic_output"], self.opts["pool"])
+        return PermutationInvariantCritic(in_dim, self.hidden, self.opts["critic_output"], self.opts["pool"],
+                                          self.opts["aggregation"])
 
     @classmethod
     def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
               device: Any = None) -> None:
         opts = cls.check_common(algo)
         for key, valid in (("critic_output", ("team", "agent")), ("pool", ("max", "mean")),
-                           ("team_reward", ("sum", "mean"))):
+                           ("team_reward", ("sum", "mean")), ("aggregation", ("code", "mean"))):
             require_choice(opts, key, valid, cls.NAME)
 
     def node_features(self, o: Tensor, a: Tensor, agent_type: Optional[Tensor]) -> Tensor:
