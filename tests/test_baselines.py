@@ -106,6 +106,34 @@ def test_pic_critic_layer_is_pic_codes_dense_graph_layer():
     torch.testing.assert_close(crit(x[:, perm]), crit(x))
 
 
+def test_qmix_hypernetworks_read_the_state_standardised_by_running_statistics():
+    """The standardiser's moments equal those of every state it was given (merged batch by batch); after an
+    update, QMIX's Q_tot is the mixer of the standardised state, so scaling every state feature by 100 (raw
+    vehicle counts against normalised ones) leaves the mixer's input unchanged."""
+    from ipgnn.algos.qmix import RunningStandardiser
+
+    norm = RunningStandardiser(3)
+    rows = [torch.randn(7, 3) * 5 + 2, torch.randn(4, 3), torch.randn(9, 3) * 0.1 - 1]
+    for r in rows:
+        norm.update(r)
+    every = torch.cat(rows).double()
+    torch.testing.assert_close(norm.mean, every.mean(0))
+    torch.testing.assert_close(norm.var, every.var(0, unbiased=False))
+    algo = build("qmix")
+    batch = transitions(b=16)
+    algo.update(batch)
+    _, state, _, _, _ = algo.team(batch)
+    assert algo.state_norm.count == 16
+    q_sa = algo.agent(batch.obs.x).gather(-1, batch.action.long().unsqueeze(-1)).view(16, -1)
+    torch.testing.assert_close(algo.losses(batch)["q_tot"], algo.mixer(q_sa, algo.state_norm(state)).detach().mean())
+    big = RunningStandardiser(state.size(1))
+    big.update(100 * state)
+    small = RunningStandardiser(state.size(1))
+    small.update(state)
+    torch.testing.assert_close(big(100 * state), small(state), atol=1e-4, rtol=1e-4)
+    assert build("qmix", state_norm="none").state_norm is None
+
+
 def test_actor_output_layer_scale_follows_the_method():
     """PIC's code starts the actor's output layer at a tenth of the default initialisation (PIC, MADDPG-S);
     Lowe et al.'s MADDPG does not."""

@@ -27,6 +27,13 @@ How QMIX's inputs are made from this package's per-agent data (documented choice
   ``[N * obs_dim]`` (the tasks expose no separate state). The first hyper-network therefore maps
   ``N * obs_dim`` inputs to ``N * mixing_embed`` outputs: its size grows as :math:`N^2 \cdot
   \mathrm{obs\_dim}`, which :meth:`QMIX.check` estimates and refuses up front when it cannot fit;
+- **the hyper-networks read** :math:`\hat s`, :math:`s` standardised per feature by running statistics of
+  the replayed states (:class:`RunningStandardiser`, ``state_norm: running``). The states QMIX was built
+  for (SMAC's) come normalised from the environment; traffic observations are raw vehicle counts (tens),
+  and since :math:`W_1(s)` and :math:`W_2(s)` both grow with :math:`|s|`, :math:`Q_{tot}` grows with
+  :math:`|s|^2`: on Hangzhou-16 with the raw state (``state_norm: none``) :math:`Q_{tot}` reached
+  :math:`+5 \cdot 10^4` while every return is negative, gradient norms :math:`10^9`-:math:`10^{10}`, and the
+  greedy policy ended above FixedTime's travel time at each of three learning rates (measured);
 - **team reward** :math:`R = \sum_i r_i` (``team_reward: sum``; ``mean`` divides by the constant N);
 - **termination** episode-level, :math:`D = 1` when every agent has terminated
   (:func:`~ipgnn.algos.common.team_terminated`; a time limit still bootstraps);
@@ -53,6 +60,8 @@ the PyMARL code released with it):
 ``optimizer``               adam     app. D: Table 2's Adam for all methods (QMIX's own: rmsprop,
                                      alpha 0.99, eps 1e-5 as PyMARL)
 ``team_reward``             sum      :math:`R = \sum_i r_i`
+``state_norm``              running  this package's: the hyper-networks read the standardised state
+                                     (above); none: the raw concatenated observations
 ==========================  =======  ===============================================================
 """
 
@@ -78,6 +87,35 @@ def _hyper(state_dim: int, out: int, layers: int, hidden: int) -> nn.Module:
     if layers == 1:
         return nn.Linear(state_dim, out)
     return nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+
+class RunningStandardiser(nn.Module):
+    r"""Per-feature standardisation by running statistics, :math:`\hat s = (s - \mu) / \sqrt{\sigma^2 + 10^{-8}}`,
+    clipped to :math:`[-10, 10]`; :math:`\mu, \sigma^2` are the mean and variance of every row passed to
+    :meth:`update` (Chan et al.'s parallel merge of batch moments). Buffers, so they are checkpointed; identity
+    until the first update."""
+
+    def __init__(self, dim: int, clip: float = 10.0):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        x = x.detach().to(torch.float64)
+        n, mean, var = x.size(0), x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + delta.pow(2) * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = (x - self.mean.to(x.dtype)) / (self.var.to(x.dtype) + 1e-8).sqrt()
+        return z.clamp(-self.clip, self.clip)
 
 
 class QMixer(nn.Module):
@@ -123,6 +161,7 @@ class QMIX(QLearningAlgo):
         "double_q": (bool, False),
         "optimizer": (str, "adam"),
         "team_reward": (str, "sum"),
+        "state_norm": (str, "running"),
     }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
@@ -134,6 +173,8 @@ class QMIX(QLearningAlgo):
                             o["hypernet_hidden"])
         self.agent_target = make_target(self.agent)
         self.mixer_target = make_target(self.mixer)
+        # the hyper-networks' view of s: standardised by running statistics of the replayed states, or raw
+        self.state_norm = RunningStandardiser(num_agents * spec.obs_dim) if o["state_norm"] == "running" else None
         params = list(self.agent.parameters()) + list(self.mixer.parameters())
         self.optimizers = {"q": make_optimizer(params, algo.lr, o["optimizer"])}
         self.grad_groups = {"agent": self.agent, "mixer": self.mixer}
@@ -172,6 +213,9 @@ class QMIX(QLearningAlgo):
         if opts["team_reward"] not in ("sum", "mean"):
             raise ConfigError(f"algo.options.team_reward: expected sum or mean for '{cls.NAME}', got "
                               f"{opts['team_reward']!r}")
+        if opts["state_norm"] not in ("running", "none"):
+            raise ConfigError(f"algo.options.state_norm: expected running or none for '{cls.NAME}', got "
+                              f"{opts['state_norm']!r}")
         require_discrete(cls.NAME, spec)
         need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
         check_memory(cls.NAME, need, detail, device,
@@ -204,19 +248,25 @@ class QMIX(QLearningAlgo):
         types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
         v_next = self.next_value(self.agent_target(nxt.x, types),
                                  self.agent(nxt.x, types) if self.opts["double_q"] else None, mask)
-        q_tot_next = self.mixer_target(v_next.view(b, -1), next_state)
+        q_tot_next = self.mixer_target(v_next.view(b, -1), self.mixer_state(next_state))
         return reward + self.cfg.gamma * (1.0 - done) * q_tot_next
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
         b, state, _, _, _ = self.team(batch)
         q = self.agent(batch.obs.x, getattr(batch.obs, "agent_type", None))
         q_sa = q.gather(-1, batch.action.long().unsqueeze(-1)).view(b, -1)
-        q_tot = self.mixer(q_sa, state)
+        q_tot = self.mixer(q_sa, self.mixer_state(state))
         y = self.target(batch)
         return {"q_loss": (q_tot - y).pow(2).mean(), "q_tot": q_tot.detach().mean(), "q_target": y.mean(),
                 "q_agent": q_sa.detach().mean()}
 
+    def mixer_state(self, state: Tensor) -> Tensor:
+        """The state the hyper-networks read (``state_norm``)."""
+        return state if self.state_norm is None else self.state_norm(state)
+
     def update(self, batch: TransitionBatch) -> dict[str, float]:
+        if self.state_norm is not None:  # the statistics include this minibatch's states before it is used
+            self.state_norm.update(self.team(batch)[1])
         terms = self.losses(batch)
         norms = self.gradient_step(terms["q_loss"])
         if self.target_due():
