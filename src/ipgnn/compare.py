@@ -45,7 +45,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
-from ipgnn.config import ConfigError, load_config
+from ipgnn.config import ConfigError, ExperimentConfig, load_config
 from ipgnn.logger import read_metrics
 from ipgnn.cpu import usable_cores
 
@@ -479,9 +479,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="summarise a W&B project's runs into --out")
     parser.add_argument("--group", help="with --from-wandb: only this run group")
     args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if not o.lstrip("-").split("=", 1)[0].count(".")]
+    top = set(ExperimentConfig.model_fields) - {"env", "model", "algo", "replay", "train", "rollout", "logger"}
+    bad = [o for o in overrides if not (o.lstrip("-").split("=", 1)[0].count(".") or
+                                        ("=" in o and o.lstrip("-").split("=", 1)[0] in top))]
     if bad:
-        print(f"error: unrecognised arguments {bad} (config overrides look like --section.key=value)", file=sys.stderr)
+        print(f"error: unrecognised arguments {bad} (config overrides look like --section.key=value, or "
+              f"--device=cpu for a top-level key)", file=sys.stderr)
         return 2
     try:
         if args.select_best:
