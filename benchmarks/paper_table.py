@@ -1,0 +1,94 @@
+"""The README's comparison table, from the campaign's summaries (``results/paper/<task>/summary.csv``).
+
+    python benchmarks/paper_table.py            # rewrites the table between the README's markers
+    python benchmarks/paper_table.py --print    # prints it only
+
+One row per task of the paper's comparison (Fig. 3, 4, 5): each method's final greedy evaluation, mean ± std
+over seeds (ATT in seconds on traffic, lower is better; team return elsewhere, higher is better), the best
+method of the row in bold, the traffic references (FixedTime, MaxPressure) on the same seeds' episodes, and
+what the paper reports for that task. Tasks without results say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = [("ipsac", "IP-SAC"), ("dgn", "DGN"), ("pic", "PIC"), ("maddpg_s", "MADDPG-S"), ("maddpg", "MADDPG"),
+           ("qmix", "QMIX"), ("iql", "IQL")]
+# (results dir, label, metric, lower is better, the paper's ranking for the task, as its text and figure state)
+TASKS = [
+    ("hangzhou16", "Hangzhou 4×4, real flow, N = 16 (Fig. 5a)", "average_travel_time", True,
+     "IP best (Fig. 5a; no ranking of the baselines in the text)"),
+    ("grid7x7", "Grid 7×7, N = 49 (Fig. 5b)", "average_travel_time", True, "IP best (Fig. 5b)"),
+    ("manhattan96", "Manhattan, N = 96 (Fig. 3a, 5c)", "average_travel_time", True,
+     "IP best; PIC and DGN next, the others behind (sec. 5.2)"),
+    ("spread30", "Cooperative navigation, N = 30 (Fig. 4a, 8b)", "episode_return", False,
+     "IP best; DGN above QMIX, MADDPG-S above MADDPG; IQL and MADDPG fail (app. C)"),
+    ("hetero100", "Heterogeneous navigation, N = 100 (Fig. 4b)", "episode_return", False, "IP best (Fig. 4b)"),
+]
+GPU_ONLY = [("Grid 15×15, N = 225 (Fig. 3b)", "IP best; PIC and DGN high variance (sec. 5.2)"),
+            ("Grid 35×35, N = 1225 (Fig. 3c)", "IP best by a wide margin; MADDPG-S second (sec. 5.2)")]
+BEGIN, END = "<!-- paper-table:begin -->", "<!-- paper-table:end -->"
+
+
+def _read(task: str) -> dict[str, dict[str, str]]:
+    path = ROOT / "results" / "paper" / task / "summary.csv"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        return {r["algo"]: r for r in csv.DictReader(f)}
+
+
+def _cell(row: dict[str, str] | None, metric: str) -> tuple[str, float | None]:
+    if not row or not row.get(f"final/{metric}/mean"):
+        return "–", None
+    mean, std = float(row[f"final/{metric}/mean"]), float(row[f"final/{metric}/std"])
+    digits = 1 if abs(mean) < 1e4 else 0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}", mean
+
+
+def table() -> str:
+    head = ["task", "seeds"] + [name for _, name in METHODS] + ["FixedTime", "MaxPressure", "the paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task, label, metric, lower, paper in TASKS:
+        rows = _read(task)
+        if not rows:
+            lines.append(f"| {label} | not run yet | " + " | ".join(["–"] * (len(METHODS) + 2)) + f" | {paper} |")
+            continue
+        cells = {algo: _cell(rows.get(algo), metric) for algo, _ in METHODS}
+        scored = {a: m for a, (_, m) in cells.items() if m is not None}
+        best = (min if lower else max)(scored, key=scored.__getitem__) if scored else None
+        seeds = sorted({r["seeds"] for a, r in rows.items() if a in dict(METHODS)})
+        out = [label, "/".join(seeds)]
+        out += [f"**{text}**" if algo == best else text for algo, (text, _) in cells.items()]
+        out += [_cell(rows.get(f"{ref} (reference)"), metric)[0] for ref in ("FixedTime", "MaxPressure")]
+        lines.append("| " + " | ".join(out + [paper]) + " |")
+    for label, paper in GPU_ONLY:
+        lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_figures.sh) | "
+                     + " | ".join(["–"] * (len(METHODS) + 2)) + f" | {paper} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--print", action="store_true", help="print the table, leave README.md alone")
+    args = parser.parse_args()
+    text = table()
+    if args.print:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    if BEGIN not in body or END not in body:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to put the table between")
+    body = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", body, flags=re.S)
+    readme.write_text(body)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
