@@ -214,6 +214,9 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     with Image.open(out / "curves_mpe_spread_small.png") as img:
         img.verify()
     assert (out / "mpe_spread_small" / "qmix" / "seed2" / "result.json").is_file()
+    import json
+
+    assert json.loads((out / "mpe_spread_small" / "qmix" / "seed2" / "result.json").read_text())["wall_s"] > 0
     # --algos qmix ran QMIX as configs/algos/qmix.yaml defines it: the run's resolved config is the one of
     # layering that file by hand (with the same seed and overrides)
     for algo in ("iql", "qmix"):

@@ -38,6 +38,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +215,12 @@ def read_tuned(path: str | Path) -> dict[str, dict[str, Any]]:
     return data
 
 
+def _earlier_wall(run_dir: Path) -> float:
+    """Wall-clock seconds of a run's earlier, unfinished attempts (``wall.json``), 0 for a fresh run."""
+    path = run_dir / "wall.json"
+    return float(json.loads(path.read_text())["wall_s"]) if path.is_file() else 0.0
+
+
 def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) -> list[tuple[RunSpec, int]]:
     """Run every incomplete run (resuming those with a checkpoint); ``workers`` at a time."""
     todo = [r for r in runs if not (r.run_dir(out) / "result.json").is_file()]
@@ -232,8 +239,10 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
             # runs side by side share the cores: more threads than cores makes every torch op wait
             # (measured here: one update 18x slower with 2 threads each on 2 busy cores)
             env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // workers))
+        started = time.monotonic()
         with open(rd / "stdout.log", "ab") as so, open(rd / "stderr.log", "ab") as se:
             rc = subprocess.run(cmd, stdout=so, stderr=se, env=env).returncode
+        wall_s = time.monotonic() - started  # this attempt's wall-clock time (a resumed run adds its earlier ones)
         if rc == 0:  # ipgnn-train ends its stdout with a JSON object of the final evaluation
             text = (rd / "stdout.log").read_text()
             start = text.rfind("\n{") + 1 if "\n{" in text else (0 if text.startswith("{") else -1)
@@ -242,8 +251,11 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
             except ValueError:
                 result = {}
             tmp = rd / "result.json.tmp"
-            tmp.write_text(json.dumps({"spec": run.__dict__, **result}, indent=2))
+            tmp.write_text(json.dumps({"spec": run.__dict__, "wall_s": round(_earlier_wall(rd) + wall_s, 1), **result},
+                                      indent=2))
             os.replace(tmp, rd / "result.json")
+        if rc != 0:  # keep the time an interrupted or failed attempt took, for the run's total
+            (rd / "wall.json").write_text(json.dumps({"wall_s": round(_earlier_wall(rd) + wall_s, 1)}))
         echo(f"[{'ok' if rc == 0 else f'FAILED rc={rc}, see {rd}/stderr.log'}] {rd}")
         return run, rc
 
