@@ -51,13 +51,23 @@ def _cell(row: dict[str, str] | None, metric: str) -> tuple[str, float | None]:
     return f"{mean:.{digits}f} ± {std:.{digits}f}", mean
 
 
+def machine_time(task: str) -> str:
+    """The task's runs' wall-clock time added up (each run's ``wall_s``: one worker, one torch thread)."""
+    import json
+
+    total = 0.0
+    for res in (ROOT / "results" / "paper" / task).rglob("result.json"):
+        total += float(json.loads(res.read_text()).get("wall_s", 0.0))
+    return f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min"
+
+
 def table() -> str:
-    head = ["task", "seeds"] + [name for _, name in METHODS] + ["FixedTime", "MaxPressure", "the paper"]
+    head = ["task", "seeds"] + [name for _, name in METHODS] + ["FixedTime", "MaxPressure", "machine time", "the paper"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task, label, metric, lower, paper in TASKS:
         rows = _read(task)
         if not rows:
-            lines.append(f"| {label} | not run yet | " + " | ".join(["–"] * (len(METHODS) + 2)) + f" | {paper} |")
+            lines.append(f"| {label} | not run yet | " + " | ".join(["–"] * (len(METHODS) + 3)) + f" | {paper} |")
             continue
         cells = {algo: _cell(rows.get(algo), metric) for algo, _ in METHODS}
         scored = {a: m for a, (_, m) in cells.items() if m is not None}
@@ -66,10 +76,11 @@ def table() -> str:
         out = [label, "/".join(seeds)]
         out += [f"**{text}**" if algo == best else text for algo, (text, _) in cells.items()]
         out += [_cell(rows.get(f"{ref} (reference)"), metric)[0] for ref in ("FixedTime", "MaxPressure")]
+        out.append(machine_time(task))
         lines.append("| " + " | ".join(out + [paper]) + " |")
     for label, paper in GPU_ONLY:
         lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_figures.sh) | "
-                     + " | ".join(["–"] * (len(METHODS) + 2)) + f" | {paper} |")
+                     + " | ".join(["–"] * (len(METHODS) + 3)) + f" | {paper} |")
     return "\n".join(lines)
 
 
