@@ -1,4 +1,7 @@
-"""Standing peer benchmark: this package's IP-SAC against BenchMARL's MASAC and MAPPO (issue 16).
+"""Standing peer benchmark against BenchMARL: IP-SAC vs MASAC and MAPPO; IQL, QMIX, MADDPG vs theirs (--baselines).
+
+Issue 16's race puts this package's IP-SAC against BenchMARL's MASAC and MAPPO; ``--baselines`` puts this
+package's IQL, QMIX and MADDPG against BenchMARL's implementations of the same algorithms.
 
 The shared task is cooperative navigation (``simple_spread_v3``: 3 agents, 25-step episodes,
 ``local_ratio`` 0.5, discrete actions) -- ``mpe2`` for this package, ``pettingzoo.mpe`` 1.24.3 for
@@ -45,9 +48,26 @@ equal width = ``model.hidden`` for ours, MLP ``num_cells`` [W, W] for both MASAC
 cannot be matched: the architectures (ours: a 2-round graph propagation policy and graph critics; theirs:
 2-layer MLPs with a centralised critic), and which networks one update trains (above).
 
+Same-algorithm mode (``--baselines``): this package's IQL, QMIX and MADDPG (``--algo.name=X``, each method's
+settings from ``ipgnn/algos/presets/X.yaml``, the rest -- batch 256, width 128, 8 gradient steps every 100
+environment steps, lr 1e-3, gamma 0.95, tau 0.01 -- from ``configs/mpe_spread_small.yaml``) each against
+BenchMARL's own ``iql``, ``qmix``, ``maddpg`` for the same number of environment steps (``--steps``; BenchMARL's
+``max_n_frames``, a frame being one joint step), seed by seed, interleaved (ours X, theirs X, ours Y, ...), one
+subprocess each, to the end (``--run-cap-minutes`` is only a safety cap). Ours evaluates 10 greedy episodes every
+``--baseline-eval-every`` (6000) steps, BenchMARL after each of its 6000-frame iterations, so both are evaluated
+at the same steps. BenchMARL runs at the defaults listed above plus ``iql.yaml``/``qmix.yaml``/``maddpg.yaml``
+(epsilon 0.8 -> 0.01 over a third of the frames, gamma 0.99, lr 5e-5, Polyak 0.005 per optimiser step, MLP
+[256, 256] Tanh), except the task settings above. BenchMARL 1.5.1's MADDPG has no discrete actions
+(``MaddpgConfig.supports_discrete_actions()`` is False): that one BenchMARL run uses continuous actions (the
+runner records ``continuous_forced``), ours stays discrete. The uniformly random policy's return on each seed's
+evaluation episodes (``ipgnn-eval --controller random``) is recorded for reference. Writes ``results.json``,
+``summary.json``, ``summary.md`` (the table), ``baselines.csv`` (return against steps) and
+``bench_peer_baselines.png`` (one panel per algorithm, mean and min..max band over seeds).
+
 Usage::
 
     python benchmarks/bench_peer.py --minutes 8 --seeds 0 --out /tmp/peer/run
+    python benchmarks/bench_peer.py --baselines --steps 60000 --seeds 0 1 --out /tmp/peer/baselines
     python benchmarks/bench_peer.py --analyse /tmp/peer/run          # redo tables/plot from saved data
     python benchmarks/bench_peer.py --speed-only --out /tmp/peer/speed
     python benchmarks/bench_peer.py --flops --out /tmp/peer/flops        # FLOPs per update, both sides
@@ -74,7 +94,7 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     """Run one BenchMARL experiment and append JSON rows (eval, train) to --rows. Written by bench_peer.py."""
     import argparse, json, time
     p = argparse.ArgumentParser()
-    p.add_argument("--algo", choices=["masac", "mappo"], required=True)
+    p.add_argument("--algo", choices=["masac", "mappo", "iql", "qmix", "maddpg"], required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--t0", type=float, required=True)
     p.add_argument("--rows", required=True)
@@ -84,6 +104,7 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (joint env steps)")
     p.add_argument("--evaluate", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--flops", type=int, default=0, help="count the FLOPs of this optimiser step (1-based), then exit")
@@ -91,7 +112,7 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     import torch
     if a.threads:
         torch.set_num_threads(a.threads)
-    from benchmarl.algorithms import MappoConfig, MasacConfig
+    from benchmarl.algorithms import IqlConfig, MaddpgConfig, MappoConfig, MasacConfig, QmixConfig
     from benchmarl.environments import PettingZooTask
     from benchmarl.experiment import Experiment, ExperimentConfig
     from benchmarl.experiment.callback import Callback
@@ -148,15 +169,22 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     cfg.evaluation = bool(a.evaluate)
     on_policy = a.algo == "mappo"
     cfg.evaluation_interval = cfg.collected_frames_per_batch(on_policy)
+    algo_cls = {"masac": MasacConfig, "mappo": MappoConfig, "iql": IqlConfig, "qmix": QmixConfig,
+                "maddpg": MaddpgConfig}[a.algo]
+    forced = not a.continuous and not algo_cls.supports_discrete_actions()
+    if forced:  # BenchMARL 1.5.1's MADDPG has continuous actions only (supports_discrete_actions() is False)
+        cfg.prefer_continuous_actions = True
     if a.iters:
         cfg.max_n_iters, cfg.max_n_frames = a.iters, None
+    elif a.max_frames:
+        cfg.max_n_iters, cfg.max_n_frames = None, a.max_frames
     else:
         cfg.max_n_iters, cfg.max_n_frames = None, 10 ** 10  # runs until the benchmark stops it
     if a.batch:
         cfg.off_policy_train_batch_size = a.batch
     task = PettingZooTask.SIMPLE_SPREAD.get_from_yaml()
     task.config["max_cycles"] = a.max_cycles
-    algo = (MasacConfig if a.algo == "masac" else MappoConfig).get_from_yaml()
+    algo = algo_cls.get_from_yaml()
     model, critic = MlpConfig.get_from_yaml(), MlpConfig.get_from_yaml()
     if a.hidden:
         model.num_cells = [a.hidden, a.hidden]
@@ -164,7 +192,12 @@ BENCHMARL_RUNNER = textwrap.dedent('''
     emit(kind="start", threads=torch.get_num_threads(), task=dict(task.config),
          batch=cfg.train_batch_size(on_policy), minibatch=cfg.train_minibatch_size(on_policy),
          frames_per_batch=cfg.collected_frames_per_batch(on_policy), hidden=list(model.num_cells),
-         gamma=cfg.gamma, lr=cfg.lr)
+         gamma=cfg.gamma, lr=cfg.lr, continuous=bool(cfg.prefer_continuous_actions), continuous_forced=forced,
+         algorithm={k: str(v) for k, v in vars(algo).items()}, activation=str(model.activation_class),
+         eps_init=cfg.exploration_eps_init, eps_end=cfg.exploration_eps_end,
+         eps_anneal_frames=cfg.get_exploration_anneal_frames(on_policy) if cfg.max_n_frames else None,
+         polyak_tau=cfg.polyak_tau, soft_target_update=cfg.soft_target_update, clip_grad_val=cfg.clip_grad_val,
+         n_optimizer_steps=cfg.off_policy_n_optimizer_steps, max_n_frames=cfg.max_n_frames)
     if a.flops:  # one optimiser step under torch's FLOP formulas (matrix products), then stop
         # torch.utils.flop_counter's own formulas; not its FlopCounterMode, whose module tracker cannot hash a
         # TensorDictModule ("Converting a tensordict to boolean value is not permitted")
@@ -318,11 +351,12 @@ def curve(method: str, run: dict) -> list[dict]:
     for r in run["rows"]:
         if r["wall_s"] > run["t_budget"]:
             continue
-        if method == "ours" and "eval/episode_return" in r:
+        ours = method == "ours" or method.startswith("ours-")
+        if ours and "eval/episode_return" in r:
             ret = r["eval/episode_return"]
             per = r.get("eval/episode_return_per_agent", ret / 3)
             out.append({"wall_s": r["wall_s"], "env_step": r["env_step"], "team_return": ret, "per_agent_return": per})
-        elif method != "ours" and r.get("kind") == "eval":
+        elif not ours and r.get("kind") == "eval":
             out.append({"wall_s": r["wall_s"], "env_step": r["frames"], "team_return": r["team_return"],
                         "per_agent_return": r["per_agent_return"]})
     return out
@@ -589,6 +623,172 @@ def flops_markdown(flops: list[dict]) -> str:
     return "\n".join(rows)
 
 
+# ------------------------------------------------------------------------- baselines: IQL, QMIX, MADDPG
+
+BASELINES = ("iql", "qmix", "maddpg")
+
+
+def random_reference(config: str, seeds: list[int], episodes: int = 10) -> list[dict]:
+    """The uniformly random policy's team return on each seed's evaluation episodes (``ipgnn-eval``)."""
+    exe = shutil.which("ipgnn-eval") or str(Path(sys.executable).with_name("ipgnn-eval"))
+    res = []
+    for seed in seeds:
+        cmd = [exe, "--controller", "random", "--config", config, "--episodes", str(episodes), "--seed", str(seed)]
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=_thread_env(1))
+            text = done.stdout
+            metrics = json.loads(text[text.index("{"):])
+            res.append({"seed": seed, "team_return": metrics["eval/episode_return"], "cmd": cmd})
+        except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as exc:
+            res.append({"seed": seed, "team_return": None, "error": str(exc), "cmd": cmd})
+    return res
+
+
+def run_baselines(args, out: Path, results: dict) -> None:
+    """Each of ``--algos``: ours (``--algo.name=X``) and BenchMARL's X, the same ``--steps`` environment steps,
+    seed by seed, interleaved (ours X, BenchMARL X, ours Y, BenchMARL Y, ...)."""
+    cap = args.run_cap_minutes * 60
+    results_path = out / "results.json"
+    for seed in args.seeds:
+        for algo in args.algos:
+            for side in ("ours", "bm"):
+                d = out / f"{side}-{algo}-s{seed}"
+                print(f"[{time.strftime('%H:%M:%S')}] {side} {algo} seed {seed}: {args.steps} env steps", flush=True)
+                t0 = time.time()
+                if side == "ours":
+                    run = run_ours(seed, cap, d, args.ours_config,
+                                   [f"--algo.name={algo}", f"--train.total_steps={args.steps}",
+                                    f"--train.eval_every={args.baseline_eval_every}", "--train.eval_episodes=10",
+                                    *args.ours_override], args.threads)
+                else:
+                    run = run_benchmarl(algo, seed, cap, d, args.benchmarl_python,
+                                        ["--max-frames", str(args.steps)], args.threads)
+                run.update(method=f"{side}-{algo}", side=side, algo=algo, seed=seed, elapsed_s=time.time() - t0)
+                results["runs"].append(run)
+                pts = curve(run["method"], run)
+                print(f"    {run['elapsed_s']:.0f} s, rc {run['returncode']}, {len(pts)} evaluations, "
+                      f"last {pts[-1] if pts else None}", flush=True)
+                results_path.write_text(json.dumps(results))
+
+
+def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+
+
+def baseline_summary(results: dict) -> dict:
+    """Per run: best and final evaluation, steps reached, time; per algorithm and side: mean ± std over seeds."""
+    per_run = []
+    for run in results["runs"]:
+        pts = curve(run["method"], run)
+        start = next((r for r in run["rows"] if r.get("kind") == "start"), {})
+        per_run.append({"algo": run["algo"], "side": run["side"], "seed": run["seed"], "evals": len(pts),
+                        "last_step": pts[-1]["env_step"] if pts else None,
+                        "best": max((p["team_return"] for p in pts), default=None),
+                        "final": pts[-1]["team_return"] if pts else None, "elapsed_s": run["elapsed_s"],
+                        "returncode": run["returncode"], "continuous": start.get("continuous", False)})
+    agg = {}
+    for algo in dict.fromkeys(r["algo"] for r in per_run):
+        for side in ("ours", "bm"):
+            rs = [r for r in per_run if r["algo"] == algo and r["side"] == side]
+            if rs:
+                agg[f"{side}-{algo}"] = {"best": _mean_std([r["best"] for r in rs]),
+                                         "final": _mean_std([r["final"] for r in rs]),
+                                         "seeds": [r["seed"] for r in rs],
+                                         "elapsed_s": [round(r["elapsed_s"]) for r in rs]}
+    rnd = [r["team_return"] for r in results.get("random", []) if r.get("team_return") is not None]
+    return {"runs": per_run, "agg": agg, "random": _mean_std(rnd)}
+
+
+def _pm(ms: tuple) -> str:
+    m, sd = ms
+    return "—" if m is None else f"{m:.1f} ± {sd:.1f}"
+
+
+def baseline_markdown(summary: dict, steps: int) -> str:
+    """The table: ours against BenchMARL per algorithm; met = ours' mean + std reaches BenchMARL's mean - std."""
+    lines = [f"Team return (Σ_t Σ_i r_i, greedy, 10 episodes), {steps:,} environment steps per run; mean ± std "
+             f"over seeds. Random policy: {_pm(summary['random'])}.", "",
+             "| algorithm | ours best | BenchMARL best | ours final | BenchMARL final | ours ≥ BenchMARL within spread "
+             "(best / final) | time per run, s (ours; BenchMARL) |", "|---|---|---|---|---|---|---|"]
+    for algo in dict.fromkeys(r["algo"] for r in summary["runs"]):
+        o, b = summary["agg"].get(f"ours-{algo}"), summary["agg"].get(f"bm-{algo}")
+        if not o or not b:
+            continue
+
+        def met(key):
+            (om, osd), (bm, bsd) = o[key], b[key]
+            if om is None or bm is None:
+                return "—"
+            return "yes" if om >= bm else ("within spread" if om + osd >= bm - bsd else "no")
+
+        lines.append(f"| {algo} | {_pm(o['best'])} | {_pm(b['best'])} | {_pm(o['final'])} | {_pm(b['final'])} | "
+                     f"{met('best')} / {met('final')} | {', '.join(map(str, o['elapsed_s']))}; "
+                     f"{', '.join(map(str, b['elapsed_s']))} |")
+    lines += ["", "| algorithm | side | seed | best | final | evaluations (last step) | time (s) | return code |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in summary["runs"]:
+        side = "ours" if r["side"] == "ours" else "BenchMARL" + (" (continuous)" if r["continuous"] else "")
+        lines.append(f"| {r['algo']} | {side} | {r['seed']} | {_f(r['best'])} | {_f(r['final'])} | "
+                     f"{r['evals']} ({_f(r['last_step'], '{:,}')}) | {r['elapsed_s']:.0f} | {r['returncode']} |")
+    return "\n".join(lines)
+
+
+def write_baseline_csv(results: dict, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "side", "seed", "env_step", "wall_s", "team_return", "per_agent_return"])
+        for run in results["runs"]:
+            for p in curve(run["method"], run):
+                w.writerow([run["algo"], run["side"], run["seed"], p["env_step"], f"{p['wall_s']:.2f}",
+                            f"{p['team_return']:.4f}", f"{p['per_agent_return']:.4f}"])
+        for r in results.get("random", []):
+            if r.get("team_return") is not None:
+                w.writerow(["random", "ours", r["seed"], 0, "", f"{r['team_return']:.4f}", ""])
+
+
+def plot_baselines(results: dict, summary: dict, path: Path) -> None:
+    """One panel per algorithm: mean over seeds against environment steps, band = min..max over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algos = list(dict.fromkeys(r["algo"] for r in results["runs"]))
+    fig, axes = plt.subplots(1, len(algos), figsize=(5 * len(algos), 4.2), squeeze=False)
+    for ax, algo in zip(axes[0], algos):
+        for side, colour, name in (("ours", "tab:blue", "ipgnn"), ("bm", "tab:orange", "BenchMARL")):
+            by_step = {}
+            runs = [r for r in results["runs"] if r["algo"] == algo and r["side"] == side]
+            for run in runs:
+                for p in curve(run["method"], run):
+                    by_step.setdefault(p["env_step"], []).append(p["team_return"])
+            steps = sorted(s for s, v in by_step.items() if len(v) == len(runs))
+            if not steps:
+                continue
+            mean = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+            lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+            cont = any(next((r for r in run["rows"] if r.get("kind") == "start"), {}).get("continuous") for run in runs)
+            ax.plot(steps, mean, "-o", ms=3, color=colour,
+                    label=f"{name} {algo.upper()}{' (continuous actions)' if cont else ''} ({len(runs)} seeds)")
+            ax.fill_between(steps, lo, hi, color=colour, alpha=0.2, lw=0)
+        if summary["random"][0] is not None:
+            ax.axhline(summary["random"][0], color="grey", ls="--", lw=1, label="random policy")
+        ax.set_title(algo.upper())
+        ax.set_xlabel("environment steps (joint)")
+        ax.set_ylabel("evaluation team return (sum over agents)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Cooperative navigation, 3 agents, 25 steps: ipgnn against BenchMARL, same algorithm "
+                 "(mean, band = min..max over seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -619,14 +819,47 @@ def main() -> None:
     p.add_argument("--speed-budget", type=float, default=150.0, help="seconds cap per speed run")
     p.add_argument("--speed-ours-steps", type=int, default=8000)
     p.add_argument("--analyse", type=Path, default=None, help="recompute tables and plot from OUT/results.json")
+    p.add_argument("--baselines", action="store_true",
+                   help="the same-algorithm mode: ours --algo.name=X against BenchMARL's X for each --algos, "
+                        "--steps environment steps each")
+    p.add_argument("--algos", nargs="+", default=list(BASELINES), choices=BASELINES)
+    p.add_argument("--steps", type=int, default=60000, help="--baselines: environment steps of every run")
+    p.add_argument("--baseline-eval-every", type=int, default=6000,
+                   help="--baselines: ours' evaluation interval (BenchMARL evaluates after each 6000-frame "
+                        "iteration)")
+    p.add_argument("--run-cap-minutes", type=float, default=30.0, help="--baselines: wall-clock cap of one run")
     args = p.parse_args()
 
     out = (args.analyse or args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    if args.analyse:
+    results: dict = {}
+    if args.baselines and not args.analyse:
+        results = {"mode": "baselines", "args": {k: str(v) for k, v in vars(args).items()},
+                   "versions": versions(args.benchmarl_python),
+                   "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                   "runs": [], "random": random_reference(args.ours_config, args.seeds)}
+        print(json.dumps(results["versions"], indent=1), json.dumps(results["random"]), flush=True)
+        run_baselines(args, out, results)
+        results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        results_path.write_text(json.dumps(results))
+    if args.analyse or args.baselines:
         results = json.loads(results_path.read_text())
-    else:
+    if results.get("mode") == "baselines":
+        summary = baseline_summary(results)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_baseline_csv(results, out / "baselines.csv")
+        png = args.plot or out / "bench_peer_baselines.png"
+        plot_baselines(results, summary, png)
+        steps = int(results["args"].get("steps", 0))
+        text = "\n".join([f"versions: {json.dumps(results['versions'])}",
+                          f"uptime before: {results.get('uptime_before')}",
+                          f"uptime after: {results.get('uptime_after')}", "",
+                          baseline_markdown(summary, steps), "", f"plot: {png}", f"curves: {out / 'baselines.csv'}"])
+        (out / "summary.md").write_text(text + "\n")
+        print(text)
+        return
+    if not args.analyse:
         results = {"args": {k: str(v) for k, v in vars(args).items()}, "versions": versions(args.benchmarl_python),
                    "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                    "runs": [], "speed": []}
