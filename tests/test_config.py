@@ -98,11 +98,11 @@ def test_layered_config_files(tmp_path):
     base = tmp_path / "exp.yaml"
     base.write_text("env:\n  task: mpe_spread\n  num_agents: 5\nalgo:\n  lr: 0.01\n")
     layer = tmp_path / "algo.yaml"
-    layer.write_text("algo:\n  name: iql\n  options:\n    epsilon_end: 0.05\n")
+    layer.write_text("algo:\n  name: iql\n  options:\n    epsilon_end: 0.1\n")
     cfg = load_config([base, layer])
     assert cfg.env.num_agents == 5 and cfg.algo.name == "iql" and cfg.algo.lr == 0.01
     own = method_preset("iql")[0]["algo"]["options"]  # the method's own file lies beneath both files
-    assert cfg.algo.options == {**own, "epsilon_end": 0.05} and own["epsilon_end"] != 0.05
+    assert cfg.algo.options == {**own, "epsilon_end": 0.1} and own["epsilon_end"] != 0.1
     bad = tmp_path / "bad.yaml"
     bad.write_text("algo:\n  gamma: 2.0\n")
     with pytest.raises(ConfigError, match=f"{bad}.*algo.gamma"):
