@@ -79,7 +79,7 @@ def table() -> str:
         out.append(machine_time(task))
         lines.append("| " + " | ".join(out + [paper]) + " |")
     for label, paper in GPU_ONLY:
-        lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_figures.sh) | "
+        lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_comparison.sh) | "
                      + " | ".join(["–"] * (len(METHODS) + 3)) + f" | {paper} |")
     return "\n".join(lines)
 
