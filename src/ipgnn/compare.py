@@ -348,9 +348,13 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
     table += refs
     out.mkdir(parents=True, exist_ok=True)
     _write_tables(table, out, notes)
+    engines: dict[str, set[str]] = {}
+    for spec, _ in runs:
+        if spec.get("engine"):
+            engines.setdefault(spec.get("scenario", "?"), set()).add(str(spec["engine"]))
     for scenario in sorted({k[0] for k in groups}):
         _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png",
-              [r for r in refs if r["scenario"] == scenario])
+              [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
     return table
 
 
@@ -409,9 +413,10 @@ def _write_tables(table: list[dict[str, Any]], out: Path, notes: Sequence[str] =
 
 
 def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path,
-          refs: Sequence[dict[str, Any]] = ()) -> None:
+          refs: Sequence[dict[str, Any]] = (), engine: str = "") -> None:
     """Evaluation curves (mean ± std band over seeds, one line per method and variant), and each reference
-    controller of ``refs`` (rows of :func:`_reference_rows`) as a dashed line at its mean over seeds."""
+    controller of ``refs`` (rows of :func:`_reference_rows`) as a dashed line at its mean over seeds. The title
+    names the scenario, the engine (traffic) and the evaluation episodes' length."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,7 +451,11 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
     ax.set_xlabel("environment steps")
     ax.set_ylabel("average episode reward (eval)" if head is None else
                   f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
-    ax.set_title(scenario)
+    lengths = sorted({int(r["eval/episode_length"]) for r in every if "eval/episode_length" in r})
+    detail = [engine] if engine else []
+    if lengths:
+        detail.append(f"{'/'.join(map(str, lengths))}-step evaluation episodes")
+    ax.set_title(scenario + (f" ({', '.join(detail)})" if detail else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
