@@ -73,7 +73,8 @@ def table() -> str:
         scored = {a: m for a, (_, m) in cells.items() if m is not None}
         best = (min if lower else max)(scored, key=scored.__getitem__) if scored else None
         seeds = sorted({r["seeds"] for a, r in rows.items() if a in dict(METHODS)})
-        out = [label, "/".join(seeds)]
+        done = sum(1 for a, _ in METHODS if a in rows)
+        out = [label, "/".join(seeds) + ("" if done == len(METHODS) else f" (partial: {done} of {len(METHODS)} methods)")]
         out += [f"**{text}**" if algo == best else text for algo, (text, _) in cells.items()]
         out += [_cell(rows.get(f"{ref} (reference)"), metric)[0] for ref in ("FixedTime", "MaxPressure")]
         out.append(machine_time(task))
