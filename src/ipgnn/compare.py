@@ -285,15 +285,21 @@ def _runs_on_disk(out: Path) -> list[tuple[dict[str, Any], list[dict[str, float]
     return found
 
 
+def _engines_by_scenario(runs: Iterable[tuple[dict[str, Any], Any]]) -> dict[str, set[str]]:
+    """The traffic engines each scenario's runs used (runs whose resolved config names one)."""
+    engines: dict[str, set[str]] = {}
+    for spec, _ in runs:
+        if spec.get("engine"):
+            engines.setdefault(spec.get("scenario", "?"), set()).add(str(spec["engine"]))
+    return engines
+
+
 def _separate_engines(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]
                       ) -> tuple[list[tuple[dict[str, Any], list[dict[str, float]]]], list[str]]:
     """Never average runs of one scenario on different simulators: where a scenario's runs used more than
     one engine, each engine's runs become their own scenario ``<scenario>-<engine>``, and a note says so.
     Returns the runs and the notes (one line per engine used, and the warning)."""
-    engines: dict[str, set[str]] = {}
-    for spec, _ in runs:
-        if spec.get("engine"):
-            engines.setdefault(spec.get("scenario", "?"), set()).add(spec["engine"])
+    engines = _engines_by_scenario(runs)
     notes = [f"Engine: {scenario} ran on {', '.join(sorted(e))}." for scenario, e in sorted(engines.items())]
     mixed = {s for s, e in engines.items() if len(e) > 1}
     if mixed:
@@ -348,10 +354,7 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
     table += refs
     out.mkdir(parents=True, exist_ok=True)
     _write_tables(table, out, notes)
-    engines: dict[str, set[str]] = {}
-    for spec, _ in runs:
-        if spec.get("engine"):
-            engines.setdefault(spec.get("scenario", "?"), set()).add(str(spec["engine"]))
+    engines = _engines_by_scenario(runs)
     for scenario in sorted({k[0] for k in groups}):
         _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png",
               [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
