@@ -23,7 +23,8 @@ Definitions (sec. 4.2, eq. 6; app. B.2):
 
 Figures (each function returns a ``matplotlib.figure.Figure``): :func:`plot_intentions` (a),
 :func:`plot_round_distances` (b), :func:`plot_attention` (c), :func:`plot_phase_maps` and
-:func:`plot_phase_timeline` (d).
+:func:`plot_phase_timeline` (d). For one intersection, :func:`approach_queues` reads the queue on each
+incoming approach from the observations, next to the phases chosen (the notebook's cell (e)).
 """
 
 from __future__ import annotations
@@ -668,9 +669,51 @@ def plot_phase_timeline(scenario: Any, actions: Sequence[Tensor], action_interva
     return fig
 
 
+# ------------------------------------------------------------------------------------------------
+# (e) one intersection: queues per approach
+
+
+def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndarray, list[list[str]]]:
+    """The queue on every incoming approach of every intersection, in each state of an episode (e.g.
+    ``rollout(...).observations``: the states the phases were chosen in), read from the observations'
+    ``waiting`` block (halted vehicles per incoming lane, :mod:`ipgnn.traffic.env`); no engine call.
+
+    An *approach* is one incoming road: its queue is the sum over the road's lanes.
+
+    Returns:
+        ``(queues, names)``: ``queues [T, N, A]`` float, ``queues[t, i, k]`` the halted vehicles on
+        approach ``k`` of intersection ``i`` in ``observations[t]`` (``A`` the most approaches of any
+        intersection; 0 for ``k >= len(names[i])``); ``names[i][k]`` its direction of travel, as in
+        :func:`describe_phase`, and its road id (``"SB road_2_3_3"``).
+
+    Raises:
+        ValueError: not a traffic environment, or its observations have no ``waiting`` feature.
+    """
+    scenario = traffic_scenario(env)
+    if scenario is None:
+        raise ValueError("approach_queues needs a traffic environment (env.task: traffic)")
+    raw = env.env
+    if "waiting" not in raw.features:
+        raise ValueError(f"the observations hold the features {list(raw.features)}, without 'waiting' (halted vehicles "
+                         "per incoming lane), which the approach queues are read from: train with "
+                         "env.options.features including 'waiting' (the default)")
+    # the observation's blocks, always in FEATURES' order: phase, count, waiting, pressure (TrafficSignalEnv.obs_dim)
+    start = raw.max_phases * ("phase" in raw.features) + raw.max_lanes * ("count" in raw.features)
+    roads = [list(dict.fromkeys(r for r, _ in a.incoming_lanes)) for a in scenario.intersections]
+    width = max(map(len, roads))
+    slot = np.full((scenario.num_agents, raw.max_lanes), width, np.int64)  # padded lanes -> a dropped slot
+    for i, a in enumerate(scenario.intersections):  # once per call, not per state
+        slot[i, : len(a.incoming_lanes)] = [roads[i].index(r) for r, _ in a.incoming_lanes]
+    lanes = np.stack([select_graph(o).x[:, start: start + raw.max_lanes].cpu().numpy() for o in observations])
+    onehot = slot[..., None] == np.arange(width + 1)  # [N, max_lanes, A + 1]
+    queues = np.einsum("tnl,nla->tna", lanes.astype(np.float64), onehot)[..., :width]
+    names = [[f"{_heading(scenario.roads[r].points)} {r}" for r in rs] for rs in roads]
+    return queues, names
+
+
 __all__ = [
     "LoadedRun", "load_checkpoint", "policy_network", "traffic_scenario", "select_graph", "Rollout", "rollout",
     "PropagationTrace", "propagation_trace", "round_distances", "FixedPointStats", "fixed_point_stats",
     "Projection", "fit_projection", "draw_road_map", "plot_intentions", "plot_round_distances", "plot_attention",
-    "describe_phase", "phase_labels", "plot_phase_maps", "plot_phase_timeline",
+    "describe_phase", "phase_labels", "plot_phase_maps", "plot_phase_timeline", "approach_queues",
 ]
