@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, REPO
-from ipgnn.compare import (grid_axes, parse_seeds, plan, read_tuned, select_best, summarize, sweep_configs,
-                           sweep_grid)
+from ipgnn.compare import (ablation_finals, grid_axes, parse_seeds, plan, read_tuned, select_best, summarize,
+                           sweep_configs, sweep_grid)
 from ipgnn.config import ConfigError, load_config
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
@@ -73,7 +73,8 @@ def test_sweep_command_line_is_accepted(path: Path):
 
 def test_sweep_grid_and_errors(tmp_path: Path):
     grid = sweep_grid(CONFIGS / "sweeps" / "knn_k.yaml")
-    assert len(grid) == 8 * 5 and {g["env.graph.k"] for g in grid} == set(range(3, 11))
+    assert len(grid) == 5 * 3 and {g["env.graph.k"] for g in grid} == {3, 4, 6, 8, 10}  # Fig. 6(c)'s k, 3 seeds
+    assert {g["algo.lr"] for g in grid} == {0.003}  # IP-SAC's tuned lr on the task, a setting in every run
     bad = tmp_path / "bad.yaml"
     bad.write_text("parameters:\n  model.rounds:\n    distribution: int_uniform\n    min: 1\n    max: 3\n")
     with pytest.raises(ConfigError, match="parameters.model.rounds: only 'values'"):
@@ -173,6 +174,29 @@ def test_reference_rows_count_seeds_not_runs(tmp_path: Path):
     assert ref["final/average_travel_time/std"] == pytest.approx(5.0)
 
 
+def test_an_ablation_is_plotted_against_its_one_swept_parameter(tmp_path: Path):
+    """A k sweep (Fig. 6c): each seed's *last* evaluation per k, and a figure against k; a categorical sweep
+    (the graph kind, Fig. 6a) gets one too; two parameters varied together get none (no single axis)."""
+    def rows(first, last):
+        return [{"env_step": 10, "eval/episode_return": first}, {"env_step": 20, "eval/episode_return": last}]
+    runs = [({"scenario": "nav", "algo": "ipsac", "seed": s, "variant": {"env.graph.k": k}}, rows(-900.0, -10.0 * k - s))
+            for k in (3, 8) for s in (0, 1)]
+    assert ablation_finals(runs, "env.graph.k") == {"ipsac": {3: [-30.0, -31.0], 8: [-80.0, -81.0]}}
+    summarize(runs, tmp_path)
+    assert (tmp_path / "against_k_nav.png").stat().st_size > 0
+    kinds = [({"scenario": "grid", "algo": "ipsac", "seed": 0, "variant": {"env.graph.kind": kind}},
+              [{"env_step": 0, "reference/FixedTime/average_travel_time": 330.0},
+               {"env_step": 5, "eval/episode_return": -1.0, "eval/average_travel_time": att}])
+             for kind, att in (("env", 217.0), ("full", 230.0))]
+    assert ablation_finals(kinds, "env.graph.kind") == {"ipsac": {"env": [217.0], "full": [230.0]}}  # the ATT
+    summarize(kinds, tmp_path / "kinds")
+    assert (tmp_path / "kinds" / "against_kind_grid.png").stat().st_size > 0
+    both = [({"scenario": "nav", "algo": "ipsac", "seed": 0, "variant": {"env.graph.k": k, "model.rounds": m}},
+             rows(-1.0, -2.0)) for k, m in ((3, 1), (8, 2))]
+    summarize(both, tmp_path / "both")
+    assert not list((tmp_path / "both").glob("against_*.png"))
+
+
 def test_runs_on_two_engines_are_never_averaged_together(tmp_path: Path, capsys):
     """The same scenario on SUMO and CityFlow: two rows, one per engine, each against its own engine's
     references, and a warning in summary.md and on stderr."""
@@ -229,3 +253,27 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 0 and "9 runs, 9 already complete, 0 to run" in again.stdout
     assert (out / "mpe_spread_small" / "iql" / "seed0" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_every_step_of_the_paper_campaign_plans(tmp_path):
+    """benchmarks/paper_campaign.sh in a dry run: every step's grid loads (configs, sweep files, tuned.yaml),
+    with the run counts the README states, each method at its own tuned lr, and the ablations at IP-SAC's."""
+    steps = {"tune-traffic": 21, "hangzhou16": 21, "manhattan96": 21, "grid7x7": 21, "tune-spread30": 21,
+             "spread30": 21, "hetero100": 21, "ablate-k": 15, "ablate-hops": 9, "ablate-graph7": 6,
+             "ablate-graph10": 6}
+    env = dict(os.environ, DRY_RUN="1")
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), *steps, "interpret"],
+                         capture_output=True, text=True, cwd=REPO, env=env)
+    assert res.returncode == 0, res.stderr
+    counts = [int(line.split()[0]) for line in res.stdout.splitlines() if line.endswith("(dry run: nothing was run)")]
+    assert counts == list(steps.values())
+    lines = res.stdout.splitlines()
+    pic = next(x for x in lines if "/spread30/mpe_spread30/pic/seed0" in x)
+    assert "--algo.lr=0.001" in pic  # results/paper/tuning/spread30/tuned.yaml
+    k3 = next(x for x in lines if "ablations/knn_k/mpe_spread30/ipsac/k=3/seed2" in x)
+    assert "--env.graph.k=3" in k3 and "--algo.lr=0.003" in k3
+    full = next(x for x in lines if "ablations/graph_grid10x10/grid10x10/ipsac/kind=full/seed0" in x)
+    assert "--env.graph.kind=full" in full and "--env.options.engine=cityflow" in full
+    bad = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"], capture_output=True,
+                         text=True, cwd=REPO, env=env)
+    assert bad.returncode == 2 and "unknown step 'nope'" in bad.stderr

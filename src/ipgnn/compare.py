@@ -358,7 +358,91 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
     for scenario in sorted({k[0] for k in groups}):
         _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png",
               [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
+        axis = _one_axis([spec for spec, _ in runs if spec.get("scenario") == scenario])
+        if axis is not None:
+            _plot_against(scenario, axis, [(s, r) for s, r in runs if s.get("scenario") == scenario],
+                          out / f"against_{axis.split('.')[-1]}_{scenario}.png",
+                          [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
     return table
+
+
+def _one_axis(specs: Sequence[dict[str, Any]]) -> Optional[str]:
+    """The sweep parameter of an ablation: the one ``variant`` key whose value differs between a scenario's
+    runs (``env.graph.k`` of a k sweep), or None when no key or several keys vary."""
+    values: dict[str, set[str]] = {}
+    for spec in specs:
+        for k, v in (spec.get("variant") or {}).items():
+            values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    varying = [k for k, vs in values.items() if len(vs) > 1]
+    return varying[0] if len(varying) == 1 else None
+
+
+def ablation_finals(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], axis: str
+                    ) -> dict[str, dict[Any, list[float]]]:
+    """Each method's final evaluation of the headline metric (the ATT on traffic, else the return), per
+    value of the swept parameter ``axis``, one entry per seed: ``{algo: {value: [final, ...]}}``."""
+    from ipgnn.envs import headline_of
+
+    runs = list(runs)
+    head = headline_of([r for _, rows in runs for r in rows])
+    key = "eval/episode_return" if head is None else f"eval/{head.metric}"
+    finals: dict[str, dict[Any, list[float]]] = {}
+    for spec, rows in runs:
+        evals = [r[key] for r in rows if key in r]
+        if evals and axis in (spec.get("variant") or {}):
+            finals.setdefault(spec.get("algo", "?"), {}).setdefault(spec["variant"][axis], []).append(evals[-1])
+    return finals
+
+
+def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any], list[dict[str, float]]]],
+                  path: Path, refs: Sequence[dict[str, Any]] = (), engine: str = "") -> None:
+    """An ablation's figure (Fig. 6): each method's final evaluation (the paper's value: the return, or
+    minus the ATT on traffic) against the swept parameter ``axis``, mean ± std over seeds as a line and
+    band (numeric values) or as points with error bars (categories, e.g. ``env.graph.kind``); traffic's
+    reference controllers as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ipgnn.envs import headline_of
+
+    head = headline_of([r for _, rows in runs for r in rows])
+    sign = 1.0 if head is None else head.paper_sign
+    finals = ablation_finals(runs, axis)
+    values = sorted({v for per in finals.values() for v in per}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for algo, per in sorted(finals.items()):
+        xs = [v for v in values if v in per]
+        stats = np.array([_mean_std([sign * x for x in per[v]]) for v in xs])
+        seeds = sorted({len(per[v]) for v in xs})
+        label = f"{algo} ({'/'.join(map(str, seeds))} seeds)"
+        if numeric:
+            (line,) = ax.plot(xs, stats[:, 0], marker="o", label=label)
+            ax.fill_between(xs, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], color=line.get_color(),
+                            alpha=0.2)
+        else:
+            ax.errorbar([values.index(v) for v in xs], stats[:, 0], yerr=stats[:, 1], marker="o", ls="none",
+                        capsize=4, label=label)
+    if not numeric:
+        ax.set_xticks(range(len(values)), [str(v) for v in values])
+    else:
+        ax.set_xticks(values)
+    if head is not None:
+        for k, r in enumerate(sorted((r for r in refs if f"final/{head.metric}/mean" in r), key=lambda r: r["algo"])):
+            mean = sign * r[f"final/{head.metric}/mean"]
+            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3],
+                       label=f"{r['algo'].replace(' (reference)', '')} {mean:.1f}")
+    ax.set_xlabel(axis)
+    ax.set_ylabel("final average episode reward (eval)" if head is None else
+                  f"final {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
+    ax.set_title(scenario + (f" ({engine})" if engine else "") + f": final evaluation against {axis}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
@@ -502,6 +586,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         "own selected settings (before the overrides)")
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="summarise a W&B project's runs into --out")
     parser.add_argument("--group", help="with --from-wandb: only this run group")
+    parser.add_argument("--dry-run", action="store_true", help="plan and check the grid (every run's config loads), "
+                                                               "print it, run nothing")
     args, overrides = parser.parse_known_args(argv)
     top = set(ExperimentConfig.model_fields) - {"env", "model", "algo", "replay", "train", "rollout", "logger"}
     bad = [o for o in overrides if not (o.lstrip("-").split("=", 1)[0].count(".") or
@@ -548,6 +634,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if args.dry_run:
+        done = sum((r.run_dir(out) / "result.json").is_file() for r in runs)
+        for r in runs:
+            print(f"{r.run_dir(out)}  {' '.join(r.config_overrides())}")
+        print(f"{len(runs)} runs, {done} already complete, {len(runs) - done} to run (dry run: nothing was run)")
+        return 0
     results = execute(runs, out, args.workers)
     failed = [r for r, rc in results if rc != 0]
     summarize(_runs_on_disk(out), out)
