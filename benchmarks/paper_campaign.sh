@@ -11,6 +11,13 @@
 #   tune-spread30  the same grid on cooperative navigation N = 30 -> results/paper/tuning/spread30/tuned.yaml
 #   spread30       7 methods x seeds $SEEDS, each at its tuned lr
 #   hetero100      heterogeneous navigation N = 100 at a reduced budget (see its line), the spread30 lrs
+# The ablations and the policy interpretation (Fig. 6, Fig. 7; results/paper/ablations, results/paper/interpretation):
+#   ablate-k       IP-SAC, k in {3, 4, 6, 8, 10} on navigation N = 30, seeds of the sweep file (configs/sweeps/knn_k.yaml)
+#   ablate-hops    IP-SAC, M in {1, 2, 3} on navigation N = 30 (configs/sweeps/hop_size.yaml)
+#   ablate-graph7 ablate-graph10
+#                  IP-SAC on the road graph against a fully connected one, grid 7x7 / 10x10 on CityFlow
+#   interpret      app. C.3 on grid 7x7 for IP, DGN and PIC, from the grid7x7 step's checkpoints (after grid7x7),
+#                  5 episodes per seed, sampled actions as the paper, and again greedy
 #
 # Every step is an ipgnn-compare call: finished runs are skipped and interrupted ones resumed, so the script
 # can be stopped and started again at will. One worker with one torch thread by default (WORKERS=2 for two).
@@ -21,19 +28,21 @@ SEEDS=${SEEDS:-0-2}
 WORKERS=${WORKERS:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 ALL=ipsac,iql,dgn,qmix,maddpg,maddpg_s,pic
-compare() { ipgnn-compare --workers "$WORKERS" --logger.mode=disabled "$@"; }
+DRY_RUN=${DRY_RUN:-}  # DRY_RUN=1: check and print every step's runs, run nothing
+compare() { ipgnn-compare --workers "$WORKERS" --logger.mode=disabled ${DRY_RUN:+--dry-run} "$@"; }
+after() { if [ -z "$DRY_RUN" ]; then "$@"; fi; }  # a step's follow-up (tuned.yaml, interpretation): not in a dry run
 
 for step in "$@"; do
   case "$step" in
     tune-traffic)
       compare --sweep configs/sweeps/lr_hangzhou16.yaml --out results/paper/tuning/hangzhou16
-      ipgnn-compare --select-best results/paper/tuning/hangzhou16 ;;
+      after ipgnn-compare --select-best results/paper/tuning/hangzhou16 ;;
     hangzhou16|manhattan96|grid7x7)
       compare --config "configs/$step.yaml" --algos "$ALL" --seeds "$SEEDS" --env.options.engine=cityflow \
         --tuned results/paper/tuning/hangzhou16/tuned.yaml --out "results/paper/$step" ;;
     tune-spread30)
       compare --sweep configs/sweeps/lr_spread30.yaml --out results/paper/tuning/spread30
-      ipgnn-compare --select-best results/paper/tuning/spread30 ;;
+      after ipgnn-compare --select-best results/paper/tuning/spread30 ;;
     spread30)
       compare --config configs/mpe_spread30.yaml --algos "$ALL" --seeds "$SEEDS" \
         --tuned results/paper/tuning/spread30/tuned.yaml --out results/paper/spread30 ;;
@@ -42,7 +51,17 @@ for step in "$@"; do
         --tuned results/paper/tuning/spread30/tuned.yaml --train.total_steps=20000 --train.learning_starts=2000 \
         --replay.batch_size=64 --train.eval_every=4000 --train.eval_episodes=16 --train.checkpoint_every=4000 \
         --out results/paper/hetero100 ;;
-    *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100)" >&2
+    ablate-k|ablate-hops|ablate-graph7|ablate-graph10)
+      sweep=$(case "$step" in ablate-k) echo knn_k ;; ablate-hops) echo hop_size ;; ablate-graph7) echo graph_grid7x7 ;;
+              ablate-graph10) echo graph_grid10x10 ;; esac)
+      compare --sweep "configs/sweeps/$sweep.yaml" --out "results/paper/ablations/$sweep" ;;
+    interpret)
+      after ipgnn-interpret --runs results/paper/grid7x7 --algos ipsac,dgn,pic --episodes 5 --interval 20 \
+        --out results/paper/interpretation/sampled
+      after ipgnn-interpret --runs results/paper/grid7x7 --algos ipsac,dgn,pic --episodes 5 --interval 20 --greedy \
+        --out results/paper/interpretation/greedy ;;
+    *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100," \
+            "ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
        exit 2 ;;
   esac
 done

@@ -18,6 +18,7 @@ from torch_geometric.data import Batch, Data
 from ipgnn import analysis, checkpoint
 from ipgnn.config import validate
 from ipgnn.graphs import expand_hops
+import ipgnn.interpret as interpret_mod
 from ipgnn.interpret import (EPSILON, action_movements, euclidean_distance, interval_rows, kl_divergence, main,
                              movement_table, movement_volume, normalise, Recording)
 from ipgnn.nn.propagation import IntentionPropagationNetwork
@@ -293,6 +294,31 @@ def test_interpret_cli_on_a_sumo_grid(tmp_path, capsys):
     assert all(k > 0 for k in kls if math.isfinite(k))
     assert math.isclose(summary["mean_kl"], np.nanmean(kls))
     assert (out / "interpretation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_interpret_runs_summarises_each_method_over_its_seeds(tmp_path, capsys):
+    """``--runs``: every method's runs of an ipgnn-compare directory, each interpreted on its own seed, and one
+    row per method whose means are those of its runs' own summaries; ``--greedy`` plays the greedy policy."""
+    root = tmp_path / "cmp"
+    for algo, seed in (("ipsac", 0), ("ipsac", 1), ("iql", 0)):
+        untrained_checkpoint(traffic_raw() | {"seed": seed, "algo": {"name": algo}}, root / "grid" / algo / f"seed{seed}")
+    out = tmp_path / "interp"
+    assert main(["--runs", str(root), "--algos", "ipsac,iql", "--episodes", "1", "--interval", "5",
+                 "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with open(out / "summary.csv") as f:
+        rows = {r["algo"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"ipsac", "iql"} and rows["ipsac"]["seeds"] == "2" and rows["iql"]["seeds"] == "1"
+    runs = [json.loads(json.dumps(interpret_mod.interpret(root / "grid" / "ipsac" / f"seed{s}", 1, 5,
+                                                          tmp_path / f"again{s}").summary)) for s in (0, 1)]
+    assert math.isclose(float(rows["ipsac"]["mean_distance/mean"]), np.mean([r["mean_distance"] for r in runs]))
+    assert runs[0]["mean_distance"] != runs[1]["mean_distance"]  # the seeds play their own episodes
+    assert "| grid | ipsac | 2 |" in (out / "summary.md").read_text()
+    assert (out / "interpretation.png").read_bytes()[:4] == b"\x89PNG"
+    greedy = interpret_mod.interpret(root / "grid" / "iql" / "seed0", 1, 5, tmp_path / "g", greedy=True)
+    assert greedy.summary["actions"] == "greedy"
+    assert main(["--runs", str(root), "--algos", "dgn", "--out", str(out)]) == 2
+    assert "no checkpoints/latest.pt of dgn" in capsys.readouterr().err
 
 
 def test_interpret_errors(tmp_path, capsys):

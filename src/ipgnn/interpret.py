@@ -311,8 +311,9 @@ def default_out_dir(checkpoint_path: str | Path) -> Path:
 
 def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10, out: Optional[str | Path] = None,
               seed: Optional[int] = None, epsilon: float = EPSILON, include_always_green: bool = False,
-              overrides: Optional[Sequence[str]] = None) -> Interpretation:
-    """Load a traffic checkpoint, record ``episodes`` sampled episodes, and write the CSV and PNG.
+              overrides: Optional[Sequence[str]] = None, greedy: bool = False) -> Interpretation:
+    """Load a traffic checkpoint, record ``episodes`` sampled episodes (``greedy``: the policy's greedy
+    actions instead, the controller it deploys), and write the CSV and PNG.
 
     Raises:
         NotTrafficError: the checkpoint is not for ``env.task: traffic``.
@@ -347,7 +348,7 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
         table = movement_table(scenario, include_always_green)
         seed = cfg.seed if seed is None else seed
         torch.manual_seed(seed)
-        rec = record(env, algo, table, episodes, seed)
+        rec = record(env, algo, table, episodes, seed, deterministic=greedy)
     finally:
         env.close()
     rows = interval_rows(rec, interval, epsilon)
@@ -362,7 +363,7 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
     summary = {
         "checkpoint": str(path), "env_step": run.env_step, "episodes": episodes, "interval": interval,
         "decisions": int(rec.volume.shape[0]), "intervals": len(rows), "movements": table.num_movements,
-        "epsilon": epsilon, "include_always_green": include_always_green,
+        "epsilon": epsilon, "include_always_green": include_always_green, "actions": "greedy" if greedy else "sampled",
         "mean_kl": _nanmean([r["kl"] for r in rows]), "mean_distance": _nanmean([r["distance"] for r in rows]),
         "overall_kl": float(kl_divergence(p_all, q_all, epsilon)),
         "overall_distance": float(euclidean_distance(p_all, q_all)),
@@ -378,6 +379,87 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
     return Interpretation(rows, summary, csv_path, png_path)
 
 
+# the paper's Euclidean distances on the 7x7 grid (app. C.3), for the comparison table
+PAPER_DISTANCE = {"ipsac": 0.0271, "dgn": 0.0938, "pic": 0.0933}
+
+
+def interpret_runs(root: str | Path, algos: Sequence[str], out: str | Path, episodes: int = 1, interval: int = 10,
+                   epsilon: float = EPSILON, include_always_green: bool = False, greedy: bool = False
+                   ) -> list[dict[str, Any]]:
+    """Fig. 7 across methods: :func:`interpret` on every run of ``algos`` under an ``ipgnn-compare`` results
+    directory ``root`` (``<scenario>/<algo>/seed<k>/checkpoints/latest.pt``), each on its own seed's
+    evaluation episodes, into ``out/<scenario>/<algo>/seed<k>/``; then ``out/summary.csv`` and
+    ``out/summary.md`` (per scenario and method, mean ± std over seeds of the mean KL and distance per
+    interval, of the overall ones, and of the ATT, beside the paper's distance) and ``out/interpretation.png``
+    (the per-interval KL and distance, mean over seeds, one line per method). Returns the summary rows."""
+    root, out = Path(root), Path(out)
+    found = sorted(p for algo in algos for p in root.glob(f"*/{algo}/seed*/checkpoints/latest.pt"))
+    if not found:
+        raise FileNotFoundError(f"{root}: no checkpoints/latest.pt of {', '.join(algos)} below it (an ipgnn-compare "
+                                "results directory: <scenario>/<algo>/seed<k>/checkpoints/latest.pt)")
+    per: dict[tuple[str, str], list[Interpretation]] = {}
+    for path in found:
+        run = path.parent.parent
+        scenario, algo = run.parent.parent.name, run.parent.name
+        res = interpret(path, episodes, interval, out / scenario / algo / run.name, None, epsilon,
+                        include_always_green, greedy=greedy)
+        per.setdefault((scenario, algo), []).append(res)
+    table = []
+    keys = ("mean_kl", "mean_distance", "overall_kl", "overall_distance", "average_travel_time")
+    for (scenario, algo), results in sorted(per.items(), key=lambda kv: (kv[0][0], list(algos).index(kv[0][1]))):
+        row: dict[str, Any] = {"scenario": scenario, "algo": algo, "seeds": len(results), "episodes": episodes,
+                               "interval": interval, "paper_distance": PAPER_DISTANCE.get(algo, math.nan)}
+        for k in keys:
+            xs = np.array([r.summary[k] for r in results], dtype=float)
+            row[f"{k}/mean"], row[f"{k}/std"] = float(np.nanmean(xs)), float(np.nanstd(xs))
+        table.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    fmt = lambda r, k, d=4: f"{r[k + '/mean']:.{d}f} ± {r[k + '/std']:.{d}f}"
+    lines = [f"Policy interpretation (app. C.3, Fig. 7): {episodes} {'greedy' if greedy else 'sampled'} episode(s) per run on its seed's evaluation "
+             f"episodes, {interval} decisions per interval; mean ± std over seeds.", "",
+             "| scenario | method | seeds | KL per interval | distance per interval | overall KL | overall distance "
+             "| ATT (s) | paper's distance |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        paper = "-" if math.isnan(r["paper_distance"]) else f"{r['paper_distance']:.4f}"
+        lines.append(f"| {r['scenario']} | {r['algo']} | {r['seeds']} | {fmt(r, 'mean_kl')} | {fmt(r, 'mean_distance')} "
+                     f"| {fmt(r, 'overall_kl')} | {fmt(r, 'overall_distance')} | {fmt(r, 'average_travel_time', 1)} "
+                     f"| {paper} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    _plot_methods(per, out / "interpretation.png", episodes, interval, "greedy" if greedy else "sampled")
+    return table
+
+
+def _plot_methods(per: dict[tuple[str, str], list[Interpretation]], path: Path, episodes: int, interval: int,
+                  actions: str = "sampled") -> None:
+    """KL and distance per interval, mean ± std over seeds, one line per (scenario, method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for (scenario, algo), results in per.items():
+        label = f"{algo} ({len(results)} seeds)" + (f", {scenario}" if len({s for s, _ in per}) > 1 else "")
+        for ax, key in zip(axes, ("kl", "distance")):
+            ys = np.array([[r[key] for r in res.rows] for res in results], dtype=float)
+            mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
+            (line,) = ax.plot(np.arange(len(mean)), mean, "o-", ms=3, label=label)
+            ax.fill_between(np.arange(len(mean)), mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for ax, label in zip(axes, ("KL(volume || action)", "Euclidean distance ||volume - action||")):
+        ax.set_xlabel(f"interval ({interval} decisions)")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Policy interpretation (app. C.3, Fig. 7): {episodes} {actions} episode(s) per seed")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``ipgnn-interpret``: app. C.3 policy interpretation of a traffic checkpoint."""
     parser = argparse.ArgumentParser(
@@ -387,7 +469,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "action distribution, per interval of decision steps. Writes a CSV and a PNG, prints the means.",
         epilog="example: ipgnn-interpret --checkpoint runs/grid7x7-<time>/checkpoints/latest.pt --episodes 5 "
                "--interval 20")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint .pt of a traffic run (or its run directory)")
+    parser.add_argument("--checkpoint", help="a checkpoint .pt of a traffic run (or its run directory)")
+    parser.add_argument("--runs", metavar="DIR", help="instead of --checkpoint: every run of --algos under an "
+                        "ipgnn-compare results directory, summarised per method over seeds into --out")
+    parser.add_argument("--algos", default="ipsac,dgn,pic", help="with --runs: the methods (default ipsac,dgn,pic, "
+                        "Fig. 7's)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to roll out with sampled actions (default 1)")
     parser.add_argument("--interval", type=int, default=10, help="decision steps per interval (default 10)")
     parser.add_argument("--out", help="output directory (default: <run>/interpretation)")
@@ -395,14 +481,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "sampling with it (default: the run's)")
     parser.add_argument("--epsilon", type=float, default=EPSILON,
                         help=f"smoothing of both distributions inside the KL divergence (default {EPSILON:g})")
+    parser.add_argument("--greedy", action="store_true", help="the policy's greedy actions instead of sampled ones "
+                        "(the paper samples: a ~ q_i)")
     parser.add_argument("--include-always-green", action="store_true",
                         help="keep movements that every phase gives green (unsignalised right turns)")
     args = parser.parse_args(argv)
     from ipgnn.config import ConfigError
 
+    if bool(args.checkpoint) == bool(args.runs):
+        parser.error("pass one of --checkpoint FILE (one run) or --runs DIR --out OUT (a comparison's runs)")
+    if args.runs and not args.out:
+        parser.error("--runs needs --out DIR for the summary")
     try:
+        if args.runs:
+            table = interpret_runs(args.runs, [a.strip() for a in args.algos.split(",") if a.strip()], args.out,
+                                   args.episodes, args.interval, args.epsilon, args.include_always_green, args.greedy)
+            print(Path(args.out, "summary.md").read_text())
+            print(f"wrote {args.out}/summary.md, summary.csv and interpretation.png ({len(table)} method rows)")
+            return 0
         res = interpret(args.checkpoint, args.episodes, args.interval, args.out, args.seed, args.epsilon,
-                        args.include_always_green)
+                        args.include_always_green, greedy=args.greedy)
     except (NotTrafficError, ConfigError, FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
