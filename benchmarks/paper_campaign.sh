@@ -32,6 +32,7 @@ DRY_RUN=${DRY_RUN:-}  # DRY_RUN=1: check and print every step's runs, run nothin
 compare() { ipgnn-compare --workers "$WORKERS" --logger.mode=disabled ${DRY_RUN:+--dry-run} "$@"; }
 after() { if [ -z "$DRY_RUN" ]; then "$@"; fi; }  # a step's follow-up (tuned.yaml, interpretation): not in a dry run
 
+{  # parsed whole before it runs, so that editing this file during a campaign cannot change the running one
 for step in "$@"; do
   case "$step" in
     tune-traffic)
@@ -65,3 +66,5 @@ for step in "$@"; do
        exit 2 ;;
   esac
 done
+exit 0
+}
