@@ -6,7 +6,8 @@
 One row per task of the paper's comparison (Fig. 3, 4, 5): each method's final greedy evaluation, mean ± std
 over seeds (ATT in seconds on traffic, lower is better; team return elsewhere, higher is better), the best
 method of the row in bold, the traffic references (FixedTime, MaxPressure) on the same seeds' episodes, and
-what the paper reports for that task. Tasks without results say so.
+what the paper reports for that task. Tasks without results say so. The "random" column is uniformly random
+actions on the same seeds' evaluation episodes (``benchmarks/random_reference.py``), where it has been computed.
 """
 
 from __future__ import annotations
@@ -61,13 +62,26 @@ def machine_time(task: str) -> str:
     return f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.0f} min"
 
 
+def _random(task: str, metric: str) -> str:
+    """Uniformly random actions on the task's evaluation episodes (results/paper/<task>/random.json), if computed."""
+    import json
+
+    path = ROOT / "results" / "paper" / task / "random.json"
+    if not path.is_file():
+        return "–"
+    r = json.loads(path.read_text())
+    return _cell({f"final/{metric}/mean": r.get(f"eval/{metric}/mean", ""),
+                  f"final/{metric}/std": r.get(f"eval/{metric}/std", "")}, metric)[0]
+
+
 def table() -> str:
-    head = ["task", "seeds"] + [name for _, name in METHODS] + ["FixedTime", "MaxPressure", "machine time", "the paper"]
+    head = ["task", "seeds"] + [name for _, name in METHODS] + ["random", "FixedTime", "MaxPressure", "machine time",
+                                                                 "the paper"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task, label, metric, lower, paper in TASKS:
         rows = _read(task)
         if not rows:
-            lines.append(f"| {label} | not run yet | " + " | ".join(["–"] * (len(METHODS) + 3)) + f" | {paper} |")
+            lines.append(f"| {label} | not run yet | " + " | ".join(["–"] * (len(METHODS) + 4)) + f" | {paper} |")
             continue
         cells = {algo: _cell(rows.get(algo), metric) for algo, _ in METHODS}
         scored = {a: m for a, (_, m) in cells.items() if m is not None}
@@ -76,12 +90,13 @@ def table() -> str:
         done = sum(1 for a, _ in METHODS if a in rows)
         out = [label, "/".join(seeds) + ("" if done == len(METHODS) else f" (partial: {done} of {len(METHODS)} methods)")]
         out += [f"**{text}**" if algo == best else text for algo, (text, _) in cells.items()]
+        out.append(_random(task, metric))
         out += [_cell(rows.get(f"{ref} (reference)"), metric)[0] for ref in ("FixedTime", "MaxPressure")]
         out.append(machine_time(task))
         lines.append("| " + " | ".join(out + [paper]) + " |")
     for label, paper in GPU_ONLY:
         lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_comparison.sh) | "
-                     + " | ".join(["–"] * (len(METHODS) + 3)) + f" | {paper} |")
+                     + " | ".join(["–"] * (len(METHODS) + 4)) + f" | {paper} |")
     return "\n".join(lines)
 
 
