@@ -232,7 +232,15 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     with open(out / "summary.csv") as f:
         rows = list(__import__("csv").DictReader(f))
     assert {r["algo"] for r in rows} == {"ipsac", "iql", "qmix"} and all(r["seeds"] == "3" for r in rows)
-    assert all(float(r["final/episode_return/std"]) >= 0 for r in rows)
+    from ipgnn.logger import read_metrics
+
+    for r in rows:  # each row is its three seeds' last evaluations, mean and population std
+        finals = [[m["eval/episode_return"] for m in read_metrics(out / "mpe_spread_small" / r["algo"] / f"seed{k}" /
+                                                                   "metrics.jsonl") if "eval/episode_return" in m][-1]
+                  for k in range(3)]
+        mean = sum(finals) / 3
+        assert float(r["final/episode_return/mean"]) == pytest.approx(mean)
+        assert float(r["final/episode_return/std"]) == pytest.approx((sum((x - mean) ** 2 for x in finals) / 3) ** 0.5)
     from PIL import Image
 
     with Image.open(out / "curves_mpe_spread_small.png") as img:
