@@ -10,8 +10,8 @@ import argparse
 import time
 
 import torch
-
 from bench_update import ACTIONS, OBS, make_buffer
+
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages

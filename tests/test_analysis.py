@@ -15,12 +15,22 @@ import torch
 from matplotlib.figure import Figure
 from torch_geometric.data import Batch, Data
 
+import ipgnn.interpret as interpret_mod
 from ipgnn import analysis, checkpoint
 from ipgnn.config import validate
 from ipgnn.graphs import expand_hops
-import ipgnn.interpret as interpret_mod
-from ipgnn.interpret import (EPSILON, action_movements, euclidean_distance, interval_rows, kl_divergence, main,
-                             movement_table, movement_volume, normalise, Recording)
+from ipgnn.interpret import (
+    EPSILON,
+    Recording,
+    action_movements,
+    euclidean_distance,
+    interval_rows,
+    kl_divergence,
+    main,
+    movement_table,
+    movement_volume,
+    normalise,
+)
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 from ipgnn.traffic import load_scenario
 from ipgnn.traffic.generate import materialise

@@ -10,19 +10,29 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-from conftest import CONFIGS, learned_and_random_returns
 from ipgnn.algos import common, make_algo
 from ipgnn.algos.dgn import DGN, DGNConv, DGNNetwork, with_self_loops
-from ipgnn.algos.iql import IQL
 from ipgnn.algos.ipsac import AgentSpec
+from ipgnn.algos.iql import IQL
 from ipgnn.algos.maddpg import MADDPG, MADDPGS, PIC, PermutationInvariantCritic
 from ipgnn.algos.qmix import QMIX, QMixer
-from ipgnn.config import (AlgoConfig, ConfigError, EnvConfig, GraphConfig, ModelConfig, deep_merge, load_config,
-                          read_yaml, validate)
+from ipgnn.config import (
+    AlgoConfig,
+    ConfigError,
+    EnvConfig,
+    GraphConfig,
+    ModelConfig,
+    deep_merge,
+    load_config,
+    read_yaml,
+    validate,
+)
 from ipgnn.envs import TASKS, make_env
 from ipgnn.logger import read_metrics
 from ipgnn.replay import GraphReplayBuffer, TransitionBatch
 from ipgnn.trainer import Trainer
+
+from conftest import CONFIGS, learned_and_random_returns
 
 BASELINES = ["iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"]
 Q_LEARNERS = ["iql", "dgn", "qmix"]

@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
-from conftest import CONFIGS, REPO
 from ipgnn.logger import read_metrics
+
+from conftest import CONFIGS, REPO
 from wandb_records import history_rows
 
 CONFIG = str(CONFIGS / "mpe_spread_small.yaml")

@@ -10,10 +10,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, REPO
-from ipgnn.compare import (ablation_finals, grid_axes, parse_seeds, plan, read_tuned, select_best, summarize,
-                           sweep_configs, sweep_grid)
+from ipgnn.compare import (
+    ablation_finals,
+    grid_axes,
+    parse_seeds,
+    plan,
+    read_tuned,
+    select_best,
+    summarize,
+    sweep_configs,
+    sweep_grid,
+)
 from ipgnn.config import ConfigError, load_config
+
+from conftest import CONFIGS, REPO
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 

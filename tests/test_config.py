@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from ipgnn.config import ConfigError, ExperimentConfig, load_config, parse_overrides, save_config
+
 from conftest import CONFIGS
 
 

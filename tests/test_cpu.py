@@ -50,6 +50,7 @@ def test_usable_cores_reads_the_affinity_mask():
 def test_the_trainer_sets_the_configured_threads_and_close_restores_them(tmp_path, no_omp):
     from ipgnn.config import load_config
     from ipgnn.trainer import Trainer
+
     from conftest import CONFIGS
 
     before = torch.get_num_threads()

@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from conftest import CONFIGS, REPO
 from ipgnn.config import load_config
 from ipgnn.decentralised import DecentralisedPolicy, Links, Mailbox, link_uniform
 from ipgnn.graphs import expand_hops, knn_edges
 from ipgnn.nn.local import AgentStep, export_agent_step, neighbour_table
 from ipgnn.nn.propagation import IntentionPropagationNetwork
+
+from conftest import CONFIGS, REPO
 
 GRID = '--env.options.scenario={"kind": "grid", "rows": 3, "cols": 3, "rate": 600}'
 TRAFFIC = [GRID, "--env.num_agents=9", "--env.max_steps=6", "--env.options.engine=sumo"]

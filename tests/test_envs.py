@@ -20,11 +20,11 @@ class LineWorld(ParallelEnv):
         self.possible_agents = ["a", "b", "c"]
         self.horizon, self.terminate_at = horizon, terminate_at
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def observation_space(self, agent):
         return spaces.Box(-10, 10, (2 if agent != "c" else 1,), np.float32)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def action_space(self, agent):
         return spaces.Discrete(2 if agent == "b" else 3)
 

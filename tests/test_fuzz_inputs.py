@@ -5,9 +5,10 @@ argument at fault, and nothing may start training. Run in-process through the re
 import pytest
 import torch
 
-from conftest import CONFIGS
 from ipgnn.cli import eval_main, train_main
 from ipgnn.compare import main as compare_main
+
+from conftest import CONFIGS
 
 GOOD = str(CONFIGS / "mpe_spread_small.yaml")
 

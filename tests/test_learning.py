@@ -11,8 +11,9 @@ steps, README); under the earlier evaluation episodes (random -83.6) 8 000 steps
 
 import pytest
 
-from conftest import CONFIGS, learned_and_random_returns
 from ipgnn.config import load_config
+
+from conftest import CONFIGS, learned_and_random_returns
 
 MARGIN = 0.10
 EPISODES = 20

@@ -9,9 +9,9 @@ import re
 
 import numpy as np
 import pytest
+from test_analysis import traffic_raw
 
 from conftest import REPO
-from test_analysis import traffic_raw
 
 pytest.importorskip("libsumo")
 nbformat = pytest.importorskip("nbformat")

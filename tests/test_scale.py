@@ -9,7 +9,6 @@ import resource
 import subprocess
 import sys
 
-
 from conftest import CONFIGS
 
 

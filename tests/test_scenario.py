@@ -7,8 +7,9 @@ import json
 import networkx as nx
 import pytest
 
-from conftest import REPO
 from ipgnn.traffic import ScenarioError, load_scenario
+
+from conftest import REPO
 
 DATA = REPO.parent / "shared" / "data" / "cityflow"
 SCENARIOS = ["hangzhou_4x4", "syn_4x4_gaussian"]

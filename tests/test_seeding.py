@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS
 from ipgnn.config import load_config
 from ipgnn.seeding import EVAL, REPLAY, TRAIN, episode_seed, eval_seed, stream_seed
 from ipgnn.trainer import Trainer
+
+from conftest import CONFIGS
 
 
 def test_stream_seed_is_seedsequence_spawn():

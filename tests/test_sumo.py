@@ -2,11 +2,11 @@
 simulator (libsumo from the eclipse-sumo/libsumo wheels of the dev extra)."""
 
 import pytest
-
 from test_scenario import need
+
 from ipgnn.traffic import load_scenario
-from ipgnn.traffic.sumo_convert import convert
 from ipgnn.traffic.controllers import FixedTime, MaxPressure, run_controller
+from ipgnn.traffic.sumo_convert import convert
 from ipgnn.traffic.sumo_engine import SumoEngine
 
 libsumo = pytest.importorskip("libsumo")

@@ -10,12 +10,13 @@ import networkx as nx
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from conftest import CONFIGS, ENGINES, REPO
 from ipgnn.config import ConfigError, EnvConfig, GraphConfig
 from ipgnn.envs import make_env
 from ipgnn.logger import read_metrics
 from ipgnn.traffic import load_scenario
 from ipgnn.traffic.generate import generate, materialise
+
+from conftest import CONFIGS, ENGINES, REPO
 
 pytest.importorskip("libsumo")
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ENGINES
 from ipgnn import references
 from ipgnn.config import EnvConfig, GraphConfig, load_config
 from ipgnn.envs import make_env
@@ -15,6 +14,8 @@ from ipgnn.logger import read_metrics
 from ipgnn.traffic.controllers import max_pressure_policy, phase_pressures
 from ipgnn.traffic.env import TrafficSignalEnv
 from ipgnn.trainer import evaluate
+
+from conftest import ENGINES
 
 pytest.importorskip("libsumo")
 

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from conftest import CONFIGS
 from ipgnn import checkpoint
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import read_metrics
 from ipgnn.trainer import Trainer
+
+from conftest import CONFIGS
 
 CONFIG = CONFIGS / "mpe_spread_small.yaml"
 

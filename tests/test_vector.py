@@ -4,8 +4,6 @@ one scenario's physics)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 import torch
 from torch import Tensor
@@ -27,7 +25,7 @@ class Drift:
         self.num_agents, self.num_envs, self.max_steps = num_agents, num_envs, max_steps
         self.moves = torch.tensor([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=torch.float32) * 0.1
 
-    def reset(self, seed: Optional[int] = None) -> Tensor:
+    def reset(self, seed: int | None = None) -> Tensor:
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         self.p = torch.rand(self.num_envs, self.num_agents, 2, generator=g) * 2 - 1
         self.t = 0

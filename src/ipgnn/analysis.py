@@ -29,9 +29,10 @@ incoming approach from the observations, next to the phases chosen (the notebook
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class LoadedRun:
         return iter((self.cfg, self.env, self.algo))
 
 
-def load_checkpoint(path: str | Path, overrides: Optional[Sequence[str]] = None) -> LoadedRun:
+def load_checkpoint(path: str | Path, overrides: Sequence[str] | None = None) -> LoadedRun:
     """Rebuild ``(cfg, env, algo)`` from a checkpoint ``.pt`` (or a run directory: its
     ``checkpoints/latest.pt``) on the CPU, as ``ipgnn-eval`` does.
 
@@ -157,7 +158,7 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(env: Any, algo: Any, steps: Optional[int] = None, seed: Optional[int] = 0,
+def rollout(env: Any, algo: Any, steps: int | None = None, seed: int | None = 0,
             deterministic: bool = True) -> Rollout:
     """Play one episode with the learner's policy (greedy by default; ``deterministic=False`` samples
     :math:`a_i \\sim q_i`), stopping after ``steps`` decisions if given."""
@@ -198,10 +199,10 @@ class PropagationTrace:
     intentions: Tensor
     attention: list[tuple[Tensor, Tensor]]
     actions: Tensor
-    probs: Optional[Tensor]
+    probs: Tensor | None
     trained_rounds: int
-    pos: Optional[Tensor] = None
-    batch: Optional[Tensor] = None
+    pos: Tensor | None = None
+    batch: Tensor | None = None
 
     @property
     def num_rounds(self) -> int:
@@ -397,7 +398,7 @@ def draw_road_map(ax: Any, scenario: Any, color: str = "0.75", lw: float = 0.8) 
     ax.set_aspect("equal")
 
 
-def _positions(trace: PropagationTrace, scenario: Any, pos: Optional[Tensor]) -> np.ndarray:
+def _positions(trace: PropagationTrace, scenario: Any, pos: Tensor | None) -> np.ndarray:
     if pos is not None:
         return np.asarray(pos, dtype=float)
     if scenario is not None:
@@ -418,8 +419,8 @@ def _graph_nodes(trace: PropagationTrace, graph: int) -> slice:
 # (a) intentions per round
 
 
-def plot_intentions(trace: PropagationTrace, projection: Optional[Projection] = None, graph: int = 0,
-                    num_actions: Optional[int] = None) -> Any:
+def plot_intentions(trace: PropagationTrace, projection: Projection | None = None, graph: int = 0,
+                    num_actions: int | None = None) -> Any:
     r"""(a) :math:`\tilde\mu^m` of every agent at each round ``m``, projected to 2-D by one PCA shared by
     all rounds, coloured by the action finally chosen; the last panel joins each agent's rounds
     :math:`\tilde\mu^0 \to \dots \to \tilde\mu^R` (a dot at the end)."""
@@ -499,8 +500,8 @@ def plot_round_distances(stats: FixedPointStats | Sequence[PropagationTrace] | P
 # (c) attention
 
 
-def plot_attention(trace: PropagationTrace, scenario: Any = None, pos: Optional[Tensor] = None,
-                   rounds: Optional[Sequence[int]] = None, graph: int = 0, num_actions: Optional[int] = None) -> Any:
+def plot_attention(trace: PropagationTrace, scenario: Any = None, pos: Tensor | None = None,
+                   rounds: Sequence[int] | None = None, graph: int = 0, num_actions: int | None = None) -> Any:
     r"""(c) The attention :math:`\alpha_{ij}^m` of each round on the agents' positions (intersections at
     their scenario coordinates over the road map, or particle positions ``obs.pos``).
 
@@ -598,8 +599,8 @@ def phase_labels(scenario: Any) -> list[str]:
     return labels
 
 
-def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Optional[Sequence[int]] = None,
-                    max_panels: int = 8, action_interval: Optional[float] = None) -> Any:
+def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Sequence[int] | None = None,
+                    max_panels: int = 8, action_interval: float | None = None) -> Any:
     """(d) The phase chosen by every intersection, on the road map, at several decision steps of an
     episode (small multiples; colour = phase index, the same in every panel).
 
@@ -644,7 +645,7 @@ def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Optional[Se
     return fig
 
 
-def plot_phase_timeline(scenario: Any, actions: Sequence[Tensor], action_interval: Optional[float] = None) -> Any:
+def plot_phase_timeline(scenario: Any, actions: Sequence[Tensor], action_interval: float | None = None) -> Any:
     """(d, compact) The chosen phase of every intersection (rows) at every decision (columns)."""
     plt = _plt()
     from matplotlib.colors import BoundaryNorm, ListedColormap

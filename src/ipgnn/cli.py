@@ -20,8 +20,8 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import json_safe
@@ -74,7 +74,7 @@ def _stop_handler(trainer):
     return handle
 
 
-def train_main(argv: Optional[Sequence[str]] = None) -> int:
+def train_main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
         from ipgnn.cpu import reexec_with_huge_pages
 
@@ -172,7 +172,7 @@ def _with_overrides(cfg, overrides: list[str], source: str):
     return validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), f"command-line override on {source}")
 
 
-def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+def eval_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="ipgnn-eval", description="Evaluate a trained policy (greedy by default) or a reference controller "
@@ -294,7 +294,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def export_main(argv: Optional[Sequence[str]] = None) -> int:
+def export_main(argv: Sequence[str] | None = None) -> int:
     """``ipgnn-export``: the per-agent step of a checkpoint's policy as one TorchScript file."""
     parser = argparse.ArgumentParser(
         prog="ipgnn-export", description="Write the per-agent step of a trained intention-propagation policy "

@@ -39,16 +39,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import yaml
 
 from ipgnn.config import ConfigError, ExperimentConfig, load_config
-from ipgnn.logger import read_metrics
 from ipgnn.cpu import usable_cores
+from ipgnn.logger import read_metrics
 
 LOWER_IS_BETTER = ("average_travel_time", "queue_length", "delay", "landmark_distance", "collisions")
 
@@ -151,7 +152,7 @@ def sweep_configs(path: str | Path) -> list[str]:
 
 def plan(configs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], variants: Sequence[dict[str, Any]],
          overrides: Sequence[str], extra_configs: Sequence[str] = (),
-         tuned: Optional[dict[str, dict[str, Any]]] = None) -> list[RunSpec]:
+         tuned: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
     """The grid, checked before anything runs: every combination must load as a valid config. ``tuned``
     (:func:`read_tuned`) gives each method its own settings, applied before ``overrides``."""
     runs = []
@@ -266,7 +267,7 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
 
 
 # --------------------------------------------------------------------------------------------------
-def _engine_of(cfg: dict[str, Any]) -> Optional[str]:
+def _engine_of(cfg: dict[str, Any]) -> str | None:
     """The simulator a run's resolved config names (traffic's ``env.options.engine``), if any."""
     env = cfg.get("env") or {}
     return (env.get("options") or {}).get("engine") if env.get("task") == "traffic" else None
@@ -366,7 +367,7 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
     return table
 
 
-def _one_axis(specs: Sequence[dict[str, Any]]) -> Optional[str]:
+def _one_axis(specs: Sequence[dict[str, Any]]) -> str | None:
     """The sweep parameter of an ablation: the one ``variant`` key whose value differs between a scenario's
     runs (``env.graph.k`` of a k sweep), or None when no key or several keys vary."""
     values: dict[str, set[str]] = {}
@@ -446,7 +447,7 @@ def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any],
 
 
 def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
-                    seeds_of: Optional[dict[tuple[str, str, str], list[Any]]] = None) -> list[dict[str, Any]]:
+                    seeds_of: dict[tuple[str, str, str], list[Any]] | None = None) -> list[dict[str, Any]]:
     """One row per scenario and reference controller (traffic: FixedTime, MaxPressure), mean ± std over
     the seeds' evaluation episodes, from the ``reference/*`` rows every run logged at step 0: the same
     engine, episode length and evaluation seeds as the learned policies in the table.
@@ -549,7 +550,7 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
     plt.close(fig)
 
 
-def wandb_runs(path: str, group: Optional[str] = None) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
+def wandb_runs(path: str, group: str | None = None) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
     """Runs of a W&B project (``ENTITY/PROJECT``) as (spec, metric rows), for :func:`summarize`."""
     import wandb
 
@@ -565,7 +566,7 @@ def wandb_runs(path: str, group: Optional[str] = None) -> list[tuple[dict[str, A
     return found
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipgnn-compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], help="experiment file(s): one scenario each")

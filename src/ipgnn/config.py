@@ -18,10 +18,10 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ConfigError(ValueError):
@@ -92,19 +92,19 @@ class AlgoConfig(_Section):
                                                          "in the replay buffer); returns and metrics stay unscaled")
     tau: float = Field(0.01, gt=0.0, le=1.0, description="Polyak coefficient of the target value network")
     lr: float = Field(0.01, gt=0.0, description="learning rate of all networks (Table 2)")
-    policy_lr: Optional[float] = Field(None, gt=0.0)
-    critic_lr: Optional[float] = Field(None, gt=0.0)
-    value_lr: Optional[float] = Field(None, gt=0.0)
+    policy_lr: float | None = Field(None, gt=0.0)
+    critic_lr: float | None = Field(None, gt=0.0)
+    value_lr: float | None = Field(None, gt=0.0)
     alpha: float = Field(0.2, gt=0.0, description="entropy weight (Table 2 'regularizer factor')")
     autotune_alpha: bool = Field(False, description="tune alpha towards target_entropy instead of fixing it")
-    target_entropy: Optional[float] = Field(
+    target_entropy: float | None = Field(
         None, description="per-agent target entropy; None: -action_dim (continuous), 0.6*log|A| (discrete)")
-    alpha_lr: Optional[float] = Field(None, gt=0.0)
+    alpha_lr: float | None = Field(None, gt=0.0)
     discrete_neighbour_actions: Literal["gumbel", "probs"] = Field(
         "gumbel", description="what the critic sees on edges in the policy/value losses for discrete actions")
     gumbel_temperature: float = Field(1.0, gt=0.0)
     target_update_interval: int = Field(1, ge=1, description="gradient steps between Polyak updates (Table 2: 1)")
-    max_grad_norm: Optional[float] = Field(None, gt=0.0, description="clip each network's gradient norm")
+    max_grad_norm: float | None = Field(None, gt=0.0, description="clip each network's gradient norm")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16: the update's forward runs under bfloat16 autocast (matrix products and "
                             "the graph layers' hidden features in bfloat16; network outputs, losses, parameters and "
@@ -156,7 +156,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(10_000, ge=0, description="environment steps between checkpoints (0: at end only)")
     save_replay: bool = Field(True, description="store the replay buffer with checkpoints so resume is exact")
     log_every: int = Field(1000, ge=1, description="environment steps between logged training points")
-    schedule_reference_steps: Optional[int] = Field(
+    schedule_reference_steps: int | None = Field(
         1_000_000, ge=1, description="the run length for which the algorithms' step-denominated schedules (the "
                                      "epsilon decay of IQL, QMIX and DGN) are written: each is scaled by "
                                      "total_steps / this, one rule for every method; null: use them as written")
@@ -178,7 +178,7 @@ class RolloutConfig(_Section):
     workers: int = Field(1, ge=1, description="environment workers, one process (or Ray actor) each; 1 with "
                                               "backend 'process' runs the environment in the learner's process")
     backend: Literal["process", "ray"] = Field("process", description="worker processes here, or Ray actors")
-    address: Optional[str] = Field(None, description="Ray cluster address ('auto' after `ray start`, or "
+    address: str | None = Field(None, description="Ray cluster address ('auto' after `ray start`, or "
                                                      "ray://host:10001); None starts a local Ray instance")
 
 
@@ -186,8 +186,8 @@ class LoggerConfig(_Section):
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
         "auto", description="W&B mode; auto: online when credentials are configured, offline otherwise")
     project: str = "ipgnn"
-    entity: Optional[str] = None
-    group: Optional[str] = None
+    entity: str | None = None
+    group: str | None = None
     tags: list[str] = Field(default_factory=list)
     run_root: str = Field("runs", description="run directories go to <run_root>/<name>-<time>/")
     progress: bool = Field(True, description="show a progress bar on the console")
@@ -197,7 +197,7 @@ class ExperimentConfig(_Section):
     name: str = "ipgnn"
     seed: int = Field(0, ge=0, description="the run seed: every random stream derives from it (ipgnn.seeding)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = Field(
+    threads: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         "auto", description="the learner's torch threads; auto: torch's default, at most the cores this process may "
                             "use less rollout workers (OMP_NUM_THREADS overrides); a warning says when the load "
                             "leaves fewer free (ipgnn.cpu)")
@@ -358,7 +358,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> set[str]:
 PRESETS = Path(__file__).parent / "algos" / "presets"  # one file per baseline: configs/algos/ links to them
 
 
-def method_preset(name: Any) -> tuple[dict[str, Any], Optional[Path]]:
+def method_preset(name: Any) -> tuple[dict[str, Any], Path | None]:
     """The method file of ``algo.name`` (``ipgnn/algos/presets/<name>.yaml``: the settings that are the
     algorithm's own, e.g. PIC's gradient clipping and options) and its path, or ``({}, None)`` for a method
     defined by the schema's defaults alone (``ipsac``) or a name the schema will refuse."""

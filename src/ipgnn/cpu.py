@@ -49,8 +49,6 @@ import functools
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional, Union
-
 
 
 def usable_cores() -> int:
@@ -73,11 +71,11 @@ class ThreadPlan:
     threads: int  # torch intra-op threads for the learner
     why: str  # how the number was chosen, for the log
     free: int  # the cores that look free (usable - workers - whole units of load, at least 1)
-    warning: Optional[str] = None  # set when the cores look oversubscribed
+    warning: str | None = None  # set when the cores look oversubscribed
 
 
-def plan_threads(requested: Union[int, str] = "auto", workers: int = 0, load: Optional[float] = None,
-                 usable: Optional[int] = None, default: Optional[int] = None) -> ThreadPlan:
+def plan_threads(requested: int | str = "auto", workers: int = 0, load: float | None = None,
+                 usable: int | None = None, default: int | None = None) -> ThreadPlan:
     """The learner's torch threads: ``requested`` (an int, or ``auto``), with ``workers`` cores left to
     simulator processes; ``load``/``usable``/``default`` (the load average, usable cores and torch's default)
     are read from the machine unless given (tests pass them)."""
@@ -110,7 +108,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
 _KEPT = False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it). Without it,
     ``algo.precision: bf16`` is emulated and slower than fp32; with it, an IP-SAC update measured 1.8-3.7x
@@ -156,7 +154,7 @@ def release_freed_memory() -> None:
         _KEPT = False
 
 
-def _proc_kib(path: str, key: str) -> Optional[int]:
+def _proc_kib(path: str, key: str) -> int | None:
     try:
         with open(path) as f:
             for line in f:
@@ -167,7 +165,7 @@ def _proc_kib(path: str, key: str) -> Optional[int]:
     return None
 
 
-def available_memory() -> Optional[int]:
+def available_memory() -> int | None:
     """The machine's available memory in bytes (``MemAvailable``), or None where there is no /proc."""
     kib = _proc_kib("/proc/meminfo", "MemAvailable:")
     return None if kib is None else kib * 1024
@@ -193,7 +191,7 @@ def keep_freed_memory_if_room(headroom: float = 2.0) -> tuple[bool, str]:
     return True, f"peak {peak / 2**20:.1f} GiB; {room / 2**20:.1f} GiB within reach"
 
 
-def _thp_mode() -> Optional[str]:
+def _thp_mode() -> str | None:
     try:
         text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
     except OSError:
@@ -201,7 +199,7 @@ def _thp_mode() -> Optional[str]:
     return text[text.index("[") + 1:text.index("]")] if "[" in text else None
 
 
-def _glibc_version() -> Optional[tuple[int, int]]:
+def _glibc_version() -> tuple[int, int] | None:
     try:
         name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
         major, minor = version.split(".")[:2]
@@ -210,8 +208,8 @@ def _glibc_version() -> Optional[tuple[int, int]]:
         return None
 
 
-def huge_page_env(environ: dict, thp_mode: Optional[str] = "read", glibc: Optional[tuple[int, int]] = (0, 0)
-                  ) -> Optional[dict]:
+def huge_page_env(environ: dict, thp_mode: str | None = "read", glibc: tuple[int, int] | None = (0, 0)
+                  ) -> dict | None:
     """The environment to re-execute with so that glibc maps its large blocks on transparent huge pages
     (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), or None when that would change nothing: not Linux, the
     kernel's mode is not ``madvise`` (``always`` already does it, ``never`` cannot), glibc older than 2.35

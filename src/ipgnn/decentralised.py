@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,7 +181,7 @@ class AgentBlock:
         self.mailbox.reset()
 
     @torch.no_grad()
-    def decide(self, x: Tensor, agent_type: Optional[Tensor], action_mask: Optional[Tensor], neighbours: Tensor,
+    def decide(self, x: Tensor, agent_type: Tensor | None, action_mask: Tensor | None, neighbours: Tensor,
                valid: Tensor, out_src: Tensor, out_dst: Tensor,
                exchange: Callable[[int, Tensor, Tensor, Tensor], None]) -> Tensor:
         """The block's actions for one decision. ``x`` etc. are the block's rows; ``neighbours`` and
@@ -364,7 +365,7 @@ class DecentralisedPolicy:
             q.cancel_join_thread()
 
 
-def decentralised_policy(algo, num_agents: int, links: Links = Links(), processes: Optional[int] = None
+def decentralised_policy(algo, num_agents: int, links: Links = Links(), processes: int | None = None
                          ) -> DecentralisedPolicy:
     """A trained learner's policy (its ``policy`` attribute, an
     :class:`~ipgnn.nn.propagation.IntentionPropagationNetwork`) as a :class:`DecentralisedPolicy`;

@@ -12,12 +12,11 @@ or over the squared distances a task already computed for its observations.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import networkx as nx
 import torch
-from torch import Tensor
 import torch_geometric.typing as pyg_typing
+from torch import Tensor
 from torch_geometric.utils import (
     coalesce,
     dense_to_sparse,
@@ -31,7 +30,7 @@ from ipgnn.config import ConfigError, GraphConfig
 from ipgnn.ops import smallest_k
 
 
-def knn_edges(pos: Tensor, k: int, sq_dist: Optional[Tensor] = None) -> Tensor:
+def knn_edges(pos: Tensor, k: int, sq_dist: Tensor | None = None) -> Tensor:
     """Edges from each agent's ``k`` nearest agents (Euclidean, no self loops).
 
     Args:
@@ -73,7 +72,7 @@ def knn_edges(pos: Tensor, k: int, sq_dist: Optional[Tensor] = None) -> Tensor:
     return edges[0] if single else edges
 
 
-def fully_connected_edges(n: int, device: Optional[torch.device] = None) -> Tensor:
+def fully_connected_edges(n: int, device: torch.device | None = None) -> Tensor:
     """All ordered pairs ``(j, i)``, ``j != i``: ``[2, N*(N-1)]``."""
     adj = torch.ones(n, n, device=device) - torch.eye(n, device=device)
     return dense_to_sparse(adj)[0]
@@ -114,10 +113,10 @@ class GraphBuilder:
         env_edges: the environment's own static graph (required for ``kind: env``).
     """
 
-    def __init__(self, cfg: GraphConfig, num_agents: int, env_edges: Optional[Tensor] = None):
+    def __init__(self, cfg: GraphConfig, num_agents: int, env_edges: Tensor | None = None):
         self.cfg = cfg
         self.num_agents = num_agents
-        self._static: Optional[Tensor] = None
+        self._static: Tensor | None = None
         if cfg.kind == "knn" and cfg.k > num_agents - 1:
             warnings.warn(f"env.graph.k = {cfg.k} but there are only {num_agents} agents: each agent gets its "
                           f"{num_agents - 1} other agents as neighbours (the graph is fully connected; "
@@ -144,7 +143,7 @@ class GraphBuilder:
         k = min(self.cfg.k, self.num_agents - 1)
         return self.num_agents * k * (2 if self.cfg.symmetric else 1)
 
-    def batched(self, num_graphs: int, pos: Optional[Tensor] = None, sq_dist: Optional[Tensor] = None) -> Tensor:
+    def batched(self, num_graphs: int, pos: Tensor | None = None, sq_dist: Tensor | None = None) -> Tensor:
         """``edge_index`` of ``num_graphs`` graphs of ``N`` agents stacked into one PyG ``Batch`` (node
         ``b * N + i``), from positions ``[B, N, d]`` for k-NN (and their squared distances
         ``[B, N, N]`` when the task has them, see :func:`knn_edges`); one batched call, no loop over
@@ -162,7 +161,7 @@ class GraphBuilder:
             edges = to_undirected(edges, num_nodes=num_graphs * n)
         return edges
 
-    def __call__(self, pos: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, pos: Tensor | None = None) -> Tensor:
         if self._static is not None:
             return self._static
         if pos is None:

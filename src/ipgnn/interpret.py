@@ -42,9 +42,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,8 +242,8 @@ def _nanmean(xs: Sequence[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def plot_interpretation(rows: Sequence[dict[str, Any]], p: Optional[np.ndarray] = None,
-                        q: Optional[np.ndarray] = None, title: str = "") -> Any:
+def plot_interpretation(rows: Sequence[dict[str, Any]], p: np.ndarray | None = None,
+                        q: np.ndarray | None = None, title: str = "") -> Any:
     """Fig. 7: KL divergence and Euclidean distance per interval (with their means), and, given the
     overall distributions ``p`` (volume) and ``q`` (actions), each movement's two shares."""
     import matplotlib
@@ -309,9 +310,9 @@ def default_out_dir(checkpoint_path: str | Path) -> Path:
     return run / "interpretation"
 
 
-def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10, out: Optional[str | Path] = None,
-              seed: Optional[int] = None, epsilon: float = EPSILON, include_always_green: bool = False,
-              overrides: Optional[Sequence[str]] = None, greedy: bool = False) -> Interpretation:
+def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10, out: str | Path | None = None,
+              seed: int | None = None, epsilon: float = EPSILON, include_always_green: bool = False,
+              overrides: Sequence[str] | None = None, greedy: bool = False) -> Interpretation:
     """Load a traffic checkpoint, record ``episodes`` sampled episodes (``greedy``: the policy's greedy
     actions instead, the controller it deploys), and write the CSV and PNG.
 
@@ -460,7 +461,7 @@ def _plot_methods(per: dict[tuple[str, str], list[Interpretation]], path: Path, 
     plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``ipgnn-interpret``: app. C.3 policy interpretation of a traffic checkpoint."""
     parser = argparse.ArgumentParser(
         prog="ipgnn-interpret",

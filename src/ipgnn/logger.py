@@ -20,7 +20,7 @@ import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -53,8 +53,8 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: Path, config: dict[str, Any], mode: str = "auto", project: str = "ipgnn",
-                 entity: Optional[str] = None, group: Optional[str] = None, tags: Optional[list[str]] = None,
-                 name: Optional[str] = None, wandb_id: Optional[str] = None):
+                 entity: str | None = None, group: str | None = None, tags: list[str] | None = None,
+                 name: str | None = None, wandb_id: str | None = None):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.mode = resolve_wandb_mode(mode)
@@ -71,11 +71,11 @@ class RunLogger:
             self.run.define_metric("*", step_metric="env_step")
 
     @property
-    def wandb_id(self) -> Optional[str]:
+    def wandb_id(self) -> str | None:
         return None if self.run is None else self.run.id
 
     @property
-    def wandb_dir(self) -> Optional[str]:
+    def wandb_dir(self) -> str | None:
         return None if self.run is None else self.run.dir
 
     def log(self, metrics: dict[str, float], env_step: int) -> None:

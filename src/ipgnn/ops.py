@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

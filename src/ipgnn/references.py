@@ -19,8 +19,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 log = logging.getLogger("ipgnn")
 
@@ -40,7 +41,7 @@ def cache_key(env_cfg: dict[str, Any], reference_key: str, episodes: int, seed: 
 
 
 def reference_results(env, env_cfg: dict[str, Any], episodes: int, seed: int,
-                      evaluate: Callable[..., dict[str, float]], cache: Optional[Path] = None,
+                      evaluate: Callable[..., dict[str, float]], cache: Path | None = None,
                       ) -> dict[str, dict[str, float]]:
     """``{controller: {metric: value}}`` for ``env``'s reference controllers (``{}`` when it has none),
     from the cache or by evaluating each on ``episodes`` episodes from ``seed``.

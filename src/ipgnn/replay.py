@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ class TransitionBatch:
         return self.obs.num_graphs
 
 
-def frame_capacity(capacity: int, episode_length: Optional[int], step_width: int = 1) -> int:
+def frame_capacity(capacity: int, episode_length: int | None, step_width: int = 1) -> int:
     """Frames needed for ``capacity`` transitions of episodes of ``episode_length`` steps, written
     ``step_width`` at a time (``2 * capacity`` when the episode length is unknown)."""
     if not episode_length:
@@ -84,9 +84,9 @@ class GraphReplayBuffer:
     """
 
     def __init__(self, capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
-                 max_edges: int, static_edges: Optional[Tensor] = None, has_action_mask: bool = False,
-                 agent_type: Optional[Tensor] = None, seed: int = 0, device: str | torch.device = "cpu",
-                 obs_dtype: torch.dtype = torch.float32, episode_length: Optional[int] = None, step_width: int = 1):
+                 max_edges: int, static_edges: Tensor | None = None, has_action_mask: bool = False,
+                 agent_type: Tensor | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                 obs_dtype: torch.dtype = torch.float32, episode_length: int | None = None, step_width: int = 1):
         if obs_dtype not in (torch.float32, torch.int16):
             raise ValueError(f"obs_dtype must be torch.float32 or torch.int16, got {obs_dtype}")
         self.capacity = int(capacity)
@@ -123,14 +123,14 @@ class GraphReplayBuffer:
         self.added = 0  # transitions ever added (global id of the next one)
         self.start = 0  # global id of the oldest transition still held
         self.frames_written = 0
-        self._last_next: Optional[Any] = None  # the previous call's next_obs, and its frame ids
-        self._last_next_ids: Optional[Tensor] = None
+        self._last_next: Any | None = None  # the previous call's next_obs, and its frame ids
+        self._last_next_ids: Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------
     @staticmethod
     def bytes_for(capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
                   max_edges: int, static_graph: bool, has_action_mask: bool, obs_dtype: torch.dtype = torch.float32,
-                  episode_length: Optional[int] = None, step_width: int = 1) -> int:
+                  episode_length: int | None = None, step_width: int = 1) -> int:
         """Bytes the buffer will allocate (computed before allocating, to warn or refuse early)."""
         idx = 2 if num_agents <= 32767 else 4
         frame = num_agents * obs_dim * (2 if obs_dtype == torch.int16 else 4)
@@ -240,7 +240,7 @@ class GraphReplayBuffer:
         store[idx[graph], :, slot] = local.t().to(store.dtype)
         counts[idx] = cnt.to(counts.dtype)
 
-    def _edge_index(self, edges: Optional[Tensor], counts: Optional[Tensor], b: int) -> Tensor:
+    def _edge_index(self, edges: Tensor | None, counts: Tensor | None, b: int) -> Tensor:
         """Concatenate ``b`` graphs' edges with node offsets ``k * N``, vectorised."""
         n = self.num_agents
         offsets = torch.arange(b, device=self.device) * n
@@ -251,14 +251,14 @@ class GraphReplayBuffer:
         valid = torch.arange(self.max_edges, device=self.device).unsqueeze(0) < counts.unsqueeze(1)  # [b, E_max]
         return e.permute(1, 0, 2)[:, valid]
 
-    def sample(self, batch_size: int, device: Optional[torch.device] = None) -> TransitionBatch:
+    def sample(self, batch_size: int, device: torch.device | None = None) -> TransitionBatch:
         """Uniformly sample ``batch_size`` transitions (with replacement) and assemble PyG batches."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         gid = self.start + torch.randint(self.size, (batch_size,), generator=self.generator)
         return self.gather(gid % self.capacity, device)
 
-    def gather(self, idx: Tensor, device: Optional[torch.device] = None) -> TransitionBatch:
+    def gather(self, idx: Tensor, device: torch.device | None = None) -> TransitionBatch:
         """Assemble the transitions at slots ``idx`` into a :class:`TransitionBatch`."""
         idx = idx.to(self.device)
         b, n = idx.numel(), self.num_agents

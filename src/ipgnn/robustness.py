@@ -25,8 +25,8 @@ import csv
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 METRIC = "eval/average_travel_time"
 
@@ -45,7 +45,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ipgnn-robustness", description="ATT of decentralised execution against message loss and delay, with "
         "FixedTime and MaxPressure on the same engine and episodes (module ipgnn.robustness).")

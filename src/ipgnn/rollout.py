@@ -22,7 +22,7 @@ ends before the others' is an error that says so.
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ class EnvWorker:
         return {"spec": self.env.spec, "num_agents": self.env.num_agents, "agent_type": self.env.agent_type,
                 "integer_observations": getattr(self.env, "integer_observations", False), "is_static": g.is_static, "max_edges": g.max_edges, "static_edges": g(None) if g.is_static else None}
 
-    def reset(self, seed: Optional[int]) -> tuple[Data, bool]:
+    def reset(self, seed: int | None) -> tuple[Data, bool]:
         obs = self.env.reset(seed=seed)
         return obs, self.env.has_action_mask
 
@@ -81,10 +81,10 @@ def _serve(conn, env_cfg: dict[str, Any]) -> None:  # pragma: no cover - runs in
 class _StaticGraph:
     """The part of :class:`~ipgnn.graphs.GraphBuilder` the learner needs (sizes the replay buffer)."""
 
-    def __init__(self, is_static: bool, max_edges: int, static_edges: Optional[Tensor]):
+    def __init__(self, is_static: bool, max_edges: int, static_edges: Tensor | None):
         self.is_static, self.max_edges, self._static = is_static, max_edges, static_edges
 
-    def __call__(self, pos: Optional[Tensor] = None) -> Tensor:
+    def __call__(self, pos: Tensor | None = None) -> Tensor:
         if self._static is None:
             raise ValueError("this task's graph changes every step; it comes with each observation")
         return self._static
@@ -100,13 +100,13 @@ class WorkerPoolEnv:
         address: Ray cluster address (``None``: start or reuse a local Ray instance).
     """
 
-    def __init__(self, env_cfg: EnvConfig, workers: int, backend: str = "process", address: Optional[str] = None):
+    def __init__(self, env_cfg: EnvConfig, workers: int, backend: str = "process", address: str | None = None):
         if workers < 1:
             raise ConfigError(f"rollout.workers: must be at least 1, got {workers}")
         self.backend = backend
         self.num_envs = workers
         cfg = env_cfg.model_dump(mode="json")
-        self._pending: Optional[list[Any]] = None
+        self._pending: list[Any] | None = None
         # worker 0 is built first and alone: whatever a task prepares once and caches (a generated
         # scenario, its SUMO conversion) is then ready for the others, which start together
         if backend == "process":
@@ -170,7 +170,7 @@ class WorkerPoolEnv:
         return self._recv(self._send(cmd, args), cmd)
 
     # ----------------------------------------------------------------------------------------------
-    def reset(self, seed: Optional[int] = None) -> Batch:
+    def reset(self, seed: int | None = None) -> Batch:
         """Reset every worker (worker ``w`` with ``seed + w``) and return their graphs as one Batch."""
         seeds = [(None if seed is None else seed + w,) for w in range(self.num_envs)]
         out = self._call_all("reset", seeds)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 TRAIN = 0  #: stream of the training episodes' reset seeds
 EVAL = 1  #: stream of the evaluation episodes' reset seeds (shared by the learned policy and the references)
 REPLAY = 2  #: seed of the replay sampler's generator

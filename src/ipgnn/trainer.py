@@ -32,15 +32,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ipgnn import checkpoint
 from ipgnn.algos import make_algo
-from ipgnn.config import (ConfigError, ExperimentConfig, deep_merge, parse_bytes, parse_overrides, save_config,
-                          validate)
+from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_bytes, parse_overrides, save_config, validate
 from ipgnn.envs import make_env, resolve_env_config
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
@@ -103,7 +102,7 @@ def random_policy(env):
     return env.random_action
 
 
-def restore_algo(state: dict, cfg: ExperimentConfig, env, device: Optional[torch.device] = None):
+def restore_algo(state: dict, cfg: ExperimentConfig, env, device: torch.device | None = None):
     """The learner a checkpoint holds (``state`` from :func:`ipgnn.checkpoint.load`, ``cfg`` its validated
     config), built for ``env``'s task on ``device`` (default CPU) and put in evaluation mode.
 
@@ -162,7 +161,7 @@ class Trainer:
     Use :meth:`Trainer.from_config` for a new run and :meth:`Trainer.resume` to continue one.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: Optional[dict[str, Any]] = None,
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: dict[str, Any] | None = None,
                  with_replay: bool = True):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -184,7 +183,7 @@ class Trainer:
         self.last_checkpoint_step = 0
         self.last_eval_step = 0
         self._eta_checked = False
-        self.eta_seconds: Optional[float] = None  # the ETA printed after the first update phase
+        self.eta_seconds: float | None = None  # the ETA printed after the first update phase
         # timing for the ETA; train() restarts the clock, so set-up (references, replay) is not counted
         self._t0, self._t_step0, self._update_total, self._eval_total = time.perf_counter(), 0, 0.0, 0.0
         wandb_id = None
@@ -192,9 +191,9 @@ class Trainer:
         self._n_window = 0
         self.diverged = False  # a non-finite loss or parameter was seen: nothing is checkpointed after it
         self._last_finite: dict[str, float] = {}  # the last update's losses, all finite (for the diagnosis)
-        self.stop_reason: Optional[str] = None  # set by request_stop(): stop at the next safe point
-        self._cut: Optional[dict[str, Any]] = None  # the safe point being checkpointed (see _stop_here)
-        self._cut_to_resume: Optional[dict[str, Any]] = None  # the one a resumed run starts from
+        self.stop_reason: str | None = None  # set by request_stop(): stop at the next safe point
+        self._cut: dict[str, Any] | None = None  # the safe point being checkpointed (see _stop_here)
+        self._cut_to_resume: dict[str, Any] | None = None  # the one a resumed run starts from
         self._episode_actions: list[torch.Tensor] = []  # the current episode's actions, for a stop inside it
         self._clean_checkpoint_dir()  # temporary files of a write that was interrupted
         if resume_state is not None:
@@ -205,7 +204,7 @@ class Trainer:
         if resume_state is not None:
             self.logger.truncate_after(self.env_step)
         self.references = self._reference_results(log_rows=resume_state is None)
-        self.verdict: Optional[str] = None
+        self.verdict: str | None = None
         self._warn_if_slow()
         if cfg.train.learning_starts >= cfg.train.total_steps and cfg.train.gradient_steps > 0 and resume_state is None:
             msg = (f"train.learning_starts ({cfg.train.learning_starts}) >= train.total_steps "
@@ -214,7 +213,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig, run_dir: Optional[Path] = None) -> "Trainer":
+    def from_config(cls, cfg: ExperimentConfig, run_dir: Path | None = None) -> Trainer:
         if run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = Path(cfg.logger.run_root) / f"{cfg.name}-{stamp}"
@@ -229,7 +228,7 @@ class Trainer:
         return cls(cfg, run_dir)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: Optional[list[str]] = None, with_replay: bool = True) -> "Trainer":
+    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None, with_replay: bool = True) -> Trainer:
         """Continue the run in ``run_dir`` from ``checkpoints/latest.pt`` with the config it saved.
 
         ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) are applied to the saved
@@ -356,7 +355,7 @@ class Trainer:
             self.logger.log(references.as_rows(results), 0)
         return results
 
-    def _final_verdict(self, final_eval: dict[str, float]) -> Optional[str]:
+    def _final_verdict(self, final_eval: dict[str, float]) -> str | None:
         """One line comparing the final greedy evaluation's headline metric with the references."""
         from ipgnn import references
 
@@ -477,7 +476,7 @@ class Trainer:
                               f"{info['added']}: they are not one checkpoint; {advice}")
         self.replay.load_state_dict(saved)
 
-    def _clean_checkpoint_dir(self, keep: Optional[str] = None) -> None:
+    def _clean_checkpoint_dir(self, keep: str | None = None) -> None:
         """Remove temporary files of interrupted writes and replay files no checkpoint names (all but
         ``keep``; with ``keep=None``, those other than the one ``latest.pt`` names are left alone)."""
         if not self.ckpt_dir.is_dir():
@@ -505,7 +504,7 @@ class Trainer:
         return path
 
     # ----------------------------------------------------------------------------------------------
-    def evaluate(self, episodes: Optional[int] = None) -> dict[str, float]:
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         self.algo.eval()
         try:
             return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
@@ -533,7 +532,7 @@ class Trainer:
         self._episode_actions = list(cut["actions"])
         return obs, res
 
-    def _stop_here(self, remaining_grad: Optional[int] = None, prev_step: Optional[int] = None) -> None:
+    def _stop_here(self, remaining_grad: int | None = None, prev_step: int | None = None) -> None:
         """Checkpoint at a safe point, with what a resume needs to continue exactly, and stop."""
         self._cut = {"actions": list(self._episode_actions), "remaining_grad": remaining_grad, "prev_step": prev_step}
         path = self.save_checkpoint()
@@ -728,7 +727,7 @@ class Trainer:
                 raise TrainingDiverged(f"parameter {name} is not finite at environment step {self.env_step}: not "
                                        f"writing a checkpoint; the last good one is step {self.last_checkpoint_step}")
 
-    def plot(self) -> Optional[Path]:
+    def plot(self) -> Path | None:
         """Write ``curves.png`` in the run directory; a plotting failure never fails the run."""
         try:
             from ipgnn.plotting import plot_run

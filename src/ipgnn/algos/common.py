@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ def _check_mask(mask: Tensor) -> None:
         raise ValueError("an agent has no valid action: every row of action_mask needs one True")
 
 
-def masked_values(q: Tensor, mask: Optional[Tensor]) -> Tensor:
+def masked_values(q: Tensor, mask: Tensor | None) -> Tensor:
     """``q`` with invalid actions set to the lowest finite value (so no max or argmax picks them)."""
     if mask is None:
         return q
@@ -101,17 +102,17 @@ def masked_values(q: Tensor, mask: Optional[Tensor]) -> Tensor:
     return q.masked_fill(~mask, torch.finfo(q.dtype).min)
 
 
-def masked_max(q: Tensor, mask: Optional[Tensor]) -> Tensor:
+def masked_max(q: Tensor, mask: Tensor | None) -> Tensor:
     r""":math:`\max_{a \in \mathcal A_i(s)} q_i(a)` per row, ``[..., A] -> [...]``."""
     return masked_values(q, mask).max(-1).values
 
 
-def masked_argmax(q: Tensor, mask: Optional[Tensor]) -> Tensor:
+def masked_argmax(q: Tensor, mask: Tensor | None) -> Tensor:
     r""":math:`\arg\max_{a \in \mathcal A_i(s)} q_i(a)` per row (long)."""
     return masked_values(q, mask).argmax(-1)
 
 
-def random_valid_actions(num: int, num_actions: int, mask: Optional[Tensor], device: torch.device) -> Tensor:
+def random_valid_actions(num: int, num_actions: int, mask: Tensor | None, device: torch.device) -> Tensor:
     """Uniformly random valid actions ``[num]`` from torch's global generator."""
     if mask is None:
         return torch.randint(num_actions, (num,), device=device)
@@ -119,7 +120,7 @@ def random_valid_actions(num: int, num_actions: int, mask: Optional[Tensor], dev
     return torch.multinomial(mask.float(), 1).squeeze(-1)
 
 
-def epsilon_greedy(q: Tensor, mask: Optional[Tensor], epsilon: float) -> Tensor:
+def epsilon_greedy(q: Tensor, mask: Tensor | None, epsilon: float) -> Tensor:
     r"""Per agent: a uniformly random valid action with probability :math:`\epsilon`, otherwise
     :math:`\arg\max_{a \text{ valid}} q_i(a)`. ``q``: ``[n, A]``."""
     greedy = masked_argmax(q, mask)
@@ -130,7 +131,7 @@ def epsilon_greedy(q: Tensor, mask: Optional[Tensor], epsilon: float) -> Tensor:
     return torch.where(explore, rand, greedy)
 
 
-def masked_logits(logits: Tensor, mask: Optional[Tensor]) -> Tensor:
+def masked_logits(logits: Tensor, mask: Tensor | None) -> Tensor:
     """Logits with invalid actions at the lowest finite value: softmax and Gumbel-max never pick them."""
     return masked_values(logits, mask)
 
@@ -182,13 +183,13 @@ class TypedMLP(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
         self.out = nn.Linear(hidden, out_dim)
 
-    def features(self, x: Tensor, agent_type: Optional[Tensor] = None) -> Tensor:
+    def features(self, x: Tensor, agent_type: Tensor | None = None) -> Tensor:
         h = self.encoder(x, agent_type)
         for lin in self.hidden:
             h = F.relu(lin(h))
         return h
 
-    def forward(self, x: Tensor, agent_type: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, agent_type: Tensor | None = None) -> Tensor:
         return self.out(self.features(x, agent_type))
 
 
@@ -233,7 +234,7 @@ def num_graphs(obs: Data | Batch, num_agents: int) -> int:
 # Memory
 
 
-def available_memory(device: Optional[torch.device | str] = None) -> tuple[Optional[int], str]:
+def available_memory(device: torch.device | str | None = None) -> tuple[int | None, str]:
     """Free memory where the networks will live, and what was read: CUDA's free memory for a CUDA device
     (``torch.cuda.mem_get_info``), otherwise ``MemAvailable`` of ``/proc/meminfo``. ``None`` when unknown.
 
@@ -261,7 +262,7 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB"
 
 
-def check_memory(name: str, need: int, detail: str, device: Optional[torch.device | str] = None,
+def check_memory(name: str, need: int, detail: str, device: torch.device | str | None = None,
                  advice: str = "") -> None:
     """Raise :class:`ConfigError` with the figure when ``need`` bytes exceed
     :data:`MEMORY_FRACTION` of the free memory (the replay buffer is checked separately)."""
@@ -385,7 +386,7 @@ class QLearningAlgo(BaselineAlgo):
         self.count_steps(obs)
         return epsilon_greedy(q, mask, eps)
 
-    def next_value(self, q_next_target: Tensor, q_next_online: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+    def next_value(self, q_next_target: Tensor, q_next_online: Tensor | None, mask: Tensor | None) -> Tensor:
         r""":math:`\max_{a' \text{ valid}} \bar Q(s', a')`, or with ``double_q`` (``q_next_online`` given)
         :math:`\bar Q(s', \arg\max_{a' \text{ valid}} Q(s', a'))` (van Hasselt et al., 2016)."""
         if q_next_online is None:

@@ -66,7 +66,12 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from ipgnn.algos.common import (
-    make_optimizer, make_target, parse_options, polyak_update, QLearningAlgo, require_discrete,
+    QLearningAlgo,
+    make_optimizer,
+    make_target,
+    parse_options,
+    polyak_update,
+    require_discrete,
     require_positive,
 )
 from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
@@ -101,7 +106,7 @@ class DGNConv(MessagePassing):
         self.lin_k = nn.Linear(channels, channels, bias=False)
         self.lin_v = nn.Linear(channels, channels, bias=False)
         self.lin_out = nn.Linear(channels, channels)
-        self._alpha: Optional[Tensor] = None
+        self._alpha: Tensor | None = None
 
     def forward(self, h: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         H, C = self.heads, self.head_dim
@@ -113,8 +118,10 @@ class DGNConv(MessagePassing):
         alpha, self._alpha = self._alpha, None
         return (out, alpha) if return_attention_weights else out
 
-    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, index: Tensor, ptr: Optional[Tensor],
-                size_i: Optional[int]) -> Tensor:
+    # typing.Optional, not `X | None`: PyG's Inspector.type_repr (2.8) fails on types.UnionType when it
+    # writes the jittable propagate from this signature
+    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, index: Tensor, ptr: Optional[Tensor],  # noqa: UP045
+                size_i: Optional[int]) -> Tensor:  # noqa: UP045
         score = (q_i * k_j).sum(-1) * self.scale  # [E, H]
         alpha = softmax(score, index, ptr, size_i)
         self._alpha = alpha
@@ -138,7 +145,7 @@ class DGNNetwork(nn.Module):
         self.conv2 = DGNConv(hidden, heads)
         self.head = nn.Linear(3 * hidden, num_actions)
 
-    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Optional[Tensor] = None
+    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         ei = with_self_loops(edge_index, x.size(0))
         h0 = F.relu(self.encoder2(self.encoder(x, agent_type)))

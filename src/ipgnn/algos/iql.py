@@ -47,8 +47,15 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from ipgnn.algos.common import (
-    make_optimizer, make_target, parse_options, polyak_update, QLearningAlgo, require_discrete,
-    require_positive, require_unit, TypedMLP,
+    QLearningAlgo,
+    TypedMLP,
+    make_optimizer,
+    make_target,
+    parse_options,
+    polyak_update,
+    require_discrete,
+    require_positive,
+    require_unit,
 )
 from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.replay import TransitionBatch

@@ -101,7 +101,7 @@ Options (``algo.options``), defaults and sources:
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -125,9 +125,9 @@ from ipgnn.algos.common import (
     require_positive,
     team_terminated,
 )
-from ipgnn.nn.utils import frozen
 from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.nn.distributions import MaskedCategorical
+from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
 
 NoneType = type(None)
@@ -170,7 +170,7 @@ class PerAgentCritics(nn.Module):
         pre = (x @ self.w1.view(self.in_features, -1)).view(b, self.n, self.hidden)
         return pre.transpose(0, 1) + self.b1.unsqueeze(1)
 
-    def own_action_weights(self, own_slot: Optional[int]) -> Tensor:
+    def own_action_weights(self, own_slot: int | None) -> Tensor:
         """:math:`W_i^{(a_i)}` ``[N, act_dim, H]``: critic ``i``'s first-layer rows that read agent ``i``'s
         action, in slot ``i`` (``own_slot=None``, fixed order) or in slot ``own_slot`` (MADDPG-S: 0)."""
         rows = torch.arange(self.act_dim, device=self.w1.device) + self.obs_dim
@@ -310,7 +310,7 @@ class _CentralisedActorCritic(BaselineAlgo):
             return F.one_hot(action.long(), self.spec.action_dim).float()
         return action
 
-    def policy_actions(self, raw: Tensor, mask: Optional[Tensor]) -> Tensor:
+    def policy_actions(self, raw: Tensor, mask: Tensor | None) -> Tensor:
         """Differentiable actions for the losses: Gumbel-softmax samples (discrete; straight-through
         one-hots or the relaxed vectors, ``critic_actions``) or :math:`\\tanh(z)` (continuous)."""
         if self.spec.discrete:
@@ -419,11 +419,11 @@ class MADDPG(_CentralisedActorCritic):
                             "or lower replay.batch_size / algo.options.hidden")
 
     # ----------------------------------------------------------------------------------------------
-    def slot_order(self, b: int, device: torch.device) -> Optional[Tensor]:
+    def slot_order(self, b: int, device: torch.device) -> Tensor | None:
         """MADDPG: the fixed agent order (``None``). See :class:`MADDPGS`."""
         return None
 
-    def critic_input(self, o: Tensor, a: Tensor, order: Optional[Tensor]) -> Tensor:
+    def critic_input(self, o: Tensor, a: Tensor, order: Tensor | None) -> Tensor:
         """``[B, N*slot]`` in agent order, or ``[N, B, N*slot]`` with critic ``i``'s slots filled by the
         agents ``order[i, b]`` (each slot one agent's ``[o_j, a_j]``)."""
         feats = torch.cat([o, a], -1)  # [B, N, slot]
@@ -548,7 +548,7 @@ class PIC(_CentralisedActorCritic):
                            ("team_reward", ("sum", "mean")), ("aggregation", ("code", "mean"))):
             require_choice(opts, key, valid, cls.NAME)
 
-    def node_features(self, o: Tensor, a: Tensor, agent_type: Optional[Tensor]) -> Tensor:
+    def node_features(self, o: Tensor, a: Tensor, agent_type: Tensor | None) -> Tensor:
         """:math:`x_j = o_j \\Vert a_j` (\\Vert one-hot type with several types), ``[B, N, F]``."""
         parts = [o, a]
         if self.num_types > 1:

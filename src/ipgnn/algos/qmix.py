@@ -75,8 +75,18 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
 from ipgnn.algos.common import (
-    check_memory, gib, make_optimizer, make_target, optimizer_state_factor, parse_options, polyak_update,
-    QLearningAlgo, require_discrete, require_positive, team_terminated, TypedMLP,
+    QLearningAlgo,
+    TypedMLP,
+    check_memory,
+    gib,
+    make_optimizer,
+    make_target,
+    optimizer_state_factor,
+    parse_options,
+    polyak_update,
+    require_discrete,
+    require_positive,
+    team_terminated,
 )
 from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig

@@ -9,7 +9,7 @@ environments, a step is a ``Batch``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.mpe import make_mpe_spread

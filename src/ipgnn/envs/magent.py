@@ -50,7 +50,7 @@ paper for fewer than 30 agents) or fully connected.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
@@ -167,7 +167,7 @@ class JungleParallelEnv(ParallelEnv):
         self.observation_spaces = {a: box for a in self.possible_agents}
         self.action_spaces = {a: spaces.Discrete(n_actions) for a in self.possible_agents}
         self.render_mode = None
-        self._rng: Optional[np.random.Generator] = None
+        self._rng: np.random.Generator | None = None
         self.frames = 0
         self.last_food_eaten = 0
         self.last_attacks = 0
@@ -192,7 +192,7 @@ class JungleParallelEnv(ParallelEnv):
         return {"food_eaten": float(self.last_food_eaten), "attacks": float(self.last_attacks)}
 
     # ----------------------------------------------------------------------------------------------
-    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None
+    def reset(self, seed: int | None = None, options: dict | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         """Start an episode; the same ``seed`` gives the same episode for the same actions.
 
@@ -308,7 +308,7 @@ def _metrics(env: Any) -> dict[str, float]:
     return env.unwrapped.step_metrics()
 
 
-def make_magent_jungle(cfg: EnvConfig) -> "ParallelGraphEnv":
+def make_magent_jungle(cfg: EnvConfig) -> ParallelGraphEnv:
     """Build the jungle task from the ``env`` config section (``env.task: magent_jungle``).
 
     ``env.num_agents`` is N, ``env.max_steps`` the episode length, and ``env.options`` may set

@@ -24,8 +24,9 @@ Reward and metric definitions (kept apart on purpose):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +35,9 @@ from pettingzoo.utils.env import ParallelEnv
 from torch import Tensor
 from torch_geometric.data import Data
 
-from ipgnn.spec import AgentSpec
 from ipgnn.config import GraphConfig
 from ipgnn.graphs import GraphBuilder
+from ipgnn.spec import AgentSpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class StepResult:
     terminated: Tensor  # [N] bool
     truncated: Tensor  # [N] bool
     done: bool  # the episode is over (every agent terminated or truncated)
-    episode: Optional[dict[str, float]] = None  # set on the last step: episode return, length, metrics
+    episode: dict[str, float] | None = None  # set on the last step: episode return, length, metrics
     infos: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,15 +77,15 @@ class ArrayParallelEnv(ParallelEnv):
       action_mask or None)``.
     """
 
-    def reset_arrays(self, seed: Optional[int] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def reset_arrays(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
     def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                        Optional[np.ndarray]]:
+                                                        np.ndarray | None]:
         raise NotImplementedError
 
 
-def uniform_random_action(num: int, spec: AgentSpec, mask: Optional[Tensor] = None) -> Tensor:
+def uniform_random_action(num: int, spec: AgentSpec, mask: Tensor | None = None) -> Tensor:
     """Uniformly random valid actions for ``num`` agents, from torch's RNG: ``[num]`` indices among the
     actions ``mask`` (``[num, A]``) allows, or ``[num, D]`` in ``[-1, 1]`` for continuous actions."""
     if spec.discrete:
@@ -116,12 +117,12 @@ class ParallelGraphEnv:
             intersections): they are converted to a tensor once, not at every step.
     """
 
-    def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Optional[Callable[[Any], np.ndarray]] = None,
-                 env_edges: Optional[Tensor] = None, agent_types: Optional[Tensor] = None,
-                 metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
-                 episode_metrics_fn: Optional[Callable[[Any], dict[str, float]]] = None,
-                 integer_observations: bool = False, headline: Optional[Headline] = None,
-                 reference_policies_fn: Optional[Callable[[Any], dict[str, Callable]]] = None,
+    def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Callable[[Any], np.ndarray] | None = None,
+                 env_edges: Tensor | None = None, agent_types: Tensor | None = None,
+                 metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+                 episode_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+                 integer_observations: bool = False, headline: Headline | None = None,
+                 reference_policies_fn: Callable[[Any], dict[str, Callable]] | None = None,
                  reference_key: str = "", static_positions: bool = False):
         self.env = env
         self.headline = headline
@@ -201,7 +202,7 @@ class ParallelGraphEnv:
                 mask[i, : len(m)] &= m
         return self._data(x, mask)
 
-    def _data(self, x: np.ndarray, mask: Optional[np.ndarray]) -> Data:
+    def _data(self, x: np.ndarray, mask: np.ndarray | None) -> Data:
         """The step's ``Data`` from ``x`` (``[N, obs_dim]`` float32) and the action mask (``[N, A]`` bool, or
         ``None``: every action of the agent's space is valid)."""
         n = self.num_agents
@@ -240,14 +241,14 @@ class ParallelGraphEnv:
             return {a: int(acts[i]) for i, a in enumerate(self.agents) if a in live}
         return {a: acts[i] for i, a in enumerate(self.agents) if a in live}
 
-    def _masked(self, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    def _masked(self, mask: np.ndarray | None) -> np.ndarray | None:
         """An array environment's action mask, narrowed by the agents' own action spaces."""
         if self._space_mask is None:
             return mask
         return self._space_mask.copy() if mask is None else mask & self._space_mask
 
     # ----------------------------------------------------------------------------------------------
-    def reset(self, seed: Optional[int] = None) -> Data:
+    def reset(self, seed: int | None = None) -> Data:
         if self._arrays:
             data = self._data(*self._array_obs(*self.env.reset_arrays(seed)))
         else:
@@ -260,7 +261,7 @@ class ParallelGraphEnv:
         self._metric_sums: dict[str, float] = {}
         return data
 
-    def _array_obs(self, x: np.ndarray, mask: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def _array_obs(self, x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.asarray(x, np.float32)
         if x.shape[1] < self.spec.obs_dim:
             x = np.pad(x, ((0, 0), (0, self.spec.obs_dim - x.shape[1])))

@@ -18,16 +18,16 @@ averaged over the ``B`` environments: ``episode_return`` is the mean over enviro
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
-from ipgnn.spec import AgentSpec
 from ipgnn.config import GraphConfig
 from ipgnn.envs.pettingzoo import StepResult
 from ipgnn.graphs import GraphBuilder
+from ipgnn.spec import AgentSpec
 
 
 class BatchedTask(Protocol):
@@ -44,9 +44,9 @@ class BatchedTask(Protocol):
     discrete: bool
     action_dim: int
     max_steps: int
-    agent_type: Optional[Tensor]
+    agent_type: Tensor | None
 
-    def reset(self, seed: Optional[int] = None) -> Tensor: ...  # [B, N, obs_dim]
+    def reset(self, seed: int | None = None) -> Tensor: ...  # [B, N, obs_dim]
 
     def step(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]: ...  # obs, reward, term, trunc
 
@@ -64,7 +64,7 @@ class TensorGraphEnv:
         device: where observations are returned (the task's own device by default).
     """
 
-    def __init__(self, task: BatchedTask, graph: GraphConfig, device: Optional[torch.device] = None):
+    def __init__(self, task: BatchedTask, graph: GraphConfig, device: torch.device | None = None):
         if graph.kind == "env":
             raise ValueError("env.graph.kind 'env': this task has no graph of its own; use 'knn' or 'full'")
         self.task = task
@@ -97,7 +97,7 @@ class TensorGraphEnv:
             out.agent_type = self.agent_type.to(obs.device).repeat(b)
         return out.to(self.device) if self.device is not None else out
 
-    def reset(self, seed: Optional[int] = None) -> Batch:
+    def reset(self, seed: int | None = None) -> Batch:
         obs = self.task.reset(seed=seed)
         self._ep_return = torch.zeros(self.num_envs, dtype=torch.float64)
         self._length = 0

@@ -16,7 +16,7 @@ critics are; the values are per agent, never one global scalar.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +121,7 @@ class CriticState(NamedTuple):
     dst: Tensor
     src: Tensor
 
-    def detach(self) -> "CriticState":
+    def detach(self) -> CriticState:
         return CriticState(*(t.detach() for t in self))
 
 
@@ -187,7 +187,7 @@ class TwinCriticState(NamedTuple):
     q1: CriticState
     q2: CriticState
 
-    def detach(self) -> "TwinCriticState":
+    def detach(self) -> TwinCriticState:
         return TwinCriticState(self.q1.detach(), self.q2.detach())
 
 
@@ -222,7 +222,7 @@ class GraphValueNetwork(nn.Module):
         self.conv = NeighbourConv(hidden)
         self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Tensor | None = None) -> Tensor:
         h = self.trunk(x, edge_index, agent_type)
         z = F.relu(self.head[0](torch.cat([h, self.conv(h, edge_index)], dim=-1)))
         return float32_output(self.head[2], z).squeeze(-1)  # V in float32 (also under autocast)

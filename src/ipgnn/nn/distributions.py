@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ class MaskedCategorical:
     """
 
     logits: Tensor
-    mask: Optional[Tensor] = None
+    mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mask is not None:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 
+
 class AgentStep(nn.Module):
     r"""The per-agent step of :class:`IntentionPropagationNetwork` (see the module docstring for the
     equations). Build it with :meth:`from_network`; its weights are copies, shared by every agent (one

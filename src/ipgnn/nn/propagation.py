@@ -9,7 +9,7 @@ fully connected layer gives :math:`q_i` (eq. 5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -133,8 +133,10 @@ class IntentionPropagationConv(MessagePassing):
         self._alpha = None
         return out
 
+    # typing.Optional, not `X | None`: PyG's Inspector.type_repr (2.8) fails on types.UnionType when it
+    # writes the jittable propagate from this signature
     def message(self, key_j: Tensor, query_i: Tensor, value_j: Tensor, index: Tensor, ptr: OptTensor,
-                size_i: Optional[int]) -> Tensor:
+                size_i: Optional[int]) -> Tensor:  # noqa: UP045
         pre = key_j + query_i  # fresh [E, H, C]: safe to activate in place (saves one edge-sized tensor)
         # a_k^T LeakyReLU(.) as a matrix product: no [E, H, C] product tensor (fwd or bwd)
         score = torch.einsum("ehc,hc->eh", F.leaky_relu_(pre, self.negative_slope), self.att[0])  # [E, H]
@@ -154,7 +156,7 @@ class PolicyOutput:
     ``m = 0..M``; ``attention[m-1]`` is ``(edge_index, alpha [E, H])`` of round ``m``.
     """
 
-    dist: Union[MaskedCategorical, TanhGaussian]
+    dist: MaskedCategorical | TanhGaussian
     intentions: list[Tensor] = field(default_factory=list)
     attention: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
@@ -198,7 +200,7 @@ class IntentionPropagationNetwork(nn.Module):
         self.conv.reset_parameters()
         self.head.reset_parameters()
 
-    def forward(self, data: Union[Data, Batch], return_intentions: bool = False,
+    def forward(self, data: Data | Batch, return_intentions: bool = False,
                 return_attention: bool = False) -> PolicyOutput:
         x, edge_index = data.x, data.edge_index
         edge_index = expand_hops(edge_index, x.size(0), self.hops)

@@ -49,7 +49,6 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Optional
 
 CITYFLOW_REPO = "cityflow-project/CityFlow"
 CITYFLOW_COMMIT = "81ee0f47659ca66177a71f81676691c58ee89184"  # 2025-08-19, the tree ../shared/vendor holds
@@ -95,7 +94,7 @@ def check_tools() -> None:
         raise BuildError("building CityFlow needs " + " and ".join(missing))
 
 
-def rapidjson_include(source: Path, rapidjson: Optional[Path]) -> Optional[Path]:
+def rapidjson_include(source: Path, rapidjson: Path | None) -> Path | None:
     """RapidJSON's ``include/`` directory: ``--rapidjson`` (the repository or its ``include/``), the source
     tree's ``extern/rapidjson`` submodule, or a ``rapidjson`` folder beside the source tree."""
     candidates = [rapidjson] if rapidjson is not None else [source / "extern" / "rapidjson", source.parent / "rapidjson"]
@@ -184,7 +183,7 @@ def add_accessors(tree: Path) -> None:
         (tree / rel).write_text(text)
 
 
-def prepare(source: Path, rapidjson: Optional[Path], workdir: Path) -> Path:
+def prepare(source: Path, rapidjson: Path | None, workdir: Path) -> Path:
     """A patched copy of ``source`` in ``workdir``, ready for ``pip install``."""
     if not (source / "CMakeLists.txt").is_file() or not (source / "src" / "cityflow.cpp").is_file():
         raise BuildError(f"--source {source}: not a CityFlow source tree (no CMakeLists.txt and src/cityflow.cpp)")
@@ -200,7 +199,7 @@ def prepare(source: Path, rapidjson: Optional[Path], workdir: Path) -> Path:
     return tree
 
 
-def build(source: Optional[Path] = None, rapidjson: Optional[Path] = None, verbose: bool = False) -> str:
+def build(source: Path | None = None, rapidjson: Path | None = None, verbose: bool = False) -> str:
     """Build and install CityFlow into the running Python's environment; return where ``cityflow`` imports
     from."""
     check_tools()

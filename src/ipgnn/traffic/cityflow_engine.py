@@ -21,8 +21,9 @@ import collections
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ class CityFlowEngine:
     _created: list[Any] = []  # every engine this process made: kept alive until it ends (see above)
     _lane_order: dict[str, dict[str, int]] = {}  # per pool key: lane id -> position in the engine's lane order
 
-    def __init__(self, scenario: Scenario, seed: int = 0, threads: int = 1, key: Optional[str] = None):
+    def __init__(self, scenario: Scenario, seed: int = 0, threads: int = 1, key: str | None = None):
         self.scenario = scenario
         self._key = f"{key or scenario_digest(scenario)}:{int(threads)}"
         idle = CityFlowEngine._pool.setdefault(self._key, [])
@@ -116,7 +117,7 @@ class CityFlowEngine:
         order = self._order()
         return np.array([order[l] for l in lanes], np.int64)
 
-    def group_counter(self, groups: Sequence[Sequence[str]]) -> Optional[tuple[Callable[[], np.ndarray], np.ndarray]]:
+    def group_counter(self, groups: Sequence[Sequence[str]]) -> tuple[Callable[[], np.ndarray], np.ndarray] | None:
         """``(read, owner)`` for the vehicles on each group of lanes (see ``SumoEngine.group_counter``): ``read``
         is ``get_lane_vehicle_count_array`` itself (every lane in the engine's order, one NumPy array;
         added by ``ipgnn-data build-cityflow``) and ``owner`` each lane's group (``len(groups)``: none).
@@ -129,7 +130,7 @@ class CityFlowEngine:
             owner[[order[l] for l in group]] = g
         return self.eng.get_lane_vehicle_count_array, owner
 
-    def lane_reader(self, lanes: Sequence[str]) -> Optional[Callable[[], tuple[np.ndarray, np.ndarray]]]:
+    def lane_reader(self, lanes: Sequence[str]) -> Callable[[], tuple[np.ndarray, np.ndarray]] | None:
         """A function giving ``(vehicles, halted)`` on each of ``lanes`` now, float32, from the two NumPy reads;
         ``None`` on upstream CityFlow (see :meth:`group_counter`)."""
         if not self._accessors:

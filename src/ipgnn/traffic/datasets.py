@@ -34,9 +34,9 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 COMMIT = "c3c4495cea42714689d89eced8972a642ca0e4e9"
 BASE_URL = f"https://raw.githubusercontent.com/wingsweihua/colight/{COMMIT}/data"
@@ -46,7 +46,7 @@ BASE_URL = f"https://raw.githubusercontent.com/wingsweihua/colight/{COMMIT}/data
 class RemoteFile:
     path: str  # below ``data/`` of the pinned commit
     size: int  # bytes
-    sha256: Optional[str] = None  # None: pinned by commit and size only (see the module docstring)
+    sha256: str | None = None  # None: pinned by commit and size only (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _download(url: str, out: Path, timeout: float) -> None:
                            "yourself and point env.options.scenario at it") from None
 
 
-def verify(path: Path, remote: RemoteFile) -> Optional[str]:
+def verify(path: Path, remote: RemoteFile) -> str | None:
     """Check ``path`` against its pins; return its SHA-256, or raise :class:`DatasetError`."""
     size = path.stat().st_size
     if size != remote.size:
@@ -125,7 +125,7 @@ def verify(path: Path, remote: RemoteFile) -> Optional[str]:
     return digest
 
 
-def fetch(name: str, dest: Optional[str | Path] = None, base_url: str = BASE_URL, force: bool = False,
+def fetch(name: str, dest: str | Path | None = None, base_url: str = BASE_URL, force: bool = False,
           timeout: float = 60.0, echo: Callable[[str], None] = print) -> Path:
     """Download data set ``name`` into ``<dest>/<name>/`` and return that directory.
 
@@ -166,7 +166,7 @@ def fetch(name: str, dest: Optional[str | Path] = None, base_url: str = BASE_URL
     return target
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``ipgnn-data list``, ``ipgnn-data fetch NAME [--dest DIR] [--base-url URL] [--force]`` and
     ``ipgnn-data build-cityflow [--source DIR] [--rapidjson DIR]`` (:mod:`ipgnn.traffic.cityflow_build`)."""
     import argparse

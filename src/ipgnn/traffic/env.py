@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -122,11 +123,11 @@ class TrafficSignalEnv(ArrayParallelEnv):
         return (self.max_phases * (("phase" in self.features) + ("pressure" in self.features))
                 + self.max_lanes * (("count" in self.features) + ("waiting" in self.features)))
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def observation_space(self, agent: str) -> spaces.Box:
         return spaces.Box(0.0, np.inf, (self.obs_dim,), np.float32)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def action_space(self, agent: str) -> spaces.Discrete:
         return spaces.Discrete(self.max_phases)
 
@@ -134,7 +135,7 @@ class TrafficSignalEnv(ArrayParallelEnv):
         return self._masks[agent]
 
     # --- episode ------------------------------------------------------------------------------------
-    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, seed: int | None = None, options: dict | None = None):
         x, _ = self.reset_arrays(seed)
         return dict(zip(self.possible_agents, x)), {a: {"action_mask": self.action_mask(a)} for a in self.agents}
 
@@ -149,7 +150,7 @@ class TrafficSignalEnv(ArrayParallelEnv):
                 dict(zip(agents, map(bool, trunc))), {a: {"action_mask": self.action_mask(a)} for a in agents})
 
     # --- the same episode on arrays (ArrayParallelEnv: agents in possible_agents order, no dicts) --------
-    def reset_arrays(self, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    def reset_arrays(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Start an episode: ``(x [N, obs_dim] float32, action_mask [N, max_phases] bool)``."""
         if seed is not None:
             self._seed = seed

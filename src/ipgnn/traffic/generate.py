@@ -27,7 +27,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -44,7 +44,7 @@ class _Net:
     roads: list[tuple[str, str, str, int, float]]  # id, from, to, lanes, speed
 
 
-def _turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> Optional[str]:
+def _turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> str | None:
     d1 = (b[0] - a[0], b[1] - a[1])
     d2 = (c[0] - b[0], c[1] - b[1])
     ang = math.degrees(math.atan2(d1[0] * d2[1] - d1[1] * d2[0], d1[0] * d2[0] + d1[1] * d2[1]))
@@ -221,7 +221,7 @@ def generate(kind: str, seed: int = 0, horizon: int = 3600, demand: str = "unifo
     return _roadnet(net), _flows(net, rate, horizon, demand, seed)
 
 
-def materialise(spec: dict[str, Any], cache_dir: Optional[Path] = None) -> Path:
+def materialise(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
     """Generate the scenario ``spec`` (the arguments of :func:`generate`) into the cache once and
     return its directory; the directory name carries a digest of the spec."""
     from ipgnn.traffic.sumo_convert import default_cache_dir

@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import networkx as nx
 import torch
@@ -58,7 +58,7 @@ class Intersection:
     road_links: list[RoadLink]
     phases: list[list[int]]  # green road-link indices per CityFlow phase (lightphases order)
     phase_times: list[float]
-    transition_phase: Optional[int]  # the phase that only keeps always-green links (None if absent)
+    transition_phase: int | None  # the phase that only keeps always-green links (None if absent)
 
     @functools.cached_property
     def action_phases(self) -> list[int]:
@@ -87,7 +87,7 @@ class Scenario:
     """A loaded scenario: agents (non-virtual intersections, in file order), roads, graph and flows."""
 
     roadnet_path: Path
-    flow_path: Optional[Path]
+    flow_path: Path | None
     intersections: list[Intersection]
     roads: dict[str, Road]
     flows: list[dict[str, Any]] = field(default_factory=list)
@@ -158,8 +158,8 @@ def _get(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _number(obj: dict, key: str, where: str, low: Optional[float] = None, strict: bool = False,
-            default: Optional[float] = None) -> float:
+def _number(obj: dict, key: str, where: str, low: float | None = None, strict: bool = False,
+            default: float | None = None) -> float:
     """``obj[key]`` as a finite number, checked against ``low`` (``> low`` when ``strict``, else ``>=``)."""
     if default is not None and isinstance(obj, dict) and key not in obj:
         return default
@@ -269,7 +269,7 @@ def _check_flows(flows: Any, roads: dict[str, Road], path: Path) -> list[dict[st
     return flows
 
 
-def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: Optional[str] = "flow.json") -> Scenario:
+def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: str | None = "flow.json") -> Scenario:
     """Load ``<directory>/roadnet.json`` (and ``flow.json`` unless ``flow`` is None) and validate it."""
     directory = Path(directory)
     rpath = directory / roadnet
@@ -297,7 +297,7 @@ def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: Op
     return Scenario(rpath, fpath, agents, roads, flows, points)
 
 
-def scenario_digest(sc: "Scenario", salt: str = "") -> str:
+def scenario_digest(sc: Scenario, salt: str = "") -> str:
     """SHA-256 (16 hex digits) of ``salt`` and the scenario's roadnet and flow files: the key of every
     cache derived from a scenario (its SUMO conversion, its reference controllers' results)."""
     h = hashlib.sha256(salt.encode())

@@ -29,7 +29,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from ipgnn.traffic.scenario import Scenario, ScenarioError, scenario_digest
 
@@ -76,7 +75,7 @@ def _sumo_lane(road_lanes: int, cityflow_lane: int) -> int:
     return road_lanes - 1 - cityflow_lane
 
 
-def _write_plain(sc: Scenario, out: Path, states: Optional[dict[str, list[str]]]) -> None:
+def _write_plain(sc: Scenario, out: Path, states: dict[str, list[str]] | None) -> None:
     agents = {a.id for a in sc.intersections}
     nodes = ET.Element("nodes")
     for nid, (x, y) in sc.points.items():
@@ -202,7 +201,7 @@ def _yielding_states(sc: Scenario, foes: dict[str, set[tuple[int, int]]]) -> dic
     return states
 
 
-def _write_routes(sc: Scenario, path: Path, horizon: Optional[float] = None) -> int:
+def _write_routes(sc: Scenario, path: Path, horizon: float | None = None) -> int:
     """One ``<vehicle>`` per scheduled CityFlow vehicle (startTime + k*interval <= endTime), in
     departure order, with a vType per distinct vehicle parameter set. CityFlow's ``endTime: -1``
     ("until the simulation ends") runs to ``horizon``: by default the latest finite time in the file,
@@ -255,7 +254,7 @@ def _digest(sc: Scenario) -> str:
     return scenario_digest(sc, salt=CONVERTER_VERSION)  # the same keys as before this helper existed
 
 
-def convert(sc: Scenario, cache_dir: Optional[str | Path] = None) -> SumoScenario:
+def convert(sc: Scenario, cache_dir: str | Path | None = None) -> SumoScenario:
     """Convert ``sc`` to SUMO, reusing ``<cache_dir>/<digest>/`` when the same files were converted
     before (the digest covers the roadnet, the flows and the converter's version)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "sumo"

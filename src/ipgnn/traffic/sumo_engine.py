@@ -17,7 +17,7 @@ import collections
 import functools
 import itertools
 import xml.etree.ElementTree as ET
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class SumoEngine:
         seed: SUMO's random seed; SUMO takes a C ``int``, so it receives ``seed % 2**31``.
     """
 
-    _owner: Optional["SumoEngine"] = None  # libsumo holds one simulation per process
+    _owner: SumoEngine | None = None  # libsumo holds one simulation per process
 
     def __init__(self, scenario: Scenario, converted: SumoScenario, seed: int = 0):
         import libsumo

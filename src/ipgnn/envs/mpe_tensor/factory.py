@@ -15,8 +15,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.vector import TensorGraphEnv

@@ -12,7 +12,7 @@ there is no rendering (``render_mode`` must be None).
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class TensorMPEParallelEnv(ParallelEnv):
     metadata = {"render_modes": [], "is_parallelizable": True, "name": "ipgnn_tensor_mpe"}
 
     def __init__(self, scenario_name: str, num_agents: int, max_steps: int = 25, continuous: bool = False,
-                 render_mode: Optional[str] = None, device: str = "cpu", **options: Any):
+                 render_mode: str | None = None, device: str = "cpu", **options: Any):
         if render_mode is not None:
             raise ValueError(f"TensorMPEParallelEnv does not render (render_mode={render_mode!r}); "
                              "use mpe2's own environments for pictures")
@@ -61,11 +61,11 @@ class TensorMPEParallelEnv(ParallelEnv):
         else:
             self._act_spaces = {a: spaces.Box(-1.0, 1.0, (2,), dtype=np.float32) for a in self.possible_agents}
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def observation_space(self, agent: str) -> spaces.Space:
         return self._obs_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def action_space(self, agent: str) -> spaces.Space:
         return self._act_spaces[agent]
 
@@ -78,7 +78,7 @@ class TensorMPEParallelEnv(ParallelEnv):
         m = {k: float(v[0]) for k, v in self.scenario.metrics().items()}
         return {a: dict(m) for a in self.agents}
 
-    def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         obs = self.scenario.reset(seed=seed)
         if seed is not None:
             for i, a in enumerate(self.possible_agents):

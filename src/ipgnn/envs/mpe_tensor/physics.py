@@ -34,8 +34,9 @@ Entity properties are per-entity vectors (``[E]``) shared by the ``B`` worlds; t
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -46,7 +47,7 @@ Number = Union[int, float]
 DEFAULT_SENSITIVITY = 5.0
 
 
-def _vector(values: Union[Tensor, Sequence[Number], Number], num: int, name: str, dtype: torch.dtype,
+def _vector(values: Tensor | Sequence[Number] | Number, num: int, name: str, dtype: torch.dtype,
             device: torch.device) -> Tensor:
     t = torch.as_tensor(values, dtype=dtype, device=device)
     if t.dim() == 0:
@@ -81,12 +82,12 @@ class Pairs:
     def dist(self) -> Tensor:
         return torch.sqrt(self.d2)
 
-    def block(self, na: int, nb: int) -> "Pairs":
+    def block(self, na: int, nb: int) -> Pairs:
         """The geometry of the first ``na`` entities of ``a`` and the first ``nb`` of ``b`` (views)."""
         return Pairs(self.dx[:, :na, :nb], self.dy[:, :na, :nb], self.d2[:, :na, :nb])
 
 
-def pair_geometry(a: Tensor, b: Tensor, out: Optional[Pairs] = None) -> Pairs:
+def pair_geometry(a: Tensor, b: Tensor, out: Pairs | None = None) -> Pairs:
     """Relative positions ``b_j - a_i`` of ``b [B, Nb, 2]`` seen from ``a [B, Na, 2]``, as x and y planes
     (contiguous ``[B, Na, Nb]`` tensors), and their squared lengths.
 
@@ -114,8 +115,8 @@ def pair_geometry(a: Tensor, b: Tensor, out: Optional[Pairs] = None) -> Pairs:
     return Pairs(dx, dy, d2)
 
 
-def pairs_within_reach(pairs: Pairs, reach: Union[Tensor, float],
-                       out: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+def pairs_within_reach(pairs: Pairs, reach: Tensor | float,
+                       out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Indices ``(b, i, j)`` of the pairs with ``d2 < reach[i, j]^2`` (``reach``: ``[Na, Nb]``, or one
     number for all pairs); ``out``: a bool ``[B, Na, Nb]`` tensor to hold the mask."""
     mask = torch.lt(pairs.d2, reach * reach, out=out) if out is not None else pairs.d2 < reach * reach
@@ -123,8 +124,8 @@ def pairs_within_reach(pairs: Pairs, reach: Union[Tensor, float],
 
 
 def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, contact_margin: float = 1e-3,
-                   others: Optional[Tensor] = None, others_size: Optional[Tensor] = None,
-                   pairs: Optional[Pairs] = None, near: Optional[tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
+                   others: Tensor | None = None, others_size: Tensor | None = None,
+                   pairs: Pairs | None = None, near: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Sum of ``mpe2``'s soft contact forces on each of ``C`` colliding entities.
 
     Args:
@@ -190,14 +191,14 @@ class TensorWorld:
         device, dtype: where and in what precision the state lives.
     """
 
-    def __init__(self, num_envs: int, size: Union[Tensor, Sequence[Number]], num_actors: int,
-                 mass: Union[Tensor, Sequence[Number], Number] = 1.0,
-                 movable: Union[Tensor, Sequence[bool], bool] = True,
-                 collide: Union[Tensor, Sequence[bool], bool] = True,
-                 accel: Union[Tensor, Sequence[Number], Number] = DEFAULT_SENSITIVITY,
-                 max_speed: Union[Tensor, Sequence[Number], Number] = float("inf"),
+    def __init__(self, num_envs: int, size: Tensor | Sequence[Number], num_actors: int,
+                 mass: Tensor | Sequence[Number] | Number = 1.0,
+                 movable: Tensor | Sequence[bool] | bool = True,
+                 collide: Tensor | Sequence[bool] | bool = True,
+                 accel: Tensor | Sequence[Number] | Number = DEFAULT_SENSITIVITY,
+                 max_speed: Tensor | Sequence[Number] | Number = float("inf"),
                  dt: float = 0.1, damping: float = 0.25, contact_force: float = 1e2,
-                 contact_margin: float = 1e-3, device: Union[str, torch.device] = "cpu",
+                 contact_margin: float = 1e-3, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -235,12 +236,12 @@ class TensorWorld:
         self._leading = int(differs[0]) if differs.numel() else m
         reach = self._row_size[:, None] + self._col_size[None, :] + CONTACT_CUTOFF * self.contact_margin
         # one number when every pair has the same reach (one agent size): a scalar compare is faster
-        self._reach: Union[Tensor, float] = float(reach[0, 0]) if reach.numel() and bool((reach == reach[0, 0]).all()) \
+        self._reach: Tensor | float = float(reach[0, 0]) if reach.numel() and bool((reach == reach[0, 0]).all()) \
             else reach
-        self._near_mask: Optional[Tensor] = None
-        self._geometry: Optional[Pairs] = None
-        self._near: Optional[tuple[Tensor, Tensor, Tensor]] = None
-        self._geometry_of: Optional[tuple[int, int, int]] = None
+        self._near_mask: Tensor | None = None
+        self._geometry: Pairs | None = None
+        self._near: tuple[Tensor, Tensor, Tensor] | None = None
+        self._geometry_of: tuple[int, int, int] | None = None
         self._limited = bool(torch.isfinite(self.max_speed).any())
         self._serial = 0
         self.p_pos = torch.zeros(self.num_envs, e, 2, dtype=dtype, device=self.device)
@@ -273,7 +274,7 @@ class TensorWorld:
         return self._serial, _version(self._p_pos), _version(self._p_vel)
 
     # ----------------------------------------------------------------------------------------------
-    def forces(self, action: Optional[Tensor]) -> Tensor:
+    def forces(self, action: Tensor | None) -> Tensor:
         """Total force on every entity, ``[B, E, 2]``: actors' ``action * accel`` plus contacts."""
         force = torch.zeros_like(self.p_pos)
         if action is not None and self.num_actors > 0:
@@ -322,7 +323,7 @@ class TensorWorld:
             self._near = pairs_within_reach(g, self._reach, out=self._near_mask)
         return self._near
 
-    def leading_block(self, n: int) -> Optional[Pairs]:
+    def leading_block(self, n: int) -> Pairs | None:
         """Pairs among entities ``0 .. n-1`` (``d2 = inf`` on the diagonal), a view of
         :meth:`contact_geometry`, when they are the first ``n`` rows and columns (movable and
         colliding); None otherwise."""
@@ -343,12 +344,12 @@ class TensorWorld:
         self.p_pos = torch.where(movable, new_pos, self.p_pos)
         self.p_vel = torch.where(movable, vel, self.p_vel)
 
-    def step(self, action: Optional[Tensor]) -> None:
+    def step(self, action: Tensor | None) -> None:
         """One ``mpe2`` world step: ``action`` is ``[B, A, 2]`` (directions in ``[-1, 1]^2``) or None."""
         self.integrate(self.forces(action))
 
     # ----------------------------------------------------------------------------------------------
-    def set_state(self, p_pos: Tensor, p_vel: Optional[Tensor] = None) -> None:
+    def set_state(self, p_pos: Tensor, p_vel: Tensor | None = None) -> None:
         """Replace positions (and velocities, zero when omitted): ``[B, E, 2]``, or ``[E, 2]`` for all B."""
         shape = (self.num_envs, self.num_entities, 2)
         pos = torch.as_tensor(p_pos, dtype=self.dtype, device=self.device)

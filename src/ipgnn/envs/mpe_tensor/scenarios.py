@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -62,7 +63,7 @@ def _per_state(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
     key = fn.__name__
 
     @functools.wraps(fn)
-    def wrapper(self: "TensorMPEScenario") -> _T:
+    def wrapper(self: TensorMPEScenario) -> _T:
         token = self.world.state_token()
         if self._memo_token != token:
             self._memo, self._memo_token = {}, token
@@ -82,7 +83,7 @@ Plane = Union[Tensor, tuple[Tensor, Tensor]]
 
 
 def nearest_features(planes: Sequence[Plane], d2: Tensor, k: int,
-                     order: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+                     order: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Features of the ``k`` nearest candidates of each observer, nearest first, zero-padded.
 
     Args:
@@ -145,7 +146,7 @@ class TensorMPEScenario:
     OPTIONS: dict[str, OptionTypes] = {}
 
     def __init__(self, num_agents: int, num_envs: int = 1, max_steps: int = 25, continuous: bool = False,
-                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32, **options: Any):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **options: Any):
         for what, v, low in (("num_agents", num_agents, 1), ("num_envs", num_envs, 1), ("max_steps", max_steps, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"scenario '{self.name}': {what} must be an integer >= {low}, got {v!r}")
@@ -160,7 +161,7 @@ class TensorMPEScenario:
         self.dtype = dtype
         self.options = {**self.defaults(num_agents), **self._check_options(options)}
         self._validate()
-        self.agent_type: Optional[Tensor] = None
+        self.agent_type: Tensor | None = None
         self.entity_slices: dict[str, slice] = {}
         self.obs_dim = 0
         self.world: TensorWorld = self._build()
@@ -170,7 +171,7 @@ class TensorMPEScenario:
         self.t = 0
         self._done = True  # step() needs a reset() first
         self._memo: dict[str, Any] = {}
-        self._memo_token: Optional[tuple[int, int, int]] = None
+        self._memo_token: tuple[int, int, int] | None = None
         self._pair_buffers: dict[str, Pairs] = {}
 
     # ------------------------------------------------------------------ options
@@ -220,7 +221,7 @@ class TensorMPEScenario:
     def _reward(self) -> Tensor:
         raise NotImplementedError
 
-    def _scripted_directions(self) -> Optional[Tensor]:
+    def _scripted_directions(self) -> Tensor | None:
         """``[B, S, 2]`` action directions of the scripted agents (entities ``N .. N+S-1``), or None."""
         return None
 
@@ -308,7 +309,7 @@ class TensorMPEScenario:
         return action.to(device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------ interface
-    def reset(self, seed: Optional[int] = None) -> Tensor:
+    def reset(self, seed: int | None = None) -> Tensor:
         """Restart all ``B`` worlds; ``seed`` reseeds the scenario's generator. Returns ``[B, N, obs_dim]``."""
         if seed is not None:
             self._gen.manual_seed(int(seed))
@@ -479,7 +480,7 @@ class SpreadScenario(TensorMPEScenario):
                                            self.options["obs_landmarks"], order),
                           nearest_features(self._agent_planes(), ag.d2, self.options["obs_agents"])], dim=-1)
 
-    def _collision_weight(self, i: Tensor, j: Tensor) -> Union[Tensor, float]:
+    def _collision_weight(self, i: Tensor, j: Tensor) -> Tensor | float:
         """What agent ``i`` loses for colliding with agent ``j`` (index vectors): 1 here."""
         return 1.0
 
@@ -820,7 +821,7 @@ SCENARIOS: dict[str, type[TensorMPEScenario]] = {
 
 
 def make_scenario(name: str, num_agents: int, num_envs: int = 1, max_steps: int = 25, continuous: bool = False,
-                  device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   **options: Any) -> TensorMPEScenario:
     """Build the tensor MPE scenario ``name`` (one of :data:`SCENARIOS`) with its ``options``.
 
