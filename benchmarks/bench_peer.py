@@ -719,7 +719,7 @@ def baseline_markdown(summary: dict, steps: int) -> str:
         if not o or not b:
             continue
 
-        def met(key):
+        def met(key, o=o, b=b):  # this row's o and b (called in this iteration only)
             (om, osd), (bm, bsd) = o[key], b[key]
             if om is None or bm is None:
                 return "—"

@@ -277,7 +277,7 @@ def test_the_exported_step_runs_without_pyg_in_a_fresh_interpreter_and_matches(t
     env = traffic_env()
     try:
         obs = env.reset(seed=9)
-        for t in range(3):
+        for _ in range(3):
             want = policy(obs).dist.greedy()
             torch.save({"x": obs.x, "mask": obs.action_mask, "lists": lists(obs.edge_index, env.num_agents)},
                        tmp_path / "case.pt")

@@ -352,7 +352,7 @@ def test_large_float32_world_matches_a_dense_float64_reference():
         agents, marks = pos[:, :n], pos[:, n:]
         torch.testing.assert_close(fast.get_state()["p_pos"].double(), pos, rtol=0, atol=1e-4)
 
-        def nearest(points, exclude_self):
+        def nearest(points, exclude_self, agents=agents):  # this step's agents
             rel = points.unsqueeze(1) - agents.unsqueeze(2)  # [B, N, M, 2]
             d = rel.norm(dim=-1)
             if exclude_self:

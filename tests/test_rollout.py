@@ -21,7 +21,7 @@ def test_workers_step_exactly_like_separate_environments():
         obs = pool.reset(seed=5)
         ref = [inline[0].reset(seed=5), inline[1].reset(seed=6)]
         assert obs.num_graphs == 2 and torch.equal(obs.x, torch.cat([r.x for r in ref]))
-        for t in range(4):
+        for _ in range(4):
             action = torch.randint(5, (6,))
             res = pool.step(action)
             want = [inline[w].step(action[3 * w: 3 * w + 3]) for w in range(2)]

@@ -125,7 +125,7 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
 def test_resume_refuses_a_replay_file_that_is_not_its_own_and_never_truncates(tmp_path, tiny_overrides):
     from ipgnn.trainer import ResumeError
 
-    run = train(tmp_path, "run", tiny_overrides, steps=200)
+    train(tmp_path, "run", tiny_overrides, steps=200)
     ckpt = tmp_path / "run" / "checkpoints"
     replay = checkpoint.load(ckpt / "replay-200.pt")
     checkpoint.save(replay | {"added": replay["added"] - 25}, ckpt / "replay-200.pt")  # another step's buffer

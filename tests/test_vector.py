@@ -85,7 +85,7 @@ def test_batched_add_equals_one_by_one():
     batched.add(obs, act, res.reward, res.terminated, res.obs)
     for b in range(3):
         sl = slice(6 * b, 6 * b + 6)
-        def one(g: Batch) -> Data:
+        def one(g: Batch, b=b, sl=sl) -> Data:  # this environment's b and sl
             ei = g.edge_index[:, g.edge_index[1] // 6 == b] - 6 * b
             return Data(x=g.x[sl], edge_index=ei)
         single.add(one(obs), act[sl], res.reward[sl], res.terminated[sl], one(res.obs))

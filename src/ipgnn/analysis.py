@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from torch_geometric.data import Batch, Data
 from ipgnn.graphs import expand_hops
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 
-GraphObs = Union[Data, Batch]
+GraphObs = Data | Batch
 
 # ------------------------------------------------------------------------------------------------
 # loading

@@ -123,11 +123,13 @@ class TrafficSignalEnv(ArrayParallelEnv):
         return (self.max_phases * (("phase" in self.features) + ("pressure" in self.features))
                 + self.max_lanes * (("count" in self.features) + ("waiting" in self.features)))
 
-    @functools.cache
+    # PettingZoo's idiom (its parallel_api_test asks for it): the same space object on every call. B019: the
+    # class-level cache keeps each instance alive for the process's lifetime.
+    @functools.cache  # noqa: B019
     def observation_space(self, agent: str) -> spaces.Box:
         return spaces.Box(0.0, np.inf, (self.obs_dim,), np.float32)
 
-    @functools.cache
+    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Discrete:
         return spaces.Discrete(self.max_phases)
 

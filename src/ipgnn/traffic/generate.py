@@ -91,7 +91,7 @@ def _roadnet(net: _Net) -> dict[str, Any]:
             moves = [m for m in moves if m[3] is not None]
             kinds = {m[3] for m in moves}
             horizontal = abs(pts[nid][0] - pts[u][0]) >= abs(pts[nid][1] - pts[u][1])
-            for rout, w, n_out, kind in moves:
+            for rout, _w, n_out, kind in moves:
                 # no "points": CityFlow then draws each lane link's curve itself (given points are
                 # used as the path, and a degenerate one would hide which movements cross)
                 lane_links = [{"startLaneIndex": a, "endLaneIndex": b, "points": []}

@@ -98,7 +98,7 @@ def _write_plain(sc: Scenario, out: Path, states: dict[str, list[str]] | None) -
 
     cons = ET.Element("connections")
     for a in sc.intersections:
-        for k, link in enumerate(a.road_links):
+        for link in a.road_links:
             n_in, n_out = sc.roads[link.start_road].num_lanes, sc.roads[link.end_road].num_lanes
             for lane_in, lane_out in link.lane_links:
                 attrs = {"from": link.start_road, "to": link.end_road,

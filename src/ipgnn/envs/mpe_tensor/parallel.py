@@ -61,11 +61,13 @@ class TensorMPEParallelEnv(ParallelEnv):
         else:
             self._act_spaces = {a: spaces.Box(-1.0, 1.0, (2,), dtype=np.float32) for a in self.possible_agents}
 
-    @functools.cache
+    # PettingZoo's idiom (its parallel_api_test asks for it): the same space object on every call. B019: the
+    # class-level cache keeps each instance alive for the process's lifetime.
+    @functools.cache  # noqa: B019
     def observation_space(self, agent: str) -> spaces.Space:
         return self._obs_spaces[agent]
 
-    @functools.cache
+    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Space:
         return self._act_spaces[agent]
 

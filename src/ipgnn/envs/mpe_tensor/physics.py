@@ -36,12 +36,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
 
-Number = Union[int, float]
+Number = int | float
 
 #: ``mpe2``'s action sensitivity when an entity sets no ``accel``.
 DEFAULT_SENSITIVITY = 5.0

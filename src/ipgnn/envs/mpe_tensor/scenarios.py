@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -53,7 +53,7 @@ from ipgnn.ops import smallest_k
 #: ``mpe2``'s discrete moves: no-op, left, right, down, up.
 DISCRETE_DIRECTIONS = ((0.0, 0.0), (-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
 
-OptionTypes = Union[type, tuple[type, ...]]
+OptionTypes = type | tuple[type, ...]
 _T = TypeVar("_T")
 
 
@@ -79,7 +79,7 @@ def _full(n: int, value: float) -> Tensor:
     return torch.full((n,), float(value), dtype=torch.float64)
 
 
-Plane = Union[Tensor, tuple[Tensor, Tensor]]
+Plane = Tensor | tuple[Tensor, Tensor]
 
 
 def nearest_features(planes: Sequence[Plane], d2: Tensor, k: int,
