@@ -41,8 +41,10 @@ ALGOS = ["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"]
 def grid_edges(rows: int, cols: int) -> torch.Tensor:
     """A road grid: each intersection linked to its (up to) 4 neighbours, both directions."""
     idx = torch.arange(rows * cols).view(rows, cols)
-    pairs = [torch.stack([idx[:, :-1].flatten(), idx[:, 1:].flatten()]),
-             torch.stack([idx[:-1, :].flatten(), idx[1:, :].flatten()])]
+    pairs = [
+        torch.stack([idx[:, :-1].flatten(), idx[:, 1:].flatten()]),
+        torch.stack([idx[:-1, :].flatten(), idx[1:, :].flatten()]),
+    ]
     e = torch.cat(pairs, 1)
     return torch.cat([e, e.flip(0)], 1)
 
@@ -50,7 +52,7 @@ def grid_edges(rows: int, cols: int) -> torch.Tensor:
 def grid_for(n: int) -> tuple[int, int]:
     if n in GRIDS:
         return GRIDS[n]
-    rows = int(n ** 0.5)
+    rows = int(n**0.5)
     while n % rows:
         rows -= 1
     return rows, n // rows
@@ -69,10 +71,20 @@ def make_batch(n: int, b: int, device: torch.device, seed: int = 0):
     def graphs():
         return Batch(x=torch.randn(b * n, OBS, generator=g), edge_index=ei, batch=batch_vec, ptr=ptr)
 
-    out = TransitionBatch(graphs(), graphs(), torch.randint(ACTIONS, (b * n,), generator=g),
-                          torch.randn(b * n, generator=g), (torch.rand(b * n, generator=g) < 0.01).float())
-    return TransitionBatch(out.obs.to(device), out.next_obs.to(device), out.action.to(device),
-                           out.reward.to(device), out.terminated.to(device)), int(e.size(1))
+    out = TransitionBatch(
+        graphs(),
+        graphs(),
+        torch.randint(ACTIONS, (b * n,), generator=g),
+        torch.randn(b * n, generator=g),
+        (torch.rand(b * n, generator=g) < 0.01).float(),
+    )
+    return TransitionBatch(
+        out.obs.to(device),
+        out.next_obs.to(device),
+        out.action.to(device),
+        out.reward.to(device),
+        out.terminated.to(device),
+    ), int(e.size(1))
 
 
 def _rss_bytes() -> int:
@@ -151,8 +163,10 @@ def fmt(row: dict[str, Any]) -> str:
         if row["status"] == "refused" and "needs about" in msg:
             msg = "needs " + msg.split("needs about ")[1].split(" for")[0]
         return f"| {row['algo']} | {row['agents']} | {row['batch']} | {row['status']}: {msg[:90]} | | |"
-    return (f"| {row['algo']} | {row['agents']} | {row['batch']} | {row['update_s']:.4f} | "
-            f"{row['peak_mem_bytes'] / 2**20:.0f} | {row['parameters'] / 1e6:.2f} |")
+    return (
+        f"| {row['algo']} | {row['agents']} | {row['batch']} | {row['update_s']:.4f} | "
+        f"{row['peak_mem_bytes'] / 2**20:.0f} | {row['parameters'] / 1e6:.2f} |"
+    )
 
 
 def main() -> None:
@@ -166,8 +180,10 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the raw rows here")
     args = p.parse_args()
     threads = args.threads or torch.get_num_threads()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {args.device}, "
-          f"{threads} thread(s), batch {args.batch}, obs {OBS}, {ACTIONS} actions, grid road graph")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {args.device}, "
+        f"{threads} thread(s), batch {args.batch}, obs {OBS}, {ACTIONS} actions, grid road graph"
+    )
     print()
     print("| algorithm | N | B | update (s) | peak memory (MiB) | parameters (M) |")
     print("|---|---|---|---|---|---|")

@@ -61,10 +61,17 @@ def main() -> None:
             stats = pol.stats
         finally:
             pol.close()
-        rows.append((f"decentralised, {'in this process' if w == 0 else f'{w} worker processes'}", ms,
-                     f"{stats['bytes_per_agent_round']:.0f}"))
-    print(f"{cfg.name}, N = {n}, d = {cfg.model.hidden}, M = {cfg.model.rounds}, {args.decisions} decisions, "
-          f"torch {torch.__version__}, one torch thread per process")
+        rows.append(
+            (
+                f"decentralised, {'in this process' if w == 0 else f'{w} worker processes'}",
+                ms,
+                f"{stats['bytes_per_agent_round']:.0f}",
+            )
+        )
+    print(
+        f"{cfg.name}, N = {n}, d = {cfg.model.hidden}, M = {cfg.model.rounds}, {args.decisions} decisions, "
+        f"torch {torch.__version__}, one torch thread per process"
+    )
     print("| executor | ms per decision (median) | bytes per agent and round |\n|---|---|---|")
     for name, ms, b in rows:
         print(f"| {name} | {ms:.2f} | {b} |")

@@ -39,10 +39,20 @@ def main() -> None:
     base = load_config(args.config, overrides)
     tc = base.train
     total = tc.learning_starts + args.decisions
-    cfg = load_config(args.config, overrides + [
-        f"--device={args.device}", f"--train.total_steps={total}", "--train.eval_every=0",
-        "--train.checkpoint_every=0", f"--replay.capacity={total}", "--train.save_replay=false",
-        "--logger.mode=disabled", "--logger.progress=false"])
+    cfg = load_config(
+        args.config,
+        overrides
+        + [
+            f"--device={args.device}",
+            f"--train.total_steps={total}",
+            "--train.eval_every=0",
+            "--train.checkpoint_every=0",
+            f"--replay.capacity={total}",
+            "--train.save_replay=false",
+            "--logger.mode=disabled",
+            "--logger.progress=false",
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer.from_config(cfg, Path(tmp) / "run")
         clock: dict[str, float] = {}
@@ -68,13 +78,23 @@ def main() -> None:
     eta = per_1000 * (tc.total_steps - tc.learning_starts) / 1000 + evals * clock["eval"]
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    out = {"config": args.config, "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "batch_size": cfg.replay.batch_size, "engine": cfg.env.options.get("engine"),
-           "seconds_per_1000_decisions": per_1000, "seconds_per_evaluation": clock["eval"],
-           "total_steps": tc.total_steps, "eta_hours": eta / 3600}
-    print(f"{name}: {per_1000:.1f} s per 1000 decisions (batch {cfg.replay.batch_size}, "
-          f"{tc.gradient_steps} gradient steps every {tc.update_every} decisions), {clock['eval']:.1f} s per "
-          f"evaluation; ETA for {tc.total_steps:,} decisions with {evals} evaluations: {eta / 3600:.2f} h")
+    out = {
+        "config": args.config,
+        "device": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": cfg.replay.batch_size,
+        "engine": cfg.env.options.get("engine"),
+        "seconds_per_1000_decisions": per_1000,
+        "seconds_per_evaluation": clock["eval"],
+        "total_steps": tc.total_steps,
+        "eta_hours": eta / 3600,
+    }
+    print(
+        f"{name}: {per_1000:.1f} s per 1000 decisions (batch {cfg.replay.batch_size}, "
+        f"{tc.gradient_steps} gradient steps every {tc.update_every} decisions), {clock['eval']:.1f} s per "
+        f"evaluation; ETA for {tc.total_steps:,} decisions with {evals} evaluations: {eta / 3600:.2f} h"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

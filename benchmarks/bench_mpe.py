@@ -127,19 +127,27 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     p.add_argument("--steps", type=int, default=50, help="tensor steps per timed block")
     p.add_argument("--repeats", type=int, default=5, help="timed blocks per tensor case (median reported)")
-    p.add_argument("--mpe2-steps", type=int, nargs="+", default=None,
-                   help="mpe2 steps per N (default: 50 below N = 100, else 3)")
+    p.add_argument(
+        "--mpe2-steps", type=int, nargs="+", default=None, help="mpe2 steps per N (default: 50 below N = 100, else 3)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as it is)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--select", action="store_true", help="time the k-nearest selection instead (CPU)")
-    p.add_argument("--graph", type=int, default=None, metavar="K",
-                   help="time TensorGraphEnv.step (tensor step + k-NN graph with k = K + Batch) instead")
+    p.add_argument(
+        "--graph",
+        type=int,
+        default=None,
+        metavar="K",
+        help="time TensorGraphEnv.step (tensor step + k-NN graph with k = K + Batch) instead",
+    )
     args = p.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.graph is not None:
-        print(f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads\n")
+        print(
+            f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads\n"
+        )
         print(f"| N | B | TensorGraphEnv.step, k = {args.graph} (ms) | env-steps/s |")
         print("|---|---|---|---|")
         for n in args.agents:
@@ -148,8 +156,10 @@ def main() -> None:
                 print(f"| {n} | {b} | {ms:.2f} | {b / ms * 1e3:,.0f} |", flush=True)
         return
     if args.select:
-        print(f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads\n")
+        print(
+            f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads\n"
+        )
         print("| N | B | smallest_k (ms) | topk (ms) | topk / smallest_k |")
         print("|---|---|---|---|---|")
         for n in args.agents:
@@ -162,20 +172,26 @@ def main() -> None:
         p.error("--mpe2-steps needs one value per --agents value")
 
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}; load average at start {load0:.2f}")
+    print(
+        f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}; load average at start {load0:.2f}"
+    )
     rows = []
     for n, ms in zip(args.agents, mpe2_steps):
         ref = bench_mpe2(n, ms)
         for b in args.batch:
             ours, best = bench_tensor(n, b, args.steps, args.repeats, args.device)
             rows.append((n, b, ref, ours, best))
-            print(f"  N={n} B={b}: mpe2 {ref:.1f}/s ({ms} steps), tensor {ours:.1f}/s (best block {best:.1f}/s)",
-                  flush=True)
+            print(
+                f"  N={n} B={b}: mpe2 {ref:.1f}/s ({ms} steps), tensor {ours:.1f}/s (best block {best:.1f}/s)",
+                flush=True,
+            )
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# load average at end {load1:.2f}\n")
-    print("| N | B | mpe2 simple_spread_v3 (env-steps/s) | tensor spread, median (env-steps/s) | best block "
-          "| ratio (median) |")
+    print(
+        "| N | B | mpe2 simple_spread_v3 (env-steps/s) | tensor spread, median (env-steps/s) | best block "
+        "| ratio (median) |"
+    )
     print("|---|---|---|---|---|---|")
     for n, b, ref, ours, best in rows:
         print(f"| {n} | {b} | {ref:,.1f} | {ours:,.0f} | {best:,.0f} | {ours / ref:,.0f}x |")

@@ -242,6 +242,7 @@ BENCHMARL_RUNNER = textwrap.dedent('''
 
 # ----------------------------------------------------------------------------------------------- running
 
+
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """End the subprocess we started (its own process group), politely first."""
     if proc.poll() is not None:
@@ -274,25 +275,40 @@ def run_ours(seed: int, budget: float, run_dir: Path, config: str, overrides: li
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     metrics = run_dir / "metrics.jsonl"
-    cmd = _ipgnn_train() + ["--config", config, "--run-dir", str(run_dir), "--logger.mode=disabled",
-                            "--logger.progress=false", f"--seed={seed}", "--train.checkpoint_every=0",
-                            "--train.save_replay=false", *([f"--threads={threads}"] if threads else []), *overrides]
+    cmd = _ipgnn_train() + [
+        "--config",
+        config,
+        "--run-dir",
+        str(run_dir),
+        "--logger.mode=disabled",
+        "--logger.progress=false",
+        f"--seed={seed}",
+        "--train.checkpoint_every=0",
+        "--train.save_replay=false",
+        *([f"--threads={threads}"] if threads else []),
+        *overrides,
+    ]
     resolved = {}
     try:  # the resolved config, for the record (batch size, width)
         import yaml
 
-        conf = yaml.safe_load(subprocess.run(cmd + ["--print-config"], cwd=ROOT, capture_output=True, text=True,
-                                             check=True).stdout)
+        conf = yaml.safe_load(
+            subprocess.run(cmd + ["--print-config"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        )
         (run_dir / "resolved.yaml").write_text(yaml.safe_dump(conf))
-        resolved = {"batch_size": conf["replay"]["batch_size"], "hidden": conf["model"]["hidden"],
-                    "eval_every": conf["train"]["eval_every"]}
+        resolved = {
+            "batch_size": conf["replay"]["batch_size"],
+            "hidden": conf["model"]["hidden"],
+            "eval_every": conf["train"]["eval_every"],
+        }
     except Exception as exc:  # noqa: BLE001 - the record is a nicety
         print(f"could not resolve the config: {exc}", flush=True)
     load0 = os.getloadavg()
     t0 = time.time()
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=_thread_env(threads))
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_thread_env(threads)
+        )
     rows, state = [], {"pos": 0, "partial": ""}
 
     def read_new(now: float) -> None:
@@ -316,12 +332,20 @@ def run_ours(seed: int, budget: float, run_dir: Path, config: str, overrides: li
         time.sleep(0.2)
     _stop(proc)
     read_new(time.time() - t0)  # rows written after the budget are kept but stamped late (curves drop them)
-    return {"cmd": cmd, "t_budget": budget, "rows": rows, "returncode": proc.returncode, "resolved": resolved,
-            "load_before": load0, "load_after": os.getloadavg()}
+    return {
+        "cmd": cmd,
+        "t_budget": budget,
+        "rows": rows,
+        "returncode": proc.returncode,
+        "resolved": resolved,
+        "load_before": load0,
+        "load_after": os.getloadavg(),
+    }
 
 
-def run_benchmarl(algo: str, seed: int, budget: float, run_dir: Path, python: str, extra: list[str],
-                  threads: int = 0) -> dict:
+def run_benchmarl(
+    algo: str, seed: int, budget: float, run_dir: Path, python: str, extra: list[str], threads: int = 0
+) -> dict:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -330,20 +354,43 @@ def run_benchmarl(algo: str, seed: int, budget: float, run_dir: Path, python: st
     rows_path = run_dir / "rows.jsonl"
     load0 = os.getloadavg()
     t0 = time.time()
-    cmd = [python, str(runner), "--algo", algo, "--seed", str(seed), "--t0", repr(t0), "--rows", str(rows_path),
-           "--save-folder", str(run_dir), "--threads", str(threads), *extra]
+    cmd = [
+        python,
+        str(runner),
+        "--algo",
+        algo,
+        "--seed",
+        str(seed),
+        "--t0",
+        repr(t0),
+        "--rows",
+        str(rows_path),
+        "--save-folder",
+        str(run_dir),
+        "--threads",
+        str(threads),
+        *extra,
+    ]
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=_thread_env(threads))
+        proc = subprocess.Popen(
+            cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_thread_env(threads)
+        )
     while time.time() - t0 < budget and proc.poll() is None:
         time.sleep(0.2)
     _stop(proc)
     rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()] if rows_path.exists() else []
-    return {"cmd": cmd, "t_budget": budget, "rows": rows, "returncode": proc.returncode,
-            "load_before": load0, "load_after": os.getloadavg()}
+    return {
+        "cmd": cmd,
+        "t_budget": budget,
+        "rows": rows,
+        "returncode": proc.returncode,
+        "load_before": load0,
+        "load_after": os.getloadavg(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- analysis
+
 
 def curve(method: str, run: dict) -> list[dict]:
     """[{wall_s, env_step, team_return, per_agent_return}] of the evaluations inside the budget."""
@@ -357,8 +404,14 @@ def curve(method: str, run: dict) -> list[dict]:
             per = r.get("eval/episode_return_per_agent", ret / 3)
             out.append({"wall_s": r["wall_s"], "env_step": r["env_step"], "team_return": ret, "per_agent_return": per})
         elif not ours and r.get("kind") == "eval":
-            out.append({"wall_s": r["wall_s"], "env_step": r["frames"], "team_return": r["team_return"],
-                        "per_agent_return": r["per_agent_return"]})
+            out.append(
+                {
+                    "wall_s": r["wall_s"],
+                    "env_step": r["frames"],
+                    "team_return": r["team_return"],
+                    "per_agent_return": r["per_agent_return"],
+                }
+            )
     return out
 
 
@@ -396,8 +449,13 @@ def throughput(method: str, run: dict) -> dict:
         secs = sum(r["span_s"] for r in later)
         ups = n / secs if secs else None
         batch = tr[-1]["batch"] if tr else None
-    return {"env_steps": steps, "env_steps_per_s": steps / run["t_budget"], "updates_per_s": ups,
-            "updates_counted": n, "update_batch": batch}
+    return {
+        "env_steps": steps,
+        "env_steps_per_s": steps / run["t_budget"],
+        "updates_per_s": ups,
+        "updates_counted": n,
+        "update_batch": batch,
+    }
 
 
 def summarise(results: dict, threshold: float) -> list[dict]:
@@ -406,13 +464,23 @@ def summarise(results: dict, threshold: float) -> list[dict]:
         pts = curve(run["method"], run)
         first, held = time_to(pts, threshold)
         tp = throughput(run["method"], run)
-        table.append({
-            "method": run["method"], "seed": run["seed"], "budget_s": run["t_budget"], "evals": len(pts),
-            "first_s": first and first["wall_s"], "first_step": first and first["env_step"],
-            "held_s": held and held["wall_s"], "held_step": held and held["env_step"],
-            "best": max((p["team_return"] for p in pts), default=None),
-            "final": pts[-1]["team_return"] if pts else None, **tp,
-            "load_before": run["load_before"][0], "load_after": run["load_after"][0]})
+        table.append(
+            {
+                "method": run["method"],
+                "seed": run["seed"],
+                "budget_s": run["t_budget"],
+                "evals": len(pts),
+                "first_s": first and first["wall_s"],
+                "first_step": first and first["env_step"],
+                "held_s": held and held["wall_s"],
+                "held_step": held and held["env_step"],
+                "best": max((p["team_return"] for p in pts), default=None),
+                "final": pts[-1]["team_return"] if pts else None,
+                **tp,
+                "load_before": run["load_before"][0],
+                "load_after": run["load_after"][0],
+            }
+        )
     return table
 
 
@@ -421,18 +489,23 @@ def _f(x, fmt="{:.1f}", none="—"):
 
 
 def markdown(results: dict, table: list[dict], threshold: float) -> str:
-    lines = [f"Return = team return (sum over the 3 agents and 25 steps), greedy evaluation, mean of 10 episodes; "
-             f"threshold {threshold:g}. Time from the subprocess's launch.", "",
-             "| method | seed | budget (s) | first ≥ thr: s (env steps) | held ≥ thr from: s (env steps) | best | "
-             "final | env steps/s | updates/s (batch) | load 1-min before→after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Return = team return (sum over the 3 agents and 25 steps), greedy evaluation, mean of 10 episodes; "
+        f"threshold {threshold:g}. Time from the subprocess's launch.",
+        "",
+        "| method | seed | budget (s) | first ≥ thr: s (env steps) | held ≥ thr from: s (env steps) | best | "
+        "final | env steps/s | updates/s (batch) | load 1-min before→after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in table:
         first = f"{_f(t['first_s'], '{:.0f}')} ({_f(t['first_step'], '{:,}')})" if t["first_s"] else "not reached"
         held = f"{_f(t['held_s'], '{:.0f}')} ({_f(t['held_step'], '{:,}')})" if t["held_s"] else "not held"
         batch = t["update_batch"]
-        lines.append(f"| {t['method']} | {t['seed']} | {t['budget_s']:.0f} | {first} | {held} | {_f(t['best'])} | "
-                     f"{_f(t['final'])} | {_f(t['env_steps_per_s'], '{:.0f}')} | "
-                     f"{_f(t['updates_per_s'])} ({batch}) | {t['load_before']:.2f}→{t['load_after']:.2f} |")
+        lines.append(
+            f"| {t['method']} | {t['seed']} | {t['budget_s']:.0f} | {first} | {held} | {_f(t['best'])} | "
+            f"{_f(t['final'])} | {_f(t['env_steps_per_s'], '{:.0f}')} | "
+            f"{_f(t['updates_per_s'])} ({batch}) | {t['load_before']:.2f}→{t['load_after']:.2f} |"
+        )
     # ratio of time to quality (held, else first), per seed
     lines.append("")
     for key, word in (("held_s", "held"), ("first_s", "first reached")):
@@ -443,24 +516,34 @@ def markdown(results: dict, table: list[dict], threshold: float) -> str:
                 if other is None or ours is None:
                     continue
                 if other[key] is None:
-                    lines.append(f"- seed {seed}: time to {threshold:g} ({word}): ours {ours:.0f} s, {peer} never within "
-                                 f"its {other['budget_s']:.0f} s: ratio > {other['budget_s'] / ours:.1f}x")
+                    lines.append(
+                        f"- seed {seed}: time to {threshold:g} ({word}): ours {ours:.0f} s, {peer} never within "
+                        f"its {other['budget_s']:.0f} s: ratio > {other['budget_s'] / ours:.1f}x"
+                    )
                 else:
-                    lines.append(f"- seed {seed}: time to {threshold:g} ({word}): ours {ours:.0f} s, {peer} "
-                                 f"{other[key]:.0f} s: {other[key] / ours:.1f}x")
+                    lines.append(
+                        f"- seed {seed}: time to {threshold:g} ({word}): ours {ours:.0f} s, {peer} "
+                        f"{other[key]:.0f} s: {other[key] / ours:.1f}x"
+                    )
     return "\n".join(lines)
 
 
 def speed_markdown(speed: list[dict]) -> str:
-    lines = ["| batch | width | method | updates/s (each repeat) | mean | counted updates |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| batch | width | method | updates/s (each repeat) | mean | counted updates |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in speed:
-        lines.append(f"| {s['batch']} | {s['hidden']} | {s['method']} | "
-                     f"{', '.join(_f(u) for u in s['updates_per_s'])} | {_f(s['mean'])} | {s['counted']} |")
+        lines.append(
+            f"| {s['batch']} | {s['hidden']} | {s['method']} | "
+            f"{', '.join(_f(u) for u in s['updates_per_s'])} | {_f(s['mean'])} | {s['counted']} |"
+        )
     return "\n".join(lines)
 
 
 def plot(results: dict, threshold: float, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -475,8 +558,16 @@ def plot(results: dict, threshold: float, path: Path) -> None:
         lab = None if run["method"] in labelled else names[run["method"]]
         labelled.add(run["method"])
         for ax, key in zip(axes, ("wall_s", "env_step")):
-            ax.plot([p[key] for p in pts], [p["team_return"] for p in pts], "-o", ms=2.5, lw=1.2,
-                    color=colours[run["method"]], label=lab, alpha=0.9)
+            ax.plot(
+                [p[key] for p in pts],
+                [p["team_return"] for p in pts],
+                "-o",
+                ms=2.5,
+                lw=1.2,
+                color=colours[run["method"]],
+                label=lab,
+                alpha=0.9,
+            )
     for ax, xl in zip(axes, ("wall-clock seconds (from launch)", "environment steps (joint)")):
         ax.axhline(threshold, color="grey", ls="--", lw=1)
         ax.set_xlabel(xl)
@@ -497,11 +588,20 @@ def write_curves_csv(results: dict, path: Path) -> None:
         w.writerow(["method", "seed", "wall_s", "env_step", "team_return", "per_agent_return"])
         for run in results["runs"]:
             for p in curve(run["method"], run):
-                w.writerow([run["method"], run["seed"], f"{p['wall_s']:.2f}", p["env_step"],
-                            f"{p['team_return']:.4f}", f"{p['per_agent_return']:.4f}"])
+                w.writerow(
+                    [
+                        run["method"],
+                        run["seed"],
+                        f"{p['wall_s']:.2f}",
+                        p["env_step"],
+                        f"{p['team_return']:.4f}",
+                        f"{p['per_agent_return']:.4f}",
+                    ]
+                )
 
 
 # ------------------------------------------------------------------------------------------------ versions
+
 
 def versions(bm_python: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -514,26 +614,35 @@ def versions(bm_python: str) -> dict:
 
     ours = {k: v(k) for k in ("ipgnn", "torch", "torch_geometric", "mpe2", "pettingzoo")}
     try:
-        git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "configs"],
-                               capture_output=True, text=True).stdout.strip()
+        git = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "src", "configs"], capture_output=True, text=True
+        ).stdout.strip()
         ours["git"] = git + (" (+uncommitted changes in src/ or configs/)" if dirty else "")
     except OSError:
         pass
-    code = ("import json; from importlib.metadata import version as v; import torch; "
-            "print(json.dumps({k: v(k) for k in ('benchmarl','torchrl','tensordict','pettingzoo','torch')}"
-            " | {'threads': torch.get_num_threads()}))")
+    code = (
+        "import json; from importlib.metadata import version as v; import torch; "
+        "print(json.dumps({k: v(k) for k in ('benchmarl','torchrl','tensordict','pettingzoo','torch')}"
+        " | {'threads': torch.get_num_threads()}))"
+    )
     try:
-        theirs = json.loads(subprocess.run([bm_python, "-c", code], capture_output=True, text=True,
-                                           check=True).stdout)
+        theirs = json.loads(subprocess.run([bm_python, "-c", code], capture_output=True, text=True, check=True).stdout)
     except (OSError, subprocess.CalledProcessError, ValueError) as exc:
         theirs = {"error": str(exc)}
-    return {"ipgnn_side": ours, "benchmarl_side": theirs, "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(), "uname": " ".join(os.uname())}
+    return {
+        "ipgnn_side": ours,
+        "benchmarl_side": theirs,
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "uname": " ".join(os.uname()),
+    }
 
 
 # -------------------------------------------------------------------------------------------------- speed
+
 
 def measure_speed(args, out: Path) -> list[dict]:
     """Updates/s of IP-SAC and MASAC at equal batch and width, interleaved, ``--speed-repeats`` times."""
@@ -547,27 +656,53 @@ def measure_speed(args, out: Path) -> list[dict]:
                 d = out / "speed" / f"{method}-b{batch}-h{hidden}-r{rep}"
                 print(f"[speed] {method} batch {batch} width {hidden} repeat {rep}", flush=True)
                 if method == "ours":
-                    run = run_ours(0, args.speed_budget, d, args.ours_config,
-                                   [f"--replay.batch_size={batch}", f"--model.hidden={hidden}",
-                                    f"--train.total_steps={args.speed_ours_steps}", "--train.eval_every=0",
-                                    "--train.eval_episodes=1", *args.ours_override], args.threads)
+                    run = run_ours(
+                        0,
+                        args.speed_budget,
+                        d,
+                        args.ours_config,
+                        [
+                            f"--replay.batch_size={batch}",
+                            f"--model.hidden={hidden}",
+                            f"--train.total_steps={args.speed_ours_steps}",
+                            "--train.eval_every=0",
+                            "--train.eval_episodes=1",
+                            *args.ours_override,
+                        ],
+                        args.threads,
+                    )
                 else:
-                    run = run_benchmarl("masac", 0, args.speed_budget, d, args.benchmarl_python,
-                                        ["--batch", str(batch), "--hidden", str(hidden), "--iters", "2",
-                                         "--evaluate", "0"] + (["--continuous", "1"] if args.benchmarl_continuous else []),
-                                        args.threads)
+                    run = run_benchmarl(
+                        "masac",
+                        0,
+                        args.speed_budget,
+                        d,
+                        args.benchmarl_python,
+                        ["--batch", str(batch), "--hidden", str(hidden), "--iters", "2", "--evaluate", "0"]
+                        + (["--continuous", "1"] if args.benchmarl_continuous else []),
+                        args.threads,
+                    )
                 tp = throughput(method, run)
                 per[method].append(tp["updates_per_s"])
                 counted[method] += int(tp["updates_counted"] or 0)
                 (d / "speed_rows.json").write_text(json.dumps(run))
         for method in ("ours", "masac"):
             vals = [u for u in per[method] if u]
-            res.append({"batch": batch, "hidden": hidden, "method": method, "updates_per_s": per[method],
-                        "mean": sum(vals) / len(vals) if vals else None, "counted": counted[method]})
+            res.append(
+                {
+                    "batch": batch,
+                    "hidden": hidden,
+                    "method": method,
+                    "updates_per_s": per[method],
+                    "mean": sum(vals) / len(vals) if vals else None,
+                    "counted": counted[method],
+                }
+            )
     return res
 
 
 # -------------------------------------------------------------------------------------------------- flops
+
 
 def ours_update_flops(config: str, batch: int, hidden: int, overrides: list[str], steps: int = 300) -> dict:
     """FLOPs of one IP-SAC update (``algo.update``) at this batch and width, counted by
@@ -581,10 +716,21 @@ def ours_update_flops(config: str, batch: int, hidden: int, overrides: list[str]
     from ipgnn.config import load_config
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(ROOT / config, [f"--replay.batch_size={batch}", f"--model.hidden={hidden}",
-                                      f"--train.total_steps={steps}", f"--train.learning_starts={steps - 100}",
-                                      "--train.eval_every=0", "--train.checkpoint_every=0", "--train.save_replay=false",
-                                      "--logger.mode=disabled", "--logger.progress=false", *overrides])
+    cfg = load_config(
+        ROOT / config,
+        [
+            f"--replay.batch_size={batch}",
+            f"--model.hidden={hidden}",
+            f"--train.total_steps={steps}",
+            f"--train.learning_starts={steps - 100}",
+            "--train.eval_every=0",
+            "--train.checkpoint_every=0",
+            "--train.save_replay=false",
+            "--logger.mode=disabled",
+            "--logger.progress=false",
+            *overrides,
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer.from_config(cfg, run_dir=Path(tmp) / "run")
         try:
@@ -594,8 +740,13 @@ def ours_update_flops(config: str, batch: int, hidden: int, overrides: list[str]
                 trainer.algo.update(sample)
         finally:
             trainer.close()
-    return {"total": fc.get_total_flops(), "by_op": {str(k): v for k, v in fc.get_flop_counts()["Global"].items()},
-            "batch": batch, "hidden": hidden, "agents": int(trainer.env.num_agents)}
+    return {
+        "total": fc.get_total_flops(),
+        "by_op": {str(k): v for k, v in fc.get_flop_counts()["Global"].items()},
+        "batch": batch,
+        "hidden": hidden,
+        "agents": int(trainer.env.num_agents),
+    }
 
 
 def measure_flops(args, out: Path) -> list[dict]:
@@ -604,22 +755,32 @@ def measure_flops(args, out: Path) -> list[dict]:
     for batch, hidden in (tuple(int(x) for x in p.split("x")) for p in args.speed_pairs):
         ours = ours_update_flops(args.ours_config, batch, hidden, args.ours_override)
         d = out / "flops" / f"masac-b{batch}-h{hidden}"
-        run = run_benchmarl("masac", 0, args.speed_budget, d, args.benchmarl_python,
-                            ["--batch", str(batch), "--hidden", str(hidden), "--iters", "1", "--evaluate", "0",
-                             "--flops", "2"] + (["--continuous", "1"] if args.benchmarl_continuous else []), args.threads)
+        run = run_benchmarl(
+            "masac",
+            0,
+            args.speed_budget,
+            d,
+            args.benchmarl_python,
+            ["--batch", str(batch), "--hidden", str(hidden), "--iters", "1", "--evaluate", "0", "--flops", "2"]
+            + (["--continuous", "1"] if args.benchmarl_continuous else []),
+            args.threads,
+        )
         theirs = next((r for r in run["rows"] if r.get("kind") == "flops"), None)
         res.append({"batch": batch, "hidden": hidden, "ours": ours, "masac": theirs})
     return res
 
 
 def flops_markdown(flops: list[dict]) -> str:
-    rows = ["| batch (joint transitions) | width | IP-SAC GFLOP per update | MASAC GFLOP per update | IP-SAC / MASAC |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| batch (joint transitions) | width | IP-SAC GFLOP per update | MASAC GFLOP per update | IP-SAC / MASAC |",
+        "|---|---|---|---|---|",
+    ]
     for f in flops:
         ours, theirs = f["ours"]["total"] / 1e9, (f["masac"] or {}).get("total")
         ratio = f"{ours / (theirs / 1e9):.1f}" if theirs else "n/a"
-        rows.append(f"| {f['batch']} | {f['hidden']} | {ours:.3f} | "
-                    f"{theirs / 1e9 if theirs else float('nan'):.3f} | {ratio} |")
+        rows.append(
+            f"| {f['batch']} | {f['hidden']} | {ours:.3f} | {theirs / 1e9 if theirs else float('nan'):.3f} | {ratio} |"
+        )
     return "\n".join(rows)
 
 
@@ -637,7 +798,7 @@ def random_reference(config: str, seeds: list[int], episodes: int = 10) -> list[
         try:
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=_thread_env(1))
             text = done.stdout
-            metrics = json.loads(text[text.index("{"):])
+            metrics = json.loads(text[text.index("{") :])
             res.append({"seed": seed, "team_return": metrics["eval/episode_return"], "cmd": cmd})
         except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as exc:
             res.append({"seed": seed, "team_return": None, "error": str(exc), "cmd": cmd})
@@ -656,18 +817,32 @@ def run_baselines(args, out: Path, results: dict) -> None:
                 print(f"[{time.strftime('%H:%M:%S')}] {side} {algo} seed {seed}: {args.steps} env steps", flush=True)
                 t0 = time.time()
                 if side == "ours":
-                    run = run_ours(seed, cap, d, args.ours_config,
-                                   [f"--algo.name={algo}", f"--train.total_steps={args.steps}",
-                                    f"--train.eval_every={args.baseline_eval_every}", "--train.eval_episodes=10",
-                                    *args.ours_override], args.threads)
+                    run = run_ours(
+                        seed,
+                        cap,
+                        d,
+                        args.ours_config,
+                        [
+                            f"--algo.name={algo}",
+                            f"--train.total_steps={args.steps}",
+                            f"--train.eval_every={args.baseline_eval_every}",
+                            "--train.eval_episodes=10",
+                            *args.ours_override,
+                        ],
+                        args.threads,
+                    )
                 else:
-                    run = run_benchmarl(algo, seed, cap, d, args.benchmarl_python,
-                                        ["--max-frames", str(args.steps)], args.threads)
+                    run = run_benchmarl(
+                        algo, seed, cap, d, args.benchmarl_python, ["--max-frames", str(args.steps)], args.threads
+                    )
                 run.update(method=f"{side}-{algo}", side=side, algo=algo, seed=seed, elapsed_s=time.time() - t0)
                 results["runs"].append(run)
                 pts = curve(run["method"], run)
-                print(f"    {run['elapsed_s']:.0f} s, rc {run['returncode']}, {len(pts)} evaluations, "
-                      f"last {pts[-1] if pts else None}", flush=True)
+                print(
+                    f"    {run['elapsed_s']:.0f} s, rc {run['returncode']}, {len(pts)} evaluations, "
+                    f"last {pts[-1] if pts else None}",
+                    flush=True,
+                )
                 results_path.write_text(json.dumps(results))
 
 
@@ -685,20 +860,31 @@ def baseline_summary(results: dict) -> dict:
     for run in results["runs"]:
         pts = curve(run["method"], run)
         start = next((r for r in run["rows"] if r.get("kind") == "start"), {})
-        per_run.append({"algo": run["algo"], "side": run["side"], "seed": run["seed"], "evals": len(pts),
-                        "last_step": pts[-1]["env_step"] if pts else None,
-                        "best": max((p["team_return"] for p in pts), default=None),
-                        "final": pts[-1]["team_return"] if pts else None, "elapsed_s": run["elapsed_s"],
-                        "returncode": run["returncode"], "continuous": start.get("continuous", False)})
+        per_run.append(
+            {
+                "algo": run["algo"],
+                "side": run["side"],
+                "seed": run["seed"],
+                "evals": len(pts),
+                "last_step": pts[-1]["env_step"] if pts else None,
+                "best": max((p["team_return"] for p in pts), default=None),
+                "final": pts[-1]["team_return"] if pts else None,
+                "elapsed_s": run["elapsed_s"],
+                "returncode": run["returncode"],
+                "continuous": start.get("continuous", False),
+            }
+        )
     agg = {}
     for algo in dict.fromkeys(r["algo"] for r in per_run):
         for side in ("ours", "bm"):
             rs = [r for r in per_run if r["algo"] == algo and r["side"] == side]
             if rs:
-                agg[f"{side}-{algo}"] = {"best": _mean_std([r["best"] for r in rs]),
-                                         "final": _mean_std([r["final"] for r in rs]),
-                                         "seeds": [r["seed"] for r in rs],
-                                         "elapsed_s": [round(r["elapsed_s"]) for r in rs]}
+                agg[f"{side}-{algo}"] = {
+                    "best": _mean_std([r["best"] for r in rs]),
+                    "final": _mean_std([r["final"] for r in rs]),
+                    "seeds": [r["seed"] for r in rs],
+                    "elapsed_s": [round(r["elapsed_s"]) for r in rs],
+                }
     rnd = [r["team_return"] for r in results.get("random", []) if r.get("team_return") is not None]
     return {"runs": per_run, "agg": agg, "random": _mean_std(rnd)}
 
@@ -710,10 +896,14 @@ def _pm(ms: tuple) -> str:
 
 def baseline_markdown(summary: dict, steps: int) -> str:
     """The table: ours against BenchMARL per algorithm; met = ours' mean + std reaches BenchMARL's mean - std."""
-    lines = [f"Team return (Σ_t Σ_i r_i, greedy, 10 episodes), {steps:,} environment steps per run; mean ± std "
-             f"over seeds. Random policy: {_pm(summary['random'])}.", "",
-             "| algorithm | ours best | BenchMARL best | ours final | BenchMARL final | ours ≥ BenchMARL within spread "
-             "(best / final) | time per run, s (ours; BenchMARL) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Team return (Σ_t Σ_i r_i, greedy, 10 episodes), {steps:,} environment steps per run; mean ± std "
+        f"over seeds. Random policy: {_pm(summary['random'])}.",
+        "",
+        "| algorithm | ours best | BenchMARL best | ours final | BenchMARL final | ours ≥ BenchMARL within spread "
+        "(best / final) | time per run, s (ours; BenchMARL) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for algo in dict.fromkeys(r["algo"] for r in summary["runs"]):
         o, b = summary["agg"].get(f"ours-{algo}"), summary["agg"].get(f"bm-{algo}")
         if not o or not b:
@@ -725,15 +915,22 @@ def baseline_markdown(summary: dict, steps: int) -> str:
                 return "—"
             return "yes" if om >= bm else ("within spread" if om + osd >= bm - bsd else "no")
 
-        lines.append(f"| {algo} | {_pm(o['best'])} | {_pm(b['best'])} | {_pm(o['final'])} | {_pm(b['final'])} | "
-                     f"{met('best')} / {met('final')} | {', '.join(map(str, o['elapsed_s']))}; "
-                     f"{', '.join(map(str, b['elapsed_s']))} |")
-    lines += ["", "| algorithm | side | seed | best | final | evaluations (last step) | time (s) | return code |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {algo} | {_pm(o['best'])} | {_pm(b['best'])} | {_pm(o['final'])} | {_pm(b['final'])} | "
+            f"{met('best')} / {met('final')} | {', '.join(map(str, o['elapsed_s']))}; "
+            f"{', '.join(map(str, b['elapsed_s']))} |"
+        )
+    lines += [
+        "",
+        "| algorithm | side | seed | best | final | evaluations (last step) | time (s) | return code |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["runs"]:
         side = "ours" if r["side"] == "ours" else "BenchMARL" + (" (continuous)" if r["continuous"] else "")
-        lines.append(f"| {r['algo']} | {side} | {r['seed']} | {_f(r['best'])} | {_f(r['final'])} | "
-                     f"{r['evals']} ({_f(r['last_step'], '{:,}')}) | {r['elapsed_s']:.0f} | {r['returncode']} |")
+        lines.append(
+            f"| {r['algo']} | {side} | {r['seed']} | {_f(r['best'])} | {_f(r['final'])} | "
+            f"{r['evals']} ({_f(r['last_step'], '{:,}')}) | {r['elapsed_s']:.0f} | {r['returncode']} |"
+        )
     return "\n".join(lines)
 
 
@@ -743,8 +940,17 @@ def write_baseline_csv(results: dict, path: Path) -> None:
         w.writerow(["algo", "side", "seed", "env_step", "wall_s", "team_return", "per_agent_return"])
         for run in results["runs"]:
             for p in curve(run["method"], run):
-                w.writerow([run["algo"], run["side"], run["seed"], p["env_step"], f"{p['wall_s']:.2f}",
-                            f"{p['team_return']:.4f}", f"{p['per_agent_return']:.4f}"])
+                w.writerow(
+                    [
+                        run["algo"],
+                        run["side"],
+                        run["seed"],
+                        p["env_step"],
+                        f"{p['wall_s']:.2f}",
+                        f"{p['team_return']:.4f}",
+                        f"{p['per_agent_return']:.4f}",
+                    ]
+                )
         for r in results.get("random", []):
             if r.get("team_return") is not None:
                 w.writerow(["random", "ours", r["seed"], 0, "", f"{r['team_return']:.4f}", ""])
@@ -753,6 +959,7 @@ def write_baseline_csv(results: dict, path: Path) -> None:
 def plot_baselines(results: dict, summary: dict, path: Path) -> None:
     """One panel per algorithm: mean over seeds against environment steps, band = min..max over seeds."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -771,8 +978,14 @@ def plot_baselines(results: dict, summary: dict, path: Path) -> None:
             mean = [sum(by_step[s]) / len(by_step[s]) for s in steps]
             lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
             cont = any(next((r for r in run["rows"] if r.get("kind") == "start"), {}).get("continuous") for run in runs)
-            ax.plot(steps, mean, "-o", ms=3, color=colour,
-                    label=f"{name} {algo.upper()}{' (continuous actions)' if cont else ''} ({len(runs)} seeds)")
+            ax.plot(
+                steps,
+                mean,
+                "-o",
+                ms=3,
+                color=colour,
+                label=f"{name} {algo.upper()}{' (continuous actions)' if cont else ''} ({len(runs)} seeds)",
+            )
             ax.fill_between(steps, lo, hi, color=colour, alpha=0.2, lw=0)
         if summary["random"][0] is not None:
             ax.axhline(summary["random"][0], color="grey", ls="--", lw=1, label="random policy")
@@ -781,8 +994,10 @@ def plot_baselines(results: dict, summary: dict, path: Path) -> None:
         ax.set_ylabel("evaluation team return (sum over agents)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle("Cooperative navigation, 3 agents, 25 steps: ipgnn against BenchMARL, same algorithm "
-                 "(mean, band = min..max over seeds)")
+    fig.suptitle(
+        "Cooperative navigation, 3 agents, 25 steps: ipgnn against BenchMARL, same algorithm "
+        "(mean, band = min..max over seeds)"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -791,42 +1006,60 @@ def plot_baselines(results: dict, summary: dict, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- main
 
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of each learning run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", default=["ours", "masac", "mappo"], choices=["ours", "masac", "mappo"])
     p.add_argument("--out", type=Path, default=Path("/tmp/peer/run"))
     p.add_argument("--benchmarl-python", default="/tmp/bm/bin/python")
-    p.add_argument("--benchmarl-continuous", action="store_true",
-                   help="BenchMARL with continuous actions (its default); ours stays discrete")
+    p.add_argument(
+        "--benchmarl-continuous",
+        action="store_true",
+        help="BenchMARL with continuous actions (its default); ours stays discrete",
+    )
     p.add_argument("--threshold", type=float, default=-60.0, help="team return (sum over agents) to reach and hold")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch/OpenMP threads of every run, the same for both libraries (0: each library's default). "
-                        "1 by default: on the shared 2-core machine the same 2-thread ipgnn run measured 26 and "
-                        "1,300 env steps/s minutes apart under another user's load")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/OpenMP threads of every run, the same for both libraries (0: each library's default). "
+        "1 by default: on the shared 2-core machine the same 2-thread ipgnn run measured 26 and "
+        "1,300 env steps/s minutes apart under another user's load",
+    )
     p.add_argument("--ours-config", default="configs/mpe_spread_small.yaml")
     p.add_argument("--ours-eval-every", type=int, default=5000)
     p.add_argument("--ours-override", action="append", default=[], help="extra --section.key=value for ipgnn-train")
     p.add_argument("--plot", type=Path, default=None, help="PNG path (default OUT/bench_peer.png)")
     p.add_argument("--no-speed", action="store_true", help="skip the equal batch/width updates/s measurement")
     p.add_argument("--speed-only", action="store_true", help="only the equal batch/width measurement")
-    p.add_argument("--flops", action="store_true",
-                   help="only the FLOPs of one update of each (matrix products) at each --speed-pairs batch and width")
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="only the FLOPs of one update of each (matrix products) at each --speed-pairs batch and width",
+    )
     p.add_argument("--speed-pairs", nargs="+", default=["128x256", "256x128"], help="BATCHxWIDTH pairs")
     p.add_argument("--speed-repeats", type=int, default=2)
     p.add_argument("--speed-budget", type=float, default=150.0, help="seconds cap per speed run")
     p.add_argument("--speed-ours-steps", type=int, default=8000)
     p.add_argument("--analyse", type=Path, default=None, help="recompute tables and plot from OUT/results.json")
-    p.add_argument("--baselines", action="store_true",
-                   help="the same-algorithm mode: ours --algo.name=X against BenchMARL's X for each --algos, "
-                        "--steps environment steps each")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="the same-algorithm mode: ours --algo.name=X against BenchMARL's X for each --algos, "
+        "--steps environment steps each",
+    )
     p.add_argument("--algos", nargs="+", default=list(BASELINES), choices=BASELINES)
     p.add_argument("--steps", type=int, default=60000, help="--baselines: environment steps of every run")
-    p.add_argument("--baseline-eval-every", type=int, default=6000,
-                   help="--baselines: ours' evaluation interval (BenchMARL evaluates after each 6000-frame "
-                        "iteration)")
+    p.add_argument(
+        "--baseline-eval-every",
+        type=int,
+        default=6000,
+        help="--baselines: ours' evaluation interval (BenchMARL evaluates after each 6000-frame iteration)",
+    )
     p.add_argument("--run-cap-minutes", type=float, default=30.0, help="--baselines: wall-clock cap of one run")
     args = p.parse_args()
 
@@ -835,10 +1068,14 @@ def main() -> None:
     results_path = out / "results.json"
     results: dict = {}
     if args.baselines and not args.analyse:
-        results = {"mode": "baselines", "args": {k: str(v) for k, v in vars(args).items()},
-                   "versions": versions(args.benchmarl_python),
-                   "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-                   "runs": [], "random": random_reference(args.ours_config, args.seeds)}
+        results = {
+            "mode": "baselines",
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "versions": versions(args.benchmarl_python),
+            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "runs": [],
+            "random": random_reference(args.ours_config, args.seeds),
+        }
         print(json.dumps(results["versions"], indent=1), json.dumps(results["random"]), flush=True)
         run_baselines(args, out, results)
         results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -852,17 +1089,29 @@ def main() -> None:
         png = args.plot or out / "bench_peer_baselines.png"
         plot_baselines(results, summary, png)
         steps = int(results["args"].get("steps", 0))
-        text = "\n".join([f"versions: {json.dumps(results['versions'])}",
-                          f"uptime before: {results.get('uptime_before')}",
-                          f"uptime after: {results.get('uptime_after')}", "",
-                          baseline_markdown(summary, steps), "", f"plot: {png}", f"curves: {out / 'baselines.csv'}"])
+        text = "\n".join(
+            [
+                f"versions: {json.dumps(results['versions'])}",
+                f"uptime before: {results.get('uptime_before')}",
+                f"uptime after: {results.get('uptime_after')}",
+                "",
+                baseline_markdown(summary, steps),
+                "",
+                f"plot: {png}",
+                f"curves: {out / 'baselines.csv'}",
+            ]
+        )
         (out / "summary.md").write_text(text + "\n")
         print(text)
         return
     if not args.analyse:
-        results = {"args": {k: str(v) for k, v in vars(args).items()}, "versions": versions(args.benchmarl_python),
-                   "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-                   "runs": [], "speed": []}
+        results = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "versions": versions(args.benchmarl_python),
+            "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "runs": [],
+            "speed": [],
+        }
         print(json.dumps(results["versions"], indent=1), flush=True)
         extra = ["--continuous", "1"] if args.benchmarl_continuous else []
         if args.flops:
@@ -874,9 +1123,18 @@ def main() -> None:
                     d = out / f"{method}-s{seed}"
                     print(f"[{time.strftime('%H:%M:%S')}] {method} seed {seed}: {budget:.0f} s", flush=True)
                     if method == "ours":
-                        run = run_ours(seed, budget, d, args.ours_config,
-                                       ["--train.total_steps=1000000000", f"--train.eval_every={args.ours_eval_every}",
-                                        *args.ours_override], args.threads)
+                        run = run_ours(
+                            seed,
+                            budget,
+                            d,
+                            args.ours_config,
+                            [
+                                "--train.total_steps=1000000000",
+                                f"--train.eval_every={args.ours_eval_every}",
+                                *args.ours_override,
+                            ],
+                            args.threads,
+                        )
                     else:
                         run = run_benchmarl(method, seed, budget, d, args.benchmarl_python, extra, args.threads)
                     run.update(method=method, seed=seed)
@@ -889,8 +1147,12 @@ def main() -> None:
         results["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         results_path.write_text(json.dumps(results))
 
-    md = [f"versions: {json.dumps(results['versions'])}", f"uptime before: {results.get('uptime_before')}",
-          f"uptime after: {results.get('uptime_after')}", ""]
+    md = [
+        f"versions: {json.dumps(results['versions'])}",
+        f"uptime before: {results.get('uptime_before')}",
+        f"uptime after: {results.get('uptime_after')}",
+        "",
+    ]
     if results["runs"]:
         table = summarise(results, args.threshold)
         (out / "summary.json").write_text(json.dumps(table, indent=1))
@@ -899,11 +1161,19 @@ def main() -> None:
         plot(results, args.threshold, png)
         md += [markdown(results, table, args.threshold), "", f"plot: {png}", f"curves: {out / 'curves.csv'}"]
     if results.get("speed"):
-        md += ["", "Gradient updates per second at equal batch (joint transitions) and width:", "",
-               speed_markdown(results["speed"])]
+        md += [
+            "",
+            "Gradient updates per second at equal batch (joint transitions) and width:",
+            "",
+            speed_markdown(results["speed"]),
+        ]
     if results.get("flops"):
-        md += ["", "FLOPs of one update (matrix products, torch.utils.flop_counter) at equal batch and width:", "",
-               flops_markdown(results["flops"])]
+        md += [
+            "",
+            "FLOPs of one update (matrix products, torch.utils.flop_counter) at equal batch and width:",
+            "",
+            flops_markdown(results["flops"]),
+        ]
     text = "\n".join(md)
     (out / "summary.md").write_text(text + "\n")
     print(text)

@@ -50,9 +50,18 @@ def updates_per_second(env_cfg_: EnvConfig, batch: int, reps: int = 3) -> float:
 
     env = make_env(env_cfg_)
     obs = env.reset(seed=0)
-    buf = GraphReplayBuffer(64, env.num_agents, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges,
-                            static_edges=env.graph(None), has_action_mask=True, obs_dtype=torch.int16,
-                            episode_length=env_cfg_.max_steps)
+    buf = GraphReplayBuffer(
+        64,
+        env.num_agents,
+        env.spec.obs_dim,
+        env.spec.action_dim,
+        True,
+        env.graph.max_edges,
+        static_edges=env.graph(None),
+        has_action_mask=True,
+        obs_dtype=torch.int16,
+        episode_length=env_cfg_.max_steps,
+    )
     for _ in range(8):
         res = env.step(env.random_action(obs))
         buf.add(obs, env.random_action(obs), res.reward, res.terminated, res.obs)
@@ -91,8 +100,10 @@ def main() -> None:
             pool.close()
             kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
             me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            print(f"| {n} | {w} worker process(es) | {r:.2f} | {r / base:.2f} | | {me:.2f} GiB / {kids:.2f} GiB |",
-                  flush=True)
+            print(
+                f"| {n} | {w} worker process(es) | {r:.2f} | {r / base:.2f} | | {me:.2f} GiB / {kids:.2f} GiB |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,15 @@ def _timed(inner, method: str, clock: list):
 def measure(n: int, engine: str, decisions: int, seed: int = 0) -> tuple[float, float]:
     """``(simulator, wrapper)`` seconds per decision over one episode from a reset."""
     spec, _ = SCENARIOS[n]
-    env = make_env(EnvConfig(task="traffic", num_agents=n, max_steps=decisions, graph=GraphConfig(kind="env"),
-                             options={"scenario": spec, "engine": engine}))
+    env = make_env(
+        EnvConfig(
+            task="traffic",
+            num_agents=n,
+            max_steps=decisions,
+            graph=GraphConfig(kind="env"),
+            options={"scenario": spec, "engine": engine},
+        )
+    )
     obs = env.reset(seed=seed)
     raw, clock = env.env.engine, [0.0]
     if engine == "cityflow":
@@ -74,17 +81,25 @@ def measure(n: int, engine: str, decisions: int, seed: int = 0) -> tuple[float, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", type=int, nargs="+", default=list(SCENARIOS))
-    p.add_argument("--decisions", type=int, default=100, help="decisions timed, from a reset (default: app. D's episode)")
+    p.add_argument(
+        "--decisions", type=int, default=100, help="decisions timed, from a reset (default: app. D's episode)"
+    )
     p.add_argument("--engine", default="sumo", choices=["sumo", "cityflow"])
-    p.add_argument("--repeats", type=int, default=3, help="episodes per size; the table gives the median share "
-                                                           "and that episode's times (default 3)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="episodes per size; the table gives the median share and that episode's times (default 3)",
+    )
     args = p.parse_args()
     print(f"{args.engine}, {args.decisions} decisions from a reset, median of {args.repeats} (shares of all repeats)")
     print("| N | scenario | simulator s/decision | wrapper s/decision | wrapper share | all shares |")
     print("|---|---|---|---|---|---|")
     for n in args.agents:
-        runs = sorted((wrap / (sim + wrap), sim, wrap) for sim, wrap in
-                      (measure(n, args.engine, args.decisions) for _ in range(args.repeats)))
+        runs = sorted(
+            (wrap / (sim + wrap), sim, wrap)
+            for sim, wrap in (measure(n, args.engine, args.decisions) for _ in range(args.repeats))
+        )
         share, sim, wrap = runs[len(runs) // 2]
         shares = ", ".join(f"{r[0]:.1%}" for r in runs)
         print(f"| {n} | {SCENARIOS[n][1]} | {sim:.4f} | {wrap:.4f} | {share:.1%} | {shares} |", flush=True)

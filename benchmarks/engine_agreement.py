@@ -19,8 +19,15 @@ from ipgnn.traffic import load_scenario
 
 
 def episode(scenario: str, n: int, engine: str, controller: str, decisions: int) -> dict[str, float]:
-    env = make_env(EnvConfig(task="traffic", num_agents=n, max_steps=decisions, graph=GraphConfig(kind="env"),
-                             options={"scenario": scenario, "engine": engine}))
+    env = make_env(
+        EnvConfig(
+            task="traffic",
+            num_agents=n,
+            max_steps=decisions,
+            graph=GraphConfig(kind="env"),
+            options={"scenario": scenario, "engine": engine},
+        )
+    )
     raw, act = env.env, env.reference_policies()[controller]
     lanes = sorted({f"{r}_{k}" for a in raw.scenario.intersections for r, k in a.incoming_lanes})
     obs, on, halted = env.reset(seed=0), [], []
@@ -33,10 +40,13 @@ def episode(scenario: str, n: int, engine: str, controller: str, decisions: int)
         if res.done:
             break
     env.close()
-    return {"average travel time (s)": res.episode["average_travel_time"], "throughput": res.episode["throughput"],
-            "vehicles on incoming lanes per decision": float(np.mean(on)),
-            "halted vehicles per decision (queue reward)": float(np.mean(halted)),
-            "halted share of vehicles on incoming lanes": float(np.sum(halted) / max(1, np.sum(on)))}
+    return {
+        "average travel time (s)": res.episode["average_travel_time"],
+        "throughput": res.episode["throughput"],
+        "vehicles on incoming lanes per decision": float(np.mean(on)),
+        "halted vehicles per decision (queue reward)": float(np.mean(halted)),
+        "halted share of vehicles on incoming lanes": float(np.sum(halted) / max(1, np.sum(on))),
+    }
 
 
 def main() -> None:

@@ -18,21 +18,45 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = [("ipsac", "IP-SAC"), ("dgn", "DGN"), ("pic", "PIC"), ("maddpg_s", "MADDPG-S"), ("maddpg", "MADDPG"),
-           ("qmix", "QMIX"), ("iql", "IQL")]
+METHODS = [
+    ("ipsac", "IP-SAC"),
+    ("dgn", "DGN"),
+    ("pic", "PIC"),
+    ("maddpg_s", "MADDPG-S"),
+    ("maddpg", "MADDPG"),
+    ("qmix", "QMIX"),
+    ("iql", "IQL"),
+]
 # (results dir, label, metric, lower is better, the paper's ranking for the task, as its text and figure state)
 TASKS = [
-    ("hangzhou16", "Hangzhou 4×4, real flow, N = 16 (Fig. 5a)", "average_travel_time", True,
-     "IP best (Fig. 5a; no ranking of the baselines in the text)"),
+    (
+        "hangzhou16",
+        "Hangzhou 4×4, real flow, N = 16 (Fig. 5a)",
+        "average_travel_time",
+        True,
+        "IP best (Fig. 5a; no ranking of the baselines in the text)",
+    ),
     ("grid7x7", "Grid 7×7, N = 49 (Fig. 5b)", "average_travel_time", True, "IP best (Fig. 5b)"),
-    ("manhattan96", "Manhattan, N = 96 (Fig. 3a, 5c)", "average_travel_time", True,
-     "IP best; PIC and DGN next, the others behind (sec. 5.2)"),
-    ("spread30", "Cooperative navigation, N = 30 (Fig. 4a, 8b)", "episode_return", False,
-     "IP best; DGN above QMIX, MADDPG-S above MADDPG; IQL and MADDPG fail (app. C)"),
+    (
+        "manhattan96",
+        "Manhattan, N = 96 (Fig. 3a, 5c)",
+        "average_travel_time",
+        True,
+        "IP best; PIC and DGN next, the others behind (sec. 5.2)",
+    ),
+    (
+        "spread30",
+        "Cooperative navigation, N = 30 (Fig. 4a, 8b)",
+        "episode_return",
+        False,
+        "IP best; DGN above QMIX, MADDPG-S above MADDPG; IQL and MADDPG fail (app. C)",
+    ),
     ("hetero100", "Heterogeneous navigation, N = 100 (Fig. 4b)", "episode_return", False, "IP best (Fig. 4b)"),
 ]
-GPU_ONLY = [("Grid 15×15, N = 225 (Fig. 3b)", "IP best; PIC and DGN high variance (sec. 5.2)"),
-            ("Grid 35×35, N = 1225 (Fig. 3c)", "IP best by a wide margin; MADDPG-S second (sec. 5.2)")]
+GPU_ONLY = [
+    ("Grid 15×15, N = 225 (Fig. 3b)", "IP best; PIC and DGN high variance (sec. 5.2)"),
+    ("Grid 35×35, N = 1225 (Fig. 3c)", "IP best by a wide margin; MADDPG-S second (sec. 5.2)"),
+]
 BEGIN, END = "<!-- paper-table:begin -->", "<!-- paper-table:end -->"
 
 
@@ -70,13 +94,21 @@ def _random(task: str, metric: str) -> str:
     if not path.is_file():
         return "–"
     r = json.loads(path.read_text())
-    return _cell({f"final/{metric}/mean": r.get(f"eval/{metric}/mean", ""),
-                  f"final/{metric}/std": r.get(f"eval/{metric}/std", "")}, metric)[0]
+    return _cell(
+        {
+            f"final/{metric}/mean": r.get(f"eval/{metric}/mean", ""),
+            f"final/{metric}/std": r.get(f"eval/{metric}/std", ""),
+        },
+        metric,
+    )[0]
 
 
 def table() -> str:
-    head = ["task", "seeds"] + [name for _, name in METHODS] + ["random", "FixedTime", "MaxPressure", "machine time",
-                                                                 "the paper"]
+    head = (
+        ["task", "seeds"]
+        + [name for _, name in METHODS]
+        + ["random", "FixedTime", "MaxPressure", "machine time", "the paper"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task, label, metric, lower, paper in TASKS:
         rows = _read(task)
@@ -88,15 +120,21 @@ def table() -> str:
         best = (min if lower else max)(scored, key=scored.__getitem__) if scored else None
         seeds = sorted({r["seeds"] for a, r in rows.items() if a in dict(METHODS)})
         done = sum(1 for a, _ in METHODS if a in rows)
-        out = [label, "/".join(seeds) + ("" if done == len(METHODS) else f" (partial: {done} of {len(METHODS)} methods)")]
+        out = [
+            label,
+            "/".join(seeds) + ("" if done == len(METHODS) else f" (partial: {done} of {len(METHODS)} methods)"),
+        ]
         out += [f"**{text}**" if algo == best else text for algo, (text, _) in cells.items()]
         out.append(_random(task, metric))
         out += [_cell(rows.get(f"{ref} (reference)"), metric)[0] for ref in ("FixedTime", "MaxPressure")]
         out.append(machine_time(task))
         lines.append("| " + " | ".join(out + [paper]) + " |")
     for label, paper in GPU_ONLY:
-        lines.append(f"| {label} | not run (needs a GPU: benchmarks/gpu_comparison.sh) | "
-                     + " | ".join(["–"] * (len(METHODS) + 4)) + f" | {paper} |")
+        lines.append(
+            f"| {label} | not run (needs a GPU: benchmarks/gpu_comparison.sh) | "
+            + " | ".join(["–"] * (len(METHODS) + 4))
+            + f" | {paper} |"
+        )
     return "\n".join(lines)
 
 

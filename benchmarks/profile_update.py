@@ -1,5 +1,7 @@
 """Profile one IP-SAC update (the loop behind the figures in benchmarks/README.md).
 
+Usage::
+
     python benchmarks/profile_update.py                 # mean time of 10 updates at N=96, B=64
     python benchmarks/profile_update.py --profile       # plus torch.profiler's table of operators
     python benchmarks/profile_update.py --precision bf16 --threads 1 --profile
@@ -27,9 +29,12 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--release-memory", action="store_true",
-                   help="leave glibc's allocator as it is (by default, as ipgnn-train and bench_update.py do: huge pages "
-                        "where the kernel offers them, freed memory kept after the first update when there is room)")
+    p.add_argument(
+        "--release-memory",
+        action="store_true",
+        help="leave glibc's allocator as it is (by default, as ipgnn-train and bench_update.py do: huge pages "
+        "where the kernel offers them, freed memory kept after the first update when there is room)",
+    )
     args = p.parse_args()
     if not args.release_memory:
         reexec_with_huge_pages()
@@ -37,7 +42,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     buf = make_buffer(args.agents, 64)
-    algo = IPSAC(AgentSpec(OBS, ACTIONS, True), ModelConfig(hidden=args.hidden, rounds=args.rounds), AlgoConfig(lr=1e-3, precision=args.precision))
+    algo = IPSAC(
+        AgentSpec(OBS, ACTIONS, True),
+        ModelConfig(hidden=args.hidden, rounds=args.rounds),
+        AlgoConfig(lr=1e-3, precision=args.precision),
+    )
     algo.update(buf.sample(args.batch))
     if not args.release_memory:
         print("freed memory kept:", keep_freed_memory_if_room())

@@ -44,8 +44,13 @@ def random_reference(task: str) -> dict:
         finally:
             env.close()
     metrics = sorted({k for m in per_seed.values() for k in m})
-    summary = {"task": task, "policy": "uniformly random valid actions", "seeds": sorted(per_seed),
-               "episodes_per_seed": cfg.train.eval_episodes, "per_seed": per_seed}
+    summary = {
+        "task": task,
+        "policy": "uniformly random valid actions",
+        "seeds": sorted(per_seed),
+        "episodes_per_seed": cfg.train.eval_episodes,
+        "per_seed": per_seed,
+    }
     for k in metrics:
         xs = [m[k] for m in per_seed.values() if k in m]
         mean = sum(xs) / len(xs)

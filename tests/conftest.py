@@ -37,10 +37,18 @@ def _seed_and_threads():
 def tiny_overrides(tmp_path):
     """Overrides that make any config a seconds-long CPU run writing under tmp_path."""
     return [
-        "--model.hidden=32", "--replay.batch_size=32", "--train.learning_starts=50", "--train.update_every=25",
-        "--train.gradient_steps=2", "--train.eval_every=100", "--train.eval_episodes=2",
-        "--train.checkpoint_every=100", "--train.log_every=25", f"--logger.run_root={tmp_path / 'runs'}",
-        "--logger.progress=false", "--logger.mode=disabled",
+        "--model.hidden=32",
+        "--replay.batch_size=32",
+        "--train.learning_starts=50",
+        "--train.update_every=25",
+        "--train.gradient_steps=2",
+        "--train.eval_every=100",
+        "--train.eval_episodes=2",
+        "--train.checkpoint_every=100",
+        "--train.log_every=25",
+        f"--logger.run_root={tmp_path / 'runs'}",
+        "--logger.progress=false",
+        "--logger.mode=disabled",
     ]
 
 
@@ -52,8 +60,7 @@ def learned_and_random_returns(cfg, run_dir, episodes: int) -> tuple[float, floa
     trainer = Trainer.from_config(cfg, run_dir)
     learned = trainer.train()["eval/episode_return"]
     torch.manual_seed(0)
-    rand = evaluate(random_policy(trainer.eval_env), trainer.eval_env, episodes,
-                    cfg.seed)["eval/episode_return"]
+    rand = evaluate(random_policy(trainer.eval_env), trainer.eval_env, episodes, cfg.seed)["eval/episode_return"]
     trainer.close()
     return learned, rand
 
@@ -69,5 +76,12 @@ def _cityflow_importable() -> bool:
 #: Every traffic test that takes an engine runs on both. CityFlow is built by ``.ci/run`` (from
 #: ../shared/vendor) or ``ipgnn-data build-cityflow``; where it is not importable its cases are skipped,
 #: with the reason in the report.
-ENGINES = ["sumo", pytest.param("cityflow", marks=pytest.mark.skipif(
-    not _cityflow_importable(), reason="CityFlow not importable: ipgnn-data build-cityflow"))]
+ENGINES = [
+    "sumo",
+    pytest.param(
+        "cityflow",
+        marks=pytest.mark.skipif(
+            not _cityflow_importable(), reason="CityFlow not importable: ipgnn-data build-cityflow"
+        ),
+    ),
+]

@@ -40,25 +40,52 @@ GRID = {"kind": "grid", "rows": 2, "cols": 2, "rate": 600, "seed": 0}
 
 def traffic_raw(**train):
     """A seconds-long traffic run on a 2x2 generated grid over SUMO (10 decisions per episode)."""
-    return {"name": "tiny_traffic", "seed": 0, "device": "cpu",
-            "env": {"task": "traffic", "num_agents": 4, "max_steps": 10, "graph": {"kind": "env"},
-                    "options": {"scenario": dict(GRID), "engine": "sumo"}},
-            "model": {"hidden": 16, "rounds": 2},
-            "replay": {"capacity": 1000, "batch_size": 16},
-            "train": {"total_steps": 60, "learning_starts": 20, "update_every": 10, "gradient_steps": 1,
-                      "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "log_every": 20,
-                      "save_replay": False} | train,
-            "logger": {"mode": "disabled", "progress": False}}
+    return {
+        "name": "tiny_traffic",
+        "seed": 0,
+        "device": "cpu",
+        "env": {
+            "task": "traffic",
+            "num_agents": 4,
+            "max_steps": 10,
+            "graph": {"kind": "env"},
+            "options": {"scenario": dict(GRID), "engine": "sumo"},
+        },
+        "model": {"hidden": 16, "rounds": 2},
+        "replay": {"capacity": 1000, "batch_size": 16},
+        "train": {
+            "total_steps": 60,
+            "learning_starts": 20,
+            "update_every": 10,
+            "gradient_steps": 1,
+            "eval_every": 0,
+            "eval_episodes": 1,
+            "checkpoint_every": 0,
+            "log_every": 20,
+            "save_replay": False,
+        }
+        | train,
+        "logger": {"mode": "disabled", "progress": False},
+    }
 
 
 def mpe_raw():
-    return {"name": "tiny_mpe", "seed": 0, "device": "cpu",
-            "env": {"task": "mpe_spread", "num_agents": 3, "max_steps": 5, "graph": {"kind": "knn", "k": 2}},
-            "model": {"hidden": 16, "rounds": 2, "heads": 2},
-            "replay": {"capacity": 100, "batch_size": 16},
-            "train": {"total_steps": 10, "learning_starts": 5, "eval_every": 0, "checkpoint_every": 0,
-                      "save_replay": False},
-            "logger": {"mode": "disabled", "progress": False}}
+    return {
+        "name": "tiny_mpe",
+        "seed": 0,
+        "device": "cpu",
+        "env": {"task": "mpe_spread", "num_agents": 3, "max_steps": 5, "graph": {"kind": "knn", "k": 2}},
+        "model": {"hidden": 16, "rounds": 2, "heads": 2},
+        "replay": {"capacity": 100, "batch_size": 16},
+        "train": {
+            "total_steps": 10,
+            "learning_starts": 5,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "save_replay": False,
+        },
+        "logger": {"mode": "disabled", "progress": False},
+    }
 
 
 def untrained_checkpoint(raw, run_dir):
@@ -203,9 +230,12 @@ def _labelled(fig):
 def test_plots_on_positions_and_on_a_road_map(tmp_path):
     net = small_net(rounds=2)
     trs = [analysis.propagation_trace(net, small_graph(), extra_rounds=2) for _ in range(2)]
-    figs = [analysis.plot_intentions(trs[0], analysis.fit_projection(trs)),
-            analysis.plot_round_distances(trs), analysis.plot_round_distances(trs, relative=True),
-            analysis.plot_attention(trs[0])]  # particles: obs.pos
+    figs = [
+        analysis.plot_intentions(trs[0], analysis.fit_projection(trs)),
+        analysis.plot_round_distances(trs),
+        analysis.plot_round_distances(trs, relative=True),
+        analysis.plot_attention(trs[0]),
+    ]  # particles: obs.pos
     sc = load_scenario(materialise(GRID, tmp_path))
     n = sc.num_agents
     data = Data(x=torch.randn(n, 5), edge_index=sc.edge_index(), pos=sc.positions())
@@ -218,8 +248,12 @@ def test_plots_on_positions_and_on_a_road_map(tmp_path):
         fig.savefig(tmp_path / f"{k}.png")
         assert (tmp_path / f"{k}.png").read_bytes()[:4] == b"\x89PNG"
     labels = analysis.phase_labels(sc)
-    assert labels == ["0: EB straight, WB straight", "1: NB straight, SB straight", "2: EB left, WB left",
-                      "3: NB left, SB left"]
+    assert labels == [
+        "0: EB straight, WB straight",
+        "1: NB straight, SB straight",
+        "2: EB left, WB left",
+        "3: NB left, SB left",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +299,11 @@ def test_movement_distributions_and_divergences(tmp_path):
     one = action_movements(table, np.array([1, 0, 0, 0]))
     names = [table.names[k] for k in np.flatnonzero(one * (table.agent == 0))]
     inter = sc.intersections[0]
-    expect = {f"{inter.id}:{l.start_road}->{l.end_road}" for k, l in enumerate(inter.road_links)
-              if k in set(inter.phases[inter.action_phases[1]]) and l.kind == "go_straight"}
+    expect = {
+        f"{inter.id}:{l.start_road}->{l.end_road}"
+        for k, l in enumerate(inter.road_links)
+        if k in set(inter.phases[inter.action_phases[1]]) and l.kind == "go_straight"
+    }
     assert set(names) == expect and len(names) == 2
     p, q = normalise(vol), normalise(green)
     assert np.allclose(p.sum(1), 1) and np.allclose(q.sum(1), 1)
@@ -280,7 +317,7 @@ def test_movement_distributions_and_divergences(tmp_path):
     e = EPSILON
     rs, ss = (r + e) / (1 + 3 * e), (s + e) / (1 + 3 * e)
     assert math.isclose(kl_divergence(r, s), float((rs * np.log(rs / ss)).sum()), rel_tol=1e-12)
-    assert math.isclose(euclidean_distance(r, s), math.sqrt(2 * 0.25 ** 2 + 0.25), rel_tol=1e-12)
+    assert math.isclose(euclidean_distance(r, s), math.sqrt(2 * 0.25**2 + 0.25), rel_tol=1e-12)
     # intervals: sums over each group of steps, a shorter last one, nan where no vehicle
     vol[5:] = 0
     rec = Recording(vol, green, np.repeat([0, 1], [4, 3]), np.r_[0:4, 0:3], [])
@@ -311,16 +348,26 @@ def test_interpret_runs_summarises_each_method_over_its_seeds(tmp_path, capsys):
     row per method whose means are those of its runs' own summaries; ``--greedy`` plays the greedy policy."""
     root = tmp_path / "cmp"
     for algo, seed in (("ipsac", 0), ("ipsac", 1), ("iql", 0)):
-        untrained_checkpoint(traffic_raw() | {"seed": seed, "algo": {"name": algo}}, root / "grid" / algo / f"seed{seed}")
+        untrained_checkpoint(
+            traffic_raw() | {"seed": seed, "algo": {"name": algo}}, root / "grid" / algo / f"seed{seed}"
+        )
     out = tmp_path / "interp"
-    assert main(["--runs", str(root), "--algos", "ipsac,iql", "--episodes", "1", "--interval", "5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["--runs", str(root), "--algos", "ipsac,iql", "--episodes", "1", "--interval", "5", "--out", str(out)])
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out
     with open(out / "summary.csv") as f:
         rows = {r["algo"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"ipsac", "iql"} and rows["ipsac"]["seeds"] == "2" and rows["iql"]["seeds"] == "1"
-    runs = [json.loads(json.dumps(interpret_mod.interpret(root / "grid" / "ipsac" / f"seed{s}", 1, 5,
-                                                          tmp_path / f"again{s}").summary)) for s in (0, 1)]
+    runs = [
+        json.loads(
+            json.dumps(
+                interpret_mod.interpret(root / "grid" / "ipsac" / f"seed{s}", 1, 5, tmp_path / f"again{s}").summary
+            )
+        )
+        for s in (0, 1)
+    ]
     assert math.isclose(float(rows["ipsac"]["mean_distance/mean"]), np.mean([r["mean_distance"] for r in runs]))
     assert runs[0]["mean_distance"] != runs[1]["mean_distance"]  # the seeds play their own episodes
     assert "| grid | ipsac | 2 |" in (out / "summary.md").read_text()

@@ -59,8 +59,9 @@ def ring_edges(b: int, n: int) -> torch.Tensor:
 
 
 def graph_batch(x: torch.Tensor, b: int, n: int, mask=None, agent_type=None) -> Batch:
-    out = Batch(x=x, edge_index=ring_edges(b, n), batch=torch.arange(b).repeat_interleave(n),
-                ptr=torch.arange(b + 1) * n)
+    out = Batch(
+        x=x, edge_index=ring_edges(b, n), batch=torch.arange(b).repeat_interleave(n), ptr=torch.arange(b + 1) * n
+    )
     if mask is not None:
         out.action_mask = mask
     if agent_type is not None:
@@ -298,8 +299,11 @@ def test_maddpg_s_per_sample_shuffles_pairs_consistently_and_per_sample():
 
 def test_maddpg_s_losses_use_a_fresh_shuffle_and_maddpg_losses_do_not():
     batch = transitions(b=16, n=5, discrete=False)  # continuous: MADDPG's losses have no sampling
-    for name, opts, varies in (("maddpg", {}, False), ("maddpg_s", {"shuffle": "sample"}, True),
-                               ("maddpg_s", {"shuffle": "minibatch"}, True)):
+    for name, opts, varies in (
+        ("maddpg", {}, False),
+        ("maddpg_s", {"shuffle": "sample"}, True),
+        ("maddpg_s", {"shuffle": "minibatch"}, True),
+    ):
         algo = build(name, n=5, discrete=False, **opts)
         torch.manual_seed(1)
         first = algo.losses(batch)["q_loss"]
@@ -637,9 +641,16 @@ def test_algo_name_alone_runs_the_method_its_file_defines(name, task):
     own = read_yaml(CONFIGS / "algos" / f"{name}.yaml")["algo"]
     assert by_name.algo.max_grad_norm == own.get("max_grad_norm")
     assert by_name.algo.options == own["options"]
-    changed = load_config(CONFIGS / task, [f"--algo.name={name}", "--algo.max_grad_norm=3.0",
-                                           "--algo.options.gumbel_temperature=0.5"
-                                           if "gumbel_temperature" in own["options"] else "--algo.options.double_q=true"])
+    changed = load_config(
+        CONFIGS / task,
+        [
+            f"--algo.name={name}",
+            "--algo.max_grad_norm=3.0",
+            "--algo.options.gumbel_temperature=0.5"
+            if "gumbel_temperature" in own["options"]
+            else "--algo.options.double_q=true",
+        ],
+    )
     assert changed.algo.max_grad_norm == 3.0 and changed.algo.options != own["options"]
     assert set(changed.algo.options) == set(own["options"])  # the other options stay the file's
 
@@ -650,8 +661,10 @@ def test_a_users_file_beats_the_method_file(tmp_path):
     mine.write_text("algo:\n  name: qmix\n  max_grad_norm: 1.0\n  options:\n    mixing_embed: 8\n")
     cfg = load_config([CONFIGS / "mpe_spread_small.yaml", mine])
     assert cfg.algo.max_grad_norm == 1.0 and cfg.algo.options["mixing_embed"] == 8
-    assert cfg.algo.options["hypernet_layers"] == read_yaml(CONFIGS / "algos" / "qmix.yaml")["algo"]["options"][
-        "hypernet_layers"]
+    assert (
+        cfg.algo.options["hypernet_layers"]
+        == read_yaml(CONFIGS / "algos" / "qmix.yaml")["algo"]["options"]["hypernet_layers"]
+    )
     assert load_config(CONFIGS / "mpe_spread_small.yaml").algo.max_grad_norm is None  # ipsac: no method file
 
 
@@ -659,8 +672,11 @@ def test_a_users_file_beats_the_method_file(tmp_path):
 def test_epsilon_schedule_is_scaled_to_the_run(name, tiny_overrides, tmp_path):
     """One rule for every method: a schedule written for 1e6 steps lasts 1 % of a 10 000-step run. Through the
     trainer (the scale comes from the config); ``schedule_reference_steps: null`` uses the option as written."""
-    over = tiny_overrides + [f"--algo.name={name}", "--train.total_steps=10000",
-                             "--algo.options.epsilon_decay_steps=50000"]
+    over = tiny_overrides + [
+        f"--algo.name={name}",
+        "--train.total_steps=10000",
+        "--algo.options.epsilon_decay_steps=50000",
+    ]
     trainer = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml", over), tmp_path / "scaled")
     algo = trainer.algo
     trainer.close()
@@ -670,8 +686,10 @@ def test_epsilon_schedule_is_scaled_to_the_run(name, tiny_overrides, tmp_path):
     assert algo.epsilon == pytest.approx((start + end) / 2)
     algo.env_steps = 500
     assert algo.epsilon == pytest.approx(end)
-    trainer = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml",
-                                              over + ["--train.schedule_reference_steps=null"]), tmp_path / "as_written")
+    trainer = Trainer.from_config(
+        load_config(CONFIGS / "mpe_spread_small.yaml", over + ["--train.schedule_reference_steps=null"]),
+        tmp_path / "as_written",
+    )
     assert trainer.algo.epsilon_decay_steps == 50000
     trainer.algo.env_steps = 500
     assert trainer.algo.epsilon > end + 0.9 * (start - end)
@@ -713,10 +731,21 @@ def test_full_state_round_trip_continues_identically(name):
         assert torch.equal(pa, pb), k
 
 
-@pytest.mark.parametrize("name,extra", [("qmix", ["--algo.options.epsilon_decay_steps=200",
-                                                 "--train.schedule_reference_steps=null",
-                                                 "--algo.target_update_interval=7", "--algo.tau=1.0"]),
-                                        ("maddpg_s", [])])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        (
+            "qmix",
+            [
+                "--algo.options.epsilon_decay_steps=200",
+                "--train.schedule_reference_steps=null",
+                "--algo.target_update_interval=7",
+                "--algo.tau=1.0",
+            ],
+        ),
+        ("maddpg_s", []),
+    ],
+)
 def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, tmp_path, tiny_overrides):
     """Through the trainer's checkpoints: the exploration counter (epsilon), a hard target update
     between checkpoints and MADDPG-S's per-sample shuffles all continue as if never interrupted."""
@@ -757,8 +786,9 @@ def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, 
 
 def _cheap_discrete_tasks():
     tasks = [("mpe_spread", 3, {})]
-    tasks += [(t, 6, {}) for t in ("mpe_navigation", "mpe_hetero_navigation", "mpe_push", "mpe_predator_prey")
-              if t in TASKS]
+    tasks += [
+        (t, 6, {}) for t in ("mpe_navigation", "mpe_hetero_navigation", "mpe_push", "mpe_predator_prey") if t in TASKS
+    ]
     if "magent_jungle" in TASKS:
         tasks.append(("magent_jungle", 20, {}))
     # traffic on the real SUMO engine: a generated 2x2 grid and its road graph
@@ -778,9 +808,18 @@ def task_batches():
             out[task] = exc
             continue
         obs = env.reset(seed=0)
-        buf = GraphReplayBuffer(16, env.num_agents, env.spec.obs_dim, env.spec.action_dim, env.spec.discrete,
-                                env.graph.max_edges, static_edges=env.graph(None) if env.graph.is_static else None,
-                                has_action_mask=env.has_action_mask, agent_type=env.agent_type, seed=0)
+        buf = GraphReplayBuffer(
+            16,
+            env.num_agents,
+            env.spec.obs_dim,
+            env.spec.action_dim,
+            env.spec.discrete,
+            env.graph.max_edges,
+            static_edges=env.graph(None) if env.graph.is_static else None,
+            has_action_mask=env.has_action_mask,
+            agent_type=env.agent_type,
+            seed=0,
+        )
         for _ in range(3):
             res = env.step(env.random_action(obs))
             buf.add(obs, env.random_action(obs), res.reward, res.terminated, res.obs)
@@ -801,21 +840,27 @@ def test_every_baseline_updates_on_every_cheap_discrete_task(name, task, task_ba
     algo = make_algo(spec, ModelConfig(hidden=16), AlgoConfig(name=name, lr=1e-3), n, 4)
     action = algo.act(obs)
     assert action.shape == (obs.x.size(0),) and action.dtype == torch.long
-    before = {k: v.clone() for k, v in algo.state_dict().items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    before = {
+        k: v.clone() for k, v in algo.state_dict().items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+    }
     stats = algo.update(batch)
     assert "q_loss" in stats and all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     after = algo.state_dict()
     moved = {k for k, v in before.items() if not torch.equal(v, after[k])}
     # an update that does nothing fails here: the online networks take a gradient step, the targets a Polyak step
     assert any("target" not in k for k in moved), f"{name} on {task}: no online parameter changed"
-    assert any("target" in k for k in moved) or not any("target" in k for k in before), \
+    assert any("target" in k for k in moved) or not any("target" in k for k in before), (
         f"{name} on {task}: no target parameter moved"
+    )
 
 
 @pytest.mark.parametrize("name", ACTOR_CRITICS)
 def test_actor_critics_run_on_continuous_cooperative_navigation(name):
-    env = make_env(EnvConfig(task="mpe_spread", num_agents=3, max_steps=5, continuous_actions=True,
-                             graph=GraphConfig(kind="knn", k=2)))
+    env = make_env(
+        EnvConfig(
+            task="mpe_spread", num_agents=3, max_steps=5, continuous_actions=True, graph=GraphConfig(kind="knn", k=2)
+        )
+    )
     obs = env.reset(seed=0)
     algo = make_algo(env.spec, ModelConfig(hidden=16), AlgoConfig(name=name, lr=1e-3), 3, 4)
     buf = GraphReplayBuffer(8, 3, env.spec.obs_dim, env.spec.action_dim, False, env.graph.max_edges)
@@ -835,10 +880,19 @@ def test_actor_critics_run_on_continuous_cooperative_navigation(name):
 
 
 EPISODES, MARGIN = 20, 0.10
-LEARNING = ["--train.total_steps=40000", "--train.learning_starts=500", "--replay.batch_size=128",
-            "--model.hidden=64", "--algo.lr=0.003", "--train.eval_every=0", f"--train.eval_episodes={EPISODES}",
-            "--train.checkpoint_every=0", "--train.save_replay=false", "--logger.mode=disabled",
-            "--logger.progress=false"]
+LEARNING = [
+    "--train.total_steps=40000",
+    "--train.learning_starts=500",
+    "--replay.batch_size=128",
+    "--model.hidden=64",
+    "--algo.lr=0.003",
+    "--train.eval_every=0",
+    f"--train.eval_episodes={EPISODES}",
+    "--train.checkpoint_every=0",
+    "--train.save_replay=false",
+    "--logger.mode=disabled",
+    "--logger.progress=false",
+]
 
 
 @pytest.mark.slow
@@ -855,8 +909,11 @@ def test_baseline_beats_random_on_cooperative_navigation(name, tmp_path):
     shuffle) -72.2, inside the margin; after 40 000 steps QMIX -61.7 (+17 %) and MADDPG-S -60.8 (+18 %),
     and under the earlier seeds IQL, DGN, MADDPG and PIC were +26-31 % after 20 000. About a minute per
     algorithm on 2 cores."""
-    extra = (["--algo.options.epsilon_decay_steps=20000", "--train.schedule_reference_steps=null"]
-             if name in Q_LEARNERS else [])
+    extra = (
+        ["--algo.options.epsilon_decay_steps=20000", "--train.schedule_reference_steps=null"]
+        if name in Q_LEARNERS
+        else []
+    )
     cfg = load_config(CONFIGS / "mpe_spread_small.yaml", LEARNING + [f"--algo.name={name}"] + extra)
     learned, rand = learned_and_random_returns(cfg, tmp_path / "run", EPISODES)
     print(f"greedy {name} return {learned:.2f} vs random {rand:.2f}")
@@ -892,11 +949,22 @@ def _loss_with(algo, batch, name):
     return algo.losses(batch)[name]
 
 
-@pytest.mark.parametrize("name,opts", [("iql", {}), ("dgn", {"keep_graph": True}), ("dgn", {"keep_graph": False}),
-                                       ("qmix", {}), ("maddpg", {}), ("maddpg", {"next_actor": "online"}),
-                                       ("maddpg_s", {"shuffle": "sample"}), ("pic", {}),
-                                       ("pic", {"critic_output": "agent"}), ("pic", {"next_actor": "target"}),
-                                       ("pic", {"aggregation": "mean"})])
+@pytest.mark.parametrize(
+    "name,opts",
+    [
+        ("iql", {}),
+        ("dgn", {"keep_graph": True}),
+        ("dgn", {"keep_graph": False}),
+        ("qmix", {}),
+        ("maddpg", {}),
+        ("maddpg", {"next_actor": "online"}),
+        ("maddpg_s", {"shuffle": "sample"}),
+        ("pic", {}),
+        ("pic", {"critic_output": "agent"}),
+        ("pic", {"next_actor": "target"}),
+        ("pic", {"aggregation": "mean"}),
+    ],
+)
 def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
     """Each baseline's loss equals an independent computation of its paper's target from s' (features, graph
     where the method reads one, valid actions) and the target networks (the actor at s' is the one
@@ -942,8 +1010,11 @@ def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
             if name == "pic":
                 q = algo.critic(algo.node_features(x, a_data, None))
                 q_next = critic(algo.node_features(x2, a_next, None))
-                y = (R + gamma * (1 - D) * q_next) if opts.get("critic_output", "team") == "team" else \
-                    (r.view(b, n) + gamma * (1 - d.view(b, n)) * q_next)
+                y = (
+                    (R + gamma * (1 - D) * q_next)
+                    if opts.get("critic_output", "team") == "team"
+                    else (r.view(b, n) + gamma * (1 - d.view(b, n)) * q_next)
+                )
                 return (q - y).pow(2).mean()
             torch.manual_seed(5)  # the same slot orders as the loss call
             order = algo.slot_order(b, x.device)

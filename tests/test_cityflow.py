@@ -25,8 +25,13 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def cfg(scenario=GRID, engine="auto", steps=4):
-    return EnvConfig(task="traffic", num_agents=4, max_steps=steps, graph=GraphConfig(kind="env"),
-                     options={"scenario": scenario, "engine": engine})
+    return EnvConfig(
+        task="traffic",
+        num_agents=4,
+        max_steps=steps,
+        graph=GraphConfig(kind="env"),
+        options={"scenario": scenario, "engine": engine},
+    )
 
 
 def leftovers() -> set[str]:

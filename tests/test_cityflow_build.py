@@ -63,7 +63,7 @@ def test_patch_changes_only_the_pybind11_rapidjson_and_cmake_version_lines(tmp_p
     assert f'include_directories("{inc.as_posix()}")' in out
     # everything before the submodule block and from add_subdirectory(src) on is upstream's, unchanged
     head = text[: text.find("set(REQUIRED_SUBMODULES")].replace("VERSION 3.0)", "VERSION 3.5)")
-    assert out.startswith(head) and out.endswith(text[text.find("add_subdirectory(src)"):])
+    assert out.startswith(head) and out.endswith(text[text.find("add_subdirectory(src)") :])
     with pytest.raises(cb.BuildError, match="not the one this command knows"):
         cb.patch_cmakelists("cmake_minimum_required(VERSION 3.12)\nadd_subdirectory(src)\n", inc)
 

@@ -16,22 +16,30 @@ CONFIG = str(CONFIGS / "mpe_spread_small.yaml")
 
 
 def run(*args, cwd=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
 def last_json(stdout):
-    return json.loads(stdout[stdout.index("{"):])
+    return json.loads(stdout[stdout.index("{") :])
 
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     run_dir = tmp_path / "run"
-    out = run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=200", f"--run-dir={run_dir}",
-              f"--env.continuous_actions={str(continuous).lower()}")
+    out = run(
+        "train",
+        "--config",
+        CONFIG,
+        *tiny_overrides,
+        "--train.total_steps=200",
+        f"--run-dir={run_dir}",
+        f"--env.continuous_actions={str(continuous).lower()}",
+    )
     result = last_json(out.stdout)
     assert result["env_step"] == 200 and "eval/episode_return" in result
     from ipgnn.cpu import huge_page_env
@@ -42,9 +50,20 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "latest.pt").is_file()
     rows = read_metrics(run_dir / "metrics.jsonl")
     keys = set().union(*rows)
-    for k in ("train/episode_return", "eval/episode_return", "losses/q_loss", "losses/value_loss",
-              "losses/policy_loss", "losses/entropy", "losses/alpha", "losses/q1", "losses/v",
-              "losses/grad_norm/policy", "charts/env_steps_per_s", "charts/updates_per_s"):
+    for k in (
+        "train/episode_return",
+        "eval/episode_return",
+        "losses/q_loss",
+        "losses/value_loss",
+        "losses/policy_loss",
+        "losses/entropy",
+        "losses/alpha",
+        "losses/q1",
+        "losses/v",
+        "losses/grad_norm/policy",
+        "charts/env_steps_per_s",
+        "charts/updates_per_s",
+    ):
         assert k in keys, k
     steps = [r["env_step"] for r in rows]
     assert steps == sorted(steps)
@@ -66,18 +85,45 @@ def test_eval_takes_dotted_overrides_for_a_checkpoint_and_a_config(tmp_path):
 
     grid = '--env.options.scenario={"kind": "grid", "rows": 2, "cols": 2, "rate": 300}'
     run_dir = tmp_path / "run"
-    run("train", "--config", str(CONFIGS / "manhattan96.yaml"), grid, "--env.num_agents=4", "--env.max_steps=5",
-        "--env.options.engine=sumo", "--model.hidden=8", "--replay.batch_size=4", "--train.total_steps=10",
-        "--train.learning_starts=10", "--train.eval_every=0", "--train.checkpoint_every=0", "--logger.mode=disabled",
-        "--logger.progress=false", f"--run-dir={run_dir}")
+    run(
+        "train",
+        "--config",
+        str(CONFIGS / "manhattan96.yaml"),
+        grid,
+        "--env.num_agents=4",
+        "--env.max_steps=5",
+        "--env.options.engine=sumo",
+        "--model.hidden=8",
+        "--replay.batch_size=4",
+        "--train.total_steps=10",
+        "--train.learning_starts=10",
+        "--train.eval_every=0",
+        "--train.checkpoint_every=0",
+        "--logger.mode=disabled",
+        "--logger.progress=false",
+        f"--run-dir={run_dir}",
+    )
     ckpt = str(run_dir / "checkpoints" / "latest.pt")
     out = last_json(run("eval", "--checkpoint", ckpt, "--episodes", "1", "--stochastic", "--env.max_steps=3").stdout)
     assert out["eval/episode_length"] == 3 and out["engine"] == "sumo"
     if cityflow_available():
         out = last_json(run("eval", "--checkpoint", ckpt, "--episodes", "1", "--env.options.engine=cityflow").stdout)
         assert out["engine"] == "cityflow" and out["eval/episode_length"] == 5
-    out = last_json(run("eval", "--controller", "maxpressure", "--config", str(CONFIGS / "manhattan96.yaml"), grid,
-                        "--env.num_agents=4", "--env.max_steps=2", "--env.options.engine=sumo", "--episodes", "1").stdout)
+    out = last_json(
+        run(
+            "eval",
+            "--controller",
+            "maxpressure",
+            "--config",
+            str(CONFIGS / "manhattan96.yaml"),
+            grid,
+            "--env.num_agents=4",
+            "--env.max_steps=2",
+            "--env.options.engine=sumo",
+            "--episodes",
+            "1",
+        ).stdout
+    )
     assert out["eval/episode_length"] == 2 and out["controller"] == "maxpressure"
     bad = run("eval", "--checkpoint", ckpt, "--env.options.features=[phase,count]", check=False)
     assert bad.returncode == 2 and "do not fit this task" in bad.stderr and "Traceback" not in bad.stderr
@@ -125,14 +171,30 @@ def test_resume_continues_from_checkpoint_step_with_same_config(tmp_path, tiny_o
 def test_wandb_offline_run_contains_logged_keys(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     overrides = [o for o in tiny_overrides if not o.startswith("--logger.mode")]
-    run("train", "--config", CONFIG, *overrides, "--logger.mode=offline", "--train.total_steps=150",
-        f"--run-dir={run_dir}")
+    run(
+        "train",
+        "--config",
+        CONFIG,
+        *overrides,
+        "--logger.mode=offline",
+        "--train.total_steps=150",
+        f"--run-dir={run_dir}",
+    )
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
     rows = history_rows(files[0])
     keys = set().union(*rows)
-    for k in ("env_step", "train/episode_return", "eval/episode_return", "losses/q_loss", "losses/policy_loss",
-              "losses/value_loss", "losses/entropy", "losses/alpha", "charts/env_steps_per_s"):
+    for k in (
+        "env_step",
+        "train/episode_return",
+        "eval/episode_return",
+        "losses/q_loss",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/alpha",
+        "charts/env_steps_per_s",
+    ):
         assert k in keys, k
     logged = [json.loads(r["train/episode_return"]) for r in rows if "train/episode_return" in r]
     local = [r["train/episode_return"] for r in read_metrics(run_dir / "metrics.jsonl") if "train/episode_return" in r]
@@ -143,8 +205,17 @@ def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_the_last_good_checkpoi
     """lr 1e6: every loss turns non-finite at the first updates. The run stops (exit 1) naming the loss, the
     step and the last finite values; the checkpoint taken before learning started is untouched and finite."""
     run_dir = tmp_path / "run"
-    out = run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=400", "--train.learning_starts=150",
-              "--algo.lr=1e6", f"--run-dir={run_dir}", check=False)
+    out = run(
+        "train",
+        "--config",
+        CONFIG,
+        *tiny_overrides,
+        "--train.total_steps=400",
+        "--train.learning_starts=150",
+        "--algo.lr=1e6",
+        f"--run-dir={run_dir}",
+        check=False,
+    )
     assert out.returncode == 1, out.stderr[-2000:]
     assert "training diverged at environment step" in out.stderr and "last finite values" in out.stderr
     assert "Traceback" not in out.stderr and "step 100" in out.stderr
@@ -161,9 +232,23 @@ def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes(tmp_path, tiny_over
     import time
 
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "ipgnn.cli_entry", "train", "--config", CONFIG, *tiny_overrides,
-                             "--train.total_steps=2000", f"--run-dir={run_dir}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ipgnn.cli_entry",
+            "train",
+            "--config",
+            CONFIG,
+            *tiny_overrides,
+            "--train.total_steps=2000",
+            f"--run-dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not (run_dir / "metrics.jsonl").is_file() or len(read_metrics(run_dir / "metrics.jsonl")) < 3:
         assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
@@ -177,7 +262,9 @@ def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes(tmp_path, tiny_over
     out = run("train", "--resume", str(run_dir))
     assert last_json(out.stdout)["env_step"] == 2000
     # and it is the uninterrupted run, bit for bit (wall-clock rates aside)
-    full = run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=2000", f"--run-dir={tmp_path / 'full'}")
+    full = run(
+        "train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=2000", f"--run-dir={tmp_path / 'full'}"
+    )
     assert last_json(out.stdout) | {"run_dir": ""} == last_json(full.stdout) | {"run_dir": ""}
 
     def rows(d):

@@ -30,8 +30,9 @@ SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
-    return subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def test_there_are_sweeps():
@@ -111,8 +112,10 @@ def _fake_run(out: Path, algo: str, lr: float, atts: list[float], seed: int = 10
     rd.mkdir(parents=True)
     spec = {"scenario": "hangzhou16", "algo": algo, "seed": seed, "variant": {"algo.lr": lr}}
     (rd / "result.json").write_text(json.dumps({"spec": spec}))
-    rows = [{"env_step": 1000 * (k + 1), "eval/episode_return": -a, "eval/average_travel_time": a}
-            for k, a in enumerate(atts)]
+    rows = [
+        {"env_step": 1000 * (k + 1), "eval/episode_return": -a, "eval/average_travel_time": a}
+        for k, a in enumerate(atts)
+    ]
     (rd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -136,10 +139,14 @@ def test_select_best_picks_each_methods_setting_by_its_last_three_evaluations(tm
 
 def test_summary_statistics(tmp_path: Path):
     """Mean and std over seeds of final and best evaluations, from metric rows."""
-    rows = lambda final, best: [{"env_step": 10, "eval/episode_return": best, "eval/average_travel_time": 300.0},
-                                {"env_step": 20, "eval/episode_return": final, "eval/average_travel_time": 200.0}]
-    runs = [({"scenario": "s", "algo": "a", "seed": 0}, rows(-10.0, -5.0)),
-            ({"scenario": "s", "algo": "a", "seed": 1}, rows(-20.0, -15.0))]
+    rows = lambda final, best: [
+        {"env_step": 10, "eval/episode_return": best, "eval/average_travel_time": 300.0},
+        {"env_step": 20, "eval/episode_return": final, "eval/average_travel_time": 200.0},
+    ]
+    runs = [
+        ({"scenario": "s", "algo": "a", "seed": 0}, rows(-10.0, -5.0)),
+        ({"scenario": "s", "algo": "a", "seed": 1}, rows(-20.0, -15.0)),
+    ]
     (row,) = summarize(runs, tmp_path)
     assert row["final/episode_return/mean"] == pytest.approx(-15.0)
     assert row["final/episode_return/std"] == pytest.approx(5.0)
@@ -151,12 +158,21 @@ def test_summary_statistics(tmp_path: Path):
 def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Path):
     """Traffic summaries carry a row per reference controller (from the runs' step-0 ``reference/*`` rows,
     mean ± std over seeds), and the curves plot the paper's value, -ATT, with those lines."""
+
     def rows(att, ref):
-        return [{"env_step": 0, "reference/MaxPressure/average_travel_time": ref,
-                 "reference/FixedTime/average_travel_time": ref + 40.0},
-                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att}]
-    runs = [({"scenario": "hz", "algo": "ipsac", "seed": 0}, rows(250.0, 270.0)),
-            ({"scenario": "hz", "algo": "ipsac", "seed": 1}, rows(260.0, 274.0))]
+        return [
+            {
+                "env_step": 0,
+                "reference/MaxPressure/average_travel_time": ref,
+                "reference/FixedTime/average_travel_time": ref + 40.0,
+            },
+            {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att},
+        ]
+
+    runs = [
+        ({"scenario": "hz", "algo": "ipsac", "seed": 0}, rows(250.0, 270.0)),
+        ({"scenario": "hz", "algo": "ipsac", "seed": 1}, rows(260.0, 274.0)),
+    ]
     table = summarize(runs, tmp_path)
     by = {r["algo"]: r for r in table}
     assert set(by) == {"ipsac", "MaxPressure (reference)", "FixedTime (reference)"}
@@ -171,11 +187,18 @@ def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Pat
 
 def test_reference_rows_count_seeds_not_runs(tmp_path: Path):
     """Three methods on two seeds: FixedTime's row is over the 2 seeds' episodes (each once), not 6 runs."""
+
     def rows(ref):
-        return [{"env_step": 0, "reference/FixedTime/average_travel_time": ref},
-                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": 250.0}]
-    runs = [({"scenario": "hz", "algo": algo, "seed": seed}, rows(300.0 + 10 * seed))
-            for algo in ("ipsac", "iql", "pic") for seed in (0, 1)]
+        return [
+            {"env_step": 0, "reference/FixedTime/average_travel_time": ref},
+            {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": 250.0},
+        ]
+
+    runs = [
+        ({"scenario": "hz", "algo": algo, "seed": seed}, rows(300.0 + 10 * seed))
+        for algo in ("ipsac", "iql", "pic")
+        for seed in (0, 1)
+    ]
     runs.append(({"scenario": "hz", "algo": "dgn", "seed": 0}, rows(300.0)))  # a method with one seed only
     by = {r["algo"]: r for r in summarize(runs, tmp_path)}
     ref = by["FixedTime (reference)"]
@@ -187,22 +210,38 @@ def test_reference_rows_count_seeds_not_runs(tmp_path: Path):
 def test_an_ablation_is_plotted_against_its_one_swept_parameter(tmp_path: Path):
     """A k sweep (Fig. 6c): each seed's *last* evaluation per k, and a figure against k; a categorical sweep
     (the graph kind, Fig. 6a) gets one too; two parameters varied together get none (no single axis)."""
+
     def rows(first, last):
         return [{"env_step": 10, "eval/episode_return": first}, {"env_step": 20, "eval/episode_return": last}]
-    runs = [({"scenario": "nav", "algo": "ipsac", "seed": s, "variant": {"env.graph.k": k}}, rows(-900.0, -10.0 * k - s))
-            for k in (3, 8) for s in (0, 1)]
+
+    runs = [
+        ({"scenario": "nav", "algo": "ipsac", "seed": s, "variant": {"env.graph.k": k}}, rows(-900.0, -10.0 * k - s))
+        for k in (3, 8)
+        for s in (0, 1)
+    ]
     assert ablation_finals(runs, "env.graph.k") == {"ipsac": {3: [-30.0, -31.0], 8: [-80.0, -81.0]}}
     summarize(runs, tmp_path)
     assert (tmp_path / "against_k_nav.png").stat().st_size > 0
-    kinds = [({"scenario": "grid", "algo": "ipsac", "seed": 0, "variant": {"env.graph.kind": kind}},
-              [{"env_step": 0, "reference/FixedTime/average_travel_time": 330.0},
-               {"env_step": 5, "eval/episode_return": -1.0, "eval/average_travel_time": att}])
-             for kind, att in (("env", 217.0), ("full", 230.0))]
+    kinds = [
+        (
+            {"scenario": "grid", "algo": "ipsac", "seed": 0, "variant": {"env.graph.kind": kind}},
+            [
+                {"env_step": 0, "reference/FixedTime/average_travel_time": 330.0},
+                {"env_step": 5, "eval/episode_return": -1.0, "eval/average_travel_time": att},
+            ],
+        )
+        for kind, att in (("env", 217.0), ("full", 230.0))
+    ]
     assert ablation_finals(kinds, "env.graph.kind") == {"ipsac": {"env": [217.0], "full": [230.0]}}  # the ATT
     summarize(kinds, tmp_path / "kinds")
     assert (tmp_path / "kinds" / "against_kind_grid.png").stat().st_size > 0
-    both = [({"scenario": "nav", "algo": "ipsac", "seed": 0, "variant": {"env.graph.k": k, "model.rounds": m}},
-             rows(-1.0, -2.0)) for k, m in ((3, 1), (8, 2))]
+    both = [
+        (
+            {"scenario": "nav", "algo": "ipsac", "seed": 0, "variant": {"env.graph.k": k, "model.rounds": m}},
+            rows(-1.0, -2.0),
+        )
+        for k, m in ((3, 1), (8, 2))
+    ]
     summarize(both, tmp_path / "both")
     assert not list((tmp_path / "both").glob("against_*.png"))
 
@@ -210,30 +249,64 @@ def test_an_ablation_is_plotted_against_its_one_swept_parameter(tmp_path: Path):
 def test_runs_on_two_engines_are_never_averaged_together(tmp_path: Path, capsys):
     """The same scenario on SUMO and CityFlow: two rows, one per engine, each against its own engine's
     references, and a warning in summary.md and on stderr."""
+
     def rows(att, ref):
-        return [{"env_step": 0, "reference/MaxPressure/average_travel_time": ref},
-                {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att}]
-    runs = [({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "sumo"}, rows(250.0, 270.0)),
-            ({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "cityflow"}, rows(280.0, 290.0))]
+        return [
+            {"env_step": 0, "reference/MaxPressure/average_travel_time": ref},
+            {"env_step": 100, "eval/episode_return": -1.0, "eval/average_travel_time": att},
+        ]
+
+    runs = [
+        ({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "sumo"}, rows(250.0, 270.0)),
+        ({"scenario": "hz", "algo": "ipsac", "seed": 0, "engine": "cityflow"}, rows(280.0, 290.0)),
+    ]
     by = {(r["scenario"], r["algo"]): r["final/average_travel_time/mean"] for r in summarize(runs, tmp_path)}
-    assert by == {("hz-sumo", "ipsac"): 250.0, ("hz-cityflow", "ipsac"): 280.0,
-                  ("hz-sumo", "MaxPressure (reference)"): 270.0, ("hz-cityflow", "MaxPressure (reference)"): 290.0}
+    assert by == {
+        ("hz-sumo", "ipsac"): 250.0,
+        ("hz-cityflow", "ipsac"): 280.0,
+        ("hz-sumo", "MaxPressure (reference)"): 270.0,
+        ("hz-cityflow", "MaxPressure (reference)"): 290.0,
+    }
     md = (tmp_path / "summary.md").read_text()
     assert "Engine: hz ran on cityflow, sumo." in md and "WARNING: hz ran on more than one engine" in md
     assert "more than one engine" in capsys.readouterr().err
     one = summarize(runs[:1], tmp_path / "one")
-    assert {r["scenario"] for r in one} == {"hz"} and "Engine: hz ran on sumo." in (tmp_path / "one" / "summary.md").read_text()
+    assert {r["scenario"] for r in one} == {"hz"} and "Engine: hz ran on sumo." in (
+        tmp_path / "one" / "summary.md"
+    ).read_text()
 
 
 def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     """The runner end to end on a small task: 3 algorithms x 3 seeds as ipgnn-train processes, the summary
     table and curves, and a second call that skips every completed run."""
     out = tmp_path / "cmp"
-    tiny = ["--train.total_steps=100", "--train.learning_starts=50", "--train.update_every=50",
-            "--train.gradient_steps=1", "--replay.batch_size=8", "--model.hidden=8", "--train.eval_every=50",
-            "--train.eval_episodes=1", "--train.checkpoint_every=0", "--env.max_steps=10", "--logger.mode=disabled"]
-    args = ["compare", "--config", str(CONFIGS / "mpe_spread_small.yaml"), "--algos", "ipsac,iql,qmix",
-            "--seeds", "0-2", "--out", str(out), "--workers", "2", *tiny]
+    tiny = [
+        "--train.total_steps=100",
+        "--train.learning_starts=50",
+        "--train.update_every=50",
+        "--train.gradient_steps=1",
+        "--replay.batch_size=8",
+        "--model.hidden=8",
+        "--train.eval_every=50",
+        "--train.eval_episodes=1",
+        "--train.checkpoint_every=0",
+        "--env.max_steps=10",
+        "--logger.mode=disabled",
+    ]
+    args = [
+        "compare",
+        "--config",
+        str(CONFIGS / "mpe_spread_small.yaml"),
+        "--algos",
+        "ipsac,iql,qmix",
+        "--seeds",
+        "0-2",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        *tiny,
+    ]
     res = _cli(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr + res.stdout
     table = (out / "summary.md").read_text()
@@ -245,9 +318,14 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     from ipgnn.logger import read_metrics
 
     for r in rows:  # each row is its three seeds' last evaluations, mean and population std
-        finals = [[m["eval/episode_return"] for m in read_metrics(out / "mpe_spread_small" / r["algo"] / f"seed{k}" /
-                                                                   "metrics.jsonl") if "eval/episode_return" in m][-1]
-                  for k in range(3)]
+        finals = [
+            [
+                m["eval/episode_return"]
+                for m in read_metrics(out / "mpe_spread_small" / r["algo"] / f"seed{k}" / "metrics.jsonl")
+                if "eval/episode_return" in m
+            ][-1]
+            for k in range(3)
+        ]
         mean = sum(finals) / 3
         assert float(r["final/episode_return/mean"]) == pytest.approx(mean)
         assert float(r["final/episode_return/std"]) == pytest.approx((sum((x - mean) ** 2 for x in finals) / 3) ** 0.5)
@@ -263,10 +341,14 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     # layering that file by hand (with the same seed and overrides)
     for algo in ("iql", "qmix"):
         resolved = load_config(out / "mpe_spread_small" / algo / "seed2" / "config.yaml")
-        by_hand = load_config([CONFIGS / "mpe_spread_small.yaml", CONFIGS / "algos" / f"{algo}.yaml"],
-                              ["--seed=2", *tiny, "--logger.progress=false"])  # the runner turns bars off
+        by_hand = load_config(
+            [CONFIGS / "mpe_spread_small.yaml", CONFIGS / "algos" / f"{algo}.yaml"],
+            ["--seed=2", *tiny, "--logger.progress=false"],
+        )  # the runner turns bars off
         assert resolved == by_hand, algo
-        assert resolved.algo.options == yaml.safe_load((CONFIGS / "algos" / f"{algo}.yaml").read_text())["algo"]["options"]
+        assert (
+            resolved.algo.options == yaml.safe_load((CONFIGS / "algos" / f"{algo}.yaml").read_text())["algo"]["options"]
+        )
     stamp = (out / "mpe_spread_small" / "iql" / "seed0" / "result.json").stat().st_mtime_ns
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 0 and "9 runs, 9 already complete, 0 to run" in again.stdout
@@ -276,12 +358,27 @@ def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
 def test_every_step_of_the_paper_campaign_plans(tmp_path):
     """benchmarks/paper_campaign.sh in a dry run: every step's grid loads (configs, sweep files, tuned.yaml),
     with the run counts the README states, each method at its own tuned lr, and the ablations at IP-SAC's."""
-    steps = {"tune-traffic": 21, "hangzhou16": 21, "manhattan96": 21, "grid7x7": 21, "tune-spread30": 21,
-             "spread30": 21, "hetero100": 21, "ablate-k": 15, "ablate-hops": 9, "ablate-graph7": 6,
-             "ablate-graph10": 6}
+    steps = {
+        "tune-traffic": 21,
+        "hangzhou16": 21,
+        "manhattan96": 21,
+        "grid7x7": 21,
+        "tune-spread30": 21,
+        "spread30": 21,
+        "hetero100": 21,
+        "ablate-k": 15,
+        "ablate-hops": 9,
+        "ablate-graph7": 6,
+        "ablate-graph10": 6,
+    }
     env = dict(os.environ, DRY_RUN="1")
-    res = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), *steps, "interpret"],
-                         capture_output=True, text=True, cwd=REPO, env=env)
+    res = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), *steps, "interpret"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     counts = [int(line.split()[0]) for line in res.stdout.splitlines() if line.endswith("(dry run: nothing was run)")]
     assert counts == list(steps.values())
@@ -292,6 +389,11 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
     assert "--env.graph.k=3" in k3 and "--algo.lr=0.003" in k3
     full = next(x for x in lines if "ablations/graph_grid10x10/grid10x10/ipsac/kind=full/seed0" in x)
     assert "--env.graph.kind=full" in full and "--env.options.engine=cityflow" in full
-    bad = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"], capture_output=True,
-                         text=True, cwd=REPO, env=env)
+    bad = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert bad.returncode == 2 and "unknown step 'nope'" in bad.stderr

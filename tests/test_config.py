@@ -56,8 +56,12 @@ def test_not_a_mapping(tmp_path):
 
 def test_overrides_both_forms_and_types():
     nested = parse_overrides(["--train.total_steps=5000", "model.hops=3", "--logger.tags=[a, b]", "--algo.alpha=0.1"])
-    assert nested == {"train": {"total_steps": 5000}, "model": {"hops": 3}, "logger": {"tags": ["a", "b"]},
-                      "algo": {"alpha": 0.1}}
+    assert nested == {
+        "train": {"total_steps": 5000},
+        "model": {"hops": 3},
+        "logger": {"tags": ["a", "b"]},
+        "algo": {"alpha": 0.1},
+    }
     c = load_config(CONFIGS / "mpe_spread_small.yaml", ["--train.total_steps=5000", "model.hops=3"])
     assert c.train.total_steps == 5000 and c.model.hops == 3
 
@@ -83,8 +87,9 @@ def test_saved_config_round_trips(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["rounds"] == 3
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("paper/*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("paper/*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_config_validates_and_keeps_the_reference_schedule(path):
     """Every experiment runs the reference schedule, 8 gradient steps every 100 environment steps (app. D:
     one setting for all methods; the algorithm files under configs/algos/ never set it)."""

@@ -19,8 +19,10 @@ def setup(discrete, state_layers):
     else:
         acts = torch.rand(n, a) * 2 - 1
         feats = lambda act: act
+
     def qv(act):
         return q(x, ei, neighbour_action_attr(feats(act), ei), own_action=None if discrete else act)
+
     return qv, acts
 
 

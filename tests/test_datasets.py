@@ -53,7 +53,7 @@ def test_tampered_file_is_rejected_and_not_kept(mirror: Path, tmp_path: Path):
     flow = mirror / DATASETS["hangzhou_4x4"].flow.path
     raw = bytearray(flow.read_bytes())
     i = raw.index(b"3588")
-    raw[i:i + 4] = b"3589"  # same size, other content
+    raw[i : i + 4] = b"3589"  # same size, other content
     flow.write_bytes(bytes(raw))
     with pytest.raises(DatasetError, match="SHA-256 .* expected 595a6140"):
         fetch("hangzhou_4x4", tmp_path / "data", base_url=mirror.as_uri(), echo=lambda s: None)
@@ -78,7 +78,9 @@ def test_unpinned_digest_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
     src.parent.mkdir(parents=True)
     src.write_bytes(body)
     (src.parent / "f.json").write_bytes(b"[]")
-    ds = datasets.Dataset("toy", "toy", 0, datasets.RemoteFile("x/r.json", len(body)), datasets.RemoteFile("x/f.json", 2))
+    ds = datasets.Dataset(
+        "toy", "toy", 0, datasets.RemoteFile("x/r.json", len(body)), datasets.RemoteFile("x/f.json", 2)
+    )
     monkeypatch.setitem(DATASETS, "toy", ds)
     lines: list[str] = []
     fetch("toy", tmp_path / "d", base_url=(tmp_path / "m").as_uri(), echo=lines.append)
@@ -87,8 +89,12 @@ def test_unpinned_digest_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_cli_list_and_errors(mirror: Path, tmp_path: Path):
     env = dict(os.environ)
-    run = lambda *a: subprocess.run([sys.executable, "-c", "import sys; from ipgnn.traffic.datasets import main; "
-                                     "sys.exit(main(sys.argv[1:]))", *a], capture_output=True, text=True, env=env)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-c", "import sys; from ipgnn.traffic.datasets import main; sys.exit(main(sys.argv[1:]))", *a],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     res = run("list")
     assert res.returncode == 0 and "hangzhou_4x4" in res.stdout and "jinan_3x4" in res.stdout
     res = run("fetch", "atlantis")

@@ -37,7 +37,7 @@ def per_agent(step: AgentStep, obs: Data, neighbour_lists: list[list[int]]) -> t
     n = obs.x.size(0)
     types = getattr(obs, "agent_type", None)
     mask = getattr(obs, "action_mask", None)
-    c = [step.encode(obs.x[i:i + 1], None if types is None else types[i:i + 1]) for i in range(n)]
+    c = [step.encode(obs.x[i : i + 1], None if types is None else types[i : i + 1]) for i in range(n)]
     mus = [[step.initial(c[i])] for i in range(n)]
     for m in range(1, step.rounds + 1):
         outbox = [mus[j][m - 1] for j in range(n)]  # what each agent sent in round m
@@ -46,8 +46,7 @@ def per_agent(step: AgentStep, obs: Data, neighbour_lists: list[list[int]]) -> t
             received = torch.cat([outbox[j] for j in nb]).unsqueeze(0) if nb else torch.zeros(1, 0, step.channels)
             heard = torch.ones(1, len(nb), dtype=torch.bool)
             mus[i].append(step.update(mus[i][m - 1], c[i], received, heard))
-    return torch.cat([step.readout(torch.cat(mus[i], -1), None if mask is None else mask[i:i + 1])
-                      for i in range(n)])
+    return torch.cat([step.readout(torch.cat(mus[i], -1), None if mask is None else mask[i : i + 1]) for i in range(n)])
 
 
 def lists(edge_index: torch.Tensor, n: int) -> list[list[int]]:
@@ -62,8 +61,12 @@ def test_agents_stepping_alone_reproduce_the_central_network_on_a_knn_graph(head
     torch.manual_seed(0)
     n = 12
     net = IntentionPropagationNetwork(7, 5, True, hidden=32, rounds=3, hops=hops, heads=heads, num_agent_types=types)
-    obs = Data(x=torch.randn(n, 7), edge_index=knn_edges(torch.rand(n, 2), 3),
-               action_mask=torch.rand(n, 5) > 0.3, agent_type=torch.randint(0, types, (n,)))
+    obs = Data(
+        x=torch.randn(n, 7),
+        edge_index=knn_edges(torch.rand(n, 2), 3),
+        action_mask=torch.rand(n, 5) > 0.3,
+        agent_type=torch.randint(0, types, (n,)),
+    )
     obs.action_mask[:, 0] = True
     central = net(obs).dist.logits
     step = AgentStep.from_network(net)
@@ -76,8 +79,9 @@ def test_agents_stepping_alone_reproduce_the_central_network_on_a_knn_graph(head
     # a wrong weight shows: the test can fail
     with torch.no_grad():
         step.lin_msg.weight.mul_(1.01)
-    assert not torch.allclose(per_agent(step, obs, lists(expand_hops(obs.edge_index, n, hops), n)), central,
-                              atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(
+        per_agent(step, obs, lists(expand_hops(obs.edge_index, n, hops), n)), central, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_agents_stepping_alone_reproduce_the_central_network_on_a_road_graph():
@@ -110,8 +114,11 @@ def test_mailbox_fallbacks_and_delay():
     own = torch.full((1, 2), -1.0)
     nb, valid = torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.bool)
     receivers = torch.tensor([0])
-    for fallback, expect_heard, expect in (("last", [True, False], [5.0, 0.0]), ("own", [True, True], [-1.0, -1.0]),
-                                           ("skip", [False, False], [5.0, 0.0])):
+    for fallback, expect_heard, expect in (
+        ("last", [True, False], [5.0, 0.0]),
+        ("own", [True, True], [-1.0, -1.0]),
+        ("skip", [False, False], [5.0, 0.0]),
+    ):
         box = Mailbox(Links(fallback=fallback), 3, 2)
         box.post(0, torch.tensor([1]), torch.tensor([0]), torch.full((1, 2), 5.0))
         received, heard = box.view(0, receivers, nb, valid, own)
@@ -168,9 +175,11 @@ def test_worker_processes_take_the_in_process_networks_actions_on_a_real_simulat
     net = IntentionPropagationNetwork(env.spec.obs_dim, env.spec.action_dim, True, hidden=32, rounds=2)
     step = AgentStep.from_network(net)
     links = Links(drop=0.3, delay=1, fallback="last")
-    pols = {"proc": DecentralisedPolicy(step, env.num_agents, links, processes=3),
-            "local": DecentralisedPolicy(step, env.num_agents, links, processes=0),
-            "perfect": DecentralisedPolicy(step, env.num_agents, Links(), processes=3)}
+    pols = {
+        "proc": DecentralisedPolicy(step, env.num_agents, links, processes=3),
+        "local": DecentralisedPolicy(step, env.num_agents, links, processes=0),
+        "perfect": DecentralisedPolicy(step, env.num_agents, Links(), processes=3),
+    }
     try:
         for p in pols.values():
             p.begin_episode(11)
@@ -193,44 +202,77 @@ def test_worker_processes_take_the_in_process_networks_actions_on_a_real_simulat
 
 
 def run_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
 
 def last_json(stdout):
-    return json.loads(stdout[stdout.index("{"):])
+    return json.loads(stdout[stdout.index("{") :])
 
 
 @pytest.fixture(scope="module")
 def traffic_checkpoint(tmp_path_factory):
     pytest.importorskip("libsumo")
     run_dir = tmp_path_factory.mktemp("dec") / "run"
-    run_cli("train", "--config", str(CONFIGS / "manhattan96.yaml"), *TRAFFIC, "--model.hidden=16",
-            "--replay.batch_size=8", "--train.total_steps=30", "--train.learning_starts=12",
-            "--train.update_every=6", "--train.gradient_steps=2", "--train.eval_every=0",
-            "--train.checkpoint_every=0", "--logger.mode=disabled", "--logger.progress=false", f"--run-dir={run_dir}")
+    run_cli(
+        "train",
+        "--config",
+        str(CONFIGS / "manhattan96.yaml"),
+        *TRAFFIC,
+        "--model.hidden=16",
+        "--replay.batch_size=8",
+        "--train.total_steps=30",
+        "--train.learning_starts=12",
+        "--train.update_every=6",
+        "--train.gradient_steps=2",
+        "--train.eval_every=0",
+        "--train.checkpoint_every=0",
+        "--logger.mode=disabled",
+        "--logger.progress=false",
+        f"--run-dir={run_dir}",
+    )
     return run_dir / "checkpoints" / "latest.pt"
 
 
 def test_eval_decentralised_drives_a_real_scenario_to_the_end_with_the_central_metrics(traffic_checkpoint):
     ckpt = str(traffic_checkpoint)
     central = last_json(run_cli("eval", "--checkpoint", ckpt, "--episodes", "1").stdout)
-    dec = last_json(run_cli("eval", "--checkpoint", ckpt, "--episodes", "1", "--decentralised",
-                            "--processes", "9").stdout)  # one process per intersection
+    dec = last_json(
+        run_cli("eval", "--checkpoint", ckpt, "--episodes", "1", "--decentralised", "--processes", "9").stdout
+    )  # one process per intersection
     assert dec["decentralised"]["processes"] == 9 and dec["decentralised"]["messages_lost"] == 0
     assert dec["decentralised"]["bytes_per_message"] == 4 * 16 + 12
     metrics = [k for k in central if k.startswith("eval/")]
     assert metrics and {k: dec[k] for k in metrics} == {k: central[k] for k in metrics}
-    lossy = last_json(run_cli("eval", "--checkpoint", ckpt, "--episodes", "1", "--decentralised", "--processes", "2",
-                              "--drop", "0.5", "--delay", "1", "--fallback", "own").stdout)
+    lossy = last_json(
+        run_cli(
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--episodes",
+            "1",
+            "--decentralised",
+            "--processes",
+            "2",
+            "--drop",
+            "0.5",
+            "--delay",
+            "1",
+            "--fallback",
+            "own",
+        ).stdout
+    )
     assert lossy["decentralised"]["messages_lost"] > 0 and lossy["eval/episode_length"] == 6
-    for args, msg in ((("--drop", "0.3"), "only apply with --decentralised"),
-                      (("--decentralised", "--drop", "1.5"), "drop: a probability in [0, 1]"),
-                      (("--decentralised", "--stochastic"), "greedily"),
-                      (("--decentralised", "--processes", "10"), "one per agent")):
+    for args, msg in (
+        (("--drop", "0.3"), "only apply with --decentralised"),
+        (("--decentralised", "--drop", "1.5"), "drop: a probability in [0, 1]"),
+        (("--decentralised", "--stochastic"), "greedily"),
+        (("--decentralised", "--processes", "10"), "one per agent"),
+    ):
         bad = run_cli("eval", "--checkpoint", ckpt, "--episodes", "1", *args, check=False)
         assert bad.returncode == 2 and msg in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-800:]
 
@@ -279,12 +321,18 @@ def test_the_exported_step_runs_without_pyg_in_a_fresh_interpreter_and_matches(t
         obs = env.reset(seed=9)
         for _ in range(3):
             want = policy(obs).dist.greedy()
-            torch.save({"x": obs.x, "mask": obs.action_mask, "lists": lists(obs.edge_index, env.num_agents)},
-                       tmp_path / "case.pt")
+            torch.save(
+                {"x": obs.x, "mask": obs.action_mask, "lists": lists(obs.edge_index, env.num_agents)},
+                tmp_path / "case.pt",
+            )
             script = tmp_path / "fresh.py"
             script.write_text(FRESH)
-            res = subprocess.run([sys.executable, "-I", str(script), str(out), str(tmp_path / "case.pt")],
-                                 capture_output=True, text=True, timeout=300)
+            res = subprocess.run(
+                [sys.executable, "-I", str(script), str(out), str(tmp_path / "case.pt")],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert res.returncode == 0, res.stderr[-2000:]
             got = json.loads(res.stdout)
             assert got["pyg"] is False and got["ipgnn"] is False
@@ -308,14 +356,32 @@ def test_an_export_file_is_written_atomically(tmp_path):
 
 def test_robustness_sweep_writes_its_table_and_figure(traffic_checkpoint, tmp_path):
     out = tmp_path / "rob"
-    run_cli("robustness", "--checkpoints", str(traffic_checkpoint), "--drop", "0", "1", "--delay", "1",
-            "--fallback", "last", "own", "--out", str(out))
+    run_cli(
+        "robustness",
+        "--checkpoints",
+        str(traffic_checkpoint),
+        "--drop",
+        "0",
+        "1",
+        "--delay",
+        "1",
+        "--fallback",
+        "last",
+        "own",
+        "--out",
+        str(out),
+    )
     import csv
 
     rows = list(csv.DictReader(open(out / "runs.csv")))
     # perfect links once, then drop 1 and delay 1 per fallback
     assert [(r["drop"], r["delay"], r["fallback"]) for r in rows] == [
-        ("0.0", "0", "last"), ("1.0", "0", "last"), ("0.0", "1", "last"), ("1.0", "0", "own"), ("0.0", "1", "own")]
+        ("0.0", "0", "last"),
+        ("1.0", "0", "last"),
+        ("0.0", "1", "last"),
+        ("1.0", "0", "own"),
+        ("0.0", "1", "own"),
+    ]
     assert float(rows[1]["lost"]) == 1.0 and float(rows[0]["lost"]) == 0.0
     md = (out / "summary.md").read_text()
     assert "FixedTime" in md and "MaxPressure" in md and "(sumo)" in md
@@ -328,6 +394,13 @@ def test_robustness_sweep_writes_its_table_and_figure(traffic_checkpoint, tmp_pa
     assert run_cli("robustness", "--replot", "--out", str(out)).returncode == 0 and fig.is_file()
     bad = run_cli("robustness", "--replot", "--out", str(tmp_path / "empty"), check=False)
     assert bad.returncode == 2 and "summary" in bad.stderr and "Traceback" not in bad.stderr
-    bad = run_cli("robustness", "--checkpoints", str(traffic_checkpoint), str(traffic_checkpoint), "--out",
-                  str(tmp_path / "bad"), check=False)
+    bad = run_cli(
+        "robustness",
+        "--checkpoints",
+        str(traffic_checkpoint),
+        str(traffic_checkpoint),
+        "--out",
+        str(tmp_path / "bad"),
+        check=False,
+    )
     assert bad.returncode == 2 and "same seed" in bad.stderr and "Traceback" not in bad.stderr

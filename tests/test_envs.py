@@ -97,7 +97,9 @@ def test_mpe_spread_graph_follows_agents():
     obs = env.reset(seed=1)
     d = torch.cdist(obs.pos, obs.pos) + torch.eye(6) * 1e9
     for i in range(6):
-        assert set(obs.edge_index[0, obs.edge_index[1] == i].tolist()) == set(d[i].topk(2, largest=False).indices.tolist())
+        assert set(obs.edge_index[0, obs.edge_index[1] == i].tolist()) == set(
+            d[i].topk(2, largest=False).indices.tolist()
+        )
     # positions are the agents' own (the observation holds self position at [2:4])
     assert torch.allclose(obs.pos, obs.x[:, 2:4], atol=1e-6)
 
@@ -121,6 +123,7 @@ def test_same_seed_same_episode():
             obs = env.step(env.random_action(obs)).obs
             xs.append(obs.x)
         return torch.stack(xs)
+
     assert torch.equal(roll(3), roll(3)) and not torch.equal(roll(3), roll(4))
 
 

@@ -105,8 +105,15 @@ def checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(2)}, no_config)
     bad_config = tmp_path / "badcfg.pt"
     torch.save({"config": {"model": {"hidden": "wide"}}, "algo": {}}, bad_config)
-    return [(tmp_path / "missing.pt", "missing.pt"), (empty, "empty"), (junk, "damaged"), (evil, "objects other"),
-            (no_config, "weights.pt"), (bad_config, "model.hidden"), (tmp_path, str(tmp_path))]
+    return [
+        (tmp_path / "missing.pt", "missing.pt"),
+        (empty, "empty"),
+        (junk, "damaged"),
+        (evil, "objects other"),
+        (no_config, "weights.pt"),
+        (bad_config, "model.hidden"),
+        (tmp_path, str(tmp_path)),
+    ]
 
 
 def test_malformed_checkpoints(tmp_path, capsys):
@@ -115,12 +122,15 @@ def test_malformed_checkpoints(tmp_path, capsys):
         assert "weights_only=False" not in err  # never advise unpickling an untrusted file
 
 
-@pytest.mark.parametrize("argv,names", [
-    (["--controller", "random", "--config", GOOD, "--episodes", "0"], "--episodes"),
-    (["--controller", "maxpressure", "--config", GOOD, "--episodes", "1"], "traffic"),
-    (["--controller", "random"], "--config"),
-    (["--controller", "random", "--config", GOOD, "--seed", "-1"], "--seed"),
-])
+@pytest.mark.parametrize(
+    "argv,names",
+    [
+        (["--controller", "random", "--config", GOOD, "--episodes", "0"], "--episodes"),
+        (["--controller", "maxpressure", "--config", GOOD, "--episodes", "1"], "traffic"),
+        (["--controller", "random"], "--config"),
+        (["--controller", "random", "--config", GOOD, "--seed", "-1"], "--seed"),
+    ],
+)
 def test_malformed_eval_arguments(capsys, argv, names):
     clean_failure(eval_main(argv), capsys, names)
 
@@ -144,6 +154,7 @@ def _grid(tmp_path):
 
 def _mutations():
     """(file, mutation of its parsed JSON, what the error must name): the malformed scenarios a user meets."""
+
     def lanes(f):
         return lambda rn: [f(l) for r in rn["roads"] for l in r["lanes"]]
 
@@ -160,8 +171,16 @@ def _mutations():
         ("roadnet.json", lambda rn: set_(rn["roads"][0]["points"][0], "x", float("nan")), "finite number"),
         ("roadnet.json", lambda rn: rn["intersections"].append(dict(rn["intersections"][0])), "used twice"),
         ("roadnet.json", lambda rn: rn["roads"].append(dict(rn["roads"][0])), "used twice"),
-        ("roadnet.json", lambda rn: [set_(p, "time", -5) for i in rn["intersections"] if not i["virtual"]
-                                     for p in i["trafficLight"]["lightphases"]], "'time' should be >= 0"),
+        (
+            "roadnet.json",
+            lambda rn: [
+                set_(p, "time", -5)
+                for i in rn["intersections"]
+                if not i["virtual"]
+                for p in i["trafficLight"]["lightphases"]
+            ],
+            "'time' should be >= 0",
+        ),
         ("flow.json", first_flow(lambda f: set_(f["vehicle"], "length", -5.0)), "'length' should be > 0"),
         ("flow.json", first_flow(lambda f: set_(f, "interval", 0)), "'interval' should be > 0"),
         ("flow.json", first_flow(lambda f: set_(f, "interval", -2.0)), "'interval' should be > 0"),
@@ -184,7 +203,21 @@ def test_malformed_scenarios_fail_before_any_engine_starts(tmp_path, capsys, cas
     data = json.loads((d / name).read_text())
     mutate(data)
     (d / name).write_text(json.dumps(data))
-    err = clean_failure(eval_main(["--controller", "fixedtime", "--config", str(CONFIGS / "hangzhou16.yaml"),
-                                   f"--env.options.scenario={d}", "--env.num_agents=4", "--env.options.engine=sumo",
-                                   "--episodes", "1"]), capsys, names)
+    err = clean_failure(
+        eval_main(
+            [
+                "--controller",
+                "fixedtime",
+                "--config",
+                str(CONFIGS / "hangzhou16.yaml"),
+                f"--env.options.scenario={d}",
+                "--env.num_agents=4",
+                "--env.options.engine=sumo",
+                "--episodes",
+                "1",
+            ]
+        ),
+        capsys,
+        names,
+    )
     assert name in err

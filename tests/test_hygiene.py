@@ -36,8 +36,13 @@ def test_lower_layers_never_import_algorithms_or_the_cli(layer):
     bad = []
     for path in sorted((REPO / "src" / "ipgnn" / layer).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 if name.startswith(("ipgnn.algos", "ipgnn.cli", "ipgnn.trainer", "ipgnn.compare")):
                     bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")

@@ -39,17 +39,34 @@ def test_ip_sac_beats_random_on_tensor_navigation_30(tmp_path):
     gave -477.7, -483.4, -418.5 and -381.4 after 4 000, 8 000, 12 000 and 16 000 steps: 12 000 steps (the
     earlier length, +13.8 % under the old seeds) clears the 10 % margin by 0.1, 16 000 by 18 % (about 5 min
     on 2 cores beside another run)."""
-    cfg = load_config(CONFIGS / "mpe_spread30.yaml", [
-        "--train.total_steps=16000", "--train.learning_starts=2000", "--replay.batch_size=64", "--algo.lr=0.001", "--train.eval_every=0", "--train.eval_episodes=16",
-        "--train.checkpoint_every=0", "--logger.mode=disabled", "--logger.progress=false",
-        f"--logger.run_root={tmp_path}"])
+    cfg = load_config(
+        CONFIGS / "mpe_spread30.yaml",
+        [
+            "--train.total_steps=16000",
+            "--train.learning_starts=2000",
+            "--replay.batch_size=64",
+            "--algo.lr=0.001",
+            "--train.eval_every=0",
+            "--train.eval_episodes=16",
+            "--train.checkpoint_every=0",
+            "--logger.mode=disabled",
+            "--logger.progress=false",
+            f"--logger.run_root={tmp_path}",
+        ],
+    )
     learned, rand = learned_and_random_returns(cfg, tmp_path / "run", 16)
     print(f"greedy IP-SAC return {learned:.2f} vs random {rand:.2f}")
     assert learned > rand + MARGIN * abs(rand), (learned, rand)
 
 
-HANGZHOU_CPU = ["--train.total_steps=4000", "--train.eval_every=0", "--train.eval_episodes=1",
-                "--train.checkpoint_every=0", "--logger.mode=disabled", "--logger.progress=false"]
+HANGZHOU_CPU = [
+    "--train.total_steps=4000",
+    "--train.eval_every=0",
+    "--train.eval_episodes=1",
+    "--train.checkpoint_every=0",
+    "--logger.mode=disabled",
+    "--logger.progress=false",
+]
 
 
 @pytest.mark.slow
@@ -75,9 +92,15 @@ def test_ip_sac_beats_fixed_time_on_real_hangzhou_traffic(tmp_path, monkeypatch,
     monkeypatch.setenv("IPGNN_CACHE", str(tmp_path / "cache"))
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(CONFIGS / "hangzhou16.yaml", [
-        f"--env.options.scenario={need('hangzhou_4x4')}", f"--env.options.engine={engine}", f"--seed={seed}",
-        *HANGZHOU_CPU])
+    cfg = load_config(
+        CONFIGS / "hangzhou16.yaml",
+        [
+            f"--env.options.scenario={need('hangzhou_4x4')}",
+            f"--env.options.engine={engine}",
+            f"--seed={seed}",
+            *HANGZHOU_CPU,
+        ],
+    )
     trainer = Trainer.from_config(cfg, tmp_path / "run")
     att = trainer.train()["eval/average_travel_time"]
     trainer.close()

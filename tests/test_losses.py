@@ -66,8 +66,13 @@ class StubV(nn.Module):
 
 def make(discrete, mode="probs", autotune=False):
     spec = AgentSpec(obs_dim=1, action_dim=2 if discrete else 1, discrete=discrete)
-    algo = IPSAC(spec, ModelConfig(hidden=4), AlgoConfig(alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions=mode,
-                                                          autotune_alpha=autotune, target_entropy=-0.3))
+    algo = IPSAC(
+        spec,
+        ModelConfig(hidden=4),
+        AlgoConfig(
+            alpha=ALPHA, gamma=GAMMA, discrete_neighbour_actions=mode, autotune_alpha=autotune, target_entropy=-0.3
+        ),
+    )
     if discrete:
         algo.policy = StubPolicy(torch.tensor([[0.5, -0.5], [0.0, 1.0]]), True)
         algo.q = StubQ(torch.tensor([[[1.0, 2.0], [0.5, -1.0]], [[1.5, 1.0], [0.0, 0.0]]]), torch.tensor([0.3, -0.7]))
@@ -99,8 +104,10 @@ def test_discrete_losses_by_hand():
     base = [[[1.0, 2.0], [0.5, -1.0]], [[1.5, 1.0], [0.0, 0.0]]]
     nbr = [1, 0]  # the one neighbour of each agent
     # mean-field edge feature: the neighbour's probabilities
-    q_pi = [[[base[k][i][a] + sum(w[b] * p[nbr[i]][b] for b in range(2)) for a in range(2)] for i in range(2)]
-            for k in range(2)]
+    q_pi = [
+        [[base[k][i][a] + sum(w[b] * p[nbr[i]][b] for b in range(2)) for a in range(2)] for i in range(2)]
+        for k in range(2)
+    ]
     qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(2)] for i in range(2)]
     policy = sum(sum(p[i][a] * (ALPHA * math.log(p[i][a]) - qmin[i][a]) for a in range(2)) for i in range(2)) / 2
     v_tgt = [sum(p[i][a] * (qmin[i][a] - ALPHA * math.log(p[i][a])) for a in range(2)) for i in range(2)]
@@ -126,8 +133,13 @@ def test_continuous_losses_by_hand():
     mean, log_std = [0.2, -0.4], [-0.5, -1.0]
     u = [mean[i] + math.exp(log_std[i]) * eps[i, 0].item() for i in range(2)]
     a = [math.tanh(v) for v in u]
-    logp = [-0.5 * ((u[i] - mean[i]) / math.exp(log_std[i])) ** 2 - log_std[i] - 0.5 * math.log(2 * math.pi)
-            - math.log(1 - a[i] ** 2) for i in range(2)]
+    logp = [
+        -0.5 * ((u[i] - mean[i]) / math.exp(log_std[i])) ** 2
+        - log_std[i]
+        - 0.5 * math.log(2 * math.pi)
+        - math.log(1 - a[i] ** 2)
+        for i in range(2)
+    ]
     base, c, w, nbr = [[1.0, 0.5], [0.8, 0.9]], [2.0, -1.0], 0.6, [1, 0]
     q_pi = [[base[k][i] + c[k] * a[i] + w * a[nbr[i]] for i in range(2)] for k in range(2)]
     qmin = [min(q_pi[0][i], q_pi[1][i]) for i in range(2)]
@@ -203,8 +215,20 @@ def test_update_steps_every_network_and_logs_every_loss():
     for k, params in before.items():
         assert any(not torch.equal(a, b) for a, b in zip(params, getattr(algo, k).parameters())), k
     assert algo.log_alpha.item() != alpha0
-    for key in ("policy_loss", "value_loss", "q_loss", "alpha_loss", "entropy", "alpha", "q1", "q2", "v",
-                "grad_norm/policy", "grad_norm/q", "grad_norm/v"):
+    for key in (
+        "policy_loss",
+        "value_loss",
+        "q_loss",
+        "alpha_loss",
+        "entropy",
+        "alpha",
+        "q1",
+        "q2",
+        "v",
+        "grad_norm/policy",
+        "grad_norm/q",
+        "grad_norm/v",
+    ):
         assert key in stats and math.isfinite(stats[key])
 
 
@@ -212,8 +236,13 @@ def hand_discrete(p, nbr_feat, base, w):
     """Policy loss and value targets by hand for the 2-agent graph, given the neighbours' edge features."""
     n_act = len(p[0])
     nbr = [1, 0]
-    q_pi = [[[base[k][i][a] + sum(w[b] * nbr_feat[nbr[i]][b] for b in range(n_act)) for a in range(n_act)]
-             for i in range(2)] for k in range(2)]
+    q_pi = [
+        [
+            [base[k][i][a] + sum(w[b] * nbr_feat[nbr[i]][b] for b in range(n_act)) for a in range(n_act)]
+            for i in range(2)
+        ]
+        for k in range(2)
+    ]
     qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(n_act)] for i in range(2)]
     plogp = lambda x: x * math.log(x) if x > 0 else 0.0  # 0 log 0 = 0 for masked actions
     policy = sum(sum(ALPHA * plogp(p[i][a]) - p[i][a] * qmin[i][a] for a in range(n_act)) for i in range(2)) / 2
@@ -315,7 +344,9 @@ class StateV(nn.Module):
         return self.values + self.scale * x[:, 0] + 0.3 * neighbour_sum(x, edge_index)
 
 
-BASE3 = torch.tensor([[[1.0, 2.0], [0.5, -1.0], [0.2, 0.1]], [[1.5, 1.0], [0.0, 0.0], [0.3, -0.4]]], dtype=torch.float64)
+BASE3 = torch.tensor(
+    [[[1.0, 2.0], [0.5, -1.0], [0.2, 0.1]], [[1.5, 1.0], [0.0, 0.0], [0.3, -0.4]]], dtype=torch.float64
+)
 W3, U3 = torch.tensor([0.3, -0.7], dtype=torch.float64), torch.tensor([0.8, -0.5], dtype=torch.float64)
 LOGITS3 = torch.tensor([[0.5, -0.5], [0.0, 1.0], [-0.3, 0.2]], dtype=torch.float64)
 
@@ -332,9 +363,13 @@ def make_state_dependent():
 
 def state_batch():
     one = lambda x, ei: Batch(x=x, edge_index=ei, batch=torch.zeros(3, dtype=torch.long), ptr=torch.tensor([0, 3]))
-    return TransitionBatch(one(OBS_X, OBS_EI), one(NEXT_X, NEXT_EI), torch.tensor([1, 0, 1]),
-                           reward=torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
-                           terminated=torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    return TransitionBatch(
+        one(OBS_X, OBS_EI),
+        one(NEXT_X, NEXT_EI),
+        torch.tensor([1, 0, 1]),
+        reward=torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
+        terminated=torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
+    )
 
 
 def hand_state_dependent():
@@ -348,10 +383,13 @@ def hand_state_dependent():
     base = BASE3.tolist()
 
     def q(k, i, a, x, edges, feats):  # Q^k_i(a) on the state (x, edges) with edge features feats[j]
-        return (base[k][i][a] + u[k] * x[i]
-                + sum(sum(w[b] * feats[j][b] for b in range(2)) + 0.25 * x[j] for j, kk in edges if kk == i))
+        return (
+            base[k][i][a]
+            + u[k] * x[i]
+            + sum(sum(w[b] * feats[j][b] for b in range(2)) + 0.25 * x[j] for j, kk in edges if kk == i)
+        )
 
-    q_pi = [[[q(k, i, a, xs, e_s, p) for a in range(2)] for i in range(3)] for k in range(2)]   # Q on s, a ~ q
+    q_pi = [[[q(k, i, a, xs, e_s, p) for a in range(2)] for i in range(3)] for k in range(2)]  # Q on s, a ~ q
     qmin = [[min(q_pi[0][i][a], q_pi[1][i][a]) for a in range(2)] for i in range(3)]
     policy = sum(sum(p[i][a] * (ALPHA * math.log(p[i][a]) - qmin[i][a]) for a in range(2)) for i in range(3)) / 3
     v_tgt = [sum(p[i][a] * (qmin[i][a] - ALPHA * math.log(p[i][a])) for a in range(2)) for i in range(3)]
@@ -363,8 +401,15 @@ def hand_state_dependent():
     onehot = [[1.0 if b == a[j] else 0.0 for b in range(2)] for j in range(3)]
     q_data = [[q(k, i, a[i], xs, e_s, onehot) for i in range(3)] for k in range(2)]  # Q on s and its graph
     qloss = sum(sum(0.5 * (q_data[k][i] - q_hat[i]) ** 2 for i in range(3)) / 3 for k in range(2))
-    return {"policy_loss": policy, "value_loss": value, "q_loss": qloss, "q_target": sum(q_hat) / 3,
-            "v": sum(v) / 3, "q1": sum(q_data[0]) / 3, "v_target": sum(v_tgt) / 3}
+    return {
+        "policy_loss": policy,
+        "value_loss": value,
+        "q_loss": qloss,
+        "q_target": sum(q_hat) / 3,
+        "v": sum(v) / 3,
+        "q1": sum(q_data[0]) / 3,
+        "v_target": sum(v_tgt) / 3,
+    }
 
 
 def test_each_network_reads_the_state_the_paper_says():
@@ -413,6 +458,7 @@ class _FullQ(nn.Module):
         class Token(tuple):
             def detach(self):
                 return self
+
         return Token((x, agent_type))
 
     def from_state(self, token, edge_index, **actions):
@@ -438,6 +484,7 @@ def test_shared_critic_state_gives_the_gradients_of_two_full_evaluations(discret
     def graph(n):
         ei = torch.randint(n, (2, 3 * n))
         return Data(x=torch.randn(n, 6), edge_index=ei[:, ei[0] != ei[1]])
+
     obs, nxt = Batch.from_data_list([graph(5), graph(7)]), Batch.from_data_list([graph(5), graph(7)])
     action = torch.randint(4, (12,)) if discrete else torch.rand(12, 2) * 2 - 1
     b = TransitionBatch(obs, nxt, action, reward=torch.randn(12), terminated=torch.zeros(12))
@@ -448,8 +495,12 @@ def test_shared_critic_state_gives_the_gradients_of_two_full_evaluations(discret
         total = terms["policy_loss"] + terms["value_loss"] + terms["q_loss"] + terms["alpha_loss"]
         algo.zero_grad()
         total.backward()
-        grads.append(({k: v.detach() for k, v in terms.items()},
-                      {n.removeprefix("q.") if n.startswith("q.q.") else n: p.grad for n, p in algo.named_parameters()}))
+        grads.append(
+            (
+                {k: v.detach() for k, v in terms.items()},
+                {n.removeprefix("q.") if n.startswith("q.q.") else n: p.grad for n, p in algo.named_parameters()},
+            )
+        )
     (t_shared, g_shared), (t_full, g_full) = grads
     for k in t_full:  # bit for bit: the same operations on the same inputs
         assert torch.equal(t_shared[k], t_full[k]), k
@@ -478,6 +529,7 @@ def test_bf16_update_stays_close_to_fp32():
     def graph(n):
         ei = torch.randint(n, (2, 4 * n))
         return Data(x=torch.randn(n, 10), edge_index=ei[:, ei[0] != ei[1]])
+
     obs, nxt = Batch.from_data_list([graph(20) for _ in range(8)]), Batch.from_data_list([graph(20) for _ in range(8)])
     b = TransitionBatch(obs, nxt, torch.randint(5, (160,)), reward=torch.randn(160), terminated=torch.zeros(160))
     terms, grads = {}, {}
@@ -491,8 +543,10 @@ def test_bf16_update_stays_close_to_fp32():
         algo.zero_grad()
         (out["policy_loss"] + out["value_loss"] + out["q_loss"]).backward()
         terms[p] = {k: v.detach() for k, v in out.items()}
-        grads[p] = {name: torch.cat([q.grad.flatten() for q in net.parameters()])
-                    for name, net in (("policy", algo.policy), ("q", algo.q), ("v", algo.v))}
+        grads[p] = {
+            name: torch.cat([q.grad.flatten() for q in net.parameters()])
+            for name, net in (("policy", algo.policy), ("q", algo.q), ("v", algo.v))
+        }
     assert terms["bf16"]["q_loss"] != terms["fp32"]["q_loss"]  # bfloat16 really ran
     for k in ("policy_loss", "value_loss", "q_loss", "q1", "v", "q_target"):
         torch.testing.assert_close(terms["bf16"][k], terms["fp32"][k], rtol=1e-2, atol=1e-3, msg=k)  # measured <= 0.3 %

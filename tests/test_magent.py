@@ -22,8 +22,9 @@ OBS_DIM = 11 * 11 * 5 + 2
 
 
 def _cfg(**options) -> EnvConfig:
-    return EnvConfig(task="magent_jungle", num_agents=20, max_steps=25, graph=GraphConfig(kind="knn", k=4),
-                     options=options)
+    return EnvConfig(
+        task="magent_jungle", num_agents=20, max_steps=25, graph=GraphConfig(kind="knn", k=4), options=options
+    )
 
 
 def test_parallel_api_and_spaces():
@@ -100,19 +101,30 @@ def test_rewards_come_from_eating_and_attacking():
     assert rew == pytest.approx({"agent_0": -0.01, "agent_1": 0.0, "agent_2": 0.0, "agent_3": -0.01})
     assert env.step_metrics() == {"food_eaten": 0.0, "attacks": 0.0}
     # mutual attack, and two attackers on one agent: penalties add up; nobody dies
-    env.reset(seed=0, options={"agent_positions": [(10, 10), (11, 10), (12, 10), (20, 20)],
-                               "food_positions": [(6, 5)]})
-    _, rew, _, _, _ = env.step({"agent_0": ATTACK_RIGHT, "agent_1": ATTACK_LEFT, "agent_2": ATTACK_LEFT,
-                                "agent_3": STAY})
+    env.reset(seed=0, options={"agent_positions": [(10, 10), (11, 10), (12, 10), (20, 20)], "food_positions": [(6, 5)]})
+    _, rew, _, _, _ = env.step(
+        {"agent_0": ATTACK_RIGHT, "agent_1": ATTACK_LEFT, "agent_2": ATTACK_LEFT, "agent_3": STAY}
+    )
     assert rew == pytest.approx({"agent_0": 2 - 4, "agent_1": 2 - 8, "agent_2": 2.0, "agent_3": 0.0})
     assert env.step_metrics()["attacks"] == 3.0
     assert len(env.agent_positions()) == 4 and len(env.agents) == 4
 
 
 def test_reward_options_reach_the_engine():
-    cfg = EnvConfig(task="magent_jungle", num_agents=3, max_steps=5, graph=GraphConfig(kind="full"),
-                    options={"num_food": 1, "food_reward": 0.5, "attack_reward": 3, "attacked_penalty": -1.5,
-                             "miss_penalty": -0.25, "step_reward": -0.125})
+    cfg = EnvConfig(
+        task="magent_jungle",
+        num_agents=3,
+        max_steps=5,
+        graph=GraphConfig(kind="full"),
+        options={
+            "num_food": 1,
+            "food_reward": 0.5,
+            "attack_reward": 3,
+            "attacked_penalty": -1.5,
+            "miss_penalty": -0.25,
+            "step_reward": -0.125,
+        },
+    )
     env = make_magent_jungle(cfg)
     env.reset(seed=0)  # the adapter's episode; then the same layout as above, set on the PettingZoo env
     env.env.reset(seed=0, options={"agent_positions": [(5, 5), (10, 10), (10, 11)], "food_positions": [(5, 4)]})

@@ -67,8 +67,9 @@ def test_spread_discrete_matches_mpe2_step_by_step():
     env = _mpe2_spread()
     sc = _spread_like_mpe2(env)
     acts = np.random.default_rng(0).integers(0, 5, size=(25, 3))
-    worst = _run_side_by_side(env, sc, [{f"agent_{i}": int(a[i]) for i in range(3)} for a in acts],
-                              [torch.from_numpy(a)[None] for a in acts])
+    worst = _run_side_by_side(
+        env, sc, [{f"agent_{i}": int(a[i]) for i in range(3)} for a in acts], [torch.from_numpy(a)[None] for a in acts]
+    )
     assert worst < 1e-12  # float64 on both sides: only summation order differs
 
 
@@ -79,8 +80,9 @@ def test_spread_continuous_matches_mpe2_with_the_exact_action_map():
     pos, vel = _mpe2_state(env.unwrapped.world)
     sc.set_state({"p_pos": torch.from_numpy(pos), "p_vel": torch.from_numpy(vel)})
     acts = np.random.default_rng(1).random((25, 3, 5)).astype(np.float32)  # mpe2: Box(0, 1, (5,))
-    ours = [torch.from_numpy(np.stack([a[:, 2] - a[:, 1], a[:, 4] - a[:, 3]], -1).astype(np.float64))[None]
-            for a in acts]
+    ours = [
+        torch.from_numpy(np.stack([a[:, 2] - a[:, 1], a[:, 4] - a[:, 3]], -1).astype(np.float64))[None] for a in acts
+    ]
     _run_side_by_side(env, sc, [{f"agent_{i}": a[i] for i in range(3)} for a in acts], ours)
 
 
@@ -95,8 +97,9 @@ def test_spread_collision_heavy_start_matches_mpe2():
     sc = _spread_like_mpe2(env)
     assert float(sc.metrics()["collisions"][0]) == 3
     acts = np.random.default_rng(2).integers(0, 5, size=(25, 3))
-    _run_side_by_side(env, sc, [{f"agent_{i}": int(a[i]) for i in range(3)} for a in acts],
-                      [torch.from_numpy(a)[None] for a in acts])
+    _run_side_by_side(
+        env, sc, [{f"agent_{i}": int(a[i]) for i in range(3)} for a in acts], [torch.from_numpy(a)[None] for a in acts]
+    )
 
 
 def test_physics_matches_mpe2_with_speed_limits_fixed_obstacles_and_a_heavy_movable_landmark():
@@ -112,10 +115,17 @@ def test_physics_matches_mpe2_with_speed_limits_fixed_obstacles_and_a_heavy_mova
     ents = world.agents + world.landmarks
     ents[1].state.p_pos = ents[0].state.p_pos + np.array([0.04, -0.05])  # overlapping predators
     heavy.state.p_pos = ents[2].state.p_pos + np.array([0.15, 0.1])  # pushed by a predator
-    tw = TensorWorld(1, size=[e.size for e in ents], num_actors=4, mass=[e.mass for e in ents],
-                     movable=[e.movable for e in ents], collide=[e.collide for e in ents],
-                     accel=[e.accel if e.accel is not None else 5.0 for e in ents],
-                     max_speed=[e.max_speed if e.max_speed is not None else float("inf") for e in ents], dtype=F64)
+    tw = TensorWorld(
+        1,
+        size=[e.size for e in ents],
+        num_actors=4,
+        mass=[e.mass for e in ents],
+        movable=[e.movable for e in ents],
+        collide=[e.collide for e in ents],
+        accel=[e.accel if e.accel is not None else 5.0 for e in ents],
+        max_speed=[e.max_speed if e.max_speed is not None else float("inf") for e in ents],
+        dtype=F64,
+    )
     pos, vel = _mpe2_state(world)
     tw.set_state(torch.from_numpy(pos), torch.from_numpy(vel))
     names = [a.name for a in world.agents]
@@ -135,8 +145,9 @@ def test_physics_matches_mpe2_with_speed_limits_fixed_obstacles_and_a_heavy_mova
 
 
 # ------------------------------------------------------------------------------------------------ API
-@pytest.mark.parametrize("name,continuous", [("spread", False), ("hetero", True), ("push", False),
-                                              ("predator", False), ("predator", True)])
+@pytest.mark.parametrize(
+    "name,continuous", [("spread", False), ("hetero", True), ("push", False), ("predator", False), ("predator", True)]
+)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised by pettingzoo.test's own imports
 def test_parallel_api(name, continuous):
     from pettingzoo.test import parallel_api_test
@@ -243,8 +254,19 @@ def test_spread_reward_is_local_and_shared_reward_is_mpe2s():
 def test_hetero_small_agent_hitting_a_big_one_pays_heavily():
     sc = make_scenario("hetero", 4, dtype=F64, num_landmarks=4)
     assert sc.agent_type.tolist() == [0, 0, 1, 1]
-    pos = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.1, 0.0], [-5.0, 0.0],  # agent 2 (small) overlaps agent 0 (big)
-                        [0.0, 0.0], [5.0, 0.0], [0.1, 0.0], [-5.0, 0.0]], dtype=F64)
+    pos = torch.tensor(
+        [
+            [0.0, 0.0],
+            [5.0, 0.0],
+            [0.1, 0.0],
+            [-5.0, 0.0],  # agent 2 (small) overlaps agent 0 (big)
+            [0.0, 0.0],
+            [5.0, 0.0],
+            [0.1, 0.0],
+            [-5.0, 0.0],
+        ],
+        dtype=F64,
+    )
     sc.set_state({"p_pos": pos[None]})
     free = pos.clone()
     free[2] = free[6] = torch.tensor([0.0, 3.0], dtype=F64)

@@ -35,14 +35,20 @@ print("CHECK " + json.dumps({
 
 
 def _execute(nb, cwd):
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(cwd)}}
+    )
     return client.execute()
 
 
 def _text(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-                   if o.get("output_type") == "stream")
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.get("output_type") == "stream"
+    )
 
 
 def _check_figures(nb):

@@ -29,9 +29,19 @@ def _check(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return v, i
 
 
-@pytest.mark.parametrize("shape,k", [((64, 200, 200), 5), ((64, 200, 200), 8), ((16, 100, 97), 5),
-                                     ((8, 64, 201), 3), ((2, 1225, 1225), 8), ((40000, 4), 1),
-                                     ((37, 200, 200), 5), ((70000, 16), 3)])  # the last two: blocks of rows
+@pytest.mark.parametrize(
+    "shape,k",
+    [
+        ((64, 200, 200), 5),
+        ((64, 200, 200), 8),
+        ((16, 100, 97), 5),
+        ((8, 64, 201), 3),
+        ((2, 1225, 1225), 8),
+        ((40000, 4), 1),
+        ((37, 200, 200), 5),
+        ((70000, 16), 3),
+    ],
+)  # the last two: blocks of rows
 def test_fast_path_selects_what_topk_selects(shape, k):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(*shape, generator=gen) * 50

@@ -46,7 +46,7 @@ def test_receptive_field_is_rounds_times_hops(rounds, hops):
     influence = g.x.grad.abs().sum(-1)
     reach = rounds * hops
     assert (influence[: reach + 1] > 0).all(), influence
-    assert (influence[reach + 1:] == 0).all(), influence
+    assert (influence[reach + 1 :] == 0).all(), influence
 
 
 def test_intentions_and_attention_are_returned():
@@ -152,10 +152,10 @@ def test_every_head_reads_the_whole_neighbour_intention():
         conv(torch.cat([mu[:, : d // 2], second_half], 1), h, edge_index)
         return messages[-1][:, 0]  # [E, d/2]
 
-    jac = torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2:])
+    jac = torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2 :])
     assert jac.abs().sum() > 0
     conv.lin_value = None  # the earlier layer: head 0 reads slice 0 only
-    assert torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2:]).abs().sum() == 0
+    assert torch.autograd.functional.jacobian(head0_messages, mu[:, d // 2 :]).abs().sum() == 0
 
 
 def reference_intentions(model, x, edge_index):

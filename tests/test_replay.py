@@ -22,8 +22,9 @@ def fill(env, buffer, steps, seed=0):
 
 @pytest.mark.parametrize("continuous", [False, True])
 def test_round_trip_of_changing_knn_graphs(continuous):
-    env = make_env(EnvConfig(num_agents=5, continuous_actions=continuous, graph=GraphConfig(kind="knn", k=2,
-                                                                                             symmetric=True)))
+    env = make_env(
+        EnvConfig(num_agents=5, continuous_actions=continuous, graph=GraphConfig(kind="knn", k=2, symmetric=True))
+    )
     buf = GraphReplayBuffer(100, 5, env.spec.obs_dim, env.spec.action_dim, env.spec.discrete, env.graph.max_edges)
     stored = fill(env, buf, 40)
     sizes = {s[0].edge_index.size(1) for s in stored}
@@ -76,8 +77,11 @@ def test_ring_wraps_and_state_dict_restores_sampling():
 
 def test_action_masks_and_agent_types_come_back():
     buf = GraphReplayBuffer(4, 2, 3, 3, True, 2, has_action_mask=True, agent_type=torch.tensor([0, 1]))
-    d = Data(x=torch.randn(2, 3), edge_index=torch.tensor([[0, 1], [1, 0]]),
-             action_mask=torch.tensor([[True, False, True], [False, True, True]]))
+    d = Data(
+        x=torch.randn(2, 3),
+        edge_index=torch.tensor([[0, 1], [1, 0]]),
+        action_mask=torch.tensor([[True, False, True], [False, True, True]]),
+    )
     buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)
     b = buf.sample(3)
     assert torch.equal(b.obs.action_mask, d.action_mask.repeat(3, 1))
@@ -98,8 +102,9 @@ def test_empty_buffer_sample_is_an_error():
 
 def test_masks_appearing_after_allocation_are_an_error():
     buf = GraphReplayBuffer(4, 2, 3, 3, True, 2)
-    d = Data(x=torch.randn(2, 3), edge_index=torch.tensor([[0, 1], [1, 0]]),
-             action_mask=torch.ones(2, 3, dtype=torch.bool))
+    d = Data(
+        x=torch.randn(2, 3), edge_index=torch.tensor([[0, 1], [1, 0]]), action_mask=torch.ones(2, 3, dtype=torch.bool)
+    )
     with pytest.raises(ValueError, match="action masks only after the first reset"):
         buf.add(d, torch.tensor([0, 1]), torch.zeros(2), torch.zeros(2, dtype=torch.bool), d)
 
@@ -141,12 +146,18 @@ def test_loading_into_a_larger_buffer_never_samples_unwritten_slots():
 def test_observations_are_stored_once_per_step():
     """Within an episode s' of one step is s of the next: one frame per step, plus one per episode."""
     env = make_env(EnvConfig(num_agents=3, max_steps=10))
-    buf = GraphReplayBuffer(100, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges,
-                            episode_length=10)
+    buf = GraphReplayBuffer(100, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges, episode_length=10)
     stored = fill(env, buf, 30)  # three episodes
     assert buf.frames_written == 30 + 3
-    assert buf.nbytes < GraphReplayBuffer.bytes_for(100, 3, env.spec.obs_dim, env.spec.action_dim, True,
-                                                    env.graph.max_edges, False, False) * 2 / 3 + 1
+    assert (
+        buf.nbytes
+        < GraphReplayBuffer.bytes_for(
+            100, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges, False, False
+        )
+        * 2
+        / 3
+        + 1
+    )
     got = buf.gather(torch.arange(30))
     assert torch.equal(got.next_obs.x.view(30, 3, -1), torch.stack([s[4].x for s in stored]))
     assert torch.equal(got.obs.x.view(30, 3, -1), torch.stack([s[0].x for s in stored]))
@@ -155,8 +166,7 @@ def test_observations_are_stored_once_per_step():
 def test_shorter_episodes_evict_by_frames_and_never_sample_overwritten_frames():
     """Frames sized for 10-step episodes; with 2-step episodes fewer transitions fit, the oldest go."""
     env = make_env(EnvConfig(num_agents=3, max_steps=2))
-    buf = GraphReplayBuffer(20, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges,
-                            episode_length=10)
+    buf = GraphReplayBuffer(20, 3, env.spec.obs_dim, env.spec.action_dim, True, env.graph.max_edges, episode_length=10)
     stored = fill(env, buf, 60)
     assert 0 < len(buf) < 20 and buf.frames_written == 60 + 30
     held = range(60 - len(buf), 60)

@@ -24,12 +24,13 @@ def test_workers_step_exactly_like_separate_environments():
         for _ in range(4):
             action = torch.randint(5, (6,))
             res = pool.step(action)
-            want = [inline[w].step(action[3 * w: 3 * w + 3]) for w in range(2)]
+            want = [inline[w].step(action[3 * w : 3 * w + 3]) for w in range(2)]
             assert torch.equal(res.obs.x, torch.cat([r.obs.x for r in want]))
             assert torch.equal(res.reward, torch.cat([r.reward for r in want]))
             assert torch.equal(res.obs.edge_index[:, : want[0].obs.edge_index.size(1)], want[0].obs.edge_index)
         assert res.done and res.episode["episode_return"] == pytest.approx(
-            sum(r.episode["episode_return"] for r in want) / 2)
+            sum(r.episode["episode_return"] for r in want) / 2
+        )
     finally:
         pool.close()
         for e in inline:
@@ -37,8 +38,16 @@ def test_workers_step_exactly_like_separate_environments():
 
 
 def test_trainer_with_worker_processes_is_reproducible(tmp_path, tiny_overrides):
-    over = ["--env.task=mpe_spread", "--env.num_agents=3", "--env.max_steps=10", "--env.graph.k=2",
-            "--rollout.workers=2", "--train.total_steps=120", "--train.learning_starts=40", *tiny_overrides]
+    over = [
+        "--env.task=mpe_spread",
+        "--env.num_agents=3",
+        "--env.max_steps=10",
+        "--env.graph.k=2",
+        "--rollout.workers=2",
+        "--train.total_steps=120",
+        "--train.learning_starts=40",
+        *tiny_overrides,
+    ]
     runs = []
     for name in ("a", "b"):
         trainer = Trainer.from_config(load_config(None, over), tmp_path / name)
@@ -53,10 +62,21 @@ def test_ray_actors_feed_the_learner(tmp_path, tiny_overrides, monkeypatch):
     """Two local Ray actors, each with its own SUMO simulation of a small generated grid."""
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("IPGNN_CACHE", str(tmp_path / "cache"))
-    over = ["--env.task=traffic", "--env.num_agents=4", "--env.max_steps=5", "--env.graph.kind=env",
-            "--env.options.scenario={kind: grid, rows: 2, cols: 2, rate: 300}", "--env.options.engine=sumo",
-            "--rollout.backend=ray", "--rollout.workers=2", "--train.total_steps=20", "--train.learning_starts=10",
-            "--train.update_every=10", "--train.eval_episodes=1", *tiny_overrides]
+    over = [
+        "--env.task=traffic",
+        "--env.num_agents=4",
+        "--env.max_steps=5",
+        "--env.graph.kind=env",
+        "--env.options.scenario={kind: grid, rows: 2, cols: 2, rate: 300}",
+        "--env.options.engine=sumo",
+        "--rollout.backend=ray",
+        "--rollout.workers=2",
+        "--train.total_steps=20",
+        "--train.learning_starts=10",
+        "--train.update_every=10",
+        "--train.eval_episodes=1",
+        *tiny_overrides,
+    ]
     try:
         trainer = Trainer.from_config(load_config(None, over), tmp_path / "run")
         assert trainer.env.backend == "ray" and len(trainer.env._actors) == 2
@@ -74,8 +94,16 @@ def test_learner_threads_are_restored_after_a_run_with_workers(tmp_path, tiny_ov
     """The learner leaves each worker a core while it runs, and gives the threads back on close."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    over = ["--env.task=mpe_spread", "--env.num_agents=3", "--env.max_steps=5", "--env.graph.k=2",
-            "--rollout.workers=2", "--train.total_steps=20", "--train.learning_starts=20", *tiny_overrides]
+    over = [
+        "--env.task=mpe_spread",
+        "--env.num_agents=3",
+        "--env.max_steps=5",
+        "--env.graph.k=2",
+        "--rollout.workers=2",
+        "--train.total_steps=20",
+        "--train.learning_starts=20",
+        *tiny_overrides,
+    ]
     trainer = Trainer.from_config(load_config(None, over), tmp_path / "run")
     import os
 

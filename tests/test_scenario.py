@@ -55,15 +55,25 @@ def first_signal(road):
     return next(i for i in road["intersections"] if not i["virtual"])
 
 
-@pytest.mark.parametrize("mutate,expected", [
-    (lambda r, f: (r | {"roads": r["roads"][1:]}, f), r"unknown road|route names unknown road"),
-    (lambda r, f: (first_signal(r)["trafficLight"]["lightphases"][1]["availableRoadLinks"].append(99) or r, f),
-     r"intersection 'intersection_1_1': trafficLight.lightphases\[1\]: availableRoadLinks \[99\]"),
-    (lambda r, f: (first_signal(r).pop("roadLinks") and r, f), r"intersection 'intersection_1_1': missing key 'roadLinks'"),
-    (lambda r, f: (r, [f[0] | {"route": [f[0]["route"][0], f[0]["route"][-1]]}] + f[1:]),
-     r"flow\[0\]: route is not connected"),
-    (lambda r, f: (r, [f[0] | {"interval": "often"}] + f[1:]), r"flow\[0\]: 'interval' should be"),
-])
+@pytest.mark.parametrize(
+    "mutate,expected",
+    [
+        (lambda r, f: (r | {"roads": r["roads"][1:]}, f), r"unknown road|route names unknown road"),
+        (
+            lambda r, f: (first_signal(r)["trafficLight"]["lightphases"][1]["availableRoadLinks"].append(99) or r, f),
+            r"intersection 'intersection_1_1': trafficLight.lightphases\[1\]: availableRoadLinks \[99\]",
+        ),
+        (
+            lambda r, f: (first_signal(r).pop("roadLinks") and r, f),
+            r"intersection 'intersection_1_1': missing key 'roadLinks'",
+        ),
+        (
+            lambda r, f: (r, [f[0] | {"route": [f[0]["route"][0], f[0]["route"][-1]]}] + f[1:]),
+            r"flow\[0\]: route is not connected",
+        ),
+        (lambda r, f: (r, [f[0] | {"interval": "often"}] + f[1:]), r"flow\[0\]: 'interval' should be"),
+    ],
+)
 def test_malformed_files_name_file_element_and_problem(tmp_path, mutate, expected):
     path = write_broken(tmp_path, mutate)
     with pytest.raises(ScenarioError, match=expected) as e:
@@ -75,6 +85,7 @@ def test_lane_link_out_of_range(tmp_path):
     def mutate(r, f):
         first_signal(r)["roadLinks"][0]["laneLinks"][0]["startLaneIndex"] = 7
         return r, f
+
     with pytest.raises(ScenarioError, match=r"roadLinks\[0\]: laneLinks\[0\] lane 7->"):
         load_scenario(write_broken(tmp_path, mutate))
 

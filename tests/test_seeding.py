@@ -42,6 +42,7 @@ def _recorded_run(tmp_path, name, seed, overrides):
             obs = reset(seed=seed)
             starts[kind].append((seed, obs.x.clone()))
             return obs
+
         return wrapped
 
     trainer.env.reset = recording(trainer.env, "train")
@@ -59,7 +60,7 @@ def test_neighbouring_runs_play_different_episodes(tmp_path, tiny_overrides):
     assert len(a["train"]) >= 8 and len(a["eval"]) >= 4  # 200 steps of 25-step episodes; 2 evaluations of 2
     episodes = [(run, kind, s, x) for run, st in (("a", a), ("b", b)) for kind, xs in st.items() for s, x in xs]
     for i, (run, kind, s, x) in enumerate(episodes):
-        for run2, kind2, s2, x2 in episodes[i + 1:]:
+        for run2, kind2, s2, x2 in episodes[i + 1 :]:
             if (run, kind) == (run2, kind2) and kind == "eval":
                 continue  # a run evaluates on the same episodes every time, by design
             assert s != s2, (run, kind, run2, kind2)

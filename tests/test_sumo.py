@@ -41,8 +41,13 @@ def test_network_loads_and_each_phase_is_one_sumo_phase(hangzhou):
             links = libsumo.trafficlight.getControlledLinks(a.id)
             for k, link in enumerate(a.road_links):
                 got = {(f, t) for f, t, _ in links[k]}
-                want = {(f"{link.start_road}_{sc.roads[link.start_road].num_lanes - 1 - i}",
-                         f"{link.end_road}_{sc.roads[link.end_road].num_lanes - 1 - o}") for i, o in link.lane_links}
+                want = {
+                    (
+                        f"{link.start_road}_{sc.roads[link.start_road].num_lanes - 1 - i}",
+                        f"{link.end_road}_{sc.roads[link.end_road].num_lanes - 1 - o}",
+                    )
+                    for i, o in link.lane_links
+                }
                 assert got == want, (a.id, k)
     finally:
         eng.close()

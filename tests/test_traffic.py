@@ -28,8 +28,14 @@ def _cache(tmp_path_factory, monkeypatch):
 
 def traffic_cfg(scenario, n, engine="sumo", **kw):
     opts = {"scenario": scenario, "engine": engine} | kw.pop("options", {})
-    return EnvConfig(task="traffic", num_agents=n, max_steps=kw.pop("max_steps", 5), graph=GraphConfig(kind="env"),
-                     options=opts, **kw)
+    return EnvConfig(
+        task="traffic",
+        num_agents=n,
+        max_steps=kw.pop("max_steps", 5),
+        graph=GraphConfig(kind="env"),
+        options=opts,
+        **kw,
+    )
 
 
 def test_generation_is_deterministic_and_cached(tmp_path):
@@ -95,9 +101,15 @@ def test_graph_env_step_and_metrics(tmp_path, engine):
     for k in ("episode_return", "average_travel_time", "queue_length", "throughput", "delay"):
         assert k in res.episode
     assert res.episode["episode_return"] <= 0
-    full = make_env(EnvConfig(task="traffic", num_agents=4, max_steps=3, graph=GraphConfig(kind="full"),
-                              options={"scenario": {"kind": "grid", "rows": 2, "cols": 2, "rate": 300},
-                                       "engine": engine}))
+    full = make_env(
+        EnvConfig(
+            task="traffic",
+            num_agents=4,
+            max_steps=3,
+            graph=GraphConfig(kind="full"),
+            options={"scenario": {"kind": "grid", "rows": 2, "cols": 2, "rate": 300}, "engine": engine},
+        )
+    )
     assert full.reset(seed=0).edge_index.shape == (2, 12)
     env.close()
     full.close()
@@ -117,10 +129,11 @@ def test_traffic_config_errors(tmp_path):
 
 
 def cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipgnn.cli_entry", *args], capture_output=True, text=True, cwd=REPO, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout[proc.stdout.index("{"):])
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
 def test_maxpressure_beats_fixed_time_on_manhattan96_from_the_cli():
@@ -133,10 +146,23 @@ def test_maxpressure_beats_fixed_time_on_manhattan96_from_the_cli():
 
 def test_manhattan96_trains_from_the_cli(tmp_path):
     run_dir = tmp_path / "run"
-    out = cli("train", "--config", str(CONFIGS / "manhattan96.yaml"), "--model.hidden=32", "--replay.batch_size=8",
-              "--train.learning_starts=50", "--train.update_every=10", "--train.gradient_steps=2",
-              "--train.total_steps=200", "--train.eval_every=200", "--train.checkpoint_every=200",
-              "--train.log_every=50", "--logger.mode=disabled", "--logger.progress=false", f"--run-dir={run_dir}")
+    out = cli(
+        "train",
+        "--config",
+        str(CONFIGS / "manhattan96.yaml"),
+        "--model.hidden=32",
+        "--replay.batch_size=8",
+        "--train.learning_starts=50",
+        "--train.update_every=10",
+        "--train.gradient_steps=2",
+        "--train.total_steps=200",
+        "--train.eval_every=200",
+        "--train.checkpoint_every=200",
+        "--train.log_every=50",
+        "--logger.mode=disabled",
+        "--logger.progress=false",
+        f"--run-dir={run_dir}",
+    )
     assert out["env_step"] == 200 and "eval/average_travel_time" in out
     rows = read_metrics(run_dir / "metrics.jsonl")
     episodes = [r for r in rows if "train/episode_return" in r]
@@ -149,8 +175,9 @@ def test_hangzhou16_config_runs_on_the_real_data():
 
     from ipgnn.config import load_config
 
-    cfg = load_config(CONFIGS / "hangzhou16.yaml", [f"--env.options.scenario={need('hangzhou_4x4')}",
-                                                    "--env.options.engine=sumo"])
+    cfg = load_config(
+        CONFIGS / "hangzhou16.yaml", [f"--env.options.scenario={need('hangzhou_4x4')}", "--env.options.engine=sumo"]
+    )
     env = make_env(cfg.env)
     obs = env.reset(seed=0)
     assert obs.x.shape[0] == 16 and obs.edge_index.shape == (2, 48)

@@ -28,8 +28,13 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def env_cfg(max_steps=6, engine="sumo", **options):
-    return EnvConfig(task="traffic", num_agents=6, max_steps=max_steps, graph=GraphConfig(kind="env"),
-                     options={"scenario": GRID, "engine": engine} | options)
+    return EnvConfig(
+        task="traffic",
+        num_agents=6,
+        max_steps=max_steps,
+        graph=GraphConfig(kind="env"),
+        options={"scenario": GRID, "engine": engine} | options,
+    )
 
 
 class Recording:
@@ -61,8 +66,9 @@ def test_travel_time_reward_is_minus_the_vehicle_seconds_on_incoming_lanes(engin
         res = env.step(env.random_action(obs))
         obs = res.obs
         assert len(rec.seconds) == raw.action_interval  # one count per simulated second
-        expected = [-sum(c[f"{r}_{k}"] for c in rec.seconds for r, k in a.incoming_lanes)
-                    for a in raw.scenario.intersections]
+        expected = [
+            -sum(c[f"{r}_{k}"] for c in rec.seconds for r, k in a.incoming_lanes) for a in raw.scenario.intersections
+        ]
         np.testing.assert_allclose(res.reward.numpy(), expected)
         totals.append(-res.reward.sum().item())
     assert sum(totals) > 0  # vehicles were there: the test measured something
@@ -81,11 +87,11 @@ def test_phase_pressure_is_the_per_intersection_definition_and_drives_maxpressur
         counts = raw.engine.get_lane_vehicle_count()
         p = raw.phase_pressures()
         for i, a in enumerate(raw.scenario.intersections):
-            np.testing.assert_allclose(p[i, :len(a.action_phases)], phase_pressures(counts, a))
-            assert np.isneginf(p[i, len(a.action_phases):]).all()
+            np.testing.assert_allclose(p[i, : len(a.action_phases)], phase_pressures(counts, a))
+            assert np.isneginf(p[i, len(a.action_phases) :]).all()
         nonzero += int((p[np.isfinite(p)] != 0).sum())
         # the observation's last max_phases columns are the pressures (padding as 0)
-        np.testing.assert_allclose(obs.x[:, -raw.max_phases:].numpy(), np.where(np.isfinite(p), p, 0.0))
+        np.testing.assert_allclose(obs.x[:, -raw.max_phases :].numpy(), np.where(np.isfinite(p), p, 0.0))
         mp = act(obs)
         assert mp.tolist() == [int(np.argmax(phase_pressures(counts, a))) for a in raw.scenario.intersections]
         obs = env.step(mp if t % 2 else env.random_action(obs)).obs
@@ -133,12 +139,25 @@ def test_verdict_names_the_strongest_reference():
 def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp_path, capsys, engine):
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
-                             "model": {"hidden": 16}, "replay": {"batch_size": 8},
-                             "train": {"total_steps": 60, "learning_starts": 20, "update_every": 20,
-                                       "gradient_steps": 1, "eval_every": 40, "eval_episodes": 1,
-                                       "checkpoint_every": 0},
-                             "logger": {"mode": "disabled", "progress": False}})
+    cfg = load_config(
+        None,
+        {
+            "name": "grid",
+            "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
+            "model": {"hidden": 16},
+            "replay": {"batch_size": 8},
+            "train": {
+                "total_steps": 60,
+                "learning_starts": 20,
+                "update_every": 20,
+                "gradient_steps": 1,
+                "eval_every": 40,
+                "eval_episodes": 1,
+                "checkpoint_every": 0,
+            },
+            "logger": {"mode": "disabled", "progress": False},
+        },
+    )
     trainer = Trainer.from_config(cfg, tmp_path / "run")
     final = trainer.train()
     trainer.close()
@@ -184,10 +203,17 @@ def test_the_engine_that_ran_is_recorded_in_the_config_and_checkpoint(tmp_path):
     from ipgnn.envs.traffic import resolve_engine
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=4, engine="auto").model_dump(mode="json"),
-                             "model": {"hidden": 8}, "replay": {"batch_size": 4},
-                             "train": {"total_steps": 4, "learning_starts": 4, "eval_every": 0, "checkpoint_every": 0},
-                             "logger": {"mode": "disabled", "progress": False}})
+    cfg = load_config(
+        None,
+        {
+            "name": "grid",
+            "env": env_cfg(max_steps=4, engine="auto").model_dump(mode="json"),
+            "model": {"hidden": 8},
+            "replay": {"batch_size": 4},
+            "train": {"total_steps": 4, "learning_starts": 4, "eval_every": 0, "checkpoint_every": 0},
+            "logger": {"mode": "disabled", "progress": False},
+        },
+    )
     trainer = Trainer.from_config(cfg, tmp_path / "run")
     trainer.train()
     trainer.close()
@@ -259,12 +285,26 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
     from ipgnn.trainer import StopRequested, Trainer
 
     def trainer(name):
-        cfg = load_config(None, {"name": "grid", "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
-                                 "model": {"hidden": 16}, "replay": {"batch_size": 8},
-                                 "train": {"total_steps": 60, "learning_starts": 10, "update_every": 5,
-                                           "gradient_steps": 2, "eval_every": 40, "eval_episodes": 1,
-                                           "checkpoint_every": 0, "log_every": 10},
-                                 "logger": {"mode": "disabled", "progress": False}})
+        cfg = load_config(
+            None,
+            {
+                "name": "grid",
+                "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
+                "model": {"hidden": 16},
+                "replay": {"batch_size": 8},
+                "train": {
+                    "total_steps": 60,
+                    "learning_starts": 10,
+                    "update_every": 5,
+                    "gradient_steps": 2,
+                    "eval_every": 40,
+                    "eval_episodes": 1,
+                    "checkpoint_every": 0,
+                    "log_every": 10,
+                },
+                "logger": {"mode": "disabled", "progress": False},
+            },
+        )
         return Trainer.from_config(cfg, tmp_path / name)
 
     full = trainer("full")
@@ -289,7 +329,10 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
     resumed.close()
 
     def rows(t):
-        return [{k: v for k, v in r.items() if not k.startswith("charts/")} for r in read_metrics(t.run_dir / "metrics.jsonl")]
+        return [
+            {k: v for k, v in r.items() if not k.startswith("charts/")}
+            for r in read_metrics(t.run_dir / "metrics.jsonl")
+        ]
 
     assert rows(resumed) == rows(full) and any("eval/average_travel_time" in r for r in rows(full))
     for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):

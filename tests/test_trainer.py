@@ -66,8 +66,9 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overri
     assert resumed.env_step == 100 and resumed.cfg == full.cfg.model_copy(update={})
     resumed.train()
     resumed.close()
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == \
-        comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
+        read_metrics(full.run_dir / "metrics.jsonl")
+    )
     for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
         assert torch.equal(pa, pb), k
 
@@ -116,8 +117,9 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
     resumed.close()
     names = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
     assert names == ["latest.pt", "replay-300.pt"]
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == \
-        comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
+        read_metrics(full.run_dir / "metrics.jsonl")
+    )
     for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
         assert torch.equal(pa, pb), k
 
@@ -191,8 +193,10 @@ def test_precision_advice_follows_the_cpu(tmp_path, tiny_overrides, capsys, monk
 
     monkeypatch.setattr(ipgnn.cpu, "native_bf16", lambda: native)
     for precision in ("fp32", "bf16"):
-        cfg = load_config(CONFIG, tiny_overrides + ["--replay.batch_size=8192", "--train.total_steps=10",
-                                                    f"--algo.precision={precision}"])
+        cfg = load_config(
+            CONFIG,
+            tiny_overrides + ["--replay.batch_size=8192", "--train.total_steps=10", f"--algo.precision={precision}"],
+        )
         Trainer.from_config(cfg, tmp_path / precision).close()
         printed = "".join(capsys.readouterr())
         assert ("--algo.precision=bf16 makes each update about 2x" in printed) == (native and precision == "fp32")
@@ -273,7 +277,8 @@ def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, 
     resumed = Trainer.resume(tmp_path / "stopped")
     resumed.train()
     resumed.close()
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == \
-        comparable(read_metrics(full.run_dir / "metrics.jsonl"))
+    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
+        read_metrics(full.run_dir / "metrics.jsonl")
+    )
     for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
         assert torch.equal(pa, pb), k

@@ -85,9 +85,11 @@ def test_batched_add_equals_one_by_one():
     batched.add(obs, act, res.reward, res.terminated, res.obs)
     for b in range(3):
         sl = slice(6 * b, 6 * b + 6)
+
         def one(g: Batch, b=b, sl=sl) -> Data:  # this environment's b and sl
             ei = g.edge_index[:, g.edge_index[1] // 6 == b] - 6 * b
             return Data(x=g.x[sl], edge_index=ei)
+
         single.add(one(obs), act[sl], res.reward[sl], res.terminated[sl], one(res.obs))
     idx = torch.tensor([3, 4, 0])
     a, s = batched.gather(idx), single.gather(idx)
@@ -103,9 +105,22 @@ def test_trainer_with_batched_task(tmp_path, tiny_overrides, monkeypatch):
     from ipgnn.config import load_config
     from ipgnn.trainer import Trainer
 
-    monkeypatch.setitem(envs.TASKS, "drift", lambda cfg: TensorGraphEnv(Drift(cfg.num_agents, cfg.num_envs, cfg.max_steps), cfg.graph))
-    cfg = load_config(None, ["--env.task=drift", "--env.num_agents=6", "--env.num_envs=4", "--env.max_steps=5",
-                             "--env.graph.kind=knn", "--env.graph.k=2", "--train.total_steps=200", *tiny_overrides])
+    monkeypatch.setitem(
+        envs.TASKS, "drift", lambda cfg: TensorGraphEnv(Drift(cfg.num_agents, cfg.num_envs, cfg.max_steps), cfg.graph)
+    )
+    cfg = load_config(
+        None,
+        [
+            "--env.task=drift",
+            "--env.num_agents=6",
+            "--env.num_envs=4",
+            "--env.max_steps=5",
+            "--env.graph.kind=knn",
+            "--env.graph.k=2",
+            "--train.total_steps=200",
+            *tiny_overrides,
+        ],
+    )
     trainer = Trainer.from_config(cfg, tmp_path / "run")
     trainer.train()
     assert trainer.env_step == 200 and trainer.episode == 40 and len(trainer.replay) == 200

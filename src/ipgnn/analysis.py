@@ -91,8 +91,10 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] | None = None) ->
         extra = parse_overrides(list(overrides))
         bad = sorted(k for k in extra if k not in ("env", "seed"))
         if bad:
-            raise ConfigError(f"overrides may only change env.* and seed (the other sections describe the trained "
-                              f"networks), got {bad}")
+            raise ConfigError(
+                f"overrides may only change env.* and seed (the other sections describe the trained "
+                f"networks), got {bad}"
+            )
         raw = deep_merge(raw, extra)
     cfg = validate(raw, str(path))
     cfg = cfg.model_copy(update={"device": "cpu"})
@@ -110,8 +112,10 @@ def policy_network(algo: Any) -> IntentionPropagationNetwork:
     net = algo if isinstance(algo, IntentionPropagationNetwork) else getattr(algo, "policy", None)
     if not isinstance(net, IntentionPropagationNetwork):
         name = type(algo).__name__
-        raise TypeError(f"{name} has no intention propagation network (algo.policy); the embedding analysis needs "
-                        "a checkpoint trained with algo.name: ipsac")
+        raise TypeError(
+            f"{name} has no intention propagation network (algo.policy); the embedding analysis needs "
+            "a checkpoint trained with algo.name: ipsac"
+        )
     return net
 
 
@@ -135,11 +139,11 @@ def select_graph(obs: GraphObs, k: int = 0) -> Data:
     lo, n = int(nodes[0]), nodes.numel()
     ei = obs.edge_index
     keep = (ei[1] >= lo) & (ei[1] < lo + n)
-    out = Data(x=obs.x[lo: lo + n], edge_index=ei[:, keep] - lo)
+    out = Data(x=obs.x[lo : lo + n], edge_index=ei[:, keep] - lo)
     for key in ("pos", "action_mask", "agent_type"):
         val = getattr(obs, key, None)
         if val is not None:
-            setattr(out, key, val[lo: lo + n])
+            setattr(out, key, val[lo : lo + n])
     return out
 
 
@@ -158,8 +162,7 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(env: Any, algo: Any, steps: int | None = None, seed: int | None = 0,
-            deterministic: bool = True) -> Rollout:
+def rollout(env: Any, algo: Any, steps: int | None = None, seed: int | None = 0, deterministic: bool = True) -> Rollout:
     """Play one episode with the learner's policy (greedy by default; ``deterministic=False`` samples
     :math:`a_i \\sim q_i`), stopping after ``steps`` decisions if given."""
     obs = env.reset(seed=seed)
@@ -241,8 +244,15 @@ def propagation_trace(algo: Any, obs: GraphObs, deterministic: bool = True, extr
     probs = dist.probs.cpu() if net.discrete else None
     pos = getattr(obs, "pos", None)
     batch = getattr(obs, "batch", None)
-    return PropagationTrace(torch.stack(mus).cpu(), attention, actions.cpu(), probs, net.rounds,
-                            None if pos is None else pos.cpu(), None if batch is None else batch.cpu())
+    return PropagationTrace(
+        torch.stack(mus).cpu(),
+        attention,
+        actions.cpu(),
+        probs,
+        net.rounds,
+        None if pos is None else pos.cpu(),
+        None if batch is None else batch.cpu(),
+    )
 
 
 def round_distances(intentions: Tensor | PropagationTrace, relative: bool = False) -> Tensor:
@@ -279,11 +289,22 @@ class FixedPointStats:
     def rows(self) -> list[dict[str, float]]:
         """One dict per round (for printing as a table)."""
         spread = self.state_means.std(0) if self.state_means.size(0) > 1 else torch.zeros_like(self.mean)
-        return [{"round": int(m), "mean": float(a), "std_agents": float(s), "std_states": float(ss),
-                 "q10": float(lo), "median": float(md), "q90": float(hi), "max": float(mx),
-                 "trained": bool(m <= self.trained_rounds)}
-                for m, a, s, ss, lo, md, hi, mx in zip(self.rounds, self.mean, self.std, spread, self.q10,
-                                                       self.median, self.q90, self.max)]
+        return [
+            {
+                "round": int(m),
+                "mean": float(a),
+                "std_agents": float(s),
+                "std_states": float(ss),
+                "q10": float(lo),
+                "median": float(md),
+                "q90": float(hi),
+                "max": float(mx),
+                "trained": bool(m <= self.trained_rounds),
+            }
+            for m, a, s, ss, lo, md, hi, mx in zip(
+                self.rounds, self.mean, self.std, spread, self.q10, self.median, self.q90, self.max
+            )
+        ]
 
 
 def fixed_point_stats(traces: Sequence[PropagationTrace] | PropagationTrace, relative: bool = False) -> FixedPointStats:
@@ -310,9 +331,18 @@ def fixed_point_stats(traces: Sequence[PropagationTrace] | PropagationTrace, rel
     d = torch.cat(per_agent, 1)  # [R, total agents]
     q = torch.quantile(d, torch.tensor([0.1, 0.5, 0.9]), dim=1)
     r = d.size(0)
-    return FixedPointStats(torch.arange(1, r + 1), d.mean(1), d.std(1) if d.size(1) > 1 else torch.zeros(r),
-                           q[0], q[1], q[2], d.max(1).values, torch.cat(state_means, 0),
-                           traces[0].trained_rounds, relative)
+    return FixedPointStats(
+        torch.arange(1, r + 1),
+        d.mean(1),
+        d.std(1) if d.size(1) > 1 else torch.zeros(r),
+        q[0],
+        q[1],
+        q[2],
+        d.max(1).values,
+        torch.cat(state_means, 0),
+        traces[0].trained_rounds,
+        relative,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,8 +449,9 @@ def _graph_nodes(trace: PropagationTrace, graph: int) -> slice:
 # (a) intentions per round
 
 
-def plot_intentions(trace: PropagationTrace, projection: Projection | None = None, graph: int = 0,
-                    num_actions: int | None = None) -> Any:
+def plot_intentions(
+    trace: PropagationTrace, projection: Projection | None = None, graph: int = 0, num_actions: int | None = None
+) -> Any:
     r"""(a) :math:`\tilde\mu^m` of every agent at each round ``m``, projected to 2-D by one PCA shared by
     all rounds, coloured by the action finally chosen; the last panel joins each agent's rounds
     :math:`\tilde\mu^0 \to \dots \to \tilde\mu^R` (a dot at the end)."""
@@ -435,8 +466,15 @@ def plot_intentions(trace: PropagationTrace, projection: Projection | None = Non
     panels = trace.num_rounds + 2
     ncols = min(panels, 4)
     nrows = -(-panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False,
-                             sharex=True, sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(3.6 * ncols, 3.4 * nrows),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        constrained_layout=True,
+    )
     for ax in axes.flat[panels:]:
         ax.axis("off")
     ev = proj.explained.tolist()
@@ -467,8 +505,9 @@ def plot_intentions(trace: PropagationTrace, projection: Projection | None = Non
 # (b) fixed point
 
 
-def plot_round_distances(stats: FixedPointStats | Sequence[PropagationTrace] | PropagationTrace,
-                         relative: bool = False) -> Any:
+def plot_round_distances(
+    stats: FixedPointStats | Sequence[PropagationTrace] | PropagationTrace, relative: bool = False
+) -> Any:
     r"""(b) :math:`\lVert \tilde\mu_i^m - \tilde\mu_i^{m-1} \rVert` against ``m``: the mean over agents
     and states (line), its 10-90 % band over agents, the maximum (dashed), and each state's agent
     mean (thin lines). A curve going down means the rounds approach the mean-field fixed point."""
@@ -487,8 +526,11 @@ def plot_round_distances(stats: FixedPointStats | Sequence[PropagationTrace] | P
         ax.text(stats.trained_rounds + 0.55, ax.get_ylim()[1], "extra rounds", va="top", fontsize="small")
     ax.set_xticks(m)
     ax.set_xlabel("round m")
-    what = r"$\|\tilde\mu^m_i - \tilde\mu^{m-1}_i\| \,/\, \|\tilde\mu^{m-1}_i\|$" if stats.relative \
+    what = (
+        r"$\|\tilde\mu^m_i - \tilde\mu^{m-1}_i\| \,/\, \|\tilde\mu^{m-1}_i\|$"
+        if stats.relative
         else r"$\|\tilde\mu^m_i - \tilde\mu^{m-1}_i\|_2$"
+    )
     ax.set_ylabel(what)
     ax.set_title("How far each round moves the intentions (fixed-point diagnostic)")
     ax.set_ylim(bottom=0)
@@ -500,8 +542,14 @@ def plot_round_distances(stats: FixedPointStats | Sequence[PropagationTrace] | P
 # (c) attention
 
 
-def plot_attention(trace: PropagationTrace, scenario: Any = None, pos: Tensor | None = None,
-                   rounds: Sequence[int] | None = None, graph: int = 0, num_actions: int | None = None) -> Any:
+def plot_attention(
+    trace: PropagationTrace,
+    scenario: Any = None,
+    pos: Tensor | None = None,
+    rounds: Sequence[int] | None = None,
+    graph: int = 0,
+    num_actions: int | None = None,
+) -> Any:
     r"""(c) The attention :math:`\alpha_{ij}^m` of each round on the agents' positions (intersections at
     their scenario coordinates over the road map, or particle positions ``obs.pos``).
 
@@ -542,8 +590,7 @@ def plot_attention(trace: PropagationTrace, scenario: Any = None, pos: Tensor | 
         segs = np.stack([start, end], 1)[order]
         cols = cmap(np.clip(w[order], 0, 1))
         cols[:, 3] = 0.15 + 0.85 * np.clip(w[order], 0, 1)
-        ax.add_collection(LineCollection(segs, colors=cols, linewidths=0.5 + 5.0 * w[order], capstyle="butt",
-                                         zorder=1))
+        ax.add_collection(LineCollection(segs, colors=cols, linewidths=0.5 + 5.0 * w[order], capstyle="butt", zorder=1))
         ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=30, edgecolors="k", linewidths=0.4, zorder=2)
         if scenario is None:
             pad = 0.1 * max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-3)
@@ -557,8 +604,10 @@ def plot_attention(trace: PropagationTrace, scenario: Any = None, pos: Tensor | 
     fig.colorbar(sm, ax=axes[0].tolist(), shrink=0.8, label=r"attention $\alpha_{ij}$ (half-edge at receiver i)")
     if handles:
         axes[0, 0].legend(handles=handles, fontsize="x-small", loc="best", title="chosen action")
-    fig.suptitle("Attention over neighbours' intentions, per round" + (" on the road map" if scenario is not None
-                                                                        else " at the agents' positions"))
+    fig.suptitle(
+        "Attention over neighbours' intentions, per round"
+        + (" on the road map" if scenario is not None else " at the agents' positions")
+    )
     return fig
 
 
@@ -593,14 +642,20 @@ def phase_labels(scenario: Any) -> list[str]:
     n = max(len(a.action_phases) for a in scenario.intersections)
     labels = []
     for k in range(n):
-        names = {describe_phase(scenario, i, k) for i, a in enumerate(scenario.intersections)
-                 if k < len(a.action_phases)}
+        names = {
+            describe_phase(scenario, i, k) for i, a in enumerate(scenario.intersections) if k < len(a.action_phases)
+        }
         labels.append(f"{k}: {names.pop()}" if len(names) == 1 else f"phase {k}")
     return labels
 
 
-def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Sequence[int] | None = None,
-                    max_panels: int = 8, action_interval: float | None = None) -> Any:
+def plot_phase_maps(
+    scenario: Any,
+    actions: Sequence[Tensor],
+    steps: Sequence[int] | None = None,
+    max_panels: int = 8,
+    action_interval: float | None = None,
+) -> Any:
     """(d) The phase chosen by every intersection, on the road map, at several decision steps of an
     episode (small multiples; colour = phase index, the same in every panel).
 
@@ -623,13 +678,21 @@ def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Sequence[in
     ncols = min(4, len(steps))
     nrows = -(-len(steps) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows), squeeze=False, constrained_layout=True)
-    for ax in axes.flat[len(steps):]:
+    for ax in axes.flat[len(steps) :]:
         ax.axis("off")
     for ax, t in zip(axes.flat, steps):
         draw_road_map(ax, scenario)
         a = actions[t].numpy()
-        ax.scatter(pos[:, 0], pos[:, 1], c=cmap(a % cmap.N), s=max(12.0, 900.0 / len(pos)), marker="s",
-                   edgecolors="k", linewidths=0.4, zorder=2)
+        ax.scatter(
+            pos[:, 0],
+            pos[:, 1],
+            c=cmap(a % cmap.N),
+            s=max(12.0, 900.0 / len(pos)),
+            marker="s",
+            edgecolors="k",
+            linewidths=0.4,
+            zorder=2,
+        )
         when = f", t = {t * action_interval:.0f} s" if action_interval else ""
         ax.set_title(f"decision {t}{when}", fontsize="medium")
         ax.set_xticks([])
@@ -639,8 +702,9 @@ def plot_phase_maps(scenario: Any, actions: Sequence[Tensor], steps: Sequence[in
     for ax in axes[-1]:
         ax.set_xlabel("x")
     handles = [Line2D([], [], marker="s", ls="", color=cmap(k % cmap.N), label=l) for k, l in enumerate(labels)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small",
-               title="chosen phase")
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small", title="chosen phase"
+    )
     fig.suptitle("Phase chosen at every intersection through an episode (greedy policy)")
     return fig
 
@@ -654,10 +718,17 @@ def plot_phase_timeline(scenario: Any, actions: Sequence[Tensor], action_interva
     grid = torch.stack([a.long() for a in actions], 1).numpy()  # [N, T]
     base = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     cmap = ListedColormap([base(k % base.N) for k in range(len(labels))])
-    fig, ax = plt.subplots(figsize=(min(14, 3 + 0.08 * grid.shape[1] + 2), min(12, 1.5 + 0.12 * grid.shape[0] + 1)),
-                           constrained_layout=True)
-    im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=cmap,
-                   norm=BoundaryNorm(np.arange(len(labels) + 1) - 0.5, len(labels)))
+    fig, ax = plt.subplots(
+        figsize=(min(14, 3 + 0.08 * grid.shape[1] + 2), min(12, 1.5 + 0.12 * grid.shape[0] + 1)),
+        constrained_layout=True,
+    )
+    im = ax.imshow(
+        grid,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        norm=BoundaryNorm(np.arange(len(labels) + 1) - 0.5, len(labels)),
+    )
     cb = fig.colorbar(im, ax=ax, ticks=range(len(labels)))
     cb.ax.set_yticklabels(labels, fontsize="small")
     ax.set_xlabel("decision step" + (f" ({action_interval:g} s each)" if action_interval else ""))
@@ -695,9 +766,11 @@ def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndar
         raise ValueError("approach_queues needs a traffic environment (env.task: traffic)")
     raw = env.env
     if "waiting" not in raw.features:
-        raise ValueError(f"the observations hold the features {list(raw.features)}, without 'waiting' (halted vehicles "
-                         "per incoming lane), which the approach queues are read from: train with "
-                         "env.options.features including 'waiting' (the default)")
+        raise ValueError(
+            f"the observations hold the features {list(raw.features)}, without 'waiting' (halted vehicles "
+            "per incoming lane), which the approach queues are read from: train with "
+            "env.options.features including 'waiting' (the default)"
+        )
     # the observation's blocks, always in FEATURES' order: phase, count, waiting, pressure (TrafficSignalEnv.obs_dim)
     start = raw.max_phases * ("phase" in raw.features) + raw.max_lanes * ("count" in raw.features)
     roads = [list(dict.fromkeys(r for r, _ in a.incoming_lanes)) for a in scenario.intersections]
@@ -705,7 +778,7 @@ def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndar
     slot = np.full((scenario.num_agents, raw.max_lanes), width, np.int64)  # padded lanes -> a dropped slot
     for i, a in enumerate(scenario.intersections):  # once per call, not per state
         slot[i, : len(a.incoming_lanes)] = [roads[i].index(r) for r, _ in a.incoming_lanes]
-    lanes = np.stack([select_graph(o).x[:, start: start + raw.max_lanes].cpu().numpy() for o in observations])
+    lanes = np.stack([select_graph(o).x[:, start : start + raw.max_lanes].cpu().numpy() for o in observations])
     onehot = slot[..., None] == np.arange(width + 1)  # [N, max_lanes, A + 1]
     queues = np.einsum("tnl,nla->tna", lanes.astype(np.float64), onehot)[..., :width]
     names = [[f"{_heading(scenario.roads[r].points)} {r}" for r in rs] for rs in roads]
@@ -713,8 +786,27 @@ def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndar
 
 
 __all__ = [
-    "LoadedRun", "load_checkpoint", "policy_network", "traffic_scenario", "select_graph", "Rollout", "rollout",
-    "PropagationTrace", "propagation_trace", "round_distances", "FixedPointStats", "fixed_point_stats",
-    "Projection", "fit_projection", "draw_road_map", "plot_intentions", "plot_round_distances", "plot_attention",
-    "describe_phase", "phase_labels", "plot_phase_maps", "plot_phase_timeline", "approach_queues",
+    "LoadedRun",
+    "load_checkpoint",
+    "policy_network",
+    "traffic_scenario",
+    "select_graph",
+    "Rollout",
+    "rollout",
+    "PropagationTrace",
+    "propagation_trace",
+    "round_distances",
+    "FixedPointStats",
+    "fixed_point_stats",
+    "Projection",
+    "fit_projection",
+    "draw_road_map",
+    "plot_intentions",
+    "plot_round_distances",
+    "plot_attention",
+    "describe_phase",
+    "phase_labels",
+    "plot_phase_maps",
+    "plot_phase_timeline",
+    "approach_queues",
 ]

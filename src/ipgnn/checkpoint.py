@@ -38,8 +38,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint '{path}' could not be read as an ipgnn checkpoint: the file is empty "
-                         "(0 bytes: a write that never finished, or a copy that failed)")
+        raise ValueError(
+            f"checkpoint '{path}' could not be read as an ipgnn checkpoint: the file is empty "
+            "(0 bytes: a write that never finished, or a copy that failed)"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupted or foreign file: say which, not a pickle traceback

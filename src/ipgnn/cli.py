@@ -29,8 +29,9 @@ from ipgnn.logger import json_safe
 RESUME_OVERRIDABLE = ("train.total_steps", "logger.", "threads")
 
 
-def _split(argv: Sequence[str], known: set[str], flags: frozenset[str] = frozenset({"-h", "--help", "--print-config"})
-           ) -> tuple[list[str], list[str]]:
+def _split(
+    argv: Sequence[str], known: set[str], flags: frozenset[str] = frozenset({"-h", "--help", "--print-config"})
+) -> tuple[list[str], list[str]]:
     """Separate our own options (``known``; those in ``flags`` take no value) from config overrides."""
     ours, overrides = [], []
     it = iter(argv)
@@ -65,9 +66,13 @@ def _stop_handler(trainer):
         sigterm = signum == signal.SIGTERM
         if trainer.stop_reason is None:
             trainer.request_stop("SIGTERM" if sigterm else "Ctrl-C")
-            print(f"\n{'SIGTERM' if sigterm else 'Ctrl-C'}: stopping at the next safe point (after the gradient step "
-                  "or environment step under way) with a checkpoint that resumes exactly; "
-                  f"{'another SIGTERM' if sigterm else 'Ctrl-C again'} stops at once", file=sys.stderr, flush=True)
+            print(
+                f"\n{'SIGTERM' if sigterm else 'Ctrl-C'}: stopping at the next safe point (after the gradient step "
+                "or environment step under way) with a checkpoint that resumes exactly; "
+                f"{'another SIGTERM' if sigterm else 'Ctrl-C again'} stops at once",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         raise Terminated() if sigterm else KeyboardInterrupt()
 
@@ -83,19 +88,32 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ipgnn-train",
         description="Train intention propagation (IP-SAC). Any --section.key=value overrides the config.",
-        epilog="example: ipgnn-train --config configs/mpe_spread_small.yaml --train.total_steps=5000")
-    parser.add_argument("--config", action="append",
-                        help="YAML experiment file; repeat to layer files, later ones win "
-                             "(e.g. --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml)")
+        epilog="example: ipgnn-train --config configs/mpe_spread_small.yaml --train.total_steps=5000",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="YAML experiment file; repeat to layer files, later ones win "
+        "(e.g. --config configs/mpe_spread30.yaml --config configs/algos/qmix.yaml)",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     parser.add_argument("--run-dir", help="write the run here instead of <logger.run_root>/<name>-<time>/")
-    parser.add_argument("--no-replay", action="store_true",
-                        help="with --resume: continue without the saved replay buffer (when it is missing or damaged; "
-                             "the buffer refills and the run no longer reproduces the uninterrupted one)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (files + overrides) as YAML and exit without training")
-    ours, overrides = _split(argv, {"--config", "--resume", "--run-dir", "--print-config", "--no-replay", "-h", "--help"},
-                             frozenset({"-h", "--help", "--print-config", "--no-replay"}))
+    parser.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="with --resume: continue without the saved replay buffer (when it is missing or damaged; "
+        "the buffer refills and the run no longer reproduces the uninterrupted one)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (files + overrides) as YAML and exit without training",
+    )
+    ours, overrides = _split(
+        argv,
+        {"--config", "--resume", "--run-dir", "--print-config", "--no-replay", "-h", "--help"},
+        frozenset({"-h", "--help", "--print-config", "--no-replay"}),
+    )
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -107,8 +125,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 return _fail("--resume uses the config saved in the run; do not pass --config with it")
             bad = [o for o in overrides if not o.lstrip("-").startswith(RESUME_OVERRIDABLE)]
             if bad:
-                return _fail(f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "
-                             "start a new run to change anything else")
+                return _fail(
+                    f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "
+                    "start a new run to change anything else"
+                )
             trainer = Trainer.resume(args.resume, overrides, with_replay=not args.no_replay)
             print(f"resuming {args.resume} at step {trainer.env_step}", file=sys.stderr)
         else:
@@ -134,8 +154,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         metrics = trainer.train()
     except StopRequested as stop:
         how = "terminated (SIGTERM)" if stop.reason == "SIGTERM" else "interrupted"
-        print(f"{how} at step {trainer.env_step}, at a safe point; checkpoint saved to {stop.path} (it resumes "
-              f"exactly). Continue with: ipgnn-train --resume {trainer.run_dir}", file=sys.stderr)
+        print(
+            f"{how} at step {trainer.env_step}, at a safe point; checkpoint saved to {stop.path} (it resumes "
+            f"exactly). Continue with: ipgnn-train --resume {trainer.run_dir}",
+            file=sys.stderr,
+        )
         trainer.close()
         return 143 if stop.reason == "SIGTERM" else 130
     except KeyboardInterrupt as exc:
@@ -146,8 +169,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{how} at step {trainer.env_step}; {div}", file=sys.stderr)
             trainer.close()
             return 1
-        print(f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
-              f"Continue with: ipgnn-train --resume {trainer.run_dir}", file=sys.stderr)
+        print(
+            f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
+            f"Continue with: ipgnn-train --resume {trainer.run_dir}",
+            file=sys.stderr,
+        )
         trainer.close()
         return 143 if isinstance(exc, Terminated) else 130
     except TrainingDiverged as exc:
@@ -158,8 +184,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
     trainer.close()
-    print(json.dumps(json_safe({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}), indent=2,
-                     allow_nan=False))
+    print(
+        json.dumps(
+            json_safe({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}),
+            indent=2,
+            allow_nan=False,
+        )
+    )
     return 0
 
 
@@ -175,45 +206,96 @@ def _with_overrides(cfg, overrides: list[str], source: str):
 def eval_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="ipgnn-eval", description="Evaluate a trained policy (greedy by default) or a reference controller "
-                                       "and print the evaluation metrics as JSON. Any --section.key=value overrides "
-                                       "the config (the checkpoint's or --config's), as for ipgnn-train.",
-        epilog="example: ipgnn-eval --checkpoint runs/x/checkpoints/latest.pt --env.options.engine=cityflow")
+        prog="ipgnn-eval",
+        description="Evaluate a trained policy (greedy by default) or a reference controller "
+        "and print the evaluation metrics as JSON. Any --section.key=value overrides "
+        "the config (the checkpoint's or --config's), as for ipgnn-train.",
+        epilog="example: ipgnn-eval --checkpoint runs/x/checkpoints/latest.pt --env.options.engine=cityflow",
+    )
     parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
-    parser.add_argument("--config", action="append",
-                        help="with --controller: the experiment whose task to run (repeatable, later files win)")
-    parser.add_argument("--controller", choices=["policy", "random", "maxpressure", "fixedtime"], default="policy",
-                        help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
-                             "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="with --controller: the experiment whose task to run (repeatable, later files win)",
+    )
+    parser.add_argument(
+        "--controller",
+        choices=["policy", "random", "maxpressure", "fixedtime"],
+        default="policy",
+        help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
+        "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)",
+    )
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
-                        "training evaluated on; see ipgnn.seeding)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
+        "training evaluated on; see ipgnn.seeding)",
+    )
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
     dec = parser.add_argument_group(
-        "decentralised execution", "every agent computes its own step from its own observation and the intentions "
-        "its neighbours send it (ipgnn.decentralised); the links may lose or delay messages")
-    dec.add_argument("--decentralised", action="store_true", help="run the checkpoint's policy agent by agent, "
-                     "exchanging intentions by messages between worker processes")
-    dec.add_argument("--processes", type=int, default=None, help="worker processes hosting the agents (default: "
-                     "the usable cores, at most N; N: one per agent; 0: every agent in this process)")
+        "decentralised execution",
+        "every agent computes its own step from its own observation and the intentions "
+        "its neighbours send it (ipgnn.decentralised); the links may lose or delay messages",
+    )
+    dec.add_argument(
+        "--decentralised",
+        action="store_true",
+        help="run the checkpoint's policy agent by agent, exchanging intentions by messages between worker processes",
+    )
+    dec.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="worker processes hosting the agents (default: "
+        "the usable cores, at most N; N: one per agent; 0: every agent in this process)",
+    )
     dec.add_argument("--drop", type=float, default=0.0, help="probability that a message is lost, per link and round")
     dec.add_argument("--delay", type=int, default=0, help="rounds a message takes to arrive (default 0)")
-    dec.add_argument("--fallback", choices=["last", "own", "skip"], default="last",
-                     help="for a neighbour not heard in a round: its last intention received (stale), the agent's "
-                          "own mu^0, or leave it out of the attention (default: last)")
-    names = {"--checkpoint", "--config", "--controller", "--episodes", "--seed", "--stochastic", "--decentralised",
-             "--processes", "--drop", "--delay", "--fallback", "-h", "--help"}
+    dec.add_argument(
+        "--fallback",
+        choices=["last", "own", "skip"],
+        default="last",
+        help="for a neighbour not heard in a round: its last intention received (stale), the agent's "
+        "own mu^0, or leave it out of the attention (default: last)",
+    )
+    names = {
+        "--checkpoint",
+        "--config",
+        "--controller",
+        "--episodes",
+        "--seed",
+        "--stochastic",
+        "--decentralised",
+        "--processes",
+        "--drop",
+        "--delay",
+        "--fallback",
+        "-h",
+        "--help",
+    }
     ours, overrides = _split(argv, names, frozenset({"-h", "--help", "--stochastic", "--decentralised"}))
     args = parser.parse_args(ours)
     if args.episodes < 1:
         return _fail("--episodes must be at least 1")
-    link_flags = [f for f, v in (("--processes", args.processes is not None), ("--drop", args.drop != 0.0),
-                                 ("--delay", args.delay != 0), ("--fallback", args.fallback != "last")) if v]
+    link_flags = [
+        f
+        for f, v in (
+            ("--processes", args.processes is not None),
+            ("--drop", args.drop != 0.0),
+            ("--delay", args.delay != 0),
+            ("--fallback", args.fallback != "last"),
+        )
+        if v
+    ]
     if link_flags and not args.decentralised:
         return _fail(f"{', '.join(link_flags)} only apply with --decentralised")
     if args.decentralised and (args.controller != "policy" or args.stochastic):
-        return _fail("--decentralised runs the checkpoint's learned policy greedily (the mode of each q_i): "
-                     "drop --controller and --stochastic")
+        return _fail(
+            "--decentralised runs the checkpoint's learned policy greedily (the mode of each q_i): "
+            "drop --controller and --stochastic"
+        )
     links = None
     if args.decentralised:
         from ipgnn.decentralised import Links, decentralised_policy
@@ -237,14 +319,19 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
             state = checkpoint.load(args.checkpoint)
             if not isinstance(state.get("config"), dict) or "algo" not in state:
-                return _fail(f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
-                             "ipgnn-train (pass <run>/checkpoints/latest.pt)")
+                return _fail(
+                    f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
+                    "ipgnn-train (pass <run>/checkpoints/latest.pt)"
+                )
             cfg = _with_overrides(validate(state["config"], args.checkpoint), overrides, args.checkpoint)
         elif args.config:
             cfg = load_config(args.config, overrides)
         elif args.checkpoint:
-            cfg = _with_overrides(validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint),
-                                  overrides, args.checkpoint)
+            cfg = _with_overrides(
+                validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint),
+                overrides,
+                args.checkpoint,
+            )
         else:
             return _fail(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
         env = make_env(cfg.env)
@@ -254,8 +341,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 algo = restore_algo(state, cfg, env, device)
             except ValueError as exc:
                 env.close()
-                return _fail(f"{exc}; an override ({' '.join(overrides) or 'none'}) changed its observations, "
-                             "actions or agents")
+                return _fail(
+                    f"{exc}; an override ({' '.join(overrides) or 'none'}) changed its observations, actions or agents"
+                )
             act = greedy_policy(algo, device, deterministic=not args.stochastic)
             if links is not None:
                 act = decentralised_policy(algo, env.num_agents, links, args.processes)
@@ -266,8 +354,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             from ipgnn.traffic.env import TrafficSignalEnv
 
             if not isinstance(getattr(env, "env", None), TrafficSignalEnv):
-                return _fail(f"--controller {args.controller} needs a traffic task (env.task: traffic), "
-                             f"not '{cfg.env.task}'")
+                return _fail(
+                    f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
+                )
             act = (max_pressure_policy if args.controller == "maxpressure" else fixed_time_policy)(env.env)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
@@ -284,8 +373,15 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             act.close()
     out = {"controller": args.controller, "episodes": args.episodes}
     if links is not None:
-        out |= {"decentralised": {"processes": act.processes, "drop": links.drop, "delay": links.delay,
-                                  "fallback": links.fallback, **stats}}
+        out |= {
+            "decentralised": {
+                "processes": act.processes,
+                "drop": links.drop,
+                "delay": links.delay,
+                "fallback": links.fallback,
+                **stats,
+            }
+        }
     if cfg.env.task == "traffic":
         out["engine"] = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
     if state:
@@ -297,10 +393,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``ipgnn-export``: the per-agent step of a checkpoint's policy as one TorchScript file."""
     parser = argparse.ArgumentParser(
-        prog="ipgnn-export", description="Write the per-agent step of a trained intention-propagation policy "
+        prog="ipgnn-export",
+        description="Write the per-agent step of a trained intention-propagation policy "
         "(ipgnn.nn.local.AgentStep: encode, update per round, act) as one TorchScript file that runs with torch "
         "alone (or libtorch in C++), without PyG or ipgnn; a JSON file beside it describes the inputs.",
-        epilog="example: ipgnn-export --checkpoint runs/x/checkpoints/latest.pt --out agent_step.pt")
+        epilog="example: ipgnn-export --checkpoint runs/x/checkpoints/latest.pt --out agent_step.pt",
+    )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train")
     parser.add_argument("--out", required=True, help="the file to write (e.g. agent_step.pt)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -315,26 +413,41 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     try:
         state = checkpoint.load(args.checkpoint)
         if not isinstance(state.get("config"), dict) or "algo" not in state:
-            return _fail(f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
-                         "ipgnn-train (pass <run>/checkpoints/latest.pt)")
+            return _fail(
+                f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
+                "ipgnn-train (pass <run>/checkpoints/latest.pt)"
+            )
         cfg = validate(state["config"], args.checkpoint)
         if cfg.algo.name != "ipsac":
-            return _fail(f"checkpoint '{args.checkpoint}': algo.name is '{cfg.algo.name}'; only an "
-                         "intention-propagation policy (ipsac) has a per-agent step to export")
+            return _fail(
+                f"checkpoint '{args.checkpoint}': algo.name is '{cfg.algo.name}'; only an "
+                "intention-propagation policy (ipsac) has a per-agent step to export"
+            )
         policy = _policy_from_checkpoint(state, cfg)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
     assert isinstance(policy, IntentionPropagationNetwork)
     step = AgentStep.from_network(policy)
     path = export_agent_step(step, args.out)
-    meta = {"checkpoint": str(args.checkpoint), "env_step": state.get("env_step"), "torch": torch.__version__,
-            "obs_dim": int(step.enc_weight.size(2)), "agent_types": int(step.enc_weight.size(0)),
-            "hidden": step.channels, "rounds": step.rounds, "heads": step.heads, "hops": step.hops,
-            "discrete": step.discrete, "bytes_per_message": 4 * step.channels,
-            "methods": {"encode": "(x [B, obs_dim], agent_type [B] or None) -> state term c [B, d]",
-                        "initial": "c -> mu^0 = relu(c) [B, d]",
-                        "update": "(mu^{m-1} [B, d], c [B, d], received [B, K, d], heard [B, K] bool) -> mu^m",
-                        "act": "(cat(mu^0..mu^M) [B, (M+1) d], action_mask [B, A] bool or None) -> action"}}
+    meta = {
+        "checkpoint": str(args.checkpoint),
+        "env_step": state.get("env_step"),
+        "torch": torch.__version__,
+        "obs_dim": int(step.enc_weight.size(2)),
+        "agent_types": int(step.enc_weight.size(0)),
+        "hidden": step.channels,
+        "rounds": step.rounds,
+        "heads": step.heads,
+        "hops": step.hops,
+        "discrete": step.discrete,
+        "bytes_per_message": 4 * step.channels,
+        "methods": {
+            "encode": "(x [B, obs_dim], agent_type [B] or None) -> state term c [B, d]",
+            "initial": "c -> mu^0 = relu(c) [B, d]",
+            "update": "(mu^{m-1} [B, d], c [B, d], received [B, K, d], heard [B, K] bool) -> mu^m",
+            "act": "(cat(mu^0..mu^M) [B, (M+1) d], action_mask [B, A] bool or None) -> action",
+        },
+    }
     meta_path = path.with_suffix(".json")
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and {meta_path}")

@@ -122,8 +122,10 @@ def sweep_grid(path: str | Path) -> list[dict[str, Any]]:
     names, choices = [], []
     for name, p in params.items():
         if not isinstance(p, dict) or not ("values" in p or "value" in p):
-            raise ConfigError(f"{path}: parameters.{name}: only 'values' lists or a single 'value' can run as a "
-                              f"local grid (got {p!r})")
+            raise ConfigError(
+                f"{path}: parameters.{name}: only 'values' lists or a single 'value' can run as a "
+                f"local grid (got {p!r})"
+            )
         names.append(name)
         choices.append(list(p["values"]) if "values" in p else [p["value"]])
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
@@ -150,17 +152,24 @@ def sweep_configs(path: str | Path) -> list[str]:
     return [cmd[i + 1] for i, c in enumerate(cmd[:-1]) if c == "--config"]
 
 
-def plan(configs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], variants: Sequence[dict[str, Any]],
-         overrides: Sequence[str], extra_configs: Sequence[str] = (),
-         tuned: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
+def plan(
+    configs: Sequence[str],
+    algos: Sequence[str],
+    seeds: Sequence[int],
+    variants: Sequence[dict[str, Any]],
+    overrides: Sequence[str],
+    extra_configs: Sequence[str] = (),
+    tuned: dict[str, dict[str, Any]] | None = None,
+) -> list[RunSpec]:
     """The grid, checked before anything runs: every combination must load as a valid config. ``tuned``
     (:func:`read_tuned`) gives each method its own settings, applied before ``overrides``."""
     runs = []
     for cfg_path in configs:
         for algo, variant, seed in itertools.product(algos, variants or [{}], seeds):
             own = [f"--{k}={_fmt(v)}" for k, v in ((tuned or {}).get(algo) or {}).items()]
-            run = RunSpec(Path(cfg_path).stem, [str(cfg_path), *extra_configs], algo, seed, dict(variant),
-                          own + list(overrides))
+            run = RunSpec(
+                Path(cfg_path).stem, [str(cfg_path), *extra_configs], algo, seed, dict(variant), own + list(overrides)
+            )
             load_config(run.configs, run.config_overrides())  # a ConfigError names the file and key
             runs.append(run)
     return runs
@@ -180,11 +189,14 @@ def select_best(out: Path, tail: int = 3) -> dict[str, dict[str, Any]]:
     if not found:
         raise ConfigError(f"{out}: no completed run (no result.json below it)")
     if len(scenarios) > 1:
-        raise ConfigError(f"{out}: runs of several scenarios ({', '.join(sorted(map(str, scenarios)))}); a tuning "
-                          "campaign selects on one")
+        raise ConfigError(
+            f"{out}: runs of several scenarios ({', '.join(sorted(map(str, scenarios)))}); a tuning "
+            "campaign selects on one"
+        )
     head = headline_of([r for _, rows in found for r in rows])
-    key, lower = ("eval/episode_return", False) if head is None else (f"eval/{head.metric}",
-                                                                       head.metric in LOWER_IS_BETTER)
+    key, lower = (
+        ("eval/episode_return", False) if head is None else (f"eval/{head.metric}", head.metric in LOWER_IS_BETTER)
+    )
     scores: dict[str, dict[tuple, list[float]]] = {}
     for spec, rows in found:
         evals = [r[key] for r in rows if key in r][-tail:]
@@ -192,14 +204,19 @@ def select_best(out: Path, tail: int = 3) -> dict[str, dict[str, Any]]:
             variant = tuple(sorted(spec.get("variant", {}).items()))
             scores.setdefault(spec["algo"], {}).setdefault(variant, []).append(sum(evals) / len(evals))
     best: dict[str, dict[str, Any]] = {}
-    lines = [f"# Selected by ipgnn-compare --select-best {out}: per method, the setting with the best mean of the last "
-             f"{tail} evaluations of {key} ({'lowest' if lower else 'highest'}), mean over seeds.", "# Scores:"]
+    lines = [
+        f"# Selected by ipgnn-compare --select-best {out}: per method, the setting with the best mean of the last "
+        f"{tail} evaluations of {key} ({'lowest' if lower else 'highest'}), mean over seeds.",
+        "# Scores:",
+    ]
     for algo, by_variant in sorted(scores.items()):
         mean = {v: sum(xs) / len(xs) for v, xs in by_variant.items()}
         pick = (min if lower else max)(mean, key=mean.__getitem__)
         best[algo] = dict(pick)
-        lines.append(f"#   {algo}: " + ", ".join(f"{','.join(f'{k}={x}' for k, x in v) or '-'} {s:.4g}"
-                                               for v, s in sorted(mean.items())))
+        lines.append(
+            f"#   {algo}: "
+            + ", ".join(f"{','.join(f'{k}={x}' for k, x in v) or '-'} {s:.4g}" for v, s in sorted(mean.items()))
+        )
     (out / "tuned.yaml").write_text("\n".join(lines) + "\n" + yaml.safe_dump(best, sort_keys=True))
     return best
 
@@ -252,8 +269,9 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
             except ValueError:
                 result = {}
             tmp = rd / "result.json.tmp"
-            tmp.write_text(json.dumps({"spec": run.__dict__, "wall_s": round(_earlier_wall(rd) + wall_s, 1), **result},
-                                      indent=2))
+            tmp.write_text(
+                json.dumps({"spec": run.__dict__, "wall_s": round(_earlier_wall(rd) + wall_s, 1), **result}, indent=2)
+            )
             os.replace(tmp, rd / "result.json")
         if rc != 0:  # keep the time an interrupted or failed attempt took, for the run's total
             (rd / "wall.json").write_text(json.dumps({"wall_s": round(_earlier_wall(rd) + wall_s, 1)}))
@@ -295,8 +313,9 @@ def _engines_by_scenario(runs: Iterable[tuple[dict[str, Any], Any]]) -> dict[str
     return engines
 
 
-def _separate_engines(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]
-                      ) -> tuple[list[tuple[dict[str, Any], list[dict[str, float]]]], list[str]]:
+def _separate_engines(
+    runs: list[tuple[dict[str, Any], list[dict[str, float]]]],
+) -> tuple[list[tuple[dict[str, Any], list[dict[str, float]]]], list[str]]:
     """Never average runs of one scenario on different simulators: where a scenario's runs used more than
     one engine, each engine's runs become their own scenario ``<scenario>-<engine>``, and a note says so.
     Returns the runs and the notes (one line per engine used, and the warning)."""
@@ -304,11 +323,20 @@ def _separate_engines(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]
     notes = [f"Engine: {scenario} ran on {', '.join(sorted(e))}." for scenario, e in sorted(engines.items())]
     mixed = {s for s, e in engines.items() if len(e) > 1}
     if mixed:
-        notes.append(f"WARNING: {', '.join(sorted(mixed))} ran on more than one engine; their rewards and metrics are not "
-                     "comparable across engines, so each engine's runs are summarised separately as "
-                     "'<scenario>-<engine>'.")
-        runs = [((spec | {"scenario": f"{spec.get('scenario', '?')}-{spec['engine']}"})
-                 if spec.get("scenario") in mixed and spec.get("engine") else spec, rows) for spec, rows in runs]
+        notes.append(
+            f"WARNING: {', '.join(sorted(mixed))} ran on more than one engine; their rewards and metrics are not "
+            "comparable across engines, so each engine's runs are summarised separately as "
+            "'<scenario>-<engine>'."
+        )
+        runs = [
+            (
+                (spec | {"scenario": f"{spec.get('scenario', '?')}-{spec['engine']}"})
+                if spec.get("scenario") in mixed and spec.get("engine")
+                else spec,
+                rows,
+            )
+            for spec, rows in runs
+        ]
     return runs, notes
 
 
@@ -357,13 +385,23 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
     _write_tables(table, out, notes)
     engines = _engines_by_scenario(runs)
     for scenario in sorted({k[0] for k in groups}):
-        _plot(scenario, {k: v for k, v in groups.items() if k[0] == scenario}, out / f"curves_{scenario}.png",
-              [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
+        _plot(
+            scenario,
+            {k: v for k, v in groups.items() if k[0] == scenario},
+            out / f"curves_{scenario}.png",
+            [r for r in refs if r["scenario"] == scenario],
+            ", ".join(sorted(engines.get(scenario, ()))),
+        )
         axis = _one_axis([spec for spec, _ in runs if spec.get("scenario") == scenario])
         if axis is not None:
-            _plot_against(scenario, axis, [(s, r) for s, r in runs if s.get("scenario") == scenario],
-                          out / f"against_{axis.split('.')[-1]}_{scenario}.png",
-                          [r for r in refs if r["scenario"] == scenario], ", ".join(sorted(engines.get(scenario, ()))))
+            _plot_against(
+                scenario,
+                axis,
+                [(s, r) for s, r in runs if s.get("scenario") == scenario],
+                out / f"against_{axis.split('.')[-1]}_{scenario}.png",
+                [r for r in refs if r["scenario"] == scenario],
+                ", ".join(sorted(engines.get(scenario, ()))),
+            )
     return table
 
 
@@ -378,8 +416,9 @@ def _one_axis(specs: Sequence[dict[str, Any]]) -> str | None:
     return varying[0] if len(varying) == 1 else None
 
 
-def ablation_finals(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], axis: str
-                    ) -> dict[str, dict[Any, list[float]]]:
+def ablation_finals(
+    runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], axis: str
+) -> dict[str, dict[Any, list[float]]]:
     """Each method's final evaluation of the headline metric (the ATT on traffic, else the return), per
     value of the swept parameter ``axis``, one entry per seed: ``{algo: {value: [final, ...]}}``."""
     from ipgnn.envs import headline_of
@@ -395,8 +434,14 @@ def ablation_finals(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]
     return finals
 
 
-def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any], list[dict[str, float]]]],
-                  path: Path, refs: Sequence[dict[str, Any]] = (), engine: str = "") -> None:
+def _plot_against(
+    scenario: str,
+    axis: str,
+    runs: Sequence[tuple[dict[str, Any], list[dict[str, float]]]],
+    path: Path,
+    refs: Sequence[dict[str, Any]] = (),
+    engine: str = "",
+) -> None:
     """An ablation's figure (Fig. 6): each method's final evaluation (the paper's value: the return, or
     minus the ATT on traffic) against the swept parameter ``axis``, mean ± std over seeds as a line and
     band (numeric values) or as points with error bars (categories, e.g. ``env.graph.kind``); traffic's
@@ -422,11 +467,17 @@ def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any],
         label = f"{algo} ({'/'.join(map(str, seeds))} seeds)"
         if numeric:
             (line,) = ax.plot(xs, stats[:, 0], marker="o", label=label)
-            ax.fill_between(xs, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], color=line.get_color(),
-                            alpha=0.2)
+            ax.fill_between(xs, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], color=line.get_color(), alpha=0.2)
         else:
-            ax.errorbar([values.index(v) for v in xs], stats[:, 0], yerr=stats[:, 1], marker="o", ls="none",
-                        capsize=4, label=label)
+            ax.errorbar(
+                [values.index(v) for v in xs],
+                stats[:, 0],
+                yerr=stats[:, 1],
+                marker="o",
+                ls="none",
+                capsize=4,
+                label=label,
+            )
     if not numeric:
         ax.set_xticks(range(len(values)), [str(v) for v in values])
     else:
@@ -434,11 +485,19 @@ def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any],
     if head is not None:
         for k, r in enumerate(sorted((r for r in refs if f"final/{head.metric}/mean" in r), key=lambda r: r["algo"])):
             mean = sign * r[f"final/{head.metric}/mean"]
-            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3],
-                       label=f"{r['algo'].replace(' (reference)', '')} {mean:.1f}")
+            ax.axhline(
+                mean,
+                ls="--",
+                lw=1.2,
+                color=("black", "dimgray", "darkgray")[k % 3],
+                label=f"{r['algo'].replace(' (reference)', '')} {mean:.1f}",
+            )
     ax.set_xlabel(axis)
-    ax.set_ylabel("final average episode reward (eval)" if head is None else
-                  f"final {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
+    ax.set_ylabel(
+        "final average episode reward (eval)"
+        if head is None
+        else f"final {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})"
+    )
     ax.set_title(scenario + (f" ({engine})" if engine else "") + f": final evaluation against {axis}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -446,8 +505,10 @@ def _plot_against(scenario: str, axis: str, runs: Sequence[tuple[dict[str, Any],
     plt.close(fig)
 
 
-def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
-                    seeds_of: dict[tuple[str, str, str], list[Any]] | None = None) -> list[dict[str, Any]]:
+def _reference_rows(
+    groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
+    seeds_of: dict[tuple[str, str, str], list[Any]] | None = None,
+) -> list[dict[str, Any]]:
     """One row per scenario and reference controller (traffic: FixedTime, MaxPressure), mean ± std over
     the seeds' evaluation episodes, from the ``reference/*`` rows every run logged at step 0: the same
     engine, episode length and evaluation seeds as the learned policies in the table.
@@ -463,8 +524,9 @@ def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float
         for k, rows in enumerate(seeds):
             seed = (seeds_of or {}).get(key, [None] * len(seeds))[k]
             for name, metrics in from_rows(rows).items():
-                per.setdefault((scenario, name), {}).setdefault(("seed", seed) if seed is not None
-                                                                 else ("run", key, k), metrics)
+                per.setdefault((scenario, name), {}).setdefault(
+                    ("seed", seed) if seed is not None else ("run", key, k), metrics
+                )
     out = []
     for (scenario, name), by_seed in sorted(per.items()):
         runs = list(by_seed.values())
@@ -478,14 +540,18 @@ def _reference_rows(groups: dict[tuple[str, str, str], list[list[dict[str, float
 
 
 def _write_tables(table: list[dict[str, Any]], out: Path, notes: Sequence[str] = ()) -> None:
-    cols = ["scenario", "algo", "variant", "seeds"] + sorted({k for r in table for k in r} -
-                                                            {"scenario", "algo", "variant", "seeds"})
+    cols = ["scenario", "algo", "variant", "seeds"] + sorted(
+        {k for r in table for k in r} - {"scenario", "algo", "variant", "seeds"}
+    )
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(table)
-    shown = [m for m in ("average_travel_time", "episode_return", "landmark_distance")
-             if any(f"final/{m}/mean" in r for r in table)]
+    shown = [
+        m
+        for m in ("average_travel_time", "episode_return", "landmark_distance")
+        if any(f"final/{m}/mean" in r for r in table)
+    ]
     head = ["scenario", "algorithm", "variant", "seeds"]
     for m in shown:
         head += [f"final {m}", f"best {m}"]
@@ -500,8 +566,13 @@ def _write_tables(table: list[dict[str, Any]], out: Path, notes: Sequence[str] =
     (out / "summary.md").write_text("\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes))
 
 
-def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, float]]]], path: Path,
-          refs: Sequence[dict[str, Any]] = (), engine: str = "") -> None:
+def _plot(
+    scenario: str,
+    groups: dict[tuple[str, str, str], list[list[dict[str, float]]]],
+    path: Path,
+    refs: Sequence[dict[str, Any]] = (),
+    engine: str = "",
+) -> None:
     """Evaluation curves (mean ± std band over seeds, one line per method and variant), and each reference
     controller of ``refs`` (rows of :func:`_reference_rows`) as a dashed line at its mean over seeds. The title
     names the scenario, the engine (traffic) and the evaluation episodes' length."""
@@ -534,11 +605,19 @@ def _plot(scenario: str, groups: dict[tuple[str, str, str], list[list[dict[str, 
         for k, r in enumerate(sorted(lines, key=lambda r: r["algo"])):
             mean = sign * r[f"final/{head.metric}/mean"]
             name = r["algo"].replace(" (reference)", "")
-            ax.axhline(mean, ls="--", lw=1.2, color=("black", "dimgray", "darkgray")[k % 3],
-                       label=f"{name} {mean:.1f} ({r['seeds']} seeds)")
+            ax.axhline(
+                mean,
+                ls="--",
+                lw=1.2,
+                color=("black", "dimgray", "darkgray")[k % 3],
+                label=f"{name} {mean:.1f} ({r['seeds']} seeds)",
+            )
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("average episode reward (eval)" if head is None else
-                  f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})")
+    ax.set_ylabel(
+        "average episode reward (eval)"
+        if head is None
+        else f"average episode reward = {'-' if sign < 0 else ''}{head.label} (eval, {head.unit})"
+    )
     lengths = sorted({int(r["eval/episode_length"]) for r in every if "eval/episode_length" in r})
     detail = [engine] if engine else []
     if lengths:
@@ -558,44 +637,73 @@ def wandb_runs(path: str, group: str | None = None) -> list[tuple[dict[str, Any]
     found = []
     for run in wandb.Api().runs(path, filters=filters):
         cfg = run.config or {}
-        spec = {"scenario": cfg.get("name", run.group or "?"), "algo": cfg.get("algo", {}).get("name", "ipsac"),
-                "seed": cfg.get("seed", 0), "variant": {}, "engine": _engine_of(cfg)}
-        rows = [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                for r in run.scan_history()]
+        spec = {
+            "scenario": cfg.get("name", run.group or "?"),
+            "algo": cfg.get("algo", {}).get("name", "ipsac"),
+            "seed": cfg.get("seed", 0),
+            "variant": {},
+            "engine": _engine_of(cfg),
+        }
+        rows = [
+            {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for r in run.scan_history()
+        ]
         found.append((spec, [r for r in rows if "env_step" in r]))
     return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ipgnn-compare", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ipgnn-compare", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", action="append", default=[], help="experiment file(s): one scenario each")
-    parser.add_argument("--algo-config", action="append", default=[],
-                        help="file(s) layered on every run, after the config (each --algos X already applies its own "
-                             "method file, configs/algos/X.yaml)")
-    parser.add_argument("--algos", help="comma-separated algo.name values (default: a sweep's algo.name values, "
-                                        "else ipsac)")
-    parser.add_argument("--seeds", help="e.g. 0-4 or 0,3,7 (default: a sweep's seed values, else 0-4, the "
-                                        "paper's 5 seeds)")
+    parser.add_argument(
+        "--algo-config",
+        action="append",
+        default=[],
+        help="file(s) layered on every run, after the config (each --algos X already applies its own "
+        "method file, configs/algos/X.yaml)",
+    )
+    parser.add_argument(
+        "--algos", help="comma-separated algo.name values (default: a sweep's algo.name values, else ipsac)"
+    )
+    parser.add_argument(
+        "--seeds", help="e.g. 0-4 or 0,3,7 (default: a sweep's seed values, else 0-4, the paper's 5 seeds)"
+    )
     parser.add_argument("--sweep", help="a W&B sweep file whose parameter values form a local grid")
     parser.add_argument("--out", help="results directory")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (processes)")
     parser.add_argument("--summarize", metavar="OUT", help="only summarise the runs under OUT")
-    parser.add_argument("--select-best", metavar="OUT", help="write OUT/tuned.yaml: each method's best setting in "
-                                                              "the tuning campaign under OUT")
-    parser.add_argument("--tuned", metavar="FILE", help="a tuned.yaml of --select-best: each method runs with its "
-                                                        "own selected settings (before the overrides)")
+    parser.add_argument(
+        "--select-best",
+        metavar="OUT",
+        help="write OUT/tuned.yaml: each method's best setting in the tuning campaign under OUT",
+    )
+    parser.add_argument(
+        "--tuned",
+        metavar="FILE",
+        help="a tuned.yaml of --select-best: each method runs with its own selected settings (before the overrides)",
+    )
     parser.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="summarise a W&B project's runs into --out")
     parser.add_argument("--group", help="with --from-wandb: only this run group")
-    parser.add_argument("--dry-run", action="store_true", help="plan and check the grid (every run's config loads), "
-                                                               "print it, run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="plan and check the grid (every run's config loads), print it, run nothing",
+    )
     args, overrides = parser.parse_known_args(argv)
     top = set(ExperimentConfig.model_fields) - {"env", "model", "algo", "replay", "train", "rollout", "logger"}
-    bad = [o for o in overrides if not (o.lstrip("-").split("=", 1)[0].count(".") or
-                                        ("=" in o and o.lstrip("-").split("=", 1)[0] in top))]
+    bad = [
+        o
+        for o in overrides
+        if not (o.lstrip("-").split("=", 1)[0].count(".") or ("=" in o and o.lstrip("-").split("=", 1)[0] in top))
+    ]
     if bad:
-        print(f"error: unrecognised arguments {bad} (config overrides look like --section.key=value, or "
-              f"--device=cpu for a top-level key)", file=sys.stderr)
+        print(
+            f"error: unrecognised arguments {bad} (config overrides look like --section.key=value, or "
+            f"--device=cpu for a top-level key)",
+            file=sys.stderr,
+        )
         return 2
     try:
         if args.select_best:
@@ -619,8 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         configs = args.config or (sweep_configs(args.sweep) if args.sweep else [])
         if not configs or not args.out:
-            raise ConfigError("pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR "
-                              "(or --summarize OUT)")
+            raise ConfigError(
+                "pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR "
+                "(or --summarize OUT)"
+            )
         variants, sweep_seeds, sweep_algos, fixed = grid_axes(sweep_grid(args.sweep) if args.sweep else [{}])
         overrides = fixed + list(overrides)
         seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
@@ -628,8 +738,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuned = read_tuned(args.tuned) if args.tuned else None
         missing = sorted(set(algos) - set(tuned or algos))
         if missing:
-            raise ConfigError(f"--tuned {args.tuned}: no setting for {', '.join(missing)}; tune it, or leave it out "
-                              "of --algos")
+            raise ConfigError(
+                f"--tuned {args.tuned}: no setting for {', '.join(missing)}; tune it, or leave it out of --algos"
+            )
         runs = plan(configs, algos, seeds, variants, overrides, args.algo_config, tuned)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

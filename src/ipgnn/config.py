@@ -37,10 +37,12 @@ class GraphConfig(_Section):
     """How the communication graph is built each step (sec. 5.3)."""
 
     kind: Literal["env", "knn", "full"] = Field(
-        "knn", description="env: the task's own static graph; knn: k nearest agents by position; full: all pairs")
+        "knn", description="env: the task's own static graph; knn: k nearest agents by position; full: all pairs"
+    )
     k: int = Field(4, ge=1, description="neighbours per agent for kind=knn (paper: 4 below 30 agents, 8 above)")
     symmetric: bool = Field(
-        False, description="knn only: add j->i whenever i->j exists (in-degree is then no longer exactly k)")
+        False, description="knn only: add j->i whenever i->j exists (in-degree is then no longer exactly k)"
+    )
 
 
 class EnvConfig(_Section):
@@ -48,8 +50,12 @@ class EnvConfig(_Section):
     num_agents: int = Field(3, ge=1)
     max_steps: int = Field(25, ge=1, description="episode length (app. D: 25 for MPE/MAgent, 100 for CityFlow)")
     continuous_actions: bool = False
-    num_envs: int = Field(1, ge=1, description="environments stepped together, for tasks with a batched "
-                                               "interface (the tensor MPE tasks); every one counts as env steps")
+    num_envs: int = Field(
+        1,
+        ge=1,
+        description="environments stepped together, for tasks with a batched "
+        "interface (the tensor MPE tasks); every one counts as env steps",
+    )
     graph: GraphConfig = Field(default_factory=GraphConfig)
     options: dict[str, Any] = Field(default_factory=dict, description="task-specific options, checked by the task")
 
@@ -58,8 +64,11 @@ class ModelConfig(_Section):
     """Sizes of the intention propagation network and the critics (sec. 5.2, app. B.2)."""
 
     hidden: int = Field(128, ge=1, description="width of every layer (Table 2: 128)")
-    rounds: int = Field(2, ge=0, description="M, mean-field propagation rounds with shared weights (eq. 6); "
-                                             "the paper's 'hop size' h = 2")
+    rounds: int = Field(
+        2,
+        ge=0,
+        description="M, mean-field propagation rounds with shared weights (eq. 6); the paper's 'hop size' h = 2",
+    )
     hops: int = Field(1, ge=1, description="radius of the neighbourhood each round reads (1 = the graph itself)")
     heads: int = Field(1, ge=1, description="attention heads of the propagation layer")
     critic_state_layers: int = Field(0, ge=0, description="extra state-only GNN layers in Q and V")
@@ -85,11 +94,16 @@ class AlgoConfig(_Section):
     single value when left unset."""
 
     name: Literal["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"] = Field(
-        "ipsac", description="ipsac (the paper's method) or a baseline of sec. 5.2 / app. B.1")
+        "ipsac", description="ipsac (the paper's method) or a baseline of sec. 5.2 / app. B.1"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="algorithm-specific settings (baselines)")
     gamma: float = Field(0.95, ge=0.0, le=1.0, description="discount (Table 2)")
-    reward_scale: float = Field(1.0, gt=0.0, description="every algorithm learns from r_i * reward_scale (stored so "
-                                                         "in the replay buffer); returns and metrics stay unscaled")
+    reward_scale: float = Field(
+        1.0,
+        gt=0.0,
+        description="every algorithm learns from r_i * reward_scale (stored so "
+        "in the replay buffer); returns and metrics stay unscaled",
+    )
     tau: float = Field(0.01, gt=0.0, le=1.0, description="Polyak coefficient of the target value network")
     lr: float = Field(0.01, gt=0.0, description="learning rate of all networks (Table 2)")
     policy_lr: float | None = Field(None, gt=0.0)
@@ -98,22 +112,35 @@ class AlgoConfig(_Section):
     alpha: float = Field(0.2, gt=0.0, description="entropy weight (Table 2 'regularizer factor')")
     autotune_alpha: bool = Field(False, description="tune alpha towards target_entropy instead of fixing it")
     target_entropy: float | None = Field(
-        None, description="per-agent target entropy; None: -action_dim (continuous), 0.6*log|A| (discrete)")
+        None, description="per-agent target entropy; None: -action_dim (continuous), 0.6*log|A| (discrete)"
+    )
     alpha_lr: float | None = Field(None, gt=0.0)
     discrete_neighbour_actions: Literal["gumbel", "probs"] = Field(
-        "gumbel", description="what the critic sees on edges in the policy/value losses for discrete actions")
+        "gumbel", description="what the critic sees on edges in the policy/value losses for discrete actions"
+    )
     gumbel_temperature: float = Field(1.0, gt=0.0)
     target_update_interval: int = Field(1, ge=1, description="gradient steps between Polyak updates (Table 2: 1)")
     max_grad_norm: float | None = Field(None, gt=0.0, description="clip each network's gradient norm")
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="fp32, or bf16: the update's forward runs under bfloat16 autocast (matrix products and "
-                            "the graph layers' hidden features in bfloat16; network outputs, losses, parameters and "
-                            "optimiser states stay float32). 1.8-3.7x faster per update measured on a CPU with "
-                            "AVX512-BF16 (benchmarks/README.md); not yet measured on a GPU; ipsac only")
+        "fp32",
+        description="fp32, or bf16: the update's forward runs under bfloat16 autocast (matrix products and "
+        "the graph layers' hidden features in bfloat16; network outputs, losses, parameters and "
+        "optimiser states stay float32). 1.8-3.7x faster per update measured on a CPU with "
+        "AVX512-BF16 (benchmarks/README.md); not yet measured on a GPU; ipsac only",
+    )
 
 
-_BYTE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
-               "GIB": 2**30, "TIB": 2**40}
+_BYTE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -125,8 +152,11 @@ def parse_bytes(text: str) -> int:
 
 
 class ReplayConfig(_Section):
-    capacity: int | str = Field(1_000_000, description="transitions (Table 2: 1e6), or a memory budget such as "
-                                                       "'8GiB' that the trainer turns into transitions")
+    capacity: int | str = Field(
+        1_000_000,
+        description="transitions (Table 2: 1e6), or a memory budget such as "
+        "'8GiB' that the trainer turns into transitions",
+    )
 
     @field_validator("capacity")
     @classmethod
@@ -139,27 +169,37 @@ class ReplayConfig(_Section):
 
     batch_size: int = Field(1024, ge=1, description="transitions per minibatch (Table 2: 1024)")
     device: Literal["auto", "cpu", "learner"] = Field(
-        "auto", description="where the buffer lives and minibatches are assembled: 'learner' (the training "
-                            "device, e.g. the GPU), 'cpu', or 'auto' (the learner's device when the buffer takes "
-                            "at most half of its free memory, else the CPU)")
+        "auto",
+        description="where the buffer lives and minibatches are assembled: 'learner' (the training "
+        "device, e.g. the GPU), 'cpu', or 'auto' (the learner's device when the buffer takes "
+        "at most half of its free memory, else the CPU)",
+    )
 
 
 class TrainConfig(_Section):
     total_steps: int = Field(1_000_000, ge=1, description="environment steps")
     learning_starts: int = Field(1000, ge=0, description="uniform random steps before learning")
-    update_every: int = Field(100, ge=1, description="environment steps between update phases (Table 2, i.e. "
-                                                     "PIC's reference code: steps_per_actor_update=100)")
-    gradient_steps: int = Field(8, ge=0, description="gradient steps per update phase (Table 2 / PIC's code: "
-                                                     "updates_per_step=8)")
+    update_every: int = Field(
+        100,
+        ge=1,
+        description="environment steps between update phases (Table 2, i.e. "
+        "PIC's reference code: steps_per_actor_update=100)",
+    )
+    gradient_steps: int = Field(
+        8, ge=0, description="gradient steps per update phase (Table 2 / PIC's code: updates_per_step=8)"
+    )
     eval_every: int = Field(10_000, ge=0, description="environment steps between evaluations (0: never)")
     eval_episodes: int = Field(5, ge=1)
     checkpoint_every: int = Field(10_000, ge=0, description="environment steps between checkpoints (0: at end only)")
     save_replay: bool = Field(True, description="store the replay buffer with checkpoints so resume is exact")
     log_every: int = Field(1000, ge=1, description="environment steps between logged training points")
     schedule_reference_steps: int | None = Field(
-        1_000_000, ge=1, description="the run length for which the algorithms' step-denominated schedules (the "
-                                     "epsilon decay of IQL, QMIX and DGN) are written: each is scaled by "
-                                     "total_steps / this, one rule for every method; null: use them as written")
+        1_000_000,
+        ge=1,
+        description="the run length for which the algorithms' step-denominated schedules (the "
+        "epsilon decay of IQL, QMIX and DGN) are written: each is scaled by "
+        "total_steps / this, one rule for every method; null: use them as written",
+    )
 
     @property
     def schedule_scale(self) -> float:
@@ -175,16 +215,24 @@ class TrainConfig(_Section):
 class RolloutConfig(_Section):
     """Where environments run (see :mod:`ipgnn.rollout`)."""
 
-    workers: int = Field(1, ge=1, description="environment workers, one process (or Ray actor) each; 1 with "
-                                              "backend 'process' runs the environment in the learner's process")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="environment workers, one process (or Ray actor) each; 1 with "
+        "backend 'process' runs the environment in the learner's process",
+    )
     backend: Literal["process", "ray"] = Field("process", description="worker processes here, or Ray actors")
-    address: str | None = Field(None, description="Ray cluster address ('auto' after `ray start`, or "
-                                                     "ray://host:10001); None starts a local Ray instance")
+    address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto' after `ray start`, or "
+        "ray://host:10001); None starts a local Ray instance",
+    )
 
 
 class LoggerConfig(_Section):
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="W&B mode; auto: online when credentials are configured, offline otherwise")
+        "auto", description="W&B mode; auto: online when credentials are configured, offline otherwise"
+    )
     project: str = "ipgnn"
     entity: str | None = None
     group: str | None = None
@@ -198,9 +246,11 @@ class ExperimentConfig(_Section):
     seed: int = Field(0, ge=0, description="the run seed: every random stream derives from it (ipgnn.seeding)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
-        "auto", description="the learner's torch threads; auto: torch's default, at most the cores this process may "
-                            "use less rollout workers (OMP_NUM_THREADS overrides); a warning says when the load "
-                            "leaves fewer free (ipgnn.cpu)")
+        "auto",
+        description="the learner's torch threads; auto: torch's default, at most the cores this process may "
+        "use less rollout workers (OMP_NUM_THREADS overrides); a warning says when the load "
+        "leaves fewer free (ipgnn.cpu)",
+    )
     env: EnvConfig = Field(default_factory=EnvConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
@@ -262,7 +312,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     for arg in args:
         body = arg[2:] if arg.startswith("--") else arg
         if "=" not in body:
-            raise ConfigError(f"override '{arg}': expected the form --section.key=value (e.g. --train.total_steps=5000)")
+            raise ConfigError(
+                f"override '{arg}': expected the form --section.key=value (e.g. --train.total_steps=5000)"
+            )
         key, _, text = body.partition("=")
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"override '{arg}': empty key")
@@ -304,8 +356,12 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"'{key}' appears twice in one mapping (line {seen[key] + 1} and line "
-                f"{key_node.start_mark.line + 1}): merge them, the first would be silently dropped", key_node.start_mark)
+                None,
+                None,
+                f"'{key}' appears twice in one mapping (line {seen[key] + 1} and line "
+                f"{key_node.start_mark.line + 1}): merge them, the first would be silently dropped",
+                key_node.start_mark,
+            )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
@@ -313,9 +369,12 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _StrictLoader.add_implicit_resolver(  # YAML 1.2's float: 1e38, 1E-3, .5, 1.
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
-               r"|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+        r"|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def yaml_load(text: str) -> Any:
@@ -338,8 +397,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:
-        raise ConfigError(f"{path}: the file is empty; a config needs at least its task (env.task) and a run length "
-                          "(train.total_steps): copy one from configs/")
+        raise ConfigError(
+            f"{path}: the file is empty; a config needs at least its task (env.task) and a run length "
+            "(train.total_steps): copy one from configs/"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     return raw
@@ -368,8 +429,9 @@ def method_preset(name: Any) -> tuple[dict[str, Any], Path | None]:
     return read_yaml(path), path
 
 
-def load_config(path: str | Path | list[str | Path] | None = None,
-                overrides: list[str] | dict | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | list[str | Path] | None = None, overrides: list[str] | dict | None = None
+) -> ExperimentConfig:
     """Load ``path`` (YAML; or several, merged in order, later files overriding earlier ones), apply
     overrides, validate. Errors name the file (or override) that set the key.
 
@@ -389,8 +451,9 @@ def load_config(path: str | Path | list[str | Path] | None = None,
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         raw = deep_merge(raw, extra)
     override_keys = _flatten(extra)
-    preset, preset_path = method_preset((raw.get("algo") or {}).get("name") if isinstance(raw.get("algo"), dict)
-                                        else None)
+    preset, preset_path = method_preset(
+        (raw.get("algo") or {}).get("name") if isinstance(raw.get("algo"), dict) else None
+    )
     if preset_path is not None:
         origin = {**{k: str(preset_path) for k in _flatten(preset)}, **origin}
         raw = deep_merge(preset, raw)
@@ -404,14 +467,17 @@ def load_config(path: str | Path | list[str | Path] | None = None,
                 src = f"command-line override --{key}"
             else:  # the file that set this key (or its closest parent), else the last file
                 parts = key.split(".")
-                src = next((origin[".".join(parts[:i])] for i in range(len(parts), 0, -1)
-                            if ".".join(parts[:i]) in origin), source)
+                src = next(
+                    (origin[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in origin),
+                    source,
+                )
             lines.append(_describe(e, src))
         raise ConfigError("\n".join(lines)) from None
 
 
-def check_options(options: dict[str, Any], schema: dict[str, type | tuple[type, ...]], task: str,
-                  section: str = "env.options") -> dict[str, Any]:
+def check_options(
+    options: dict[str, Any], schema: dict[str, type | tuple[type, ...]], task: str, section: str = "env.options"
+) -> dict[str, Any]:
     """Check a task's ``env.options`` (or an algorithm's ``algo.options``: ``section``) against
     ``{name: accepted type(s)}``; an int is accepted for a float; errors name the key."""
     for k, v in options.items():

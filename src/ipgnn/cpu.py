@@ -74,8 +74,13 @@ class ThreadPlan:
     warning: str | None = None  # set when the cores look oversubscribed
 
 
-def plan_threads(requested: int | str = "auto", workers: int = 0, load: float | None = None,
-                 usable: int | None = None, default: int | None = None) -> ThreadPlan:
+def plan_threads(
+    requested: int | str = "auto",
+    workers: int = 0,
+    load: float | None = None,
+    usable: int | None = None,
+    default: int | None = None,
+) -> ThreadPlan:
     """The learner's torch threads: ``requested`` (an int, or ``auto``), with ``workers`` cores left to
     simulator processes; ``load``/``usable``/``default`` (the load average, usable cores and torch's default)
     are read from the machine unless given (tests pass them)."""
@@ -96,11 +101,13 @@ def plan_threads(requested: int | str = "auto", workers: int = 0, load: float | 
     free = max(1, usable - workers - int(load))  # whole runnable threads: a load of 0.6 is a process finishing
     warning = None
     if threads > free:
-        warning = (f"{threads} torch thread(s) on {usable} usable core(s) with a load average of {load:.1f}"
-                   + (f" and {workers} rollout worker(s)" if workers else "")
-                   + f": about {free} core(s) look free, and ops on busy cores wait on each other (an update "
-                   f"measured 18x slower with 2 threads on 2 busy cores). Pass --threads={free} (or set "
-                   "OMP_NUM_THREADS) to fit; a run's last digits can depend on its number of threads")
+        warning = (
+            f"{threads} torch thread(s) on {usable} usable core(s) with a load average of {load:.1f}"
+            + (f" and {workers} rollout worker(s)" if workers else "")
+            + f": about {free} core(s) look free, and ops on busy cores wait on each other (an update "
+            f"measured 18x slower with 2 threads on 2 busy cores). Pass --threads={free} (or set "
+            "OMP_NUM_THREADS) to fit; a run's last digits can depend on its number of threads"
+        )
     return ThreadPlan(threads, why, free, warning)
 
 
@@ -184,8 +191,10 @@ def keep_freed_memory_if_room(headroom: float = 2.0) -> tuple[bool, str]:
         return False, "no /proc to read the peak memory from"
     room = rss + avail
     if headroom * peak > room:
-        return False, (f"{headroom:g} x the peak resident memory ({peak / 2**20:.1f} GiB) does not fit in "
-                       f"{room / 2**20:.1f} GiB; freed memory is returned to the OS")
+        return False, (
+            f"{headroom:g} x the peak resident memory ({peak / 2**20:.1f} GiB) does not fit in "
+            f"{room / 2**20:.1f} GiB; freed memory is returned to the OS"
+        )
     if not keep_freed_memory():
         return False, "not glibc"
     return True, f"peak {peak / 2**20:.1f} GiB; {room / 2**20:.1f} GiB within reach"
@@ -196,7 +205,7 @@ def _thp_mode() -> str | None:
         text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
     except OSError:
         return None
-    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text else None
 
 
 def _glibc_version() -> tuple[int, int] | None:
@@ -208,8 +217,7 @@ def _glibc_version() -> tuple[int, int] | None:
         return None
 
 
-def huge_page_env(environ: dict, thp_mode: str | None = "read", glibc: tuple[int, int] | None = (0, 0)
-                  ) -> dict | None:
+def huge_page_env(environ: dict, thp_mode: str | None = "read", glibc: tuple[int, int] | None = (0, 0)) -> dict | None:
     """The environment to re-execute with so that glibc maps its large blocks on transparent huge pages
     (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), or None when that would change nothing: not Linux, the
     kernel's mode is not ``madvise`` (``always`` already does it, ``never`` cannot), glibc older than 2.35
@@ -218,8 +226,14 @@ def huge_page_env(environ: dict, thp_mode: str | None = "read", glibc: tuple[int
     thp_mode = _thp_mode() if thp_mode == "read" else thp_mode
     glibc = _glibc_version() if glibc == (0, 0) else glibc
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if (not sys.platform.startswith("linux") or thp_mode != "madvise" or glibc is None or glibc < (2, 35)
-            or "glibc.malloc.hugetlb" in tunables or environ.get("IPGNN_HUGE_PAGES") == "0"):
+    if (
+        not sys.platform.startswith("linux")
+        or thp_mode != "madvise"
+        or glibc is None
+        or glibc < (2, 35)
+        or "glibc.malloc.hugetlb" in tunables
+        or environ.get("IPGNN_HUGE_PAGES") == "0"
+    ):
         return None
     env = dict(environ)
     env["GLIBC_TUNABLES"] = f"{tunables}:glibc.malloc.hugetlb=1" if tunables else "glibc.malloc.hugetlb=1"

@@ -140,8 +140,9 @@ class Mailbox:
         last[:-1] = keys[1:] != keys[:-1]
         self.keys, self.values, self.arrived = keys[last], values[order[last]], arrived[order[last]]
 
-    def view(self, rnd: int, receivers: Tensor, neighbours: Tensor, valid: Tensor, own: Tensor
-             ) -> tuple[Tensor, Tensor]:
+    def view(
+        self, rnd: int, receivers: Tensor, neighbours: Tensor, valid: Tensor, own: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """``received [B, K, d]`` and ``heard [B, K]`` for the update of round ``rnd`` of the agents
         ``receivers [B]`` with in-neighbours ``neighbours [B, K]`` (``valid`` marks real slots);
         ``own [B, d]`` is each receiver's :math:`\\tilde\\mu^0`, for ``fallback = own``."""
@@ -181,9 +182,17 @@ class AgentBlock:
         self.mailbox.reset()
 
     @torch.no_grad()
-    def decide(self, x: Tensor, agent_type: Tensor | None, action_mask: Tensor | None, neighbours: Tensor,
-               valid: Tensor, out_src: Tensor, out_dst: Tensor,
-               exchange: Callable[[int, Tensor, Tensor, Tensor], None]) -> Tensor:
+    def decide(
+        self,
+        x: Tensor,
+        agent_type: Tensor | None,
+        action_mask: Tensor | None,
+        neighbours: Tensor,
+        valid: Tensor,
+        out_src: Tensor,
+        out_dst: Tensor,
+        exchange: Callable[[int, Tensor, Tensor, Tensor], None],
+    ) -> Tensor:
         """The block's actions for one decision. ``x`` etc. are the block's rows; ``neighbours`` and
         ``out_src -> out_dst`` (the links leaving the block) use global ids; ``exchange(r, src, dst,
         values)`` delivers the round's surviving messages and returns once every message of round ``r``
@@ -195,8 +204,11 @@ class AgentBlock:
         src_np, dst_np = out_src.numpy(), out_dst.numpy()
         for m in range(1, m_rounds + 1):
             rnd = self.decision * m_rounds + m - 1
-            ok = (link_uniform(self.key, rnd, src_np, dst_np) >= self.links.drop if self.links.drop > 0
-                  else np.ones(len(src_np), dtype=bool))
+            ok = (
+                link_uniform(self.key, rnd, src_np, dst_np) >= self.links.drop
+                if self.links.drop > 0
+                else np.ones(len(src_np), dtype=bool)
+            )
             ok_t = torch.from_numpy(ok)
             self.sent += len(src_np)
             self.lost += int(len(src_np) - ok.sum())
@@ -266,7 +278,9 @@ class DecentralisedPolicy:
 
     def __init__(self, step: AgentStep, num_agents: int, links: Links = Links(), processes: int = 0):
         if processes < 0 or processes > num_agents:
-            raise ValueError(f"processes: expected 0 (in this process) to {num_agents} (one per agent), got {processes}")
+            raise ValueError(
+                f"processes: expected 0 (in this process) to {num_agents} (one per agent), got {processes}"
+            )
         self.step, self.num_agents, self.links, self.processes = step, num_agents, links, processes
         self.decisions = 0
         if processes == 0:
@@ -299,8 +313,9 @@ class DecentralisedPolicy:
         for w, conn in enumerate(self._conns):
             while not conn.poll(5.0):
                 if not self._procs[w].is_alive():
-                    raise RuntimeError(f"decentralised worker {w} died (exit code {self._procs[w].exitcode}) "
-                                       f"during '{cmd}'")
+                    raise RuntimeError(
+                        f"decentralised worker {w} died (exit code {self._procs[w].exitcode}) during '{cmd}'"
+                    )
             status, value = conn.recv()
             if status != "ok":
                 raise RuntimeError(f"decentralised worker {w} failed in '{cmd}': {value}")
@@ -324,15 +339,24 @@ class DecentralisedPolicy:
         self.decisions += 1
         if self.processes == 0:
             block = self._block
-            return block.decide(x, agent_type, mask, neighbours, valid, edge_index[0], edge_index[1],
-                                exchange=block.mailbox.post)
+            return block.decide(
+                x, agent_type, mask, neighbours, valid, edge_index[0], edge_index[1], exchange=block.mailbox.post
+            )
         args = []
         owner_src = self._owner[edge_index[0]]
         for w, rows in enumerate(self._blocks):
             out = owner_src == w
-            args.append((x[rows], None if agent_type is None else agent_type[rows],
-                         None if mask is None else mask[rows], neighbours[rows], valid[rows],
-                         edge_index[0][out], edge_index[1][out]))
+            args.append(
+                (
+                    x[rows],
+                    None if agent_type is None else agent_type[rows],
+                    None if mask is None else mask[rows],
+                    neighbours[rows],
+                    valid[rows],
+                    edge_index[0][out],
+                    edge_index[1][out],
+                )
+            )
         return torch.cat(self._call(args, "decide"))
 
     @property
@@ -345,8 +369,12 @@ class DecentralisedPolicy:
             sent, lost = sum(c[0] for c in counts), sum(c[1] for c in counts)
         rounds = self.decisions * self.step.rounds
         per_message = 4 * self.step.channels + HEADER_BYTES
-        return {"messages_sent": float(sent), "messages_lost": float(lost), "bytes_per_message": float(per_message),
-                "bytes_per_agent_round": per_message * sent / max(1, rounds * self.num_agents)}
+        return {
+            "messages_sent": float(sent),
+            "messages_lost": float(lost),
+            "bytes_per_message": float(per_message),
+            "bytes_per_agent_round": per_message * sent / max(1, rounds * self.num_agents),
+        }
 
     def close(self) -> None:
         if self.processes == 0:
@@ -365,8 +393,9 @@ class DecentralisedPolicy:
             q.cancel_join_thread()
 
 
-def decentralised_policy(algo, num_agents: int, links: Links = Links(), processes: int | None = None
-                         ) -> DecentralisedPolicy:
+def decentralised_policy(
+    algo, num_agents: int, links: Links = Links(), processes: int | None = None
+) -> DecentralisedPolicy:
     """A trained learner's policy (its ``policy`` attribute, an
     :class:`~ipgnn.nn.propagation.IntentionPropagationNetwork`) as a :class:`DecentralisedPolicy`;
     ``processes=None``: the usable cores, at most ``num_agents``."""
@@ -375,7 +404,9 @@ def decentralised_policy(algo, num_agents: int, links: Links = Links(), processe
 
     policy = getattr(algo, "policy", None)
     if not isinstance(policy, IntentionPropagationNetwork):
-        raise ValueError(f"decentralised execution needs an intention-propagation policy (algo.name: ipsac); "
-                         f"this checkpoint's algorithm is {type(algo).__name__}")
+        raise ValueError(
+            f"decentralised execution needs an intention-propagation policy (algo.name: ipsac); "
+            f"this checkpoint's algorithm is {type(algo).__name__}"
+        )
     processes = min(num_agents, usable_cores()) if processes is None else processes
     return DecentralisedPolicy(AgentStep.from_network(policy), num_agents, links, processes)

@@ -64,8 +64,10 @@ def knn_edges(pos: Tensor, k: int, sq_dist: Tensor | None = None) -> Tensor:
             sq_dist.addcmul_(diff, diff)
         sq_dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
     elif sq_dist.shape != (b, n, n):
-        raise ValueError(f"knn_edges: sq_dist must have shape {(b, n, n)} for positions of shape "
-                         f"{tuple(pos.shape)}, got {tuple(sq_dist.shape)}")
+        raise ValueError(
+            f"knn_edges: sq_dist must have shape {(b, n, n)} for positions of shape "
+            f"{tuple(pos.shape)}, got {tuple(sq_dist.shape)}"
+        )
     nbr = smallest_k(sq_dist, k)[1]  # [B, N, k]
     dst = torch.arange(n, device=pos.device).repeat_interleave(k).expand(b, -1)
     edges = torch.stack([nbr.reshape(b, -1), dst], dim=1)  # [B, 2, N*k]
@@ -118,13 +120,18 @@ class GraphBuilder:
         self.num_agents = num_agents
         self._static: Tensor | None = None
         if cfg.kind == "knn" and cfg.k > num_agents - 1:
-            warnings.warn(f"env.graph.k = {cfg.k} but there are only {num_agents} agents: each agent gets its "
-                          f"{num_agents - 1} other agents as neighbours (the graph is fully connected; "
-                          f"kind: full says so directly)", stacklevel=2)
+            warnings.warn(
+                f"env.graph.k = {cfg.k} but there are only {num_agents} agents: each agent gets its "
+                f"{num_agents - 1} other agents as neighbours (the graph is fully connected; "
+                f"kind: full says so directly)",
+                stacklevel=2,
+            )
         if cfg.kind == "env":
             if env_edges is None:
-                raise ConfigError("env.graph.kind: 'env' needs a task with its own graph (e.g. a road network); "
-                                  "this task has none: use 'knn' or 'full'")
+                raise ConfigError(
+                    "env.graph.kind: 'env' needs a task with its own graph (e.g. a road network); "
+                    "this task has none: use 'knn' or 'full'"
+                )
             # an agent is never its own neighbour: a self-loop would put its own action on an edge and
             # count it twice in Q_i(s, a_i, a_N(i))
             self._static = remove_self_loops(env_edges)[0]

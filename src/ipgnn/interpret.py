@@ -121,8 +121,9 @@ def movement_table(scenario: Any, include_always_green: bool = False) -> Movemen
     lane = np.array([lane_pos[l] for _, l in feeds], dtype=np.int64)
     share = np.bincount(lane, minlength=len(lanes)).astype(np.float64)  # movements fed by each lane
     acts = np.array(act, dtype=np.int64).reshape(-1, 3)
-    return MovementTable(names, np.array(agents, dtype=np.int64), lanes, mov, lane, 1.0 / share[lane],
-                         acts[:, 0], acts[:, 1], acts[:, 2])
+    return MovementTable(
+        names, np.array(agents, dtype=np.int64), lanes, mov, lane, 1.0 / share[lane], acts[:, 0], acts[:, 1], acts[:, 2]
+    )
 
 
 def _segment_sum(values: np.ndarray, segment: np.ndarray, size: int) -> np.ndarray:
@@ -191,8 +192,9 @@ class Recording:
 
 
 @torch.no_grad()
-def record(env: Any, algo: Any, table: MovementTable, episodes: int, seed: int,
-           deterministic: bool = False) -> Recording:
+def record(
+    env: Any, algo: Any, table: MovementTable, episodes: int, seed: int, deterministic: bool = False
+) -> Recording:
     """Roll ``algo``'s policy out for ``episodes`` episodes (the evaluation episodes of run seed ``seed``,
     :func:`ipgnn.seeding.eval_seed`) on a traffic
     ``env`` (``make_env`` of a traffic config) with sampled actions, reading the lane counts of the state
@@ -231,9 +233,19 @@ def interval_rows(rec: Recording, interval: int, epsilon: float = EPSILON) -> li
     rows = []
     for k, s in enumerate(starts):
         e = min(s + interval, t) - 1
-        rows.append({"interval": k, "first_step": int(s), "last_step": int(e), "steps": int(e - s + 1),
-                     "first_episode": int(rec.episode[s]), "last_episode": int(rec.episode[e]),
-                     "vehicles": float(vol[k].sum()), "kl": float(kl[k]), "distance": float(dist[k])})
+        rows.append(
+            {
+                "interval": k,
+                "first_step": int(s),
+                "last_step": int(e),
+                "steps": int(e - s + 1),
+                "first_episode": int(rec.episode[s]),
+                "last_episode": int(rec.episode[e]),
+                "vehicles": float(vol[k].sum()),
+                "kl": float(kl[k]),
+                "distance": float(dist[k]),
+            }
+        )
     return rows
 
 
@@ -242,8 +254,9 @@ def _nanmean(xs: Sequence[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def plot_interpretation(rows: Sequence[dict[str, Any]], p: np.ndarray | None = None,
-                        q: np.ndarray | None = None, title: str = "") -> Any:
+def plot_interpretation(
+    rows: Sequence[dict[str, Any]], p: np.ndarray | None = None, q: np.ndarray | None = None, title: str = ""
+) -> Any:
     """Fig. 7: KL divergence and Euclidean distance per interval (with their means), and, given the
     overall distributions ``p`` (volume) and ``q`` (actions), each movement's two shares."""
     import matplotlib
@@ -255,8 +268,10 @@ def plot_interpretation(rows: Sequence[dict[str, Any]], p: np.ndarray | None = N
     x = [r["interval"] for r in rows]
     ncols = 3 if p is not None else 2
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), constrained_layout=True)
-    for ax, key, label, colour in ((axes[0], "kl", "KL(volume || action)", "C0"),
-                                   (axes[1], "distance", "Euclidean distance ||volume - action||", "C1")):
+    for ax, key, label, colour in (
+        (axes[0], "kl", "KL(volume || action)", "C0"),
+        (axes[1], "distance", "Euclidean distance ||volume - action||", "C1"),
+    ):
         ys = [r[key] for r in rows]
         ax.plot(x, ys, "o-", color=colour, ms=3)
         mean = _nanmean(ys)
@@ -310,9 +325,17 @@ def default_out_dir(checkpoint_path: str | Path) -> Path:
     return run / "interpretation"
 
 
-def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10, out: str | Path | None = None,
-              seed: int | None = None, epsilon: float = EPSILON, include_always_green: bool = False,
-              overrides: Sequence[str] | None = None, greedy: bool = False) -> Interpretation:
+def interpret(
+    checkpoint_path: str | Path,
+    episodes: int = 1,
+    interval: int = 10,
+    out: str | Path | None = None,
+    seed: int | None = None,
+    epsilon: float = EPSILON,
+    include_always_green: bool = False,
+    overrides: Sequence[str] | None = None,
+    greedy: bool = False,
+) -> Interpretation:
     """Load a traffic checkpoint, record ``episodes`` sampled episodes (``greedy``: the policy's greedy
     actions instead, the controller it deploys), and write the CSV and PNG.
 
@@ -332,14 +355,18 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
         path = path / "checkpoints" / "latest.pt"
     state = checkpoint.load(path)
     if not isinstance(state.get("config"), dict):
-        raise ValueError(f"checkpoint '{path}' holds no config: not a checkpoint written by ipgnn-train "
-                         "(pass checkpoints/latest.pt of a run)")
+        raise ValueError(
+            f"checkpoint '{path}' holds no config: not a checkpoint written by ipgnn-train "
+            "(pass checkpoints/latest.pt of a run)"
+        )
     task = (state["config"].get("env") or {}).get("task", "mpe_spread")
     del state
     if task != "traffic":
-        raise NotTrafficError(f"checkpoint '{path}' was trained on task '{task}', not on traffic-signal control "
-                              "(env.task: traffic): policy interpretation (app. C.3) compares vehicle volumes with "
-                              "the phases the policy gives green, which only traffic tasks have")
+        raise NotTrafficError(
+            f"checkpoint '{path}' was trained on task '{task}', not on traffic-signal control "
+            "(env.task: traffic): policy interpretation (app. C.3) compares vehicle volumes with "
+            "the phases the policy gives green, which only traffic tasks have"
+        )
     run = load_checkpoint(path, overrides)
     cfg, env, algo = run
     try:
@@ -362,19 +389,32 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
         writer.writeheader()
         writer.writerows(rows)
     summary = {
-        "checkpoint": str(path), "env_step": run.env_step, "episodes": episodes, "interval": interval,
-        "decisions": int(rec.volume.shape[0]), "intervals": len(rows), "movements": table.num_movements,
-        "epsilon": epsilon, "include_always_green": include_always_green, "actions": "greedy" if greedy else "sampled",
-        "mean_kl": _nanmean([r["kl"] for r in rows]), "mean_distance": _nanmean([r["distance"] for r in rows]),
+        "checkpoint": str(path),
+        "env_step": run.env_step,
+        "episodes": episodes,
+        "interval": interval,
+        "decisions": int(rec.volume.shape[0]),
+        "intervals": len(rows),
+        "movements": table.num_movements,
+        "epsilon": epsilon,
+        "include_always_green": include_always_green,
+        "actions": "greedy" if greedy else "sampled",
+        "mean_kl": _nanmean([r["kl"] for r in rows]),
+        "mean_distance": _nanmean([r["distance"] for r in rows]),
         "overall_kl": float(kl_divergence(p_all, q_all, epsilon)),
         "overall_distance": float(euclidean_distance(p_all, q_all)),
         "average_travel_time": _nanmean([m.get("average_travel_time", math.nan) for m in rec.episodes]),
-        "csv": str(csv_path), "png": str(png_path),
+        "csv": str(csv_path),
+        "png": str(png_path),
     }
     import matplotlib.pyplot as plt
 
-    fig = plot_interpretation(rows, p_all, q_all, title=f"Policy interpretation (app. C.3): {cfg.name}, "
-                                                        f"{episodes} episode(s), {interval} decisions per interval")
+    fig = plot_interpretation(
+        rows,
+        p_all,
+        q_all,
+        title=f"Policy interpretation (app. C.3): {cfg.name}, {episodes} episode(s), {interval} decisions per interval",
+    )
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return Interpretation(rows, summary, csv_path, png_path)
@@ -384,9 +424,16 @@ def interpret(checkpoint_path: str | Path, episodes: int = 1, interval: int = 10
 PAPER_DISTANCE = {"ipsac": 0.0271, "dgn": 0.0938, "pic": 0.0933}
 
 
-def interpret_runs(root: str | Path, algos: Sequence[str], out: str | Path, episodes: int = 1, interval: int = 10,
-                   epsilon: float = EPSILON, include_always_green: bool = False, greedy: bool = False
-                   ) -> list[dict[str, Any]]:
+def interpret_runs(
+    root: str | Path,
+    algos: Sequence[str],
+    out: str | Path,
+    episodes: int = 1,
+    interval: int = 10,
+    epsilon: float = EPSILON,
+    include_always_green: bool = False,
+    greedy: bool = False,
+) -> list[dict[str, Any]]:
     """Fig. 7 across methods: :func:`interpret` on every run of ``algos`` under an ``ipgnn-compare`` results
     directory ``root`` (``<scenario>/<algo>/seed<k>/checkpoints/latest.pt``), each on its own seed's
     evaluation episodes, into ``out/<scenario>/<algo>/seed<k>/``; then ``out/summary.csv`` and
@@ -396,20 +443,36 @@ def interpret_runs(root: str | Path, algos: Sequence[str], out: str | Path, epis
     root, out = Path(root), Path(out)
     found = sorted(p for algo in algos for p in root.glob(f"*/{algo}/seed*/checkpoints/latest.pt"))
     if not found:
-        raise FileNotFoundError(f"{root}: no checkpoints/latest.pt of {', '.join(algos)} below it (an ipgnn-compare "
-                                "results directory: <scenario>/<algo>/seed<k>/checkpoints/latest.pt)")
+        raise FileNotFoundError(
+            f"{root}: no checkpoints/latest.pt of {', '.join(algos)} below it (an ipgnn-compare "
+            "results directory: <scenario>/<algo>/seed<k>/checkpoints/latest.pt)"
+        )
     per: dict[tuple[str, str], list[Interpretation]] = {}
     for path in found:
         run = path.parent.parent
         scenario, algo = run.parent.parent.name, run.parent.name
-        res = interpret(path, episodes, interval, out / scenario / algo / run.name, None, epsilon,
-                        include_always_green, greedy=greedy)
+        res = interpret(
+            path,
+            episodes,
+            interval,
+            out / scenario / algo / run.name,
+            None,
+            epsilon,
+            include_always_green,
+            greedy=greedy,
+        )
         per.setdefault((scenario, algo), []).append(res)
     table = []
     keys = ("mean_kl", "mean_distance", "overall_kl", "overall_distance", "average_travel_time")
     for (scenario, algo), results in sorted(per.items(), key=lambda kv: (kv[0][0], list(algos).index(kv[0][1]))):
-        row: dict[str, Any] = {"scenario": scenario, "algo": algo, "seeds": len(results), "episodes": episodes,
-                               "interval": interval, "paper_distance": PAPER_DISTANCE.get(algo, math.nan)}
+        row: dict[str, Any] = {
+            "scenario": scenario,
+            "algo": algo,
+            "seeds": len(results),
+            "episodes": episodes,
+            "interval": interval,
+            "paper_distance": PAPER_DISTANCE.get(algo, math.nan),
+        }
         for k in keys:
             xs = np.array([r.summary[k] for r in results], dtype=float)
             row[f"{k}/mean"], row[f"{k}/std"] = float(np.nanmean(xs)), float(np.nanstd(xs))
@@ -420,22 +483,29 @@ def interpret_runs(root: str | Path, algos: Sequence[str], out: str | Path, epis
         writer.writeheader()
         writer.writerows(table)
     fmt = lambda r, k, d=4: f"{r[k + '/mean']:.{d}f} ± {r[k + '/std']:.{d}f}"
-    lines = [f"Policy interpretation (app. C.3, Fig. 7): {episodes} {'greedy' if greedy else 'sampled'} episode(s) per run on its seed's evaluation "
-             f"episodes, {interval} decisions per interval; mean ± std over seeds.", "",
-             "| scenario | method | seeds | KL per interval | distance per interval | overall KL | overall distance "
-             "| ATT (s) | paper's distance |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Policy interpretation (app. C.3, Fig. 7): {episodes} {'greedy' if greedy else 'sampled'} episode(s) per run on its seed's evaluation "
+        f"episodes, {interval} decisions per interval; mean ± std over seeds.",
+        "",
+        "| scenario | method | seeds | KL per interval | distance per interval | overall KL | overall distance "
+        "| ATT (s) | paper's distance |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table:
         paper = "-" if math.isnan(r["paper_distance"]) else f"{r['paper_distance']:.4f}"
-        lines.append(f"| {r['scenario']} | {r['algo']} | {r['seeds']} | {fmt(r, 'mean_kl')} | {fmt(r, 'mean_distance')} "
-                     f"| {fmt(r, 'overall_kl')} | {fmt(r, 'overall_distance')} | {fmt(r, 'average_travel_time', 1)} "
-                     f"| {paper} |")
+        lines.append(
+            f"| {r['scenario']} | {r['algo']} | {r['seeds']} | {fmt(r, 'mean_kl')} | {fmt(r, 'mean_distance')} "
+            f"| {fmt(r, 'overall_kl')} | {fmt(r, 'overall_distance')} | {fmt(r, 'average_travel_time', 1)} "
+            f"| {paper} |"
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot_methods(per, out / "interpretation.png", episodes, interval, "greedy" if greedy else "sampled")
     return table
 
 
-def _plot_methods(per: dict[tuple[str, str], list[Interpretation]], path: Path, episodes: int, interval: int,
-                  actions: str = "sampled") -> None:
+def _plot_methods(
+    per: dict[tuple[str, str], list[Interpretation]], path: Path, episodes: int, interval: int, actions: str = "sampled"
+) -> None:
     """KL and distance per interval, mean ± std over seeds, one line per (scenario, method)."""
     import matplotlib
 
@@ -466,26 +536,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ipgnn-interpret",
         description="Policy interpretation (app. C.3, Fig. 7) of a trained traffic-signal policy: KL divergence and "
-                    "Euclidean distance between the vehicle volume distribution over movements and the sampled "
-                    "action distribution, per interval of decision steps. Writes a CSV and a PNG, prints the means.",
+        "Euclidean distance between the vehicle volume distribution over movements and the sampled "
+        "action distribution, per interval of decision steps. Writes a CSV and a PNG, prints the means.",
         epilog="example: ipgnn-interpret --checkpoint runs/grid7x7-<time>/checkpoints/latest.pt --episodes 5 "
-               "--interval 20")
+        "--interval 20",
+    )
     parser.add_argument("--checkpoint", help="a checkpoint .pt of a traffic run (or its run directory)")
-    parser.add_argument("--runs", metavar="DIR", help="instead of --checkpoint: every run of --algos under an "
-                        "ipgnn-compare results directory, summarised per method over seeds into --out")
-    parser.add_argument("--algos", default="ipsac,dgn,pic", help="with --runs: the methods (default ipsac,dgn,pic, "
-                        "Fig. 7's)")
+    parser.add_argument(
+        "--runs",
+        metavar="DIR",
+        help="instead of --checkpoint: every run of --algos under an "
+        "ipgnn-compare results directory, summarised per method over seeds into --out",
+    )
+    parser.add_argument(
+        "--algos", default="ipsac,dgn,pic", help="with --runs: the methods (default ipsac,dgn,pic, Fig. 7's)"
+    )
     parser.add_argument("--episodes", type=int, default=1, help="episodes to roll out with sampled actions (default 1)")
     parser.add_argument("--interval", type=int, default=10, help="decision steps per interval (default 10)")
     parser.add_argument("--out", help="output directory (default: <run>/interpretation)")
-    parser.add_argument("--seed", type=int, default=None, help="play the evaluation episodes of this run seed, and seed the action "
-                        "sampling with it (default: the run's)")
-    parser.add_argument("--epsilon", type=float, default=EPSILON,
-                        help=f"smoothing of both distributions inside the KL divergence (default {EPSILON:g})")
-    parser.add_argument("--greedy", action="store_true", help="the policy's greedy actions instead of sampled ones "
-                        "(the paper samples: a ~ q_i)")
-    parser.add_argument("--include-always-green", action="store_true",
-                        help="keep movements that every phase gives green (unsignalised right turns)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="play the evaluation episodes of this run seed, and seed the action sampling with it (default: the run's)",
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=EPSILON,
+        help=f"smoothing of both distributions inside the KL divergence (default {EPSILON:g})",
+    )
+    parser.add_argument(
+        "--greedy",
+        action="store_true",
+        help="the policy's greedy actions instead of sampled ones (the paper samples: a ~ q_i)",
+    )
+    parser.add_argument(
+        "--include-always-green",
+        action="store_true",
+        help="keep movements that every phase gives green (unsignalised right turns)",
+    )
     args = parser.parse_args(argv)
     from ipgnn.config import ConfigError
 
@@ -495,13 +585,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs needs --out DIR for the summary")
     try:
         if args.runs:
-            table = interpret_runs(args.runs, [a.strip() for a in args.algos.split(",") if a.strip()], args.out,
-                                   args.episodes, args.interval, args.epsilon, args.include_always_green, args.greedy)
+            table = interpret_runs(
+                args.runs,
+                [a.strip() for a in args.algos.split(",") if a.strip()],
+                args.out,
+                args.episodes,
+                args.interval,
+                args.epsilon,
+                args.include_always_green,
+                args.greedy,
+            )
             print(Path(args.out, "summary.md").read_text())
             print(f"wrote {args.out}/summary.md, summary.csv and interpretation.png ({len(table)} method rows)")
             return 0
-        res = interpret(args.checkpoint, args.episodes, args.interval, args.out, args.seed, args.epsilon,
-                        args.include_always_green, greedy=args.greedy)
+        res = interpret(
+            args.checkpoint,
+            args.episodes,
+            args.interval,
+            args.out,
+            args.seed,
+            args.epsilon,
+            args.include_always_green,
+            greedy=args.greedy,
+        )
     except (NotTrafficError, ConfigError, FileNotFoundError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -52,9 +52,18 @@ class RunLogger:
         wandb_id: the id of the run to resume, if any.
     """
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], mode: str = "auto", project: str = "ipgnn",
-                 entity: str | None = None, group: str | None = None, tags: list[str] | None = None,
-                 name: str | None = None, wandb_id: str | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        mode: str = "auto",
+        project: str = "ipgnn",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        name: str | None = None,
+        wandb_id: str | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.mode = resolve_wandb_mode(mode)
@@ -64,9 +73,19 @@ class RunLogger:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.run = wandb.init(project=project, entity=entity, group=group, tags=tags or None, name=name,
-                                      dir=str(self.run_dir), mode=self.mode, config=config, id=wandb_id,
-                                      resume="allow" if wandb_id else None, reinit="finish_previous")
+                self.run = wandb.init(
+                    project=project,
+                    entity=entity,
+                    group=group,
+                    tags=tags or None,
+                    name=name,
+                    dir=str(self.run_dir),
+                    mode=self.mode,
+                    config=config,
+                    id=wandb_id,
+                    resume="allow" if wandb_id else None,
+                    reinit="finish_previous",
+                )
             self.run.define_metric("env_step")
             self.run.define_metric("*", step_metric="env_step")
 
@@ -99,8 +118,10 @@ class RunLogger:
         try:
             rows = [line for line in lines if json.loads(line)["env_step"] <= env_step]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.path}: a line before the last is damaged ({exc}); remove it, or move the file "
-                             "aside to resume with a fresh log") from None
+            raise ValueError(
+                f"{self.path}: a line before the last is damaged ({exc}); remove it, or move the file "
+                "aside to resume with a fresh log"
+            ) from None
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(r + "\n" for r in rows))
         os.replace(tmp, self.path)

@@ -103,9 +103,16 @@ def smallest_k(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     m = values.shape[-1]
     if not 0 <= k <= m:
         raise ValueError(f"smallest_k: k must be in [0, {m}] (the number of candidates), got {k}")
-    if (values.device.type != "cpu" or values.dtype != torch.float32 or m < 4 * k or m > _MAX_CANDIDATES
-            or values.numel() < _MIN_VALUES * torch.get_num_threads() ** 2 or k == 0 or sys.byteorder != "little"
-            or (values.requires_grad and torch.is_grad_enabled())):
+    if (
+        values.device.type != "cpu"
+        or values.dtype != torch.float32
+        or m < 4 * k
+        or m > _MAX_CANDIDATES
+        or values.numel() < _MIN_VALUES * torch.get_num_threads() ** 2
+        or k == 0
+        or sys.byteorder != "little"
+        or (values.requires_grad and torch.is_grad_enabled())
+    ):
         return values.topk(k, dim=-1, largest=False, sorted=True)
     if values.dim() == 1:
         v, i = smallest_k(values.unsqueeze(0), k)
@@ -116,7 +123,7 @@ def smallest_k(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     block = max(1, _BLOCK_BYTES // (8 * m * inner))
     out = torch.empty(*values.shape[:-1], k, dtype=torch.float64, device=values.device)
     for start in range(0, values.shape[0], block):  # blocks of rows, not single rows
-        _tournament(values[start:start + block], k, out[start:start + block])
+        _tournament(values[start : start + block], k, out[start : start + block])
     packed = out.view(torch.int64)
     chosen = ((packed >> 32) - _BIAS).to(torch.int32).view(torch.float32)
     if not bool((chosen >= 0).all()):
@@ -141,7 +148,7 @@ def _tournament(values: Tensor, k: int, out: Tensor) -> None:
     offsets = torch.arange(per_group, device=values.device) * groups
     for s in range(k):  # k rounds (k is small); no loop over rows or candidates
         top = best.amin(-1, keepdim=True)  # [..., 1]: the s-th smallest key overall
-        out[..., s:s + 1] = top
+        out[..., s : s + 1] = top
         group = (top.view(torch.int64) & _INDEX_BITS) % groups
         members = keys.gather(-1, group + offsets)  # [..., c]: that group's keys
         members.masked_fill_(members <= top, float("inf"))  # those already taken

@@ -50,13 +50,23 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             if key == panels[0][1][0]:
                 ax.plot(xs, ys, ".", ms=2, alpha=0.35, label="train (sampling policy)")
             else:
-                ax.plot(xs, ys, "-o" if key.startswith("eval/") else "-", ms=3,
-                        label="eval (greedy policy)" if key.startswith("eval/") else key.split("/", 1)[1])
+                ax.plot(
+                    xs,
+                    ys,
+                    "-o" if key.startswith("eval/") else "-",
+                    ms=3,
+                    label="eval (greedy policy)" if key.startswith("eval/") else key.split("/", 1)[1],
+                )
         if head is not None and ax is axes.flat[0]:
             for k, (name, metrics) in enumerate(from_rows(rows).items()):
                 if head.metric in metrics:
-                    ax.axhline(metrics[head.metric], ls="--", lw=1.2, color=f"C{k + 3}",
-                               label=f"{name} {metrics[head.metric]:.1f}")
+                    ax.axhline(
+                        metrics[head.metric],
+                        ls="--",
+                        lw=1.2,
+                        color=f"C{k + 3}",
+                        label=f"{name} {metrics[head.metric]:.1f}",
+                    )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)

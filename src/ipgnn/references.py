@@ -35,14 +35,22 @@ def cache_dir() -> Path:
 
 def cache_key(env_cfg: dict[str, Any], reference_key: str, episodes: int, seed: int) -> str:
     task = {k: v for k, v in env_cfg.items() if k != "graph"}
-    blob = json.dumps({"env": task, "task": reference_key, "episodes": episodes, "seed": seed, "version": VERSION},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"env": task, "task": reference_key, "episodes": episodes, "seed": seed, "version": VERSION},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def reference_results(env, env_cfg: dict[str, Any], episodes: int, seed: int,
-                      evaluate: Callable[..., dict[str, float]], cache: Path | None = None,
-                      ) -> dict[str, dict[str, float]]:
+def reference_results(
+    env,
+    env_cfg: dict[str, Any],
+    episodes: int,
+    seed: int,
+    evaluate: Callable[..., dict[str, float]],
+    cache: Path | None = None,
+) -> dict[str, dict[str, float]]:
     """``{controller: {metric: value}}`` for ``env``'s reference controllers (``{}`` when it has none),
     from the cache or by evaluating each on ``episodes`` episodes from ``seed``.
 
@@ -69,9 +77,22 @@ def reference_results(env, env_cfg: dict[str, Any], episodes: int, seed: int,
         results[name] = {k.split("/", 1)[1]: float(v) for k, v in metrics.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"key": {"env": env_cfg, "task": env.reference_key, "episodes": episodes,
-                                       "seed": seed, "version": VERSION}, "results": results}, indent=1,
-                              default=str))
+    tmp.write_text(
+        json.dumps(
+            {
+                "key": {
+                    "env": env_cfg,
+                    "task": env.reference_key,
+                    "episodes": episodes,
+                    "seed": seed,
+                    "version": VERSION,
+                },
+                "results": results,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     os.replace(tmp, path)  # atomic: a concurrent run reads the old entry or the new one, never half
     return results
 
@@ -87,13 +108,20 @@ def from_rows(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     for r in rows:
         for k, v in r.items():
             if k.startswith(PREFIX):
-                name, metric = k[len(PREFIX):].split("/", 1)
+                name, metric = k[len(PREFIX) :].split("/", 1)
                 out.setdefault(name, {})[metric] = v
     return out
 
 
-def verdict(metric: str, value: float, results: dict[str, dict[str, float]], label: str = "", unit: str = "",
-            lower_is_better: bool = True, context: str = "") -> str:
+def verdict(
+    metric: str,
+    value: float,
+    results: dict[str, dict[str, float]],
+    label: str = "",
+    unit: str = "",
+    lower_is_better: bool = True,
+    context: str = "",
+) -> str:
     """One line comparing a learned policy's ``metric`` with every reference controller's, e.g.
     ``final greedy average travel time 265.3 s: FixedTime 313.4 s (-15.4 %), MaxPressure 271.5 s (-2.3 %)
     -> beats MaxPressure``. The best reference named is the strongest one."""

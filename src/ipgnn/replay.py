@@ -83,10 +83,23 @@ class GraphReplayBuffer:
         step_width: transitions added per call (environments stepped together).
     """
 
-    def __init__(self, capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
-                 max_edges: int, static_edges: Tensor | None = None, has_action_mask: bool = False,
-                 agent_type: Tensor | None = None, seed: int = 0, device: str | torch.device = "cpu",
-                 obs_dtype: torch.dtype = torch.float32, episode_length: int | None = None, step_width: int = 1):
+    def __init__(
+        self,
+        capacity: int,
+        num_agents: int,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        max_edges: int,
+        static_edges: Tensor | None = None,
+        has_action_mask: bool = False,
+        agent_type: Tensor | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        obs_dtype: torch.dtype = torch.float32,
+        episode_length: int | None = None,
+        step_width: int = 1,
+    ):
         if obs_dtype not in (torch.float32, torch.int16):
             raise ValueError(f"obs_dtype must be torch.float32 or torch.int16, got {obs_dtype}")
         self.capacity = int(capacity)
@@ -128,9 +141,19 @@ class GraphReplayBuffer:
 
     # ----------------------------------------------------------------------------------------------
     @staticmethod
-    def bytes_for(capacity: int, num_agents: int, obs_dim: int, action_dim: int, discrete: bool,
-                  max_edges: int, static_graph: bool, has_action_mask: bool, obs_dtype: torch.dtype = torch.float32,
-                  episode_length: int | None = None, step_width: int = 1) -> int:
+    def bytes_for(
+        capacity: int,
+        num_agents: int,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        max_edges: int,
+        static_graph: bool,
+        has_action_mask: bool,
+        obs_dtype: torch.dtype = torch.float32,
+        episode_length: int | None = None,
+        step_width: int = 1,
+    ) -> int:
         """Bytes the buffer will allocate (computed before allocating, to warn or refuse early)."""
         idx = 2 if num_agents <= 32767 else 4
         frame = num_agents * obs_dim * (2 if obs_dtype == torch.int16 else 4)
@@ -171,15 +194,21 @@ class GraphReplayBuffer:
         return out
 
     def _transition_storage(self) -> dict[str, Tensor]:
-        return {"action": self.action, "reward": self.reward, "terminated": self.terminated, "cur": self.cur,
-                "nxt": self.nxt}
+        return {
+            "action": self.action,
+            "reward": self.reward,
+            "terminated": self.terminated,
+            "cur": self.cur,
+            "nxt": self.nxt,
+        }
 
     def _storage(self) -> dict[str, Tensor]:
         return self._frame_storage() | self._transition_storage()
 
     # ----------------------------------------------------------------------------------------------
-    def add(self, obs: Data | Batch, action: Tensor, reward: Tensor, terminated: Tensor,
-            next_obs: Data | Batch) -> None:
+    def add(
+        self, obs: Data | Batch, action: Tensor, reward: Tensor, terminated: Tensor, next_obs: Data | Batch
+    ) -> None:
         """Store one step of all agents: one graph (``Data``), or ``B`` environments' graphs at once
         (a ``Batch`` of ``B`` graphs of ``N`` agents, node ``b * N + i``) as ``B`` transitions."""
         n = self.num_agents
@@ -187,8 +216,10 @@ class GraphReplayBuffer:
         if b > self.capacity:
             raise ValueError(f"{b} transitions at once exceed the buffer's capacity {self.capacity}")
         if self.action_mask is None and getattr(obs, "action_mask", None) is not None:
-            raise ValueError("the task reported action masks only after the first reset, and the replay buffer "
-                             "was built without them; a task with masks must report them from reset on")
+            raise ValueError(
+                "the task reported action masks only after the first reset, and the replay buffer "
+                "was built without them; a task with masks must report them from reset on"
+            )
         if obs is self._last_next and self._last_next_ids is not None and self._last_next_ids.numel() == b:
             cur = self._last_next_ids  # s of this step is s' of the previous one: already stored
         else:
@@ -215,8 +246,10 @@ class GraphReplayBuffer:
         if self.obs_dtype == torch.int16:
             xi = x.round()
             if not torch.equal(xi, x) or (xi.abs() > torch.iinfo(torch.int16).max).any():
-                raise ValueError("replay: this task declared integer observations (stored as int16), but an "
-                                 "observation is not an integer in [-32767, 32767]; store them as float32")
+                raise ValueError(
+                    "replay: this task declared integer observations (stored as int16), but an "
+                    "observation is not an integer in [-32767, 32767]; store them as float32"
+                )
             x = xi
         self.x[f] = x.to(self.obs_dtype)
         if self.static_edges is None:
@@ -276,11 +309,21 @@ class GraphReplayBuffer:
                 g.action_mask = self.action_mask[frame].reshape(b * n, -1)
             sides.append(g)
         action = self.action[idx].reshape(b * n, *self.action.shape[2:])
-        out = TransitionBatch(sides[0], sides[1], action.long() if self.discrete else action,
-                              self.reward[idx].reshape(-1), self.terminated[idx].reshape(-1).float())
+        out = TransitionBatch(
+            sides[0],
+            sides[1],
+            action.long() if self.discrete else action,
+            self.reward[idx].reshape(-1),
+            self.terminated[idx].reshape(-1).float(),
+        )
         if device is not None and torch.device(device) != self.device:
-            out = TransitionBatch(out.obs.to(device), out.next_obs.to(device), out.action.to(device),
-                                  out.reward.to(device), out.terminated.to(device))
+            out = TransitionBatch(
+                out.obs.to(device),
+                out.next_obs.to(device),
+                out.action.to(device),
+                out.reward.to(device),
+                out.terminated.to(device),
+            )
         return out
 
     # ----------------------------------------------------------------------------------------------
@@ -291,9 +334,16 @@ class GraphReplayBuffer:
         # clone: torch.save writes a view's whole storage, i.e. the full preallocated buffer
         data = {k: v[:t_used].clone().cpu() for k, v in self._transition_storage().items()}
         data |= {k: v[:f_used].clone().cpu() for k, v in self._frame_storage().items()}
-        return {"format": 2, "data": data, "added": self.added, "start": self.start,
-                "frames_written": self.frames_written, "capacity": self.capacity, "frames": self.frames,
-                "generator": self.generator.get_state()}
+        return {
+            "format": 2,
+            "data": data,
+            "added": self.added,
+            "start": self.start,
+            "frames_written": self.frames_written,
+            "capacity": self.capacity,
+            "frames": self.frames,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a saved buffer. With the same sizes the layout is kept as saved (a resumed run
@@ -301,8 +351,10 @@ class GraphReplayBuffer:
         ``--train.total_steps``) the transitions are laid out oldest first and the newest that fit
         are kept, so no unwritten slot is ever sampled."""
         if state.get("format") != 2:
-            raise ValueError("this replay checkpoint was written by an older ipgnn (observations stored twice); "
-                             "resume without replay.pt (the buffer refills) or with the version that wrote it")
+            raise ValueError(
+                "this replay checkpoint was written by an older ipgnn (observations stored twice); "
+                "resume without replay.pt (the buffer refills) or with the version that wrote it"
+            )
         data = state["data"]
         self.generator.set_state(state["generator"])
         self._last_next, self._last_next_ids = None, None

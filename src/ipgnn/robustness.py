@@ -47,8 +47,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="ipgnn-robustness", description="ATT of decentralised execution against message loss and delay, with "
-        "FixedTime and MaxPressure on the same engine and episodes (module ipgnn.robustness).")
+        prog="ipgnn-robustness",
+        description="ATT of decentralised execution against message loss and delay, with "
+        "FixedTime and MaxPressure on the same engine and episodes (module ipgnn.robustness).",
+    )
     parser.add_argument("--checkpoints", nargs="+", help="one checkpoint per training seed")
     parser.add_argument("--replot", action="store_true", help="only redraw the figure from --out's summary.csv")
     parser.add_argument("--drop", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5, 1.0])
@@ -96,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             engine = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
             algo = restore_algo(state, cfg, env)
-            refs[cfg.seed] = references.reference_results(env, cfg.env.model_dump(mode="json"), args.episodes,
-                                                          cfg.seed, evaluate)
+            refs[cfg.seed] = references.reference_results(
+                env, cfg.env.model_dump(mode="json"), args.episodes, cfg.seed, evaluate
+            )
             for setting in settings:
                 act = decentralised_policy(algo, env.num_agents, links[setting], args.processes)
                 counted = _Counted(act, algo)
@@ -106,14 +109,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stats = act.stats
                 finally:
                     act.close()
-                rows.append({"checkpoint": path, "seed": cfg.seed, "drop": setting[0], "delay": setting[1],
-                             "fallback": setting[2], "att": metrics[METRIC],
-                             "throughput": metrics.get("eval/throughput"),
-                             "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
-                             "changed": counted.changed / max(1, counted.decisions),
-                             "bytes_per_agent_round": stats["bytes_per_agent_round"]})
-                bar.set_postfix(seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2],
-                                att=f"{metrics[METRIC]:.1f}")
+                rows.append(
+                    {
+                        "checkpoint": path,
+                        "seed": cfg.seed,
+                        "drop": setting[0],
+                        "delay": setting[1],
+                        "fallback": setting[2],
+                        "att": metrics[METRIC],
+                        "throughput": metrics.get("eval/throughput"),
+                        "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
+                        "changed": counted.changed / max(1, counted.decisions),
+                        "bytes_per_agent_round": stats["bytes_per_agent_round"],
+                    }
+                )
+                bar.set_postfix(
+                    seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2], att=f"{metrics[METRIC]:.1f}"
+                )
                 bar.update()
         finally:
             env.close()
@@ -128,18 +140,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         w.writeheader()
         w.writerows(summary)
     seeds = sorted(refs)
-    md = [f"# Decentralised execution under lossy links: {scenario} ({engine})", "",
-          f"ATT (s, lower is better), mean ± population std over checkpoints of seeds {seeds}, "
-          f"{args.episodes} evaluation episode(s) each of {cfgs[0].env.max_steps} decisions from each seed's own "
-          "evaluation stream; FixedTime and MaxPressure on the same episodes.", "",
-          "'actions changed': the share of agent decisions that differ from the central network's greedy action on "
-          "the same observation.", "",
-          "| drop | delay (rounds) | fallback | ATT (s) | messages lost | actions changed | bytes per agent and round |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Decentralised execution under lossy links: {scenario} ({engine})",
+        "",
+        f"ATT (s, lower is better), mean ± population std over checkpoints of seeds {seeds}, "
+        f"{args.episodes} evaluation episode(s) each of {cfgs[0].env.max_steps} decisions from each seed's own "
+        "evaluation stream; FixedTime and MaxPressure on the same episodes.",
+        "",
+        "'actions changed': the share of agent decisions that differ from the central network's greedy action on "
+        "the same observation.",
+        "",
+        "| drop | delay (rounds) | fallback | ATT (s) | messages lost | actions changed | bytes per agent and round |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in summary:
         if s["controller"] == "decentralised":
-            md.append(f"| {s['drop']:g} | {s['delay']} | {s['fallback']} | {s['att_mean']:.1f} ± {s['att_std']:.1f} "
-                      f"| {100 * s['lost']:.0f} % | {100 * s['changed']:.1f} % | {s['bytes_per_agent_round']:.0f} |")
+            md.append(
+                f"| {s['drop']:g} | {s['delay']} | {s['fallback']} | {s['att_mean']:.1f} ± {s['att_std']:.1f} "
+                f"| {100 * s['lost']:.0f} % | {100 * s['changed']:.1f} % | {s['bytes_per_agent_round']:.0f} |"
+            )
     for s in summary:
         if s["controller"] != "decentralised":
             md.append(f"| {s['controller']} | | | {s['att_mean']:.1f} ± {s['att_std']:.1f} | | | |")
@@ -173,17 +192,39 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
     summary = []
     for (drop, delay, fb), rs in groups.items():
         m, s = _mean_std([r["att"] for r in rs])
-        summary.append({"controller": "decentralised", "drop": drop, "delay": delay, "fallback": fb, "att_mean": m,
-                        "att_std": s, "lost": statistics.fmean(r["lost"] for r in rs),
-                        "changed": statistics.fmean(r["changed"] for r in rs),
-                        "bytes_per_agent_round": statistics.fmean(r["bytes_per_agent_round"] for r in rs), "n": len(rs)})
+        summary.append(
+            {
+                "controller": "decentralised",
+                "drop": drop,
+                "delay": delay,
+                "fallback": fb,
+                "att_mean": m,
+                "att_std": s,
+                "lost": statistics.fmean(r["lost"] for r in rs),
+                "changed": statistics.fmean(r["changed"] for r in rs),
+                "bytes_per_agent_round": statistics.fmean(r["bytes_per_agent_round"] for r in rs),
+                "n": len(rs),
+            }
+        )
     for name in sorted({n for r in refs.values() for n in r}):
         key = METRIC.split("/", 1)[1]  # references are stored without the eval/ prefix
         vals = [r[name][key] for r in refs.values() if name in r and key in r[name]]
         if vals:
             m, s = _mean_std(vals)
-            summary.append({"controller": name, "drop": "", "delay": "", "fallback": "", "att_mean": m, "att_std": s,
-                            "lost": "", "changed": "", "bytes_per_agent_round": "", "n": len(vals)})
+            summary.append(
+                {
+                    "controller": name,
+                    "drop": "",
+                    "delay": "",
+                    "fallback": "",
+                    "att_mean": m,
+                    "att_std": s,
+                    "lost": "",
+                    "changed": "",
+                    "bytes_per_agent_round": "",
+                    "n": len(vals),
+                }
+            )
     return summary
 
 
@@ -229,8 +270,14 @@ def _plot(summary: list[dict], path: Path, title: str) -> Path:
             pts = [perfect] + [s for s in dec if s["fallback"] == fb and s[other] == 0 and s[key] != 0]
             pts.sort(key=lambda s: s[key])
             if len(pts) > 1:
-                ax.errorbar([s[key] for s in pts], [s["att_mean"] for s in pts], yerr=[s["att_std"] for s in pts],
-                            marker="o", capsize=3, label=f"IP-SAC, decentralised, fallback: {fb}")
+                ax.errorbar(
+                    [s[key] for s in pts],
+                    [s["att_mean"] for s in pts],
+                    yerr=[s["att_std"] for s in pts],
+                    marker="o",
+                    capsize=3,
+                    label=f"IP-SAC, decentralised, fallback: {fb}",
+                )
         off_scale = []
         for s, style in zip(refs, ("--", ":", "-.")):
             if s["att_mean"] > top:  # far above the policy's curves: named, not drawn, so the curves keep their scale

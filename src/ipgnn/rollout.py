@@ -43,8 +43,15 @@ class EnvWorker:
 
     def info(self) -> dict[str, Any]:
         g = self.env.graph
-        return {"spec": self.env.spec, "num_agents": self.env.num_agents, "agent_type": self.env.agent_type,
-                "integer_observations": getattr(self.env, "integer_observations", False), "is_static": g.is_static, "max_edges": g.max_edges, "static_edges": g(None) if g.is_static else None}
+        return {
+            "spec": self.env.spec,
+            "num_agents": self.env.num_agents,
+            "agent_type": self.env.agent_type,
+            "integer_observations": getattr(self.env, "integer_observations", False),
+            "is_static": g.is_static,
+            "max_edges": g.max_edges,
+            "static_edges": g(None) if g.is_static else None,
+        }
 
     def reset(self, seed: int | None) -> tuple[Data, bool]:
         obs = self.env.reset(seed=seed)
@@ -129,8 +136,12 @@ class WorkerPoolEnv:
             import ray
 
             if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         **({} if address else {"num_cpus": max(workers, 1)}))
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    **({} if address else {"num_cpus": max(workers, 1)}),
+                )
             actor = ray.remote(num_cpus=1)(EnvWorker)
             self._actors = [actor.remote(cfg)]
             ray.get(self._actors[0].info.remote())
@@ -192,16 +203,23 @@ class WorkerPoolEnv:
         self._pending = None
         ended = [r.done for r in results]
         if any(ended) and not all(ended):
-            raise RuntimeError(f"rollout workers {[w for w, e in enumerate(ended) if e]} ended their episodes "
-                               "before the others; parallel rollouts need tasks whose episodes end together "
-                               "(a fixed horizon)")
+            raise RuntimeError(
+                f"rollout workers {[w for w, e in enumerate(ended) if e]} ended their episodes "
+                "before the others; parallel rollouts need tasks whose episodes end together "
+                "(a fixed horizon)"
+            )
         episode = None
         if all(ended):
             keys = results[0].episode.keys()
             episode = {k: sum(float(r.episode[k]) for r in results) / len(results) for k in keys}
-        return StepResult(Batch.from_data_list([r.obs for r in results]), torch.cat([r.reward for r in results]),
-                          torch.cat([r.terminated for r in results]), torch.cat([r.truncated for r in results]),
-                          all(ended), episode)
+        return StepResult(
+            Batch.from_data_list([r.obs for r in results]),
+            torch.cat([r.reward for r in results]),
+            torch.cat([r.terminated for r in results]),
+            torch.cat([r.truncated for r in results]),
+            all(ended),
+            episode,
+        )
 
     def step(self, action: Tensor) -> StepResult:
         self.step_async(action)

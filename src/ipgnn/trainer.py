@@ -92,8 +92,10 @@ def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
 
 def greedy_policy(algo: torch.nn.Module, device: torch.device, deterministic: bool = True):
     """``obs -> action`` with the trained policy: the mode of each :math:`q_i` when ``deterministic``."""
+
     def act(obs):
         return algo.act(obs.to(device), deterministic=deterministic).cpu()
+
     return act
 
 
@@ -111,8 +113,9 @@ def restore_algo(state: dict, cfg: ExperimentConfig, env, device: torch.device |
     :class:`ValueError` naming the first mismatched tensor when the task's observation, action or agent sizes
     differ from the checkpoint's (an override changed the task)."""
     device = torch.device("cpu") if device is None else device
-    algo = make_algo(env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device,
-                     cfg.train.schedule_scale).to(device)
+    algo = make_algo(
+        env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device, cfg.train.schedule_scale
+    ).to(device)
     try:
         algo.load_full_state_dict(state["algo"])
     except RuntimeError as exc:  # shapes
@@ -161,8 +164,9 @@ class Trainer:
     Use :meth:`Trainer.from_config` for a new run and :meth:`Trainer.resume` to continue one.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume_state: dict[str, Any] | None = None,
-                 with_replay: bool = True):
+    def __init__(
+        self, cfg: ExperimentConfig, run_dir: Path, resume_state: dict[str, Any] | None = None, with_replay: bool = True
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -174,8 +178,15 @@ class Trainer:
         self.eval_env = make_env(cfg.env)
         self.num_envs = int(getattr(self.env, "num_envs", 1))
         self.spec = self.env.spec
-        self.algo = make_algo(self.spec, cfg.model, cfg.algo, self.env.num_agents, cfg.replay.batch_size,
-                              self.device, cfg.train.schedule_scale).to(self.device)
+        self.algo = make_algo(
+            self.spec,
+            cfg.model,
+            cfg.algo,
+            self.env.num_agents,
+            cfg.replay.batch_size,
+            self.device,
+            cfg.train.schedule_scale,
+        ).to(self.device)
         self.env.reset(seed=episode_seed(cfg.seed, 0))  # one reset tells whether the task has action masks
         self.replay = self._make_replay()
         self.env_step = 0
@@ -199,16 +210,27 @@ class Trainer:
         if resume_state is not None:
             self._load_state(resume_state, with_replay)
             wandb_id = resume_state.get("wandb_id") or None
-        self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logger.mode, cfg.logger.project, cfg.logger.entity,
-                                cfg.logger.group, cfg.logger.tags, name=self.run_dir.name, wandb_id=wandb_id)
+        self.logger = RunLogger(
+            self.run_dir,
+            cfg.to_dict(),
+            cfg.logger.mode,
+            cfg.logger.project,
+            cfg.logger.entity,
+            cfg.logger.group,
+            cfg.logger.tags,
+            name=self.run_dir.name,
+            wandb_id=wandb_id,
+        )
         if resume_state is not None:
             self.logger.truncate_after(self.env_step)
         self.references = self._reference_results(log_rows=resume_state is None)
         self.verdict: str | None = None
         self._warn_if_slow()
         if cfg.train.learning_starts >= cfg.train.total_steps and cfg.train.gradient_steps > 0 and resume_state is None:
-            msg = (f"train.learning_starts ({cfg.train.learning_starts}) >= train.total_steps "
-                   f"({cfg.train.total_steps}): this run takes random actions only and never updates the networks")
+            msg = (
+                f"train.learning_starts ({cfg.train.learning_starts}) >= train.total_steps "
+                f"({cfg.train.total_steps}): this run takes random actions only and never updates the networks"
+            )
             _warn(msg)
 
     # ----------------------------------------------------------------------------------------------
@@ -236,17 +258,20 @@ class Trainer:
         run_dir = Path(run_dir)
         path = run_dir / "checkpoints" / "latest.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"cannot resume '{run_dir}': no checkpoint at {path} "
-                                    "(the run stopped before its first checkpoint)")
+            raise FileNotFoundError(
+                f"cannot resume '{run_dir}': no checkpoint at {path} (the run stopped before its first checkpoint)"
+            )
         state = checkpoint.load(path)
         cfg = validate(state["config"], str(path))
         if overrides:
             old_total = cfg.train.total_steps
             cfg = validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), "command-line override")
             if cfg.train.total_steps < old_total:
-                raise ResumeError(f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
-                                  f"{old_total}: resuming would cut its saved replay buffer and rewrite its config. "
-                                  "Resume without it, or start a new run")
+                raise ResumeError(
+                    f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
+                    f"{old_total}: resuming would cut its saved replay buffer and rewrite its config. "
+                    "Resume without it, or start a new run"
+                )
             save_config(cfg, run_dir / "config.yaml")
         return cls(cfg, run_dir, resume_state=state, with_replay=with_replay)
 
@@ -275,8 +300,12 @@ class Trainer:
         kept, why = keep_freed_memory_if_room()
         self._kept_memory = kept and why != "already in effect"  # close() undoes what this run turned on
         huge = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
-        log.info("allocator: %s (%s)%s", "freed memory kept for the next update" if kept else "unchanged", why,
-                 "; huge pages on (GLIBC_TUNABLES)" if huge else "")
+        log.info(
+            "allocator: %s (%s)%s",
+            "freed memory kept for the next update" if kept else "unchanged",
+            why,
+            "; huge pages on (GLIBC_TUNABLES)" if huge else "",
+        )
 
     def _make_rollout_env(self):
         """The training environment: in this process, or ``rollout.workers`` workers (:mod:`ipgnn.rollout`)."""
@@ -284,8 +313,10 @@ class Trainer:
         if ro.workers == 1 and ro.backend == "process":
             return make_env(self.cfg.env)
         if self.cfg.env.num_envs > 1:
-            raise ConfigError("rollout.workers: parallel workers are for tasks that step one environment; a batched "
-                              "task already steps env.num_envs environments in one process (set rollout.workers: 1)")
+            raise ConfigError(
+                "rollout.workers: parallel workers are for tasks that step one environment; a batched "
+                "task already steps env.num_envs environments in one process (set rollout.workers: 1)"
+            )
         from ipgnn.rollout import WorkerPoolEnv
 
         log.info("rollouts: %d %s worker(s)", ro.workers, ro.backend)
@@ -298,10 +329,18 @@ class Trainer:
         has_mask = env.has_action_mask
         integer_obs = bool(getattr(env, "integer_observations", False))
         obs_dtype = torch.int16 if integer_obs else torch.float32  # exact for counts and one-hot phases
-        sizing = dict(num_agents=env.num_agents, obs_dim=spec.obs_dim, action_dim=spec.action_dim,
-                      discrete=spec.discrete, max_edges=env.graph.max_edges, static_graph=env.graph.is_static,
-                      has_action_mask=has_mask, obs_dtype=obs_dtype, episode_length=cfg.env.max_steps,
-                      step_width=self.num_envs)
+        sizing = dict(
+            num_agents=env.num_agents,
+            obs_dim=spec.obs_dim,
+            action_dim=spec.action_dim,
+            discrete=spec.discrete,
+            max_edges=env.graph.max_edges,
+            static_graph=env.graph.is_static,
+            has_action_mask=has_mask,
+            obs_dtype=obs_dtype,
+            episode_length=cfg.env.max_steps,
+            step_width=self.num_envs,
+        )
         per = max(1, (GraphReplayBuffer.bytes_for(10_000, **sizing) + 9_999) // 10_000)
         if isinstance(cfg.replay.capacity, str):
             budget = parse_bytes(cfg.replay.capacity)
@@ -315,19 +354,38 @@ class Trainer:
         from ipgnn.cpu import available_memory
 
         avail = available_memory()
-        log.info("replay buffer: %d transitions of %d agents (observations as %s, stored once per step) = %.2f GiB",
-                 capacity, env.num_agents, str(obs_dtype).replace("torch.", ""), need / 2**30)
+        log.info(
+            "replay buffer: %d transitions of %d agents (observations as %s, stored once per step) = %.2f GiB",
+            capacity,
+            env.num_agents,
+            str(obs_dtype).replace("torch.", ""),
+            need / 2**30,
+        )
         if avail is not None and need > 0.8 * avail:
-            raise ConfigError(f"replay.capacity: {capacity} transitions of {env.num_agents} agents need "
-                              f"{need / 2**30:.1f} GiB (about {per} B each) but only {avail / 2**30:.1f} GiB of "
-                              f"memory is available; set replay.capacity to at most {int(0.8 * avail / per)} "
-                              f"transitions, or to a budget such as '{max(1, int(0.5 * avail / 2**30))}GiB'")
+            raise ConfigError(
+                f"replay.capacity: {capacity} transitions of {env.num_agents} agents need "
+                f"{need / 2**30:.1f} GiB (about {per} B each) but only {avail / 2**30:.1f} GiB of "
+                f"memory is available; set replay.capacity to at most {int(0.8 * avail / per)} "
+                f"transitions, or to a budget such as '{max(1, int(0.5 * avail / 2**30))}GiB'"
+            )
         device = self._replay_device(need)
         static = env.graph(None) if env.graph.is_static else None
-        return GraphReplayBuffer(capacity, env.num_agents, spec.obs_dim, spec.action_dim, spec.discrete,
-                                 env.graph.max_edges, static_edges=static, has_action_mask=has_mask,
-                                 agent_type=env.agent_type, seed=stream_seed(cfg.seed, REPLAY), device=device, obs_dtype=obs_dtype,
-                                 episode_length=cfg.env.max_steps, step_width=self.num_envs)
+        return GraphReplayBuffer(
+            capacity,
+            env.num_agents,
+            spec.obs_dim,
+            spec.action_dim,
+            spec.discrete,
+            env.graph.max_edges,
+            static_edges=static,
+            has_action_mask=has_mask,
+            agent_type=env.agent_type,
+            seed=stream_seed(cfg.seed, REPLAY),
+            device=device,
+            obs_dtype=obs_dtype,
+            episode_length=cfg.env.max_steps,
+            step_width=self.num_envs,
+        )
 
     def _replay_device(self, need: int) -> torch.device:
         """The replay buffer on the learner's GPU when asked (``learner``) or when it fits in half of the
@@ -338,8 +396,11 @@ class Trainer:
         if choice == "auto":
             free, _ = torch.cuda.mem_get_info(self.device)
             if need > 0.5 * free:
-                log.info("replay buffer on the CPU: %.1f GiB is more than half of the GPU's %.1f GiB free",
-                         need / 2**30, free / 2**30)
+                log.info(
+                    "replay buffer on the CPU: %.1f GiB is more than half of the GPU's %.1f GiB free",
+                    need / 2**30,
+                    free / 2**30,
+                )
                 return torch.device("cpu")
         log.info("replay buffer on %s: minibatches are assembled on the learner's device", self.device)
         return self.device
@@ -349,8 +410,9 @@ class Trainer:
         cached per task (:mod:`ipgnn.references`); logged at step 0 of a new run."""
         from ipgnn import references
 
-        results = references.reference_results(self.eval_env, self.cfg.env.model_dump(mode="json"),
-                                                self.cfg.train.eval_episodes, self.cfg.seed, evaluate)
+        results = references.reference_results(
+            self.eval_env, self.cfg.env.model_dump(mode="json"), self.cfg.train.eval_episodes, self.cfg.seed, evaluate
+        )
         if results and log_rows:
             self.logger.log(references.as_rows(results), 0)
         return results
@@ -364,10 +426,13 @@ class Trainer:
         if head is None or not self.references or key not in final_eval:
             return None
         engine = getattr(self.eval_env, "reference_key", "").split(":")[0]
-        context = (f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
-                   f"{self.cfg.train.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}")
-        return references.verdict(head.metric, final_eval[key], self.references, head.label, head.unit,
-                                  head.lower_is_better, context)
+        context = (
+            f"{engine + ', ' if engine else ''}{self.cfg.env.max_steps}-step episodes, "
+            f"{self.cfg.train.eval_episodes} evaluation episode(s) of seed {self.cfg.seed}"
+        )
+        return references.verdict(
+            head.metric, final_eval[key], self.references, head.label, head.unit, head.lower_is_better, context
+        )
 
     def _warn_if_slow(self) -> None:
         from ipgnn.cpu import native_bf16
@@ -375,19 +440,25 @@ class Trainer:
         nodes = self.cfg.replay.batch_size * self.env.num_agents
         bf16 = self.cfg.algo.precision == "bf16"
         if bf16 and self.device.type == "cpu" and not native_bf16():
-            _warn("algo.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch emulates "
-                  "it, which is slower than fp32 here; set --algo.precision=fp32")
+            _warn(
+                "algo.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch emulates "
+                "it, which is slower than fp32 here; set --algo.precision=fp32"
+            )
         if bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             _warn("algo.precision is bf16 but this GPU does not support bfloat16; set --algo.precision=fp32")
         if self.device.type == "cpu" and nodes > CPU_SLOW_NODES and self.cfg.train.gradient_steps > 0:
-            msg = (f"this config updates on {self.cfg.replay.batch_size} x {self.env.num_agents} = {nodes} agent-nodes "
-                   f"per gradient step, {self.cfg.train.gradient_steps} steps every {self.cfg.train.update_every} "
-                   "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
-                   "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
-                   "or raise --train.update_every.")
+            msg = (
+                f"this config updates on {self.cfg.replay.batch_size} x {self.env.num_agents} = {nodes} agent-nodes "
+                f"per gradient step, {self.cfg.train.gradient_steps} steps every {self.cfg.train.update_every} "
+                "environment step(s), on the CPU: expect about a second or more per gradient step. The paper's "
+                "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
+                "or raise --train.update_every."
+            )
             if not bf16 and native_bf16() and getattr(self.algo, "mixed_precision", False):
-                msg += (" This CPU computes bfloat16 natively: --algo.precision=bf16 makes each update about 2x "
-                        "faster (1.8-3.7x measured, by size; float32 outputs and losses; see the README).")
+                msg += (
+                    " This CPU computes bfloat16 natively: --algo.precision=bf16 makes each update about 2x "
+                    "faster (1.8-3.7x measured, by size; float32 outputs and losses; see the README)."
+                )
             _warn(msg)
 
     def _warn_eta(self, phase_seconds: float) -> None:
@@ -404,10 +475,12 @@ class Trainer:
         eval_s = self.cfg.train.eval_episodes * self.cfg.env.max_steps * env_s / max(1, self.num_envs)
         eta = left * env_s + phases * phase_seconds + evals * eval_s
         self.eta_seconds = eta
-        msg = (f"ETA about {_duration(eta)} for the {left} remaining environment steps on {self.device}: "
-               f"environment {_duration(left * env_s)} ({1e3 * env_s:.1f} ms a step), updates "
-               f"{_duration(phases * phase_seconds)} ({phase_seconds:.2f} s per phase of {tc.gradient_steps} gradient "
-               f"steps, {phases} phases), evaluations {_duration(evals * eval_s)}")
+        msg = (
+            f"ETA about {_duration(eta)} for the {left} remaining environment steps on {self.device}: "
+            f"environment {_duration(left * env_s)} ({1e3 * env_s:.1f} ms a step), updates "
+            f"{_duration(phases * phase_seconds)} ({phase_seconds:.2f} s per phase of {tc.gradient_steps} gradient "
+            f"steps, {phases} phases), evaluations {_duration(evals * eval_s)}"
+        )
         log.debug(msg)
         tqdm.write(msg)  # through tqdm, so the progress bar is not broken
         if phases * phase_seconds > 3600:
@@ -418,14 +491,23 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        state = {"format": 1, "config": self.cfg.to_dict(), "algo": self.algo.full_state_dict(),
-                 "env_step": self.env_step, "episode": self.episode, "last_eval_step": self.last_eval_step,
-                 "rng": rng_state(), "log_window": {"loss_sums": dict(self._loss_window), "n_updates": self._n_window},
-                 "wandb_id": self.logger.wandb_id or ""}
+        state = {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "algo": self.algo.full_state_dict(),
+            "env_step": self.env_step,
+            "episode": self.episode,
+            "last_eval_step": self.last_eval_step,
+            "rng": rng_state(),
+            "log_window": {"loss_sums": dict(self._loss_window), "n_updates": self._n_window},
+            "wandb_id": self.logger.wandb_id or "",
+        }
         if self._cut is not None:  # a stop inside an episode: what resume replays and still owes
-            state["cut"] = {"actions": self._cut["actions"],
-                            "remaining_grad": -1 if self._cut["remaining_grad"] is None else self._cut["remaining_grad"],
-                            "prev_step": -1 if self._cut["prev_step"] is None else self._cut["prev_step"]}
+            state["cut"] = {
+                "actions": self._cut["actions"],
+                "remaining_grad": -1 if self._cut["remaining_grad"] is None else self._cut["remaining_grad"],
+                "prev_step": -1 if self._cut["prev_step"] is None else self._cut["prev_step"],
+            }
         return state
 
     def _load_state(self, state: dict[str, Any], with_replay: bool = True) -> None:
@@ -437,16 +519,22 @@ class Trainer:
         cut = state.get("cut")
         if cut is not None and cut["actions"]:
             owed = int(cut["remaining_grad"])
-            self._cut_to_resume = {"actions": list(cut["actions"]), "remaining_grad": None if owed < 0 else owed,
-                                   "prev_step": int(cut["prev_step"])}
+            self._cut_to_resume = {
+                "actions": list(cut["actions"]),
+                "remaining_grad": None if owed < 0 else owed,
+                "prev_step": int(cut["prev_step"]),
+            }
         window = state.get("log_window") or {}
         self._loss_window = {k: float(v) for k, v in (window.get("loss_sums") or {}).items()}
         self._n_window = int(window.get("n_updates", 0))
         if with_replay:
             self._load_replay(state)
         elif self.env_step > 0:
-            log.warning("resuming at step %d with an empty replay buffer (--no-replay): it refills from here, so "
-                        "the run will not reproduce the uninterrupted one", self.env_step)
+            log.warning(
+                "resuming at step %d with an empty replay buffer (--no-replay): it refills from here, so "
+                "the run will not reproduce the uninterrupted one",
+                self.env_step,
+            )
         set_rng_state(state["rng"])
 
     def _load_replay(self, state: dict[str, Any]) -> None:
@@ -459,12 +547,15 @@ class Trainer:
                 log.warning("%s names no replay file (an earlier ipgnn wrote it): loading replay.pt unchecked", latest)
                 self.replay.load_state_dict(checkpoint.load(legacy))
             elif self.env_step > 0:
-                log.warning("no replay buffer saved with %s (train.save_replay: false): resuming with an empty "
-                            "one", latest)
+                log.warning(
+                    "no replay buffer saved with %s (train.save_replay: false): resuming with an empty one", latest
+                )
             return
         path = self.ckpt_dir / info["file"]
-        advice = (f"resume without it: ipgnn-train --resume {self.run_dir} --no-replay (the buffer refills; the "
-                  "run no longer reproduces the uninterrupted one)")
+        advice = (
+            f"resume without it: ipgnn-train --resume {self.run_dir} --no-replay (the buffer refills; the "
+            "run no longer reproduces the uninterrupted one)"
+        )
         if not path.is_file():
             raise ResumeError(f"{latest} was saved with the replay buffer {path.name}, which is missing; {advice}")
         try:
@@ -472,8 +563,10 @@ class Trainer:
         except ValueError as exc:
             raise ResumeError(f"{exc}; {advice}") from None
         if int(saved.get("added", -1)) != int(info["added"]):
-            raise ResumeError(f"{path} holds {saved.get('added')} transitions but {latest} was saved with "
-                              f"{info['added']}: they are not one checkpoint; {advice}")
+            raise ResumeError(
+                f"{path} holds {saved.get('added')} transitions but {latest} was saved with "
+                f"{info['added']}: they are not one checkpoint; {advice}"
+            )
         self.replay.load_state_dict(saved)
 
     def _clean_checkpoint_dir(self, keep: str | None = None) -> None:
@@ -507,8 +600,12 @@ class Trainer:
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         self.algo.eval()
         try:
-            return evaluate(greedy_policy(self.algo, self.device), self.eval_env,
-                            episodes or self.cfg.train.eval_episodes, self.cfg.seed)
+            return evaluate(
+                greedy_policy(self.algo, self.device),
+                self.eval_env,
+                episodes or self.cfg.train.eval_episodes,
+                self.cfg.seed,
+            )
         finally:
             self.algo.train()
 
@@ -559,15 +656,22 @@ class Trainer:
         overlap = hasattr(self.env, "step_async")
         self._t0, self._t_step0 = time.perf_counter(), self.env_step  # for the ETA
         self._update_total = self._eval_total = 0.0
-        bar = tqdm(total=tc.total_steps, initial=self.env_step, disable=not cfg.logger.progress, unit="step",
-                   dynamic_ncols=True, desc=cfg.name)
+        bar = tqdm(
+            total=tc.total_steps,
+            initial=self.env_step,
+            disable=not cfg.logger.progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=cfg.name,
+        )
 
         def update(n_grad: int, prev_step: int) -> None:
             """The update phase; a stop requested during it cuts it after the gradient step under way."""
             nonlocal update_time, n_updates_window
             try:
-                update_time, n_updates_window = self._update_phase(n_grad, loss_sums, update_time, n_updates_window,
-                                                                   stoppable=not overlap)
+                update_time, n_updates_window = self._update_phase(
+                    n_grad, loss_sums, update_time, n_updates_window, stoppable=not overlap
+                )
             except _CutInUpdate as cut_short:
                 update_time, n_updates_window = cut_short.update_time, cut_short.n_updates
                 self._n_window = n_updates_window
@@ -583,15 +687,18 @@ class Trainer:
             if res.done:
                 self.episode += self.num_envs
                 last_return = res.episode["episode_return"]
-                self.logger.log({f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode},
-                                self.env_step)
+                self.logger.log(
+                    {f"train/{k}": v for k, v in res.episode.items()} | {"train/episode": self.episode}, self.env_step
+                )
                 bar.set_postfix(ret=f"{last_return:.2f}", refresh=False)
 
             if self.env_step // tc.log_every > prev_step // tc.log_every:
                 elapsed = time.perf_counter() - t_window
-                row = {"charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
-                       "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,
-                       "charts/updates": float(self.algo.num_updates)}
+                row = {
+                    "charts/env_steps_per_s": steps_window / max(elapsed, 1e-9),
+                    "charts/updates_per_s": n_updates_window / max(update_time, 1e-9) if n_updates_window else 0.0,
+                    "charts/updates": float(self.algo.num_updates),
+                }
                 row.update({f"losses/{k}": v / n_updates_window for k, v in loss_sums.items()})
                 self.logger.log(row, self.env_step)
                 loss_sums, n_updates_window, update_time = {}, 0, 0.0
@@ -609,8 +716,9 @@ class Trainer:
                 self._eval_total += time.perf_counter() - t_eval
                 self.last_eval_step = self.env_step
                 self.logger.log(final_eval, self.env_step)
-                bar.set_postfix(ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}",
-                                refresh=False)
+                bar.set_postfix(
+                    ret=f"{last_return:.2f}", eval=f"{final_eval['eval/episode_return']:.2f}", refresh=False
+                )
             if tc.checkpoint_every and self.env_step - self.last_checkpoint_step >= tc.checkpoint_every:
                 self.save_checkpoint()
             self._episode_actions = []
@@ -651,8 +759,11 @@ class Trainer:
             elif not final_eval:  # a finished run resumed: its final evaluation is the one it logged
                 from ipgnn.logger import read_metrics
 
-                logged = [r for r in read_metrics(self.logger.path) if r.get("env_step") == self.env_step
-                          and any(k.startswith("eval/") for k in r)]
+                logged = [
+                    r
+                    for r in read_metrics(self.logger.path)
+                    if r.get("env_step") == self.env_step and any(k.startswith("eval/") for k in r)
+                ]
                 final_eval = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("eval/")}
             self._episode_actions = []
             self.save_checkpoint()
@@ -670,8 +781,9 @@ class Trainer:
         scale = self.cfg.algo.reward_scale
         return reward if scale == 1.0 else reward * scale
 
-    def _update_phase(self, n_grad: int, loss_sums: dict[str, float], update_time: float,
-                      n_updates: int, stoppable: bool = False) -> tuple[float, int]:
+    def _update_phase(
+        self, n_grad: int, loss_sums: dict[str, float], update_time: float, n_updates: int, stoppable: bool = False
+    ) -> tuple[float, int]:
         """``n_grad`` gradient steps on minibatches from the replay buffer; losses summed into ``loss_sums``.
         ``stoppable``: a stop requested meanwhile (:meth:`request_stop`) ends the phase after the gradient step
         under way, raising :class:`_CutInUpdate` with the steps still owed."""
@@ -708,13 +820,17 @@ class Trainer:
         last = self._last_finite
         shown = ", ".join(f"{k} {last[k]:.4g}" for k in bad if k in last) or "none yet (the first update)"
         ckpt = self.ckpt_dir / "latest.pt"
-        where = (f"the last good checkpoint, step {self.last_checkpoint_step}, is {ckpt} and was not overwritten"
-                 if ckpt.is_file() else "no checkpoint had been written")
+        where = (
+            f"the last good checkpoint, step {self.last_checkpoint_step}, is {ckpt} and was not overwritten"
+            if ckpt.is_file()
+            else "no checkpoint had been written"
+        )
         self.diverged = True
         raise TrainingDiverged(
             f"training diverged at environment step {self.env_step} (gradient step {self.algo.num_updates}): "
             f"{', '.join(f'{k} = {stats[k]}' for k in bad)}; last finite values: {shown}. {where}. Lower "
-            f"algo.lr (now {self.cfg.algo.lr:g}) or algo.reward_scale, or set algo.max_grad_norm, and start again")
+            f"algo.lr (now {self.cfg.algo.lr:g}) or algo.reward_scale, or set algo.max_grad_norm, and start again"
+        )
 
     def _check_finite(self) -> None:
         """Refuse to checkpoint a model with a non-finite parameter (a diverged model never overwrites the last
@@ -724,8 +840,10 @@ class Trainer:
         for name, p in self.algo.named_parameters():
             if not bool(torch.isfinite(p).all()):
                 self.diverged = True
-                raise TrainingDiverged(f"parameter {name} is not finite at environment step {self.env_step}: not "
-                                       f"writing a checkpoint; the last good one is step {self.last_checkpoint_step}")
+                raise TrainingDiverged(
+                    f"parameter {name} is not finite at environment step {self.env_step}: not "
+                    f"writing a checkpoint; the last good one is step {self.last_checkpoint_step}"
+                )
 
     def plot(self) -> Path | None:
         """Write ``curves.png`` in the run directory; a plotting failure never fails the run."""

@@ -39,16 +39,25 @@ def algo_class(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_algo(spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int = 1024,
-              device: Any = None, schedule_scale: float = 1.0) -> Any:
+def make_algo(
+    spec: Any,
+    model: ModelConfig,
+    algo: AlgoConfig,
+    num_agents: int,
+    batch_size: int = 1024,
+    device: Any = None,
+    schedule_scale: float = 1.0,
+) -> Any:
     """Check that ``algo.name`` can run this task on ``device`` (raising a ConfigError that says why not:
     an unsupported action kind, or memory it cannot have), then build it. ``schedule_scale``
     (:attr:`ipgnn.config.TrainConfig.schedule_scale`) multiplies the algorithm's step-denominated
     schedules (the epsilon decay of the value-based baselines)."""
     cls = algo_class(algo.name)
     if algo.precision != "fp32" and not getattr(cls, "mixed_precision", False):
-        raise ConfigError(f"algo.precision: {algo.precision} is implemented for ipsac only (its networks keep their "
-                          f"outputs in float32 under autocast); '{algo.name}' runs in fp32: set algo.precision: fp32")
+        raise ConfigError(
+            f"algo.precision: {algo.precision} is implemented for ipsac only (its networks keep their "
+            f"outputs in float32 under autocast); '{algo.name}' runs in fp32: set algo.precision: fp32"
+        )
     check = getattr(cls, "check", None)
     if check is not None:
         check(spec, model, algo, num_agents, batch_size, device=device)

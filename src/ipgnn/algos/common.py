@@ -51,15 +51,18 @@ def require_discrete(name: str, spec: Any, instead: str = "maddpg, maddpg_s, pic
         raise ConfigError(
             f"algo.name: '{name}' is a Q-learning method (a max over a finite set of actions) and this task has "
             f"continuous actions ({spec.action_dim}-dimensional); use {instead}, or set "
-            f"env.continuous_actions: false if the task has a discrete version")
+            f"env.continuous_actions: false if the task has a discrete version"
+        )
 
 
 def require_positive(opts: dict[str, Any], keys: Iterable[str], name: str, allow_zero: bool = False) -> None:
     for k in keys:
         v = opts[k]
         if v is not None and (v < 0 or (v == 0 and not allow_zero)):
-            raise ConfigError(f"algo.options.{k}: expected a {'non-negative' if allow_zero else 'positive'} "
-                              f"number for '{name}', got {v!r}")
+            raise ConfigError(
+                f"algo.options.{k}: expected a {'non-negative' if allow_zero else 'positive'} "
+                f"number for '{name}', got {v!r}"
+            )
 
 
 def require_choice(opts: dict[str, Any], key: str, valid: Iterable[str], name: str) -> None:
@@ -262,15 +265,16 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB"
 
 
-def check_memory(name: str, need: int, detail: str, device: torch.device | str | None = None,
-                 advice: str = "") -> None:
+def check_memory(name: str, need: int, detail: str, device: torch.device | str | None = None, advice: str = "") -> None:
     """Raise :class:`ConfigError` with the figure when ``need`` bytes exceed
     :data:`MEMORY_FRACTION` of the free memory (the replay buffer is checked separately)."""
     avail, what = available_memory(device)
     if avail is None or need <= MEMORY_FRACTION * avail:
         return
-    raise ConfigError(f"algo.name: '{name}' needs about {gib(need)} for its networks and one minibatch ({detail}), "
-                      f"but only {gib(avail)} is available ({what}){'; ' + advice if advice else ''}")
+    raise ConfigError(
+        f"algo.name: '{name}' needs about {gib(need)} for its networks and one minibatch ({detail}), "
+        f"but only {gib(avail)} is available ({what}){'; ' + advice if advice else ''}"
+    )
 
 
 TRANSIENT_COPIES = 2  # parameter-sized temporaries of the optimiser step (torch's foreach Adam/RMSprop)
@@ -332,8 +336,9 @@ class BaselineAlgo(nn.Module):
             opt.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.max_grad_norm or float("inf")
-        norms = {f"grad_norm/{k}": float(nn.utils.clip_grad_norm_(m.parameters(), clip))
-                 for k, m in self.grad_groups.items()}
+        norms = {
+            f"grad_norm/{k}": float(nn.utils.clip_grad_norm_(m.parameters(), clip)) for k, m in self.grad_groups.items()
+        }
         for opt in self.optimizers.values():
             opt.step()
         self.num_updates += 1
@@ -347,8 +352,12 @@ class BaselineAlgo(nn.Module):
         return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
 
     def full_state_dict(self) -> dict:
-        return {"networks": self.state_dict(), "num_updates": self.num_updates, "env_steps": self.env_steps,
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return {
+            "networks": self.state_dict(),
+            "num_updates": self.num_updates,
+            "env_steps": self.env_steps,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+        }
 
     def load_full_state_dict(self, state: dict) -> None:
         self.load_state_dict(state["networks"])
@@ -396,9 +405,26 @@ class QLearningAlgo(BaselineAlgo):
 
 
 __all__ = [
-    "BaselineAlgo", "QLearningAlgo", "BatchedLinear", "TypedMLP", "available_memory", "check_memory", "epsilon_greedy",
-    "gib", "gumbel_onehot", "linear_epsilon", "make_optimizer", "make_target", "masked_argmax", "masked_logits",
-    "masked_max", "masked_values", "num_graphs", "parse_options", "polyak_update", "random_valid_actions",
+    "BaselineAlgo",
+    "QLearningAlgo",
+    "BatchedLinear",
+    "TypedMLP",
+    "available_memory",
+    "check_memory",
+    "epsilon_greedy",
+    "gib",
+    "gumbel_onehot",
+    "linear_epsilon",
+    "make_optimizer",
+    "make_target",
+    "masked_argmax",
+    "masked_logits",
+    "masked_max",
+    "masked_values",
+    "num_graphs",
+    "parse_options",
+    "polyak_update",
+    "random_valid_actions",
     "require_discrete",
 ]
 

@@ -120,8 +120,15 @@ class DGNConv(MessagePassing):
 
     # typing.Optional, not `X | None`: PyG's Inspector.type_repr (2.8) fails on types.UnionType when it
     # writes the jittable propagate from this signature
-    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, index: Tensor, ptr: Optional[Tensor],  # noqa: UP045
-                size_i: Optional[int]) -> Tensor:  # noqa: UP045
+    def message(
+        self,
+        q_i: Tensor,
+        k_j: Tensor,
+        v_j: Tensor,
+        index: Tensor,
+        ptr: Optional[Tensor],  # noqa: UP045
+        size_i: Optional[int],  # noqa: UP045
+    ) -> Tensor:
         score = (q_i * k_j).sum(-1) * self.scale  # [E, H]
         alpha = softmax(score, index, ptr, size_i)
         self._alpha = alpha
@@ -145,8 +152,9 @@ class DGNNetwork(nn.Module):
         self.conv2 = DGNConv(hidden, heads)
         self.head = nn.Linear(3 * hidden, num_actions)
 
-    def forward(self, x: Tensor, edge_index: Tensor, agent_type: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward(
+        self, x: Tensor, edge_index: Tensor, agent_type: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         ei = with_self_loops(edge_index, x.size(0))
         h0 = F.relu(self.encoder2(self.encoder(x, agent_type)))
         h1, a1 = self.conv1(h0, ei, return_attention_weights=True)
@@ -192,15 +200,18 @@ class DGN(QLearningAlgo):
         self.grad_groups = {"q": self.q}
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
         check_epsilon(opts, cls.NAME)
         require_positive(opts, ["heads"], cls.NAME)
         require_positive(opts, ["reg_coef"], cls.NAME, allow_zero=True)
         if model.hidden % opts["heads"]:
-            raise ConfigError(f"algo.options.heads: model.hidden ({model.hidden}) must be divisible by the "
-                              f"number of attention heads ({opts['heads']}) for '{cls.NAME}'")
+            raise ConfigError(
+                f"algo.options.heads: model.hidden ({model.hidden}) must be divisible by the "
+                f"number of attention heads ({opts['heads']}) for '{cls.NAME}'"
+            )
         require_discrete(cls.NAME, spec)
 
     # ----------------------------------------------------------------------------------------------
@@ -229,8 +240,14 @@ class DGN(QLearningAlgo):
         kl = attention_kl(att[-1], att_t[-1], obs.x.size(0))
         p = att[-1].detach()
         entropy = -torch.xlogy(p, p).sum() / (obs.x.size(0) * p.size(-1))
-        return {"loss": q_loss + self.opts["reg_coef"] * kl, "q_loss": q_loss, "relation_kl": kl,
-                "q_mean": q_sa.detach().mean(), "q_target": y.mean(), "attention_entropy": entropy}
+        return {
+            "loss": q_loss + self.opts["reg_coef"] * kl,
+            "q_loss": q_loss,
+            "relation_kl": kl,
+            "q_mean": q_sa.detach().mean(),
+            "q_target": y.mean(),
+            "attention_entropy": entropy,
+        }
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         terms = self.losses(batch)

@@ -89,10 +89,18 @@ class IPSAC(nn.Module):
         super().__init__()
         self.spec, self.cfg = spec, algo
         self.policy = IntentionPropagationNetwork(
-            spec.obs_dim, spec.action_dim, spec.discrete, hidden=model.hidden, rounds=model.rounds, hops=model.hops,
-            heads=model.heads, num_agent_types=spec.num_agent_types)
-        critic_kw = dict(hidden=model.hidden, state_layers=model.critic_state_layers,
-                         num_agent_types=spec.num_agent_types)
+            spec.obs_dim,
+            spec.action_dim,
+            spec.discrete,
+            hidden=model.hidden,
+            rounds=model.rounds,
+            hops=model.hops,
+            heads=model.heads,
+            num_agent_types=spec.num_agent_types,
+        )
+        critic_kw = dict(
+            hidden=model.hidden, state_layers=model.critic_state_layers, num_agent_types=spec.num_agent_types
+        )
         self.q = TwinGraphQ(spec.obs_dim, spec.action_dim, spec.discrete, **critic_kw)
         self.v = GraphValueNetwork(spec.obs_dim, **critic_kw)
         self.v_target = copy.deepcopy(self.v).requires_grad_(False)
@@ -108,11 +116,20 @@ class IPSAC(nn.Module):
         self.num_updates = 0
 
     @classmethod
-    def check(cls, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: object = None) -> None:
+    def check(
+        cls,
+        spec: AgentSpec,
+        model: ModelConfig,
+        algo: AlgoConfig,
+        num_agents: int,
+        batch_size: int,
+        device: object = None,
+    ) -> None:
         if algo.options:
-            raise ConfigError(f"algo.options: ipsac takes its settings from the algo section itself, not from "
-                              f"options (got {sorted(algo.options)})")
+            raise ConfigError(
+                f"algo.options: ipsac takes its settings from the algo section itself, not from "
+                f"options (got {sorted(algo.options)})"
+            )
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -124,8 +141,11 @@ class IPSAC(nn.Module):
             return self.cfg.target_entropy
         if self.spec.discrete:
             mask = dist.mask
-            valid = (mask.sum(-1).float() if mask is not None
-                     else torch.full(dist.logits.shape[:1], float(self.spec.action_dim), device=dist.logits.device))
+            valid = (
+                mask.sum(-1).float()
+                if mask is not None
+                else torch.full(dist.logits.shape[:1], float(self.spec.action_dim), device=dist.logits.device)
+            )
             return 0.6 * valid.log()
         return -float(self.spec.action_dim)
 
@@ -191,8 +211,9 @@ class IPSAC(nn.Module):
             v_next = self.v_target(nxt.x, nxt.edge_index, getattr(nxt, "agent_type", None))
             q_hat = soft_q_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
         feats = self.action_features(batch.action)
-        q_data = self.q.from_state(q_state, ei, neighbour_action=feats,
-                                   own_action=None if self.spec.discrete else batch.action)
+        q_data = self.q.from_state(
+            q_state, ei, neighbour_action=feats, own_action=None if self.spec.discrete else batch.action
+        )
         if self.spec.discrete:
             q_data = q_data.gather(-1, batch.action.long().view(1, -1, 1).expand(2, -1, 1)).squeeze(-1)
         q_loss = 0.5 * (q_data - q_hat.unsqueeze(0)).pow(2).mean(1).sum()
@@ -251,8 +272,11 @@ class IPSAC(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     def full_state_dict(self) -> dict:
-        return {"networks": self.state_dict(), "num_updates": self.num_updates,
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        return {
+            "networks": self.state_dict(),
+            "num_updates": self.num_updates,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+        }
 
     def load_full_state_dict(self, state: dict) -> None:
         self.load_state_dict(state["networks"])

@@ -88,8 +88,9 @@ class IQL(QLearningAlgo):
         self.grad_groups = {"q": self.q}
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
         check_epsilon(opts, cls.NAME)
         require_positive(opts, ["layers"], cls.NAME)
@@ -106,8 +107,9 @@ class IQL(QLearningAlgo):
         r""":math:`y_i = r_i + \gamma (1 - d_i) \max_{a' \text{ valid}} Q_{\bar\theta}(o'_i, a')` ``[B*N]``."""
         nxt = batch.next_obs
         types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
-        v_next = self.next_value(self.q_target(nxt.x, types), self.q(nxt.x, types) if self.opts["double_q"] else None,
-                                 mask)
+        v_next = self.next_value(
+            self.q_target(nxt.x, types), self.q(nxt.x, types) if self.opts["double_q"] else None, mask
+        )
         return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * v_next
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:

@@ -287,8 +287,10 @@ class _CentralisedActorCritic(BaselineAlgo):
         self.actor_target = make_target(self.actor)
         self.critic = self.build_critic(spec, num_agents)
         self.critic_target = make_target(self.critic)
-        self.optimizers = {"actor": make_optimizer(self.actor.parameters(), algo.policy_lr or algo.lr),
-                           "critic": make_optimizer(self.critic.parameters(), algo.critic_lr or algo.lr)}
+        self.optimizers = {
+            "actor": make_optimizer(self.actor.parameters(), algo.policy_lr or algo.lr),
+            "critic": make_optimizer(self.critic.parameters(), algo.critic_lr or algo.lr),
+        }
         self.grad_groups = {"actor": self.actor, "critic": self.critic}
 
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
@@ -314,8 +316,11 @@ class _CentralisedActorCritic(BaselineAlgo):
         """Differentiable actions for the losses: Gumbel-softmax samples (discrete; straight-through
         one-hots or the relaxed vectors, ``critic_actions``) or :math:`\\tanh(z)` (continuous)."""
         if self.spec.discrete:
-            return gumbel_onehot(masked_logits(raw, mask), self.opts["gumbel_temperature"],
-                                 hard=self.opts["critic_actions"] == "straight_through")
+            return gumbel_onehot(
+                masked_logits(raw, mask),
+                self.opts["gumbel_temperature"],
+                hard=self.opts["critic_actions"] == "straight_through",
+            )
         return torch.tanh(raw)
 
     @torch.no_grad()
@@ -344,9 +349,17 @@ class _CentralisedActorCritic(BaselineAlgo):
             next_actor = self.actor if self.opts["next_actor"] == "online" else self.actor_target
             raw_next = next_actor(nxt.x, getattr(nxt, "agent_type", None))
             a_next = self.policy_actions(raw_next, getattr(nxt, "action_mask", None))
-        return {"b": b, "o": obs.x.view(b, n, -1), "o2": nxt.x.view(b, n, -1), "raw": raw,
-                "a_data": self.action_features(batch.action).view(b, n, -1), "a_pi": a_pi.view(b, n, -1),
-                "a_next": a_next.view(b, n, -1), "r": batch.reward.view(b, n), "d": batch.terminated.view(b, n)}
+        return {
+            "b": b,
+            "o": obs.x.view(b, n, -1),
+            "o2": nxt.x.view(b, n, -1),
+            "raw": raw,
+            "a_data": self.action_features(batch.action).view(b, n, -1),
+            "a_pi": a_pi.view(b, n, -1),
+            "a_next": a_next.view(b, n, -1),
+            "r": batch.reward.view(b, n),
+            "d": batch.terminated.view(b, n),
+        }
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -380,19 +393,21 @@ class MADDPG(_CentralisedActorCritic):
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
         if self.team_critic(self.opts):
             return TeamMLPCritic(num_agents, spec.obs_dim + spec.action_dim, self.hidden)
-        return PerAgentCritics(num_agents, spec.obs_dim, spec.action_dim, self.hidden,
-                               per_critic_input=self.per_sample(self.opts))
+        return PerAgentCritics(
+            num_agents, spec.obs_dim, spec.action_dim, self.hidden, per_critic_input=self.per_sample(self.opts)
+        )
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def memory_bytes(cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int,
-                     batch_size: int) -> tuple[int, str]:
+    def memory_bytes(
+        cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int, batch_size: int
+    ) -> tuple[int, str]:
         """Parameters (x7: weights, gradients, two Adam moments, target copy, two temporaries of the Adam
         step) and the largest activations of one update, in bytes, with a breakdown naming the sizes."""
         n, h, b = num_agents, opts["hidden"] or model.hidden, batch_size
         slot = spec.obs_dim + spec.action_dim
         critics = 1 if cls.team_critic(opts) else n
-        critic = (TeamMLPCritic.num_params(n, slot, h) if critics == 1 else PerAgentCritics.num_params(n, slot, h))
+        critic = TeamMLPCritic.num_params(n, slot, h) if critics == 1 else PerAgentCritics.num_params(n, slot, h)
         actor = spec.obs_dim * h * spec.num_agent_types + h * h + h * spec.action_dim + 2 * h + spec.action_dim
         factor = 1 + optimizer_state_factor("adam")
         params = 4 * factor * (critic + actor)
@@ -403,20 +418,28 @@ class MADDPG(_CentralisedActorCritic):
         inputs = 2 * (n if own else 1) * b * n * slot * 4 + (8 * n * b * n if own else 0)
         hidden = 4 * 12 * critics * b * h
         acts = inputs + hidden
-        detail = (f"N={n}: {critics} critic(s) of {n}*({spec.obs_dim}+{spec.action_dim})={n * slot} inputs and {h} units: "
-                  f"{critic / 1e6:.0f} M parameters, x{factor} with gradients, Adam state, targets and the Adam step's "
-                  f"temporaries = {gib(params)}; "
-                  f"activations at batch {b}: {gib(acts)}")
+        detail = (
+            f"N={n}: {critics} critic(s) of {n}*({spec.obs_dim}+{spec.action_dim})={n * slot} inputs and {h} units: "
+            f"{critic / 1e6:.0f} M parameters, x{factor} with gradients, Adam state, targets and the Adam step's "
+            f"temporaries = {gib(params)}; "
+            f"activations at batch {b}: {gib(acts)}"
+        )
         return params + acts, detail
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = cls.check_common(algo)
         need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
-        check_memory(cls.NAME, need, detail, device,
-                     advice="its critics grow as N^2; use pic or ipsac (their size does not grow with N), "
-                            "or lower replay.batch_size / algo.options.hidden")
+        check_memory(
+            cls.NAME,
+            need,
+            detail,
+            device,
+            advice="its critics grow as N^2; use pic or ipsac (their size does not grow with N), "
+            "or lower replay.batch_size / algo.options.hidden",
+        )
 
     # ----------------------------------------------------------------------------------------------
     def slot_order(self, b: int, device: torch.device) -> Tensor | None:
@@ -451,8 +474,14 @@ class MADDPG(_CentralisedActorCritic):
         q_pi = self.critic.rest(pre_pi, detach=True)  # [N, B]
         reg = v["raw"].pow(2).mean()
         policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
-                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}
+        return {
+            "q_loss": q_loss,
+            "policy_loss": policy_loss,
+            "policy_reg": reg,
+            "q_mean": q.detach().mean(),
+            "q_target": y.mean(),
+            "q_policy": q_pi.detach().mean(),
+        }
 
 
 class MADDPGS(MADDPG):
@@ -461,8 +490,13 @@ class MADDPGS(MADDPG):
     permutation per sample and the agent's own pair first (``sample``). See the module docstring."""
 
     NAME = "maddpg_s"
-    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "shuffle": (str, "minibatch"), "team_reward": (str, "sum"),
-               "actor_out_scale": (float, 0.1), "next_actor": (str, "online")}
+    OPTIONS = {
+        **_CentralisedActorCritic.OPTIONS,
+        "shuffle": (str, "minibatch"),
+        "team_reward": (str, "sum"),
+        "actor_out_scale": (float, 0.1),
+        "next_actor": (str, "online"),
+    }
     SHUFFLE = True
 
     @classmethod
@@ -474,8 +508,9 @@ class MADDPGS(MADDPG):
         return opts["shuffle"] == "minibatch"
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = cls.check_common(algo)
         require_choice(opts, "shuffle", ("minibatch", "sample"), cls.NAME)
         require_choice(opts, "team_reward", ("sum", "mean"), cls.NAME)
@@ -511,8 +546,14 @@ class MADDPGS(MADDPG):
             q_pi = self.critic(torch.cat([v["o"], v["a_pi"]], -1)[:, perm])
         reg = v["raw"].pow(2).mean()
         policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
-                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}
+        return {
+            "q_loss": q_loss,
+            "policy_loss": policy_loss,
+            "policy_reg": reg,
+            "q_mean": q.detach().mean(),
+            "q_target": y.mean(),
+            "q_policy": q_pi.detach().mean(),
+        }
 
     def slot_order(self, b: int, device: torch.device) -> Tensor:
         """``shuffle: sample``. ``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i`` first, then the other
@@ -530,22 +571,34 @@ class PIC(_CentralisedActorCritic):
     """PIC: MADDPG with a permutation-invariant graph critic (see the module docstring)."""
 
     NAME = "pic"
-    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "critic_output": (str, "team"), "pool": (str, "max"),
-               "team_reward": (str, "sum"), "aggregation": (str, "code"), "actor_out_scale": (float, 0.1),
-               "next_actor": (str, "online")}
+    OPTIONS = {
+        **_CentralisedActorCritic.OPTIONS,
+        "critic_output": (str, "team"),
+        "pool": (str, "max"),
+        "team_reward": (str, "sum"),
+        "aggregation": (str, "code"),
+        "actor_out_scale": (float, 0.1),
+        "next_actor": (str, "online"),
+    }
 
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
         self.num_types = spec.num_agent_types
         in_dim = spec.obs_dim + spec.action_dim + (self.num_types if self.num_types > 1 else 0)
-        return PermutationInvariantCritic(in_dim, self.hidden, self.opts["critic_output"], self.opts["pool"],
-                                          self.opts["aggregation"])
+        return PermutationInvariantCritic(
+            in_dim, self.hidden, self.opts["critic_output"], self.opts["pool"], self.opts["aggregation"]
+        )
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = cls.check_common(algo)
-        for key, valid in (("critic_output", ("team", "agent")), ("pool", ("max", "mean")),
-                           ("team_reward", ("sum", "mean")), ("aggregation", ("code", "mean"))):
+        for key, valid in (
+            ("critic_output", ("team", "agent")),
+            ("pool", ("max", "mean")),
+            ("team_reward", ("sum", "mean")),
+            ("aggregation", ("code", "mean")),
+        ):
             require_choice(opts, key, valid, cls.NAME)
 
     def node_features(self, o: Tensor, a: Tensor, agent_type: Tensor | None) -> Tensor:
@@ -574,5 +627,11 @@ class PIC(_CentralisedActorCritic):
             q_pi = self.critic(self.node_features(v["o"], v["a_pi"], types))
         reg = v["raw"].pow(2).mean()
         policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {"q_loss": q_loss, "policy_loss": policy_loss, "policy_reg": reg, "q_mean": q.detach().mean(),
-                "q_target": y.mean(), "q_policy": q_pi.detach().mean()}
+        return {
+            "q_loss": q_loss,
+            "policy_loss": policy_loss,
+            "policy_reg": reg,
+            "q_mean": q.detach().mean(),
+            "q_target": y.mean(),
+            "q_policy": q_pi.detach().mean(),
+        }

@@ -131,8 +131,9 @@ class RunningStandardiser(nn.Module):
 class QMixer(nn.Module):
     """The monotonic mixing network (see the module docstring): ``forward(q [B, N], s [B, S]) -> [B]``."""
 
-    def __init__(self, num_agents: int, state_dim: int, embed: int = 32, hypernet_layers: int = 1,
-                 hypernet_hidden: int = 64):
+    def __init__(
+        self, num_agents: int, state_dim: int, embed: int = 32, hypernet_layers: int = 1, hypernet_hidden: int = 64
+    ):
         super().__init__()
         self.n, self.embed = num_agents, embed
         self.hyper_w1 = _hyper(state_dim, num_agents * embed, hypernet_layers, hypernet_hidden)
@@ -146,8 +147,13 @@ class QMixer(nn.Module):
             if hypernet_layers == 1:
                 return state_dim * out + out
             return state_dim * hypernet_hidden + hypernet_hidden + hypernet_hidden * out + out
-        return (hyper(num_agents * embed) + (state_dim * embed + embed) + hyper(embed)
-                + (state_dim * embed + embed + embed + 1))
+
+        return (
+            hyper(num_agents * embed)
+            + (state_dim * embed + embed)
+            + hyper(embed)
+            + (state_dim * embed + embed + embed + 1)
+        )
 
     def forward(self, q: Tensor, state: Tensor) -> Tensor:
         b = q.size(0)
@@ -179,8 +185,9 @@ class QMIX(QLearningAlgo):
         self.spec = spec
         o = self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
         self.agent = TypedMLP(spec.obs_dim, model.hidden, spec.action_dim, 2, spec.num_agent_types)
-        self.mixer = QMixer(num_agents, num_agents * spec.obs_dim, o["mixing_embed"], o["hypernet_layers"],
-                            o["hypernet_hidden"])
+        self.mixer = QMixer(
+            num_agents, num_agents * spec.obs_dim, o["mixing_embed"], o["hypernet_layers"], o["hypernet_hidden"]
+        )
         self.agent_target = make_target(self.agent)
         self.mixer_target = make_target(self.mixer)
         # the hyper-networks' view of s: standardised by running statistics of the replayed states, or raw
@@ -190,8 +197,9 @@ class QMIX(QLearningAlgo):
         self.grad_groups = {"agent": self.agent, "mixer": self.mixer}
 
     @classmethod
-    def memory_bytes(cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int,
-                     batch_size: int) -> tuple[int, str]:
+    def memory_bytes(
+        cls, spec: Any, model: ModelConfig, opts: dict[str, Any], num_agents: int, batch_size: int
+    ) -> tuple[int, str]:
         """Parameters (with gradients, optimiser state, target copies and the optimiser step's
         temporaries) and the minibatch's largest activations, in bytes, with a breakdown."""
         n, h, s = num_agents, model.hidden, num_agents * spec.obs_dim
@@ -202,35 +210,47 @@ class QMIX(QLearningAlgo):
         # agent activations for s and s' (online and target)
         per = 2 * s + 3 * n * opts["mixing_embed"] * 2 + 4 * n * (2 * h + spec.action_dim)
         acts = 4 * batch_size * per
-        detail = (f"N={n}: mixer hyper-networks {mixer / 1e6:.1f} M parameters (state of N*obs_dim={s} inputs), "
-                  f"x{1 + optimizer_state_factor(opts['optimizer'])} with gradients, {opts['optimizer']} state, "
-                  f"target and the optimiser step's temporaries = {gib(params)}; activations at batch "
-                  f"{batch_size}: {gib(acts)}")
+        detail = (
+            f"N={n}: mixer hyper-networks {mixer / 1e6:.1f} M parameters (state of N*obs_dim={s} inputs), "
+            f"x{1 + optimizer_state_factor(opts['optimizer'])} with gradients, {opts['optimizer']} state, "
+            f"target and the optimiser step's temporaries = {gib(params)}; activations at batch "
+            f"{batch_size}: {gib(acts)}"
+        )
         return params + acts, detail
 
     @classmethod
-    def check(cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int,
-              device: Any = None) -> None:
+    def check(
+        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
+    ) -> None:
         opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
         check_epsilon(opts, cls.NAME)
         require_positive(opts, ["mixing_embed", "hypernet_layers", "hypernet_hidden"], cls.NAME)
         if opts["hypernet_layers"] not in (1, 2):
-            raise ConfigError(f"algo.options.hypernet_layers: expected 1 or 2 for '{cls.NAME}', got "
-                              f"{opts['hypernet_layers']}")
+            raise ConfigError(
+                f"algo.options.hypernet_layers: expected 1 or 2 for '{cls.NAME}', got {opts['hypernet_layers']}"
+            )
         if opts["optimizer"] not in ("adam", "rmsprop"):
-            raise ConfigError(f"algo.options.optimizer: expected adam or rmsprop for '{cls.NAME}', got "
-                              f"{opts['optimizer']!r}")
+            raise ConfigError(
+                f"algo.options.optimizer: expected adam or rmsprop for '{cls.NAME}', got {opts['optimizer']!r}"
+            )
         if opts["team_reward"] not in ("sum", "mean"):
-            raise ConfigError(f"algo.options.team_reward: expected sum or mean for '{cls.NAME}', got "
-                              f"{opts['team_reward']!r}")
+            raise ConfigError(
+                f"algo.options.team_reward: expected sum or mean for '{cls.NAME}', got {opts['team_reward']!r}"
+            )
         if opts["state_norm"] not in ("running", "none"):
-            raise ConfigError(f"algo.options.state_norm: expected running or none for '{cls.NAME}', got "
-                              f"{opts['state_norm']!r}")
+            raise ConfigError(
+                f"algo.options.state_norm: expected running or none for '{cls.NAME}', got {opts['state_norm']!r}"
+            )
         require_discrete(cls.NAME, spec)
         need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
-        check_memory(cls.NAME, need, detail, device,
-                     advice="algo.options.hypernet_layers: 2 makes the first hyper-network "
-                            "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead")
+        check_memory(
+            cls.NAME,
+            need,
+            detail,
+            device,
+            advice="algo.options.hypernet_layers: 2 makes the first hyper-network "
+            "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead",
+        )
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -256,8 +276,9 @@ class QMIX(QLearningAlgo):
         b, _, next_state, reward, done = self.team(batch)
         nxt = batch.next_obs
         types, mask = getattr(nxt, "agent_type", None), getattr(nxt, "action_mask", None)
-        v_next = self.next_value(self.agent_target(nxt.x, types),
-                                 self.agent(nxt.x, types) if self.opts["double_q"] else None, mask)
+        v_next = self.next_value(
+            self.agent_target(nxt.x, types), self.agent(nxt.x, types) if self.opts["double_q"] else None, mask
+        )
         q_tot_next = self.mixer_target(v_next.view(b, -1), self.mixer_state(next_state))
         return reward + self.cfg.gamma * (1.0 - done) * q_tot_next
 
@@ -267,8 +288,12 @@ class QMIX(QLearningAlgo):
         q_sa = q.gather(-1, batch.action.long().unsqueeze(-1)).view(b, -1)
         q_tot = self.mixer(q_sa, self.mixer_state(state))
         y = self.target(batch)
-        return {"q_loss": (q_tot - y).pow(2).mean(), "q_tot": q_tot.detach().mean(), "q_target": y.mean(),
-                "q_agent": q_sa.detach().mean()}
+        return {
+            "q_loss": (q_tot - y).pow(2).mean(),
+            "q_tot": q_tot.detach().mean(),
+            "q_target": y.mean(),
+            "q_agent": q_sa.detach().mean(),
+        }
 
     def mixer_state(self, state: Tensor) -> Tensor:
         """The state the hyper-networks read (``state_norm``)."""

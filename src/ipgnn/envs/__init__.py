@@ -65,10 +65,20 @@ def make_env(cfg: EnvConfig) -> ParallelGraphEnv | TensorGraphEnv:
     env = TASKS[cfg.task](cfg)
     if int(getattr(env, "num_envs", 1)) != cfg.num_envs:
         env.close()
-        raise ConfigError(f"env.num_envs: task '{cfg.task}' steps one environment at a time, got {cfg.num_envs}; "
-                          f"set env.num_envs to 1 (batched tasks: {', '.join(sorted(TENSOR_MPE_TASKS))})")
+        raise ConfigError(
+            f"env.num_envs: task '{cfg.task}' steps one environment at a time, got {cfg.num_envs}; "
+            f"set env.num_envs to 1 (batched tasks: {', '.join(sorted(TENSOR_MPE_TASKS))})"
+        )
     return env
 
 
-__all__ = ["TASKS", "HEADLINES", "Headline", "headline_of", "make_env", "ParallelGraphEnv", "StepResult",
-           "TensorGraphEnv"]
+__all__ = [
+    "TASKS",
+    "HEADLINES",
+    "Headline",
+    "headline_of",
+    "make_env",
+    "ParallelGraphEnv",
+    "StepResult",
+    "TensorGraphEnv",
+]

@@ -94,9 +94,18 @@ class JungleParallelEnv(ParallelEnv):
 
     metadata = {"name": "magent_jungle_v0", "render_modes": []}
 
-    def __init__(self, n_agents: int = 20, num_food: int = 12, map_size: int = 30, max_cycles: int = 25,
-                 food_reward: float = 1.0, attack_reward: float = 2.0, attacked_penalty: float = -4.0,
-                 miss_penalty: float = -0.01, step_reward: float = 0.0):
+    def __init__(
+        self,
+        n_agents: int = 20,
+        num_food: int = 12,
+        map_size: int = 30,
+        max_cycles: int = 25,
+        food_reward: float = 1.0,
+        attack_reward: float = 2.0,
+        attacked_penalty: float = -4.0,
+        miss_penalty: float = -0.01,
+        step_reward: float = 0.0,
+    ):
         try:
             from magent2 import gridworld as gw
         except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -110,47 +119,77 @@ class JungleParallelEnv(ParallelEnv):
             raise ValueError(f"map_size must be at least 3 (the outer ring is wall), got {map_size}")
         free = (map_size - 2) ** 2
         if n_agents + num_food > free:
-            raise ValueError(f"map_size {map_size} has {free} free cells (the outer ring is wall), too few for "
-                             f"{n_agents} agents + {num_food} food items")
+            raise ValueError(
+                f"map_size {map_size} has {free} free cells (the outer ring is wall), too few for "
+                f"{n_agents} agents + {num_food} food items"
+            )
         if max_cycles < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_cycles}")
 
         self.n_agents, self.num_food, self.map_size, self.max_cycles = n_agents, num_food, map_size, max_cycles
-        self.rewards_def = {"food_reward": float(food_reward), "attack_reward": float(attack_reward),
-                            "attacked_penalty": float(attacked_penalty), "miss_penalty": float(miss_penalty),
-                            "step_reward": float(step_reward)}
+        self.rewards_def = {
+            "food_reward": float(food_reward),
+            "attack_reward": float(attack_reward),
+            "attacked_penalty": float(attacked_penalty),
+            "miss_penalty": float(miss_penalty),
+            "step_reward": float(step_reward),
+        }
 
         cfg = gw.Config()
         cfg.set({"map_width": map_size, "map_height": map_size, "minimap_mode": False})
-        agent_type = cfg.register_agent_type("agent", {
-            "width": 1, "length": 1, "hp": _HP, "speed": 1,
-            "view_range": gw.CircleRange(_VIEW_RADIUS), "attack_range": gw.CircleRange(1),
-            "damage": _DAMAGE, "step_recover": _RECOVER, "attack_in_group": 1,
-            "attack_penalty": float(miss_penalty), "step_reward": float(step_reward),
-        })
-        food_type = cfg.register_agent_type("food", {
-            "width": 1, "length": 1, "hp": _HP, "speed": 0,
-            "view_range": gw.CircleRange(1), "attack_range": gw.CircleRange(0),
-            "damage": 0, "step_recover": _RECOVER,
-        })
+        agent_type = cfg.register_agent_type(
+            "agent",
+            {
+                "width": 1,
+                "length": 1,
+                "hp": _HP,
+                "speed": 1,
+                "view_range": gw.CircleRange(_VIEW_RADIUS),
+                "attack_range": gw.CircleRange(1),
+                "damage": _DAMAGE,
+                "step_recover": _RECOVER,
+                "attack_in_group": 1,
+                "attack_penalty": float(miss_penalty),
+                "step_reward": float(step_reward),
+            },
+        )
+        food_type = cfg.register_agent_type(
+            "food",
+            {
+                "width": 1,
+                "length": 1,
+                "hp": _HP,
+                "speed": 0,
+                "view_range": gw.CircleRange(1),
+                "attack_range": gw.CircleRange(0),
+                "damage": 0,
+                "step_recover": _RECOVER,
+            },
+        )
         g_food = cfg.add_group(food_type)
         g_agent = cfg.add_group(agent_type)
         attacker = gw.AgentSymbol(g_agent, index="any")
         victim = gw.AgentSymbol(g_agent, index="any")
         food = gw.AgentSymbol(g_food, index="any")
         # the engine charges miss_penalty on every attack; hits get it back so the totals are exact
-        cfg.add_reward_rule(gw.Event(attacker, "attack", food), receiver=attacker,
-                            value=float(food_reward) - float(miss_penalty))
-        cfg.add_reward_rule(gw.Event(attacker, "attack", victim), receiver=[attacker, victim],
-                            value=[float(attack_reward) - float(miss_penalty), float(attacked_penalty)])
+        cfg.add_reward_rule(
+            gw.Event(attacker, "attack", food), receiver=attacker, value=float(food_reward) - float(miss_penalty)
+        )
+        cfg.add_reward_rule(
+            gw.Event(attacker, "attack", victim),
+            receiver=[attacker, victim],
+            value=[float(attack_reward) - float(miss_penalty), float(attacked_penalty)],
+        )
         self.engine = gw.GridWorld(cfg)
         self._food_handle, self._agent_handle = self.engine.get_handles()
 
         view = tuple(int(v) for v in self.engine.get_view_space(self._agent_handle))
         n_actions = int(self.engine.get_action_space(self._agent_handle)[0])
         if view[:2] != (2 * _VIEW_RADIUS + 1,) * 2 or n_actions != _NUM_ACTIONS:  # pragma: no cover
-            raise RuntimeError(f"magent2 gave view {view} and {n_actions} actions; this module expects "
-                               f"an 11x11 view and {_NUM_ACTIONS} actions (a different magent2 version?)")
+            raise RuntimeError(
+                f"magent2 gave view {view} and {n_actions} actions; this module expects "
+                f"an 11x11 view and {_NUM_ACTIONS} actions (a different magent2 version?)"
+            )
         self.view_shape = view
         # attack action base + k -> (dx, dy) of its target cell, read from the engine's own table
         attack_base, view2attack = self.engine.get_view2attack(self._agent_handle)
@@ -192,8 +231,9 @@ class JungleParallelEnv(ParallelEnv):
         return {"food_eaten": float(self.last_food_eaten), "attacks": float(self.last_attacks)}
 
     # ----------------------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, options: dict | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    def reset(
+        self, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         """Start an episode; the same ``seed`` gives the same episode for the same actions.
 
         ``options`` may fix the layout instead of drawing it: ``agent_positions`` (``N`` cells) and
@@ -207,7 +247,7 @@ class JungleParallelEnv(ParallelEnv):
         inner = self.map_size - 2
         cells = self._rng.choice(inner * inner, size=self.n_agents + self.num_food, replace=False)
         xy = np.stack([cells % inner + 1, cells // inner + 1], axis=1).astype(np.int32)
-        agent_xy, food_xy = xy[: self.n_agents], xy[self.n_agents:]
+        agent_xy, food_xy = xy[: self.n_agents], xy[self.n_agents :]
         options = options or {}
         if "agent_positions" in options:
             agent_xy = self._check_cells(options["agent_positions"], self.n_agents, "agent_positions")
@@ -221,8 +261,10 @@ class JungleParallelEnv(ParallelEnv):
             self.engine.add_agents(self._food_handle, method="custom", pos=food_xy.tolist())
         placed = (self.engine.get_num(self._agent_handle), self.engine.get_num(self._food_handle))
         if placed != (self.n_agents, self.num_food):  # pragma: no cover - an engine invariant
-            raise RuntimeError(f"magent2 placed {placed[0]} agents and {placed[1]} food items, "
-                               f"expected {self.n_agents} and {self.num_food}")
+            raise RuntimeError(
+                f"magent2 placed {placed[0]} agents and {placed[1]} food items, "
+                f"expected {self.n_agents} and {self.num_food}"
+            )
         self.agents = list(self.possible_agents)
         self.frames = 0
         self.last_food_eaten = self.last_attacks = 0
@@ -249,16 +291,20 @@ class JungleParallelEnv(ParallelEnv):
             raise RuntimeError("step() called on a finished episode: call reset() first")
         unknown = set(actions) - set(self.possible_agents)
         if unknown:
-            raise KeyError(f"actions for unknown agents {sorted(unknown)}; agents are {self.possible_agents[0]}.."
-                           f"{self.possible_agents[-1]}")
+            raise KeyError(
+                f"actions for unknown agents {sorted(unknown)}; agents are {self.possible_agents[0]}.."
+                f"{self.possible_agents[-1]}"
+            )
         act = np.full(self.n_agents, _STAY, dtype=np.int32)  # an agent given no action stays
         for i, a in enumerate(self.possible_agents):
             if a in actions and actions[a] is not None:
                 act[i] = int(actions[a])
         bad = np.flatnonzero((act < 0) | (act >= _NUM_ACTIONS))
         if bad.size:
-            raise ValueError(f"actions must be in 0..{_NUM_ACTIONS - 1}; got {act[bad].tolist()} for "
-                             f"{[self.possible_agents[i] for i in bad]}")
+            raise ValueError(
+                f"actions must be in 0..{_NUM_ACTIONS - 1}; got {act[bad].tolist()} for "
+                f"{[self.possible_agents[i] for i in bad]}"
+            )
         self._count_hits(act)
         self.engine.set_action(self._agent_handle, act)
         self.engine.step()

@@ -39,7 +39,10 @@ def make_mpe_spread(cfg: EnvConfig):
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
 
     opts = check_options(dict(cfg.options), SPREAD_OPTIONS, "mpe_spread")
-    env = simple_spread_v3.parallel_env(N=cfg.num_agents, max_cycles=cfg.max_steps,
-                                        continuous_actions=cfg.continuous_actions,
-                                        local_ratio=float(opts.get("local_ratio", 0.5)))
+    env = simple_spread_v3.parallel_env(
+        N=cfg.num_agents,
+        max_cycles=cfg.max_steps,
+        continuous_actions=cfg.continuous_actions,
+        local_ratio=float(opts.get("local_ratio", 0.5)),
+    )
     return ParallelGraphEnv(env, cfg.graph, position_fn=_positions, metrics_fn=_spread_metrics)

@@ -80,8 +80,9 @@ class ArrayParallelEnv(ParallelEnv):
     def reset_arrays(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
-    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                        np.ndarray | None]:
+    def step_arrays(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
 
@@ -117,13 +118,21 @@ class ParallelGraphEnv:
             intersections): they are converted to a tensor once, not at every step.
     """
 
-    def __init__(self, env: ParallelEnv, graph: GraphConfig, position_fn: Callable[[Any], np.ndarray] | None = None,
-                 env_edges: Tensor | None = None, agent_types: Tensor | None = None,
-                 metrics_fn: Callable[[Any], dict[str, float]] | None = None,
-                 episode_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
-                 integer_observations: bool = False, headline: Headline | None = None,
-                 reference_policies_fn: Callable[[Any], dict[str, Callable]] | None = None,
-                 reference_key: str = "", static_positions: bool = False):
+    def __init__(
+        self,
+        env: ParallelEnv,
+        graph: GraphConfig,
+        position_fn: Callable[[Any], np.ndarray] | None = None,
+        env_edges: Tensor | None = None,
+        agent_types: Tensor | None = None,
+        metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+        episode_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+        integer_observations: bool = False,
+        headline: Headline | None = None,
+        reference_policies_fn: Callable[[Any], dict[str, Callable]] | None = None,
+        reference_key: str = "",
+        static_positions: bool = False,
+    ):
         self.env = env
         self.headline = headline
         self._reference_policies_fn = reference_policies_fn
@@ -138,8 +147,9 @@ class ParallelGraphEnv:
         self.spec = self._check_spaces()
         self.graph = GraphBuilder(graph, self.num_agents, env_edges)
         if not self.graph.is_static and position_fn is None:
-            raise ValueError(f"env.graph.kind '{graph.kind}' needs agent positions; this task gives none: "
-                             "use kind 'full' or 'env'")
+            raise ValueError(
+                f"env.graph.kind '{graph.kind}' needs agent positions; this task gives none: use kind 'full' or 'env'"
+            )
         self.has_action_mask = False
         self.integer_observations = integer_observations
         # the optional array protocol (an environment that also offers reset_arrays/step_arrays, agents in
@@ -154,8 +164,10 @@ class ParallelGraphEnv:
         obs_spaces = [s["observation"] if isinstance(s, spaces.Dict) else s for s in obs_spaces]
         for a, s in zip(self.agents, obs_spaces):
             if not isinstance(s, spaces.Box) or len(s.shape) != 1:
-                raise TypeError(f"agent '{a}': observation space must be a flat Box, got {s}; "
-                                "flatten it with gymnasium.spaces.flatten_space / a PettingZoo wrapper")
+                raise TypeError(
+                    f"agent '{a}': observation space must be a flat Box, got {s}; "
+                    "flatten it with gymnasium.spaces.flatten_space / a PettingZoo wrapper"
+                )
         kinds = {type(s) for s in act_spaces}
         if kinds == {spaces.Discrete}:
             self._act_low = self._act_high = None
@@ -175,7 +187,9 @@ class ParallelGraphEnv:
                 raise TypeError("continuous action spaces must be bounded (the policy is tanh-squashed)")
             spec = AgentSpec(max(s.shape[0] for s in obs_spaces), next(iter(shapes))[0], False, self._num_types())
         else:
-            raise TypeError(f"all agents need Discrete or all need Box action spaces, got {sorted(k.__name__ for k in kinds)}")
+            raise TypeError(
+                f"all agents need Discrete or all need Box action spaces, got {sorted(k.__name__ for k in kinds)}"
+            )
         return spec
 
     def _num_types(self) -> int:

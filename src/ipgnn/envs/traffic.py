@@ -27,8 +27,14 @@ from ipgnn.envs.pettingzoo import Headline
 
 log = logging.getLogger("ipgnn")
 
-OPTIONS = {"scenario": (str, dict), "engine": str, "action_interval": int, "yellow": int, "reward": str,
-           "features": list}
+OPTIONS = {
+    "scenario": (str, dict),
+    "engine": str,
+    "action_interval": int,
+    "yellow": int,
+    "reward": str,
+    "features": list,
+}
 
 
 def resolve_scenario(spec: Any) -> Path:
@@ -43,8 +49,10 @@ def resolve_scenario(spec: Any) -> Path:
             raise ConfigError(f"env.options.scenario: {exc}") from None
     path = Path(spec).expanduser()
     if not (path / "roadnet.json").is_file():
-        raise ConfigError(f"env.options.scenario: no roadnet.json in '{path}' (give a CityFlow scenario "
-                          "directory, or a generator spec such as {kind: grid, rows: 7, cols: 7})")
+        raise ConfigError(
+            f"env.options.scenario: no roadnet.json in '{path}' (give a CityFlow scenario "
+            "directory, or a generator spec such as {kind: grid, rows: 7, cols: 7})"
+        )
     return path
 
 
@@ -61,8 +69,10 @@ def make_engine_factory(scenario, engine: str):
     if engine not in ("auto", "sumo", "cityflow"):
         raise ConfigError(f"env.options.engine: expected auto, sumo or cityflow, got {engine!r}")
     if engine == "cityflow" and not cityflow_available():
-        raise ConfigError("env.options.engine: 'cityflow' requested but 'import cityflow' fails; build and install "
-                          "it with `ipgnn-data build-cityflow` (README, \"Installation options\") or use engine: sumo")
+        raise ConfigError(
+            "env.options.engine: 'cityflow' requested but 'import cityflow' fails; build and install "
+            'it with `ipgnn-data build-cityflow` (README, "Installation options") or use engine: sumo'
+        )
     if resolve_engine(engine) == "cityflow":
         from ipgnn.traffic.scenario import scenario_digest
 
@@ -97,24 +107,38 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     except ScenarioError as exc:
         raise ConfigError(f"env.options.scenario: {exc}") from None
     if cfg.num_agents != scenario.num_agents:
-        raise ConfigError(f"env.num_agents: the scenario has {scenario.num_agents} signalised intersections, "
-                          f"the config says {cfg.num_agents}")
+        raise ConfigError(
+            f"env.num_agents: the scenario has {scenario.num_agents} signalised intersections, "
+            f"the config says {cfg.num_agents}"
+        )
     try:
-        env = TrafficSignalEnv(scenario, make_engine_factory(scenario, opts.get("engine", "auto")),
-                               action_interval=opts.get("action_interval", 10), yellow=opts.get("yellow", 5),
-                               max_decisions=cfg.max_steps, reward=opts.get("reward", "travel_time"),
-                               features=tuple(opts.get("features", FEATURES)))
+        env = TrafficSignalEnv(
+            scenario,
+            make_engine_factory(scenario, opts.get("engine", "auto")),
+            action_interval=opts.get("action_interval", 10),
+            yellow=opts.get("yellow", 5),
+            max_decisions=cfg.max_steps,
+            reward=opts.get("reward", "travel_time"),
+            features=tuple(opts.get("features", FEATURES)),
+        )
     except ValueError as exc:
         raise ConfigError(f"env.options: {exc}") from None
     if raw:
         return env
     positions = scenario.positions().numpy()
     engine = resolve_engine(opts.get("engine", "auto"))
-    return ParallelGraphEnv(env, cfg.graph, position_fn=lambda e: positions, env_edges=scenario.edge_index(),
-                            episode_metrics_fn=lambda e: e.metrics(),
-                            integer_observations=True,  # one-hot phases, vehicle counts, pressures (count differences)
-                            headline=ATT, reference_policies_fn=reference_policies,
-                            reference_key=f"{engine}:{scenario_digest(scenario)}", static_positions=True)
+    return ParallelGraphEnv(
+        env,
+        cfg.graph,
+        position_fn=lambda e: positions,
+        env_edges=scenario.edge_index(),
+        episode_metrics_fn=lambda e: e.metrics(),
+        integer_observations=True,  # one-hot phases, vehicle counts, pressures (count differences)
+        headline=ATT,
+        reference_policies_fn=reference_policies,
+        reference_key=f"{engine}:{scenario_digest(scenario)}",
+        static_positions=True,
+    )
 
 
 ATT = Headline("average_travel_time", "average travel time", "s", lower_is_better=True, paper_sign=-1.0)
@@ -125,4 +149,3 @@ def reference_policies(env) -> dict:
     from ipgnn.traffic.controllers import fixed_time_policy, max_pressure_policy
 
     return {"FixedTime": fixed_time_policy(env), "MaxPressure": max_pressure_policy(env)}
-

@@ -91,8 +91,13 @@ class TensorGraphEnv:
         else:  # the k-NN graph from the squared distances the task computed for this state, if it has them
             sq_dist = getattr(self.task, "agent_sq_distances", None)
             edge_index = self.graph.batched(b, pos, None if sq_dist is None else sq_dist())
-        out = Batch(x=obs.reshape(b * n, -1).float(), edge_index=edge_index, pos=pos.reshape(b * n, -1).float(),
-                    batch=self._batch_vec.to(obs.device), ptr=self._ptr.to(obs.device))
+        out = Batch(
+            x=obs.reshape(b * n, -1).float(),
+            edge_index=edge_index,
+            pos=pos.reshape(b * n, -1).float(),
+            batch=self._batch_vec.to(obs.device),
+            ptr=self._ptr.to(obs.device),
+        )
         if self.agent_type is not None:
             out.agent_type = self.agent_type.to(obs.device).repeat(b)
         return out.to(self.device) if self.device is not None else out
@@ -111,8 +116,10 @@ class TensorGraphEnv:
         obs, reward, terminated, truncated = self.task.step(a)
         ended = (terminated | truncated).all(1)  # [B]
         if ended.any() and not ended.all():
-            raise RuntimeError(f"environments {ended.nonzero().flatten().tolist()} ended before the others; "
-                               "a batched task must end its episodes together (a fixed horizon)")
+            raise RuntimeError(
+                f"environments {ended.nonzero().flatten().tolist()} ended before the others; "
+                "a batched task must end its episodes together (a fixed horizon)"
+            )
         self._ep_return += reward.sum(1).double().cpu()
         self._length += 1
         for k, v in self.task.metrics().items():
@@ -123,8 +130,14 @@ class TensorGraphEnv:
             ret = float(self._ep_return.mean())
             episode = {"episode_return": ret, "episode_length": self._length, "episode_return_per_agent": ret / n}
             episode.update({k: float(v.mean()) / self._length for k, v in self._metric_sums.items()})
-        return StepResult(self._to_batch(obs), reward.reshape(-1).float().cpu(), terminated.reshape(-1).cpu(),
-                          truncated.reshape(-1).cpu(), done, episode)
+        return StepResult(
+            self._to_batch(obs),
+            reward.reshape(-1).float().cpu(),
+            terminated.reshape(-1).cpu(),
+            truncated.reshape(-1).cpu(),
+            done,
+            episode,
+        )
 
     def random_action(self, obs: Batch) -> Tensor:
         """Uniformly random actions for every agent of every environment, from torch's RNG."""

@@ -76,13 +76,16 @@ class NeighbourConv(MessagePassing):
         src = self.lin_src(h)  # before lin_dst: the order in which h's gradient is summed, kept bit for bit
         return self.from_node_terms(self.lin_dst(h), src, edge_index, edge_attr, source_attr)
 
-    def from_node_terms(self, dst: Tensor, src: Tensor, edge_index: Adj, edge_attr: OptTensor = None,
-                        source_attr: OptTensor = None) -> Tensor:
+    def from_node_terms(
+        self, dst: Tensor, src: Tensor, edge_index: Adj, edge_attr: OptTensor = None, source_attr: OptTensor = None
+    ) -> Tensor:
         """The layer from its state terms :math:`W_t h + b` (``dst``) and :math:`W_s h` (``src``), computed by
         the caller (once, when the same ``h`` meets several sets of edge features)."""
         if self.edge_dim and (edge_attr is None) == (source_attr is None):
-            raise ValueError("NeighbourConv was built with edge features; pass edge_attr [E, edge_dim] or "
-                             "source_attr [N, edge_dim] (one of them)")
+            raise ValueError(
+                "NeighbourConv was built with edge features; pass edge_attr [E, edge_dim] or "
+                "source_attr [N, edge_dim] (one of them)"
+            )
         if source_attr is not None:
             src = src + self.lin_edge(source_attr)  # W_s h_j + W_e a_j, per node
         edge_term = self.lin_edge(edge_attr) if edge_attr is not None else None
@@ -142,16 +145,24 @@ class GraphQNetwork(nn.Module):
     with two sets of actions (SAC: the replayed actions and a fresh sample of the policy) encodes once.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int = 128, state_layers: int = 0,
-                 num_agent_types: int = 1):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        hidden: int = 128,
+        state_layers: int = 0,
+        num_agent_types: int = 1,
+    ):
         super().__init__()
         self.discrete = discrete
         self.action_dim = action_dim
         self.trunk = _StateTrunk(obs_dim, hidden, state_layers, num_agent_types)
         self.action_conv = NeighbourConv(hidden, edge_dim=action_dim)
         own = 0 if discrete else action_dim
-        self.head = nn.Sequential(nn.Linear(2 * hidden + own, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, action_dim if discrete else 1))
+        self.head = nn.Sequential(
+            nn.Linear(2 * hidden + own, hidden), nn.ReLU(), nn.Linear(hidden, action_dim if discrete else 1)
+        )
 
     def encode(self, x: Tensor, edge_index: Tensor, agent_type: OptTensor = None) -> CriticState:
         """The terms of :math:`Q` that depend on the state ``x`` (and its graph) alone."""
@@ -159,8 +170,14 @@ class GraphQNetwork(nn.Module):
         src = self.action_conv.lin_src(h)  # before lin_dst, as NeighbourConv.forward
         return CriticState(h, self.action_conv.lin_dst(h), src)
 
-    def from_state(self, state: CriticState, edge_index: Tensor, edge_attr: OptTensor = None,
-                   own_action: OptTensor = None, neighbour_action: OptTensor = None) -> Tensor:
+    def from_state(
+        self,
+        state: CriticState,
+        edge_index: Tensor,
+        edge_attr: OptTensor = None,
+        own_action: OptTensor = None,
+        neighbour_action: OptTensor = None,
+    ) -> Tensor:
         """:math:`Q` from :meth:`encode`'s terms and the actions (as in :meth:`forward`)."""
         m = self.action_conv.from_node_terms(state.dst, state.src, edge_index, edge_attr, source_attr=neighbour_action)
         if self.discrete:
@@ -172,13 +189,21 @@ class GraphQNetwork(nn.Module):
         out = float32_output(self.head[2], F.relu(z))  # Q in float32 (also under autocast)
         return out if self.discrete else out.squeeze(-1)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: OptTensor = None, own_action: OptTensor = None,
-                agent_type: OptTensor = None, neighbour_action: OptTensor = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: OptTensor = None,
+        own_action: OptTensor = None,
+        agent_type: OptTensor = None,
+        neighbour_action: OptTensor = None,
+    ) -> Tensor:
         """The neighbours' actions come as ``edge_attr`` (``[E, A]``, row ``e`` the action of edge ``e``'s
         source: :func:`neighbour_action_attr`) or, cheaper and the same function, as ``neighbour_action``:
         every agent's action features ``[N, A]``, which edge ``j -> i`` carries as :math:`a_j`."""
-        return self.from_state(self.encode(x, edge_index, agent_type), edge_index, edge_attr, own_action,
-                               neighbour_action)
+        return self.from_state(
+            self.encode(x, edge_index, agent_type), edge_index, edge_attr, own_action, neighbour_action
+        )
 
 
 class TwinCriticState(NamedTuple):
@@ -205,8 +230,9 @@ class TwinGraphQ(nn.Module):
         return TwinCriticState(self.q1.encode(x, edge_index, agent_type), self.q2.encode(x, edge_index, agent_type))
 
     def from_state(self, state: TwinCriticState, edge_index: Tensor, **actions) -> Tensor:
-        return torch.stack([self.q1.from_state(state.q1, edge_index, **actions),
-                            self.q2.from_state(state.q2, edge_index, **actions)])
+        return torch.stack(
+            [self.q1.from_state(state.q1, edge_index, **actions), self.q2.from_state(state.q2, edge_index, **actions)]
+        )
 
     def forward(self, *args, **kwargs) -> Tensor:
         return torch.stack([self.q1(*args, **kwargs), self.q2(*args, **kwargs)])

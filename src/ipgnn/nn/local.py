@@ -32,7 +32,6 @@ block of agents, and the whole network at once. It uses plain torch only (no PyG
 libtorch in C++) without this package: :func:`export_agent_step`.
 """
 
-
 # no `from __future__ import annotations`: TorchScript reads the class attributes' annotations as types
 import warnings
 from pathlib import Path
@@ -67,8 +66,18 @@ class AgentStep(nn.Module):
     hops: int
     mask_value: float
 
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int, rounds: int, heads: int,
-                 num_agent_types: int, negative_slope: float = 0.2, hops: int = 1):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        hidden: int,
+        rounds: int,
+        heads: int,
+        num_agent_types: int,
+        negative_slope: float = 0.2,
+        hops: int = 1,
+    ):
         super().__init__()
         self.hops = hops  # neighbours are the agents within this many links (ipgnn.graphs.expand_hops)
         self.rounds, self.heads, self.channels = rounds, heads, hidden
@@ -94,8 +103,17 @@ class AgentStep(nn.Module):
         from :func:`ipgnn.graphs.expand_hops`."""
         conv = net.conv
         enc = net.encoder.lins
-        step = cls(enc[0].in_features, net.head.out_features if net.discrete else net.head.out_features // 2,
-                   net.discrete, conv.channels, net.rounds, conv.heads, len(enc), conv.negative_slope, net.hops)
+        step = cls(
+            enc[0].in_features,
+            net.head.out_features if net.discrete else net.head.out_features // 2,
+            net.discrete,
+            conv.channels,
+            net.rounds,
+            conv.heads,
+            len(enc),
+            conv.negative_slope,
+            net.hops,
+        )
         with torch.no_grad():
             step.enc_weight.copy_(torch.stack([lin.weight for lin in enc]))
             step.enc_bias.copy_(torch.stack([lin.bias for lin in enc]))
@@ -162,8 +180,14 @@ class AgentStep(nn.Module):
             return out.argmax(-1)
         return torch.tanh(out.chunk(2, dim=-1)[0])
 
-    def forward(self, x: Tensor, neighbours: Tensor, heard: Tensor, agent_type: Optional[Tensor] = None,
-                action_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        neighbours: Tensor,
+        heard: Tensor,
+        agent_type: Optional[Tensor] = None,
+        action_mask: Optional[Tensor] = None,
+    ) -> Tensor:
         """Every agent at once on perfect links: ``neighbours [N, K]`` (agent indices, padding anywhere
         ``heard`` is ``False``). Returns the head's output ``[N, A]`` (as :meth:`readout`)."""
         state_term = self.encode(x, agent_type)

@@ -115,8 +115,14 @@ class IntentionPropagationConv(MessagePassing):
         r""":math:`\tilde\mu^0 = \mathrm{ReLU}(W_1 h)`: every agent decides alone."""
         return F.relu(self.lin_state(h))
 
-    def forward(self, mu: Tensor, h: Tensor, edge_index: Adj, return_attention_weights: bool = False,
-                state_term: OptTensor = None):
+    def forward(
+        self,
+        mu: Tensor,
+        h: Tensor,
+        edge_index: Adj,
+        return_attention_weights: bool = False,
+        state_term: OptTensor = None,
+    ):
         """``state_term``: :math:`W_1 h + b` when the caller already has it (it is the same in every round, so
         :class:`IntentionPropagationNetwork` computes it once for its ``M`` rounds); ``h`` is then unused."""
         H, C = self.heads, self.head_dim
@@ -135,8 +141,15 @@ class IntentionPropagationConv(MessagePassing):
 
     # typing.Optional, not `X | None`: PyG's Inspector.type_repr (2.8) fails on types.UnionType when it
     # writes the jittable propagate from this signature
-    def message(self, key_j: Tensor, query_i: Tensor, value_j: Tensor, index: Tensor, ptr: OptTensor,
-                size_i: Optional[int]) -> Tensor:  # noqa: UP045
+    def message(
+        self,
+        key_j: Tensor,
+        query_i: Tensor,
+        value_j: Tensor,
+        index: Tensor,
+        ptr: OptTensor,
+        size_i: Optional[int],  # noqa: UP045
+    ) -> Tensor:
         pre = key_j + query_i  # fresh [E, H, C]: safe to activate in place (saves one edge-sized tensor)
         # a_k^T LeakyReLU(.) as a matrix product: no [E, H, C] product tensor (fwd or bwd)
         score = torch.einsum("ehc,hc->eh", F.leaky_relu_(pre, self.negative_slope), self.att[0])  # [E, H]
@@ -185,8 +198,17 @@ class IntentionPropagationNetwork(nn.Module):
         num_agent_types: number of per-type encoders.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, hidden: int = 128, rounds: int = 2,
-                 hops: int = 1, heads: int = 1, num_agent_types: int = 1):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        hidden: int = 128,
+        rounds: int = 2,
+        hops: int = 1,
+        heads: int = 1,
+        num_agent_types: int = 1,
+    ):
         super().__init__()
         self.discrete = discrete
         self.rounds = rounds
@@ -200,8 +222,9 @@ class IntentionPropagationNetwork(nn.Module):
         self.conv.reset_parameters()
         self.head.reset_parameters()
 
-    def forward(self, data: Data | Batch, return_intentions: bool = False,
-                return_attention: bool = False) -> PolicyOutput:
+    def forward(
+        self, data: Data | Batch, return_intentions: bool = False, return_attention: bool = False
+    ) -> PolicyOutput:
         x, edge_index = data.x, data.edge_index
         edge_index = expand_hops(edge_index, x.size(0), self.hops)
         h = self.encoder(x, getattr(data, "agent_type", None))

@@ -72,9 +72,10 @@ def _archive(repo: str, commit: str, dest: Path) -> Path:
         with urllib.request.urlopen(url, timeout=60) as resp:
             data = resp.read()
     except OSError as exc:
-        raise BuildError(f"cannot download {repo} at {commit[:12]} from {url} ({exc}); without network, pass "
-                         "--source DIR (a CityFlow source tree) and --rapidjson DIR (RapidJSON, or its include/)") \
-            from None
+        raise BuildError(
+            f"cannot download {repo} at {commit[:12]} from {url} ({exc}); without network, pass "
+            "--source DIR (a CityFlow source tree) and --rapidjson DIR (RapidJSON, or its include/)"
+        ) from None
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         tar.extractall(dest, filter="data")
     (top,) = [p for p in dest.iterdir() if p.is_dir() and p.name.lower().startswith(repo.split("/")[1].lower())]
@@ -88,8 +89,9 @@ def check_tools() -> None:
         missing.append("cmake (pip install cmake, apt install cmake, brew install cmake or conda install cmake)")
     cxx = os.environ.get("CXX") or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
     if cxx is None or shutil.which(cxx.split()[0]) is None:
-        missing.append("a C++ compiler (apt install g++, xcode-select --install on macOS, or conda install "
-                       "cxx-compiler)")
+        missing.append(
+            "a C++ compiler (apt install g++, xcode-select --install on macOS, or conda install cxx-compiler)"
+        )
     if missing:
         raise BuildError("building CityFlow needs " + " and ".join(missing))
 
@@ -97,7 +99,9 @@ def check_tools() -> None:
 def rapidjson_include(source: Path, rapidjson: Path | None) -> Path | None:
     """RapidJSON's ``include/`` directory: ``--rapidjson`` (the repository or its ``include/``), the source
     tree's ``extern/rapidjson`` submodule, or a ``rapidjson`` folder beside the source tree."""
-    candidates = [rapidjson] if rapidjson is not None else [source / "extern" / "rapidjson", source.parent / "rapidjson"]
+    candidates = (
+        [rapidjson] if rapidjson is not None else [source / "extern" / "rapidjson", source.parent / "rapidjson"]
+    )
     for c in candidates:
         for inc in (c / "include", c):
             if (inc / "rapidjson" / "document.h").is_file():
@@ -113,30 +117,40 @@ def patch_cmakelists(text: str, rapidjson_inc: Path) -> str:
     out, n = re.subn(r"cmake_minimum_required\(VERSION 3\.0\)", "cmake_minimum_required(VERSION 3.5)", text)
     start, end = out.find("set(REQUIRED_SUBMODULES"), out.find("add_subdirectory(src)")
     if n != 1 or start < 0 or end < start or "add_subdirectory(extern/pybind11)" not in out[start:end]:
-        raise BuildError("CityFlow's CMakeLists.txt is not the one this command knows how to adapt (upstream commit "
-                         f"{CITYFLOW_COMMIT[:12]}); build it by hand as the README describes")
-    finder = ('execute_process(COMMAND "${PYTHON_EXECUTABLE}" -m pybind11 --cmakedir\n'
-              '                OUTPUT_VARIABLE pybind11_DIR OUTPUT_STRIP_TRAILING_WHITESPACE)\n'
-              "find_package(pybind11 CONFIG REQUIRED)\n"
-              f'include_directories("{rapidjson_inc.as_posix()}")\n\n')
+        raise BuildError(
+            "CityFlow's CMakeLists.txt is not the one this command knows how to adapt (upstream commit "
+            f"{CITYFLOW_COMMIT[:12]}); build it by hand as the README describes"
+        )
+    finder = (
+        'execute_process(COMMAND "${PYTHON_EXECUTABLE}" -m pybind11 --cmakedir\n'
+        "                OUTPUT_VARIABLE pybind11_DIR OUTPUT_STRIP_TRAILING_WHITESPACE)\n"
+        "find_package(pybind11 CONFIG REQUIRED)\n"
+        f'include_directories("{rapidjson_inc.as_posix()}")\n\n'
+    )
     return out[:start] + finder + out[end:]
 
 
 # change 5 (module docstring): (file, the unique upstream line the text goes after, the text)
 ACCESSORS = (
-    ("src/engine/engine.h", "        std::map<std::string, int> getLaneWaitingVehicleCount() const;\n",
-     "\n        // added by ipgnn-data build-cityflow: read-only, lanes in the road network's order\n"
-     "        std::vector<std::string> getLaneIds() const;\n\n"
-     "        std::vector<int> getLaneVehicleCounts(bool waitingOnly) const;\n\n"
-     "        int getFinishedVehicleCount() const { return finishedVehicleCnt; }\n"),
+    (
+        "src/engine/engine.h",
+        "        std::map<std::string, int> getLaneWaitingVehicleCount() const;\n",
+        "\n        // added by ipgnn-data build-cityflow: read-only, lanes in the road network's order\n"
+        "        std::vector<std::string> getLaneIds() const;\n\n"
+        "        std::vector<int> getLaneVehicleCounts(bool waitingOnly) const;\n\n"
+        "        int getFinishedVehicleCount() const { return finishedVehicleCnt; }\n",
+    ),
     ("src/cityflow.cpp", '#include "pybind11/stl.h"\n', '#include "pybind11/numpy.h"\n'),
-    ("src/cityflow.cpp", "        .def(\"get_lane_waiting_vehicle_count\", &CityFlow::Engine::getLaneWaitingVehicleCount)\n",
-     "        .def(\"get_lane_ids\", &CityFlow::Engine::getLaneIds)\n"
-     "        .def(\"get_lane_vehicle_count_array\", [](const CityFlow::Engine &e, bool waiting) {\n"
-     "                std::vector<int> v = e.getLaneVehicleCounts(waiting);\n"
-     "                return py::array_t<int>(v.size(), v.data());\n"
-     "            }, \"waiting\"_a=false)\n"
-     "        .def(\"get_finished_vehicle_count\", &CityFlow::Engine::getFinishedVehicleCount)\n"),
+    (
+        "src/cityflow.cpp",
+        '        .def("get_lane_waiting_vehicle_count", &CityFlow::Engine::getLaneWaitingVehicleCount)\n',
+        '        .def("get_lane_ids", &CityFlow::Engine::getLaneIds)\n'
+        '        .def("get_lane_vehicle_count_array", [](const CityFlow::Engine &e, bool waiting) {\n'
+        "                std::vector<int> v = e.getLaneVehicleCounts(waiting);\n"
+        "                return py::array_t<int>(v.size(), v.data());\n"
+        '            }, "waiting"_a=false)\n'
+        '        .def("get_finished_vehicle_count", &CityFlow::Engine::getFinishedVehicleCount)\n',
+    ),
 )
 ACCESSOR_DEFINITIONS = """
 namespace CityFlow {
@@ -171,12 +185,15 @@ namespace CityFlow {
 def add_accessors(tree: Path) -> None:
     """Change 5 (module docstring), refusing sources it does not recognise rather than guessing."""
     files = {rel: (tree / rel).read_text() if (tree / rel).is_file() else "" for rel, _, _ in ACCESSORS}
-    files["src/engine/engine.cpp"] = (tree / "src/engine/engine.cpp").read_text() if \
-        (tree / "src/engine/engine.cpp").is_file() else ""
+    files["src/engine/engine.cpp"] = (
+        (tree / "src/engine/engine.cpp").read_text() if (tree / "src/engine/engine.cpp").is_file() else ""
+    )
     for rel, anchor, text in ACCESSORS:  # every check before any write
         if files[rel].count(anchor) != 1 or not files["src/engine/engine.cpp"]:
-            raise BuildError(f"CityFlow's {rel} is not the one this command knows how to extend (upstream commit "
-                             f"{CITYFLOW_COMMIT[:12]}); build it by hand as the README describes")
+            raise BuildError(
+                f"CityFlow's {rel} is not the one this command knows how to extend (upstream commit "
+                f"{CITYFLOW_COMMIT[:12]}); build it by hand as the README describes"
+            )
         files[rel] = files[rel].replace(anchor, anchor + text)
     files["src/engine/engine.cpp"] += ACCESSOR_DEFINITIONS
     for rel, text in files.items():
@@ -212,30 +229,41 @@ def build(source: Path | None = None, rapidjson: Path | None = None, verbose: bo
         # isolation, so an offline machine with a local index (or the packages already there) suffices
         pip = [sys.executable, "-m", "pip"]
         subprocess.run(pip + ["install", "-q", "setuptools>=61", "pybind11>=2.10"], check=True)
-        cmd = pip + ["install", "--no-build-isolation", "--force-reinstall", "--no-deps"] + \
-            ([] if verbose else ["-q"]) + [str(tree)]
+        cmd = (
+            pip
+            + ["install", "--no-build-isolation", "--force-reinstall", "--no-deps"]
+            + ([] if verbose else ["-q"])
+            + [str(tree)]
+        )
         env = dict(os.environ, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
         res = subprocess.run(cmd, env=env, capture_output=not verbose, text=True)
         if res.returncode != 0:
             tail = "\n".join(((res.stdout or "") + (res.stderr or "")).splitlines()[-25:])
             raise BuildError(f"building CityFlow failed (pip exit code {res.returncode}); the last lines:\n{tail}")
-    probe = subprocess.run([sys.executable, "-c", "import cityflow; print(cityflow.__file__)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import cityflow; print(cityflow.__file__)"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         raise BuildError(f"CityFlow built but does not import: {probe.stderr.strip().splitlines()[-1:]}")
     return probe.stdout.strip()
 
 
-HELP = ("build the CityFlow engine against pybind11 from PyPI and install it into this Python environment "
-        "(needs cmake and a C++ compiler)")
+HELP = (
+    "build the CityFlow engine against pybind11 from PyPI and install it into this Python environment "
+    "(needs cmake and a C++ compiler)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", help="a local CityFlow source tree (default: download the pinned commit "
-                                         f"{CITYFLOW_COMMIT[:12]})")
-    parser.add_argument("--rapidjson", help="RapidJSON (the repository or its include/); default: the source "
-                                            "tree's extern/rapidjson, a rapidjson/ beside it, or a download at the "
-                                            "pinned commit")
+    parser.add_argument(
+        "--source", help=f"a local CityFlow source tree (default: download the pinned commit {CITYFLOW_COMMIT[:12]})"
+    )
+    parser.add_argument(
+        "--rapidjson",
+        help="RapidJSON (the repository or its include/); default: the source "
+        "tree's extern/rapidjson, a rapidjson/ beside it, or a download at the "
+        "pinned commit",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the compiler's output")
 
 

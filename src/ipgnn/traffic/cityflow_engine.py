@@ -76,9 +76,18 @@ class CityFlowEngine:
 
         workdir = Path(tempfile.mkdtemp(prefix="ipgnn-cityflow-"))
         try:
-            config = {"interval": 1.0, "seed": int(seed) % 2**31, "dir": "", "roadnetFile": str(scenario.roadnet_path),
-                      "flowFile": str(scenario.flow_path), "rlTrafficLight": True, "laneChange": False,
-                      "saveReplay": False, "roadnetLogFile": "", "replayLogFile": ""}
+            config = {
+                "interval": 1.0,
+                "seed": int(seed) % 2**31,
+                "dir": "",
+                "roadnetFile": str(scenario.roadnet_path),
+                "flowFile": str(scenario.flow_path),
+                "rlTrafficLight": True,
+                "laneChange": False,
+                "saveReplay": False,
+                "roadnetLogFile": "",
+                "replayLogFile": "",
+            }
             path = workdir / "config.json"
             path.write_text(json.dumps(config))
             eng = cityflow.Engine(str(path), thread_num=int(threads))
@@ -136,8 +145,10 @@ class CityFlowEngine:
         if not self._accessors:
             return None
         pos, eng = self._positions(lanes), self.eng
-        return lambda: (eng.get_lane_vehicle_count_array()[pos].astype(np.float32),
-                        eng.get_lane_vehicle_count_array(True)[pos].astype(np.float32))
+        return lambda: (
+            eng.get_lane_vehicle_count_array()[pos].astype(np.float32),
+            eng.get_lane_vehicle_count_array(True)[pos].astype(np.float32),
+        )
 
     def get_current_time(self) -> float:
         return float(self.eng.get_current_time())

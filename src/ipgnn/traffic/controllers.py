@@ -39,8 +39,10 @@ def run_controller(engine, scenario: Scenario, controller, seconds: int) -> dict
         for iid, phase in controller(engine, engine.get_current_time()).items():
             engine.set_tl_phase(iid, phase)
         engine.next_step()
-    return {"average_travel_time": engine.get_average_travel_time(),
-            "throughput": float(getattr(engine, "throughput", np.nan))}
+    return {
+        "average_travel_time": engine.get_average_travel_time(),
+        "throughput": float(getattr(engine, "throughput", np.nan)),
+    }
 
 
 class FixedTime:
@@ -103,15 +105,19 @@ class MaxPressure:
 def max_pressure_policy(traffic_env):
     """``obs -> action`` choosing, for every agent at every decision, its highest-pressure phase
     (:meth:`ipgnn.traffic.env.TrafficSignalEnv.phase_pressures`; ties go to the lowest index)."""
+
     def act(obs):
         return torch.from_numpy(traffic_env.phase_pressures().argmax(1))
+
     return act
 
 
 def fixed_time_policy(traffic_env, decisions_per_phase: int = 3):
     """``obs -> action`` cycling every agent through its action phases, ``decisions_per_phase``
     decisions each (30 s at the default 10 s interval)."""
+
     def act(obs):
         k = traffic_env.decisions // decisions_per_phase
         return torch.tensor([k % len(a.action_phases) for a in traffic_env.scenario.intersections])
+
     return act

@@ -61,23 +61,54 @@ class Dataset:
         return {"roadnet.json": self.roadnet, "flow.json": self.flow}
 
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("hangzhou_4x4", "Hangzhou, Gudang sub-district, 4x4, real flow of one hour (Fig. 5a)", 16,
-            RemoteFile("Hangzhou/4_4/roadnet_4_4.json", 847012,
-                       "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1"),
-            RemoteFile("Hangzhou/4_4/anon_4_4_hangzhou_real.json", 899200,
-                       "595a6140e6649efe5be1b274eb8b03e8c4029e517c9ac2ad53c9ea556a414213")),
-    Dataset("jinan_3x4", "Jinan, Dongfeng sub-district, 3x4, real flow of one hour", 12,
-            RemoteFile("Jinan/3_4/roadnet_3_4.json", 637327,
-                       "55abc036ac4ac48705301f4cf46ea80d8d88a82abb9ed68404bedb96eb3cf81d"),
-            RemoteFile("Jinan/3_4/anon_3_4_jinan_real.json", 1872590,
-                       "233739633ef0b637125cb304dfffff9488503bac6e6861ca39243cc8ffdcebd5")),
-    Dataset("newyork_16x3", "New York, upper east side of Manhattan, 16x3, real flow of one hour", 48,
-            RemoteFile("NewYork/16_3/roadnet_16_3.json", 2527684,
-                       "918fe133b050f4c6163252cc966fa0049b7e02edca4af15527adecd836e5098c"),
-            RemoteFile("NewYork/16_3/anon_16_3_newyork_real.json", 1074716,
-                       "f8cbaaaef00f172f6d310807c61584f104ff13b8430b092ddc34636cfc13ccd4")),
-)}
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset(
+            "hangzhou_4x4",
+            "Hangzhou, Gudang sub-district, 4x4, real flow of one hour (Fig. 5a)",
+            16,
+            RemoteFile(
+                "Hangzhou/4_4/roadnet_4_4.json",
+                847012,
+                "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1",
+            ),
+            RemoteFile(
+                "Hangzhou/4_4/anon_4_4_hangzhou_real.json",
+                899200,
+                "595a6140e6649efe5be1b274eb8b03e8c4029e517c9ac2ad53c9ea556a414213",
+            ),
+        ),
+        Dataset(
+            "jinan_3x4",
+            "Jinan, Dongfeng sub-district, 3x4, real flow of one hour",
+            12,
+            RemoteFile(
+                "Jinan/3_4/roadnet_3_4.json", 637327, "55abc036ac4ac48705301f4cf46ea80d8d88a82abb9ed68404bedb96eb3cf81d"
+            ),
+            RemoteFile(
+                "Jinan/3_4/anon_3_4_jinan_real.json",
+                1872590,
+                "233739633ef0b637125cb304dfffff9488503bac6e6861ca39243cc8ffdcebd5",
+            ),
+        ),
+        Dataset(
+            "newyork_16x3",
+            "New York, upper east side of Manhattan, 16x3, real flow of one hour",
+            48,
+            RemoteFile(
+                "NewYork/16_3/roadnet_16_3.json",
+                2527684,
+                "918fe133b050f4c6163252cc966fa0049b7e02edca4af15527adecd836e5098c",
+            ),
+            RemoteFile(
+                "NewYork/16_3/anon_16_3_newyork_real.json",
+                1074716,
+                "f8cbaaaef00f172f6d310807c61584f104ff13b8430b092ddc34636cfc13ccd4",
+            ),
+        ),
+    )
+}
 
 
 class DatasetError(RuntimeError):
@@ -104,9 +135,11 @@ def _download(url: str, out: Path, timeout: float) -> None:
             shutil.copyfileobj(resp, f)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DatasetError(f"could not download {url}: {reason}. Check the connection, or pass --base-url with "
-                           "a mirror of the same data/ layout, or put roadnet.json and flow.json in a directory "
-                           "yourself and point env.options.scenario at it") from None
+        raise DatasetError(
+            f"could not download {url}: {reason}. Check the connection, or pass --base-url with "
+            "a mirror of the same data/ layout, or put roadnet.json and flow.json in a directory "
+            "yourself and point env.options.scenario at it"
+        ) from None
 
 
 def verify(path: Path, remote: RemoteFile) -> str | None:
@@ -125,8 +158,14 @@ def verify(path: Path, remote: RemoteFile) -> str | None:
     return digest
 
 
-def fetch(name: str, dest: str | Path | None = None, base_url: str = BASE_URL, force: bool = False,
-          timeout: float = 60.0, echo: Callable[[str], None] = print) -> Path:
+def fetch(
+    name: str,
+    dest: str | Path | None = None,
+    base_url: str = BASE_URL,
+    force: bool = False,
+    timeout: float = 60.0,
+    echo: Callable[[str], None] = print,
+) -> Path:
     """Download data set ``name`` into ``<dest>/<name>/`` and return that directory.
 
     Files already present and matching their pins are kept (so a second call costs nothing); a file
@@ -172,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="ipgnn-data", description="Fetch the public CityFlow data sets, and build "
-                                                                    "the CityFlow engine.")
+    parser = argparse.ArgumentParser(
+        prog="ipgnn-data", description="Fetch the public CityFlow data sets, and build the CityFlow engine."
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the data sets this command knows, with their pinned sources")
     p = sub.add_parser("fetch", help="download and verify data sets")

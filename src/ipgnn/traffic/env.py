@@ -62,9 +62,16 @@ class TrafficSignalEnv(ArrayParallelEnv):
 
     metadata = {"name": "traffic_signal_v0", "render_modes": []}
 
-    def __init__(self, scenario: Scenario, engine_factory: Callable[[int], Any], action_interval: int = 10,
-                 yellow: int = 5, max_decisions: int = 100, reward: str = "travel_time",
-                 features: tuple[str, ...] = FEATURES):
+    def __init__(
+        self,
+        scenario: Scenario,
+        engine_factory: Callable[[int], Any],
+        action_interval: int = 10,
+        yellow: int = 5,
+        max_decisions: int = 100,
+        reward: str = "travel_time",
+        features: tuple[str, ...] = FEATURES,
+    ):
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if not features or any(f not in FEATURES for f in features):
@@ -106,9 +113,13 @@ class TrafficSignalEnv(ArrayParallelEnv):
         # first) and its transition phase (-1: none)
         inters = [self._inter[a] for a in self.possible_agents]
         self._num_phases = np.array([len(a.action_phases) for a in inters], np.int64)
-        self._phase_ids = np.array([list(a.action_phases) + [a.action_phases[0]] * (self.max_phases - len(a.action_phases))
-                                    for a in inters], np.int64)
-        self._transition = np.array([-1 if a.transition_phase is None else a.transition_phase for a in inters], np.int64)
+        self._phase_ids = np.array(
+            [list(a.action_phases) + [a.action_phases[0]] * (self.max_phases - len(a.action_phases)) for a in inters],
+            np.int64,
+        )
+        self._transition = np.array(
+            [-1 if a.transition_phase is None else a.transition_phase for a in inters], np.int64
+        )
         self._phase = np.zeros(len(self.possible_agents), np.int64)
         self._agent_ids = np.array(self.possible_agents, dtype=object)
         self._eye = np.eye(self.max_phases, dtype=np.float32)
@@ -120,8 +131,9 @@ class TrafficSignalEnv(ArrayParallelEnv):
     # --- spaces -------------------------------------------------------------------------------------
     @property
     def obs_dim(self) -> int:
-        return (self.max_phases * (("phase" in self.features) + ("pressure" in self.features))
-                + self.max_lanes * (("count" in self.features) + ("waiting" in self.features)))
+        return self.max_phases * (("phase" in self.features) + ("pressure" in self.features)) + self.max_lanes * (
+            ("count" in self.features) + ("waiting" in self.features)
+        )
 
     # PettingZoo's idiom (its parallel_api_test asks for it): the same space object on every call. B019: the
     # class-level cache keeps each instance alive for the process's lifetime.
@@ -144,12 +156,18 @@ class TrafficSignalEnv(ArrayParallelEnv):
     def step(self, actions: dict[str, int]):
         if not self.agents:
             raise RuntimeError("step() after the episode ended: call reset()")
-        act = np.fromiter((actions.get(a, p) for a, p in zip(self.possible_agents, self._phase)), np.int64,
-                          len(self.possible_agents))
+        act = np.fromiter(
+            (actions.get(a, p) for a, p in zip(self.possible_agents, self._phase)), np.int64, len(self.possible_agents)
+        )
         x, r, term, trunc, _ = self.step_arrays(act)
         agents = list(self.possible_agents)
-        return (dict(zip(agents, x)), dict(zip(agents, map(float, r))), dict(zip(agents, map(bool, term))),
-                dict(zip(agents, map(bool, trunc))), {a: {"action_mask": self.action_mask(a)} for a in agents})
+        return (
+            dict(zip(agents, x)),
+            dict(zip(agents, map(float, r))),
+            dict(zip(agents, map(bool, term))),
+            dict(zip(agents, map(bool, trunc))),
+            {a: {"action_mask": self.action_mask(a)} for a in agents},
+        )
 
     # --- the same episode on arrays (ArrayParallelEnv: agents in possible_agents order, no dicts) --------
     def reset_arrays(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,8 +195,10 @@ class TrafficSignalEnv(ArrayParallelEnv):
         bad = np.flatnonzero((act < 0) | (act >= self._num_phases))
         if bad.size:
             i = bad[0]
-            raise ValueError(f"agent '{self.possible_agents[i]}': action {act[i]} outside its {self._num_phases[i]} "
-                             "phases (see its action_mask)")
+            raise ValueError(
+                f"agent '{self.possible_agents[i]}': action {act[i]} outside its {self._num_phases[i]} "
+                "phases (see its action_mask)"
+            )
         changed = np.flatnonzero(act != self._phase)
         self._phase = act
         # a change shows the transition phase for `yellow` seconds, then the new phase; an intersection
@@ -218,9 +238,11 @@ class TrafficSignalEnv(ArrayParallelEnv):
         e = self.engine
         counts, waiting = self._read_lanes()
         in_network = float(sum(e.get_lane_vehicle_count().values()))
-        out = {"average_travel_time": float(e.get_average_travel_time()),
-               "queue_length": float(np.append(waiting, 0.0)[self._in_idx][self._in_valid].mean()),
-               "delay": float(sum(e.get_lane_waiting_vehicle_count().values()) / in_network) if in_network else 0.0}
+        out = {
+            "average_travel_time": float(e.get_average_travel_time()),
+            "queue_length": float(np.append(waiting, 0.0)[self._in_idx][self._in_valid].mean()),
+            "delay": float(sum(e.get_lane_waiting_vehicle_count().values()) / in_network) if in_network else 0.0,
+        }
         if hasattr(e, "throughput"):
             out["throughput"] = float(e.throughput)
         return out
@@ -250,9 +272,13 @@ class TrafficSignalEnv(ArrayParallelEnv):
         prepare = getattr(e, "lane_reader", None)
         read = prepare(self._lanes) if prepare is not None else None
         if read is None:
+
             def read() -> tuple[np.ndarray, np.ndarray]:
-                return (self._lane_vector(e.get_lane_vehicle_count()),
-                        self._lane_vector(e.get_lane_waiting_vehicle_count()))
+                return (
+                    self._lane_vector(e.get_lane_vehicle_count()),
+                    self._lane_vector(e.get_lane_waiting_vehicle_count()),
+                )
+
         self._incoming, self._read_lanes = incoming, read
 
     def _set_phases(self, ids: np.ndarray, phases: np.ndarray) -> None:
@@ -284,14 +310,14 @@ class TrafficSignalEnv(ArrayParallelEnv):
         col, pad = 0, self._pad  # pad: the lanes plus a zero slot that padded lane indices point at
         for feature in self._feature_order:
             if feature == "phase":
-                out[:, col:col + self.max_phases] = self._eye[self._phase]
+                out[:, col : col + self.max_phases] = self._eye[self._phase]
                 col += self.max_phases
             elif feature == "pressure":
-                out[:, col:col + self.max_phases] = self.pressure.padded_with_zeros(counts)
+                out[:, col : col + self.max_phases] = self.pressure.padded_with_zeros(counts)
                 col += self.max_phases
             else:
                 pad[:-1] = counts if feature == "count" else waiting
-                out[:, col:col + self.max_lanes] = pad[self._in_idx]
+                out[:, col : col + self.max_lanes] = pad[self._in_idx]
                 col += self.max_lanes
         return out
 

@@ -32,8 +32,17 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-VEHICLE = {"length": 5.0, "width": 2.0, "maxPosAcc": 2.0, "maxNegAcc": 4.5, "usualPosAcc": 2.0,
-           "usualNegAcc": 4.5, "minGap": 2.5, "maxSpeed": 11.111, "headwayTime": 2}
+VEHICLE = {
+    "length": 5.0,
+    "width": 2.0,
+    "maxPosAcc": 2.0,
+    "maxNegAcc": 4.5,
+    "usualPosAcc": 2.0,
+    "usualNegAcc": 4.5,
+    "minGap": 2.5,
+    "maxSpeed": 11.111,
+    "headwayTime": 2,
+}
 GENERATOR_VERSION = "2"
 
 
@@ -75,15 +84,30 @@ def _roadnet(net: _Net) -> dict[str, Any]:
     for rid, u, v, lanes, speed in net.roads:
         roads_out[u].append((rid, u, v, lanes))
         roads_in[v].append((rid, u, v, lanes))
-        road_objs.append({"id": rid, "points": [{"x": pts[u][0], "y": pts[u][1]}, {"x": pts[v][0], "y": pts[v][1]}],
-                          "lanes": [{"width": 4, "maxSpeed": speed} for _ in range(lanes)],
-                          "startIntersection": u, "endIntersection": v})
+        road_objs.append(
+            {
+                "id": rid,
+                "points": [{"x": pts[u][0], "y": pts[u][1]}, {"x": pts[v][0], "y": pts[v][1]}],
+                "lanes": [{"width": 4, "maxSpeed": speed} for _ in range(lanes)],
+                "startIntersection": u,
+                "endIntersection": v,
+            }
+        )
     inters = []
     for nid, (x, y) in pts.items():
         touching = [r[0] for r in roads_in[nid]] + [r[0] for r in roads_out[nid]]
         if nid not in net.signalised:
-            inters.append({"id": nid, "point": {"x": x, "y": y}, "width": 0, "roads": touching, "roadLinks": [],
-                           "trafficLight": {"roadLinkIndices": [], "lightphases": []}, "virtual": True})
+            inters.append(
+                {
+                    "id": nid,
+                    "point": {"x": x, "y": y},
+                    "width": 0,
+                    "roads": touching,
+                    "roadLinks": [],
+                    "trafficLight": {"roadLinkIndices": [], "lightphases": []},
+                    "virtual": True,
+                }
+            )
             continue
         links = []
         for rin, u, _, n_in in roads_in[nid]:
@@ -94,10 +118,20 @@ def _roadnet(net: _Net) -> dict[str, Any]:
             for rout, _w, n_out, kind in moves:
                 # no "points": CityFlow then draws each lane link's curve itself (given points are
                 # used as the path, and a degenerate one would hide which movements cross)
-                lane_links = [{"startLaneIndex": a, "endLaneIndex": b, "points": []}
-                              for a in _lanes_for(kind, n_in, kinds) for b in range(n_out)]
-                links.append({"type": kind, "startRoad": rin, "endRoad": rout,
-                              "direction": 0 if horizontal else 1, "laneLinks": lane_links})
+                lane_links = [
+                    {"startLaneIndex": a, "endLaneIndex": b, "points": []}
+                    for a in _lanes_for(kind, n_in, kinds)
+                    for b in range(n_out)
+                ]
+                links.append(
+                    {
+                        "type": kind,
+                        "startRoad": rin,
+                        "endRoad": rout,
+                        "direction": 0 if horizontal else 1,
+                        "laneLinks": lane_links,
+                    }
+                )
         rights = [k for k, l in enumerate(links) if l["type"] == "turn_right"]
         groups = [("go_straight", 0), ("go_straight", 1), ("turn_left", 0), ("turn_left", 1)]
         phases = [{"time": 5, "availableRoadLinks": rights}]
@@ -109,9 +143,17 @@ def _roadnet(net: _Net) -> dict[str, Any]:
             phases.append({"time": 30, "availableRoadLinks": list(range(len(links)))})
         for l in links:
             del l["direction"]
-        inters.append({"id": nid, "point": {"x": x, "y": y}, "width": 15, "roads": touching, "roadLinks": links,
-                       "trafficLight": {"roadLinkIndices": list(range(len(links))), "lightphases": phases},
-                       "virtual": False})
+        inters.append(
+            {
+                "id": nid,
+                "point": {"x": x, "y": y},
+                "width": 15,
+                "roads": touching,
+                "roadLinks": links,
+                "trafficLight": {"roadLinkIndices": list(range(len(links))), "lightphases": phases},
+                "virtual": False,
+            }
+        )
     return {"intersections": inters, "roads": road_objs}
 
 
@@ -173,8 +215,15 @@ def grid_net(rows: int, cols: int, block: float = 300.0, lanes: int = 3, speed: 
     return _Net(pts, sig, roads)
 
 
-def manhattan_net(streets: int = 16, avenues: int = 6, street_gap: float = 150.0, avenue_gap: float = 250.0,
-                  street_lanes: int = 2, avenue_lanes: int = 3, speed: float = 11.111) -> _Net:
+def manhattan_net(
+    streets: int = 16,
+    avenues: int = 6,
+    street_gap: float = 150.0,
+    avenue_gap: float = 250.0,
+    street_lanes: int = 2,
+    avenue_lanes: int = 3,
+    speed: float = 11.111,
+) -> _Net:
     """A Manhattan-style network: ``avenues`` two-way north-south avenues ``avenue_gap`` apart (long
     blocks) crossing ``streets`` one-way east-west streets ``street_gap`` apart (short blocks) whose
     direction alternates (even streets eastbound, odd westbound); every crossing is signalised.
@@ -206,8 +255,9 @@ def manhattan_net(streets: int = 16, avenues: int = 6, street_gap: float = 150.0
     return _Net(pts, sig, roads)
 
 
-def generate(kind: str, seed: int = 0, horizon: int = 3600, demand: str = "uniform", rate: float = 300.0,
-             **params: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def generate(
+    kind: str, seed: int = 0, horizon: int = 3600, demand: str = "uniform", rate: float = 300.0, **params: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(roadnet, flows)`` for ``kind`` in ``grid`` (``rows``, ``cols``, ``block``, ``lanes``) or
     ``manhattan`` (``streets``, ``avenues``, ...)."""
     if demand not in ("uniform", "gaussian"):

@@ -78,8 +78,9 @@ class Road:
 
     @property
     def length(self) -> float:
-        return sum(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
-                   for (x0, y0), (x1, y1) in zip(self.points[:-1], self.points[1:]))
+        return sum(
+            ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 for (x0, y0), (x1, y1) in zip(self.points[:-1], self.points[1:])
+        )
 
 
 @dataclass
@@ -158,8 +159,9 @@ def _get(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
-def _number(obj: dict, key: str, where: str, low: float | None = None, strict: bool = False,
-            default: float | None = None) -> float:
+def _number(
+    obj: dict, key: str, where: str, low: float | None = None, strict: bool = False, default: float | None = None
+) -> float:
     """``obj[key]`` as a finite number, checked against ``low`` (``> low`` when ``strict``, else ``>=``)."""
     if default is not None and isinstance(obj, dict) and key not in obj:
         return default
@@ -188,11 +190,15 @@ def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
         points = [_point(p, f"{where}: points[{j}]") for j, p in enumerate(_get(r, "points", where, list))]
         if len(points) < 2:
             raise ScenarioError(f"{where}: needs at least 2 points, got {len(points)}")
-        roads[rid] = Road(rid, _get(r, "startIntersection", where, str), _get(r, "endIntersection", where, str),
-                          points, len(lanes),
-                          [_number(l, "maxSpeed", f"{where}: lanes[{j}]", 0.0, strict=True) for j, l in enumerate(lanes)],
-                          [_number(l, "width", f"{where}: lanes[{j}]", 0.0, strict=True, default=4.0)
-                           for j, l in enumerate(lanes)])
+        roads[rid] = Road(
+            rid,
+            _get(r, "startIntersection", where, str),
+            _get(r, "endIntersection", where, str),
+            points,
+            len(lanes),
+            [_number(l, "maxSpeed", f"{where}: lanes[{j}]", 0.0, strict=True) for j, l in enumerate(lanes)],
+            [_number(l, "width", f"{where}: lanes[{j}]", 0.0, strict=True, default=4.0) for j, l in enumerate(lanes)],
+        )
     return roads
 
 
@@ -213,8 +219,10 @@ def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> 
             a = _get(ll, "startLaneIndex", f"{lw}: laneLinks[{m}]", int)
             b = _get(ll, "endLaneIndex", f"{lw}: laneLinks[{m}]", int)
             if not 0 <= a < roads[start].num_lanes or not 0 <= b < roads[end].num_lanes:
-                raise ScenarioError(f"{lw}: laneLinks[{m}] lane {a}->{b} outside '{start}' "
-                                    f"({roads[start].num_lanes} lanes) / '{end}' ({roads[end].num_lanes} lanes)")
+                raise ScenarioError(
+                    f"{lw}: laneLinks[{m}] lane {a}->{b} outside '{start}' "
+                    f"({roads[start].num_lanes} lanes) / '{end}' ({roads[end].num_lanes} lanes)"
+                )
             pairs.append((a, b))
         links.append(RoadLink(start, end, _get(rl, "type", lw, str), tuple(pairs)))
     light = _get(i, "trafficLight", where, dict)
@@ -233,8 +241,16 @@ def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> 
     transition = next((k for k, p in enumerate(phases) if set(p) <= always), None) if len(phases) > 1 else None
     incoming = [(r.id, n) for r in roads.values() if r.end == iid for n in range(r.num_lanes)]
     outgoing = [(r.id, n) for r in roads.values() if r.start == iid for n in range(r.num_lanes)]
-    return Intersection(iid, _point(_get(i, "point", where, dict), f"{where}: point"), incoming, outgoing, links,
-                        phases, times, transition)
+    return Intersection(
+        iid,
+        _point(_get(i, "point", where, dict), f"{where}: point"),
+        incoming,
+        outgoing,
+        links,
+        phases,
+        times,
+        transition,
+    )
 
 
 def _check_flows(flows: Any, roads: dict[str, Road], path: Path) -> list[dict[str, Any]]:
@@ -251,8 +267,10 @@ def _check_flows(flows: Any, roads: dict[str, Road], path: Path) -> list[dict[st
                 raise ScenarioError(f"{where}: route names unknown road '{r}'")
         for a, b in zip(route[:-1], route[1:]):
             if roads[a].end != roads[b].start:
-                raise ScenarioError(f"{where}: route is not connected: '{a}' ends at '{roads[a].end}' but "
-                                    f"'{b}' starts at '{roads[b].start}'")
+                raise ScenarioError(
+                    f"{where}: route is not connected: '{a}' ends at '{roads[a].end}' but "
+                    f"'{b}' starts at '{roads[b].start}'"
+                )
         vehicle = f["vehicle"]
         for key in ("length", "maxSpeed", "maxPosAcc", "maxNegAcc", "usualPosAcc", "usualNegAcc"):
             if key in vehicle:
@@ -280,20 +298,29 @@ def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: st
     for k, i in enumerate(inters):
         iid = _get(i, "id", f"{rpath}: intersections[{k}]", str)
         if iid in ids:
-            raise ScenarioError(f"{rpath}: intersections[{k}]: id '{iid}' is used twice; every intersection needs its own")
+            raise ScenarioError(
+                f"{rpath}: intersections[{k}]: id '{iid}' is used twice; every intersection needs its own"
+            )
         ids.add(iid)
     for r in roads.values():
         for end in (r.start, r.end):
             if end not in ids:
                 raise ScenarioError(f"{rpath}: road '{r.id}' joins unknown intersection '{end}'")
-    agents = [_parse_intersection(i, k, roads, rpath) for k, i in enumerate(inters)
-              if not _get(i, "virtual", f"{rpath}: intersection '{i['id']}'", bool)]
+    agents = [
+        _parse_intersection(i, k, roads, rpath)
+        for k, i in enumerate(inters)
+        if not _get(i, "virtual", f"{rpath}: intersection '{i['id']}'", bool)
+    ]
     if not agents:
         raise ScenarioError(f"{rpath}: no signalised (non-virtual) intersection: nothing to control")
     fpath = directory / flow if flow else None
     flows = _check_flows(_read_json(fpath), roads, fpath) if fpath is not None else []
-    points = {i["id"]: _point(_get(i, "point", f"{rpath}: intersection '{i['id']}'", dict),
-                              f"{rpath}: intersection '{i['id']}': point") for i in inters}
+    points = {
+        i["id"]: _point(
+            _get(i, "point", f"{rpath}: intersection '{i['id']}'", dict), f"{rpath}: intersection '{i['id']}': point"
+        )
+        for i in inters
+    }
     return Scenario(rpath, fpath, agents, roads, flows, points)
 
 

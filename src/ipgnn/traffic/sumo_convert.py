@@ -34,8 +34,16 @@ from ipgnn.traffic.scenario import Scenario, ScenarioError, scenario_digest
 
 TURN_SPEED = 8.333  # m/s, CityFlow's turning speed
 PRIORITY = {"go_straight": 3, "turn_left": 2, "turn_right": 1}
-SUMO_OPTIONS = ["--time-to-teleport", "-1", "--no-step-log", "true", "--no-warnings", "true",
-                "--collision.action", "warn"]
+SUMO_OPTIONS = [
+    "--time-to-teleport",
+    "-1",
+    "--no-step-log",
+    "true",
+    "--no-warnings",
+    "true",
+    "--collision.action",
+    "warn",
+]
 CONVERTER_VERSION = "2"
 
 
@@ -57,8 +65,10 @@ def sumo_binary(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise RuntimeError(f"SUMO's '{name}' was not found: install the traffic extra "
-                       "(pip install 'ipgnn[traffic]', which brings eclipse-sumo and libsumo) or set SUMO_HOME")
+    raise RuntimeError(
+        f"SUMO's '{name}' was not found: install the traffic extra "
+        "(pip install 'ipgnn[traffic]', which brings eclipse-sumo and libsumo) or set SUMO_HOME"
+    )
 
 
 @dataclass
@@ -89,8 +99,15 @@ def _write_plain(sc: Scenario, out: Path, states: dict[str, list[str]] | None) -
 
     edges = ET.Element("edges")
     for r in sc.roads.values():
-        attrs = {"id": r.id, "from": r.start, "to": r.end, "numLanes": str(r.num_lanes),
-                 "speed": f"{max(r.max_speed):.3f}", "width": f"{r.lane_width[0]:.2f}", "priority": "1"}
+        attrs = {
+            "id": r.id,
+            "from": r.start,
+            "to": r.end,
+            "numLanes": str(r.num_lanes),
+            "speed": f"{max(r.max_speed):.3f}",
+            "width": f"{r.lane_width[0]:.2f}",
+            "priority": "1",
+        }
         if len(r.points) > 2:
             attrs["shape"] = " ".join(f"{x:.2f},{y:.2f}" for x, y in r.points)
         ET.SubElement(edges, "edge", attrs)
@@ -101,8 +118,12 @@ def _write_plain(sc: Scenario, out: Path, states: dict[str, list[str]] | None) -
         for link in a.road_links:
             n_in, n_out = sc.roads[link.start_road].num_lanes, sc.roads[link.end_road].num_lanes
             for lane_in, lane_out in link.lane_links:
-                attrs = {"from": link.start_road, "to": link.end_road,
-                         "fromLane": str(_sumo_lane(n_in, lane_in)), "toLane": str(_sumo_lane(n_out, lane_out))}
+                attrs = {
+                    "from": link.start_road,
+                    "to": link.end_road,
+                    "fromLane": str(_sumo_lane(n_in, lane_in)),
+                    "toLane": str(_sumo_lane(n_out, lane_out)),
+                }
                 if link.kind != "go_straight":
                     attrs["speed"] = f"{TURN_SPEED}"
                 ET.SubElement(cons, "connection", attrs)
@@ -119,9 +140,18 @@ def _write_plain(sc: Scenario, out: Path, states: dict[str, list[str]] | None) -
         for k, link in enumerate(a.road_links):
             n_in, n_out = sc.roads[link.start_road].num_lanes, sc.roads[link.end_road].num_lanes
             for lane_in, lane_out in link.lane_links:
-                ET.SubElement(tls, "connection", {
-                    "from": link.start_road, "to": link.end_road, "fromLane": str(_sumo_lane(n_in, lane_in)),
-                    "toLane": str(_sumo_lane(n_out, lane_out)), "tl": a.id, "linkIndex": str(k)})
+                ET.SubElement(
+                    tls,
+                    "connection",
+                    {
+                        "from": link.start_road,
+                        "to": link.end_road,
+                        "fromLane": str(_sumo_lane(n_in, lane_in)),
+                        "toLane": str(_sumo_lane(n_out, lane_out)),
+                        "tl": a.id,
+                        "linkIndex": str(k),
+                    },
+                )
     ET.ElementTree(tls).write(out / "tls.tll.xml")
 
 
@@ -146,10 +176,23 @@ def _states_all_major(a) -> list[str]:
 
 def _netconvert(out: Path) -> Path:
     net = out / "network.net.xml"
-    cmd = [sumo_binary("netconvert"), "--node-files", str(out / "nodes.nod.xml"),
-           "--edge-files", str(out / "edges.edg.xml"), "--connection-files", str(out / "connections.con.xml"),
-           "--tllogic-files", str(out / "tls.tll.xml"), "--no-turnarounds", "true",
-           "--junctions.corner-detail", "0", "--output-file", str(net)]
+    cmd = [
+        sumo_binary("netconvert"),
+        "--node-files",
+        str(out / "nodes.nod.xml"),
+        "--edge-files",
+        str(out / "edges.edg.xml"),
+        "--connection-files",
+        str(out / "connections.con.xml"),
+        "--tllogic-files",
+        str(out / "tls.tll.xml"),
+        "--no-turnarounds",
+        "true",
+        "--junctions.corner-detail",
+        "0",
+        "--output-file",
+        str(net),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ScenarioError(f"netconvert failed on {out}: {proc.stderr.strip()[-2000:]}")
@@ -163,8 +206,11 @@ def _tls_foes(net: Path) -> dict[str, set[tuple[int, int]]]:
     A junction's ``request`` index ``i`` is its ``i``-th internal lane (``intLanes``); the connection
     whose ``via`` is that lane carries the TLS ``linkIndex``."""
     root = ET.parse(net).getroot()
-    via_to_link = {c.get("via"): int(c.get("linkIndex")) for c in root.iter("connection")
-                   if c.get("via") and c.get("tl") and c.get("linkIndex") is not None}
+    via_to_link = {
+        c.get("via"): int(c.get("linkIndex"))
+        for c in root.iter("connection")
+        if c.get("via") and c.get("tl") and c.get("linkIndex") is not None
+    }
     foes: dict[str, set[tuple[int, int]]] = {}
     for j in root.iter("junction"):
         if j.get("type") != "traffic_light":
@@ -219,12 +265,22 @@ def _write_routes(sc: Scenario, path: Path, horizon: float | None = None) -> int
         if key not in vtypes:
             vid = f"t{len(vtypes)}"
             vtypes[key] = vid
-            ET.SubElement(root, "vType", {
-                "id": vid, "length": str(v.get("length", 5.0)), "width": str(v.get("width", 2.0)),
-                "minGap": str(v.get("minGap", 2.5)), "maxSpeed": str(v.get("maxSpeed", 11.111)),
-                "accel": str(v.get("usualPosAcc", 2.0)), "decel": str(v.get("usualNegAcc", 4.5)),
-                "emergencyDecel": str(v.get("maxNegAcc", 4.5)), "tau": str(v.get("headwayTime", 1.5)),
-                "sigma": "0"})
+            ET.SubElement(
+                root,
+                "vType",
+                {
+                    "id": vid,
+                    "length": str(v.get("length", 5.0)),
+                    "width": str(v.get("width", 2.0)),
+                    "minGap": str(v.get("minGap", 2.5)),
+                    "maxSpeed": str(v.get("maxSpeed", 11.111)),
+                    "accel": str(v.get("usualPosAcc", 2.0)),
+                    "decel": str(v.get("usualNegAcc", 4.5)),
+                    "emergencyDecel": str(v.get("maxNegAcc", 4.5)),
+                    "tau": str(v.get("headwayTime", 1.5)),
+                    "sigma": "0",
+                },
+            )
         start, end, interval = float(f["startTime"]), float(f["endTime"]), float(f["interval"])
         if end < 0:
             end = horizon
@@ -237,9 +293,17 @@ def _write_routes(sc: Scenario, path: Path, horizon: float | None = None) -> int
             t = start + n * interval
     departures.sort()
     for t, k, n in departures:
-        veh = ET.SubElement(root, "vehicle", {"id": f"flow_{k}_{n}", "type": vtypes[json.dumps(sc.flows[k]["vehicle"],
-                                                                                             sort_keys=True)],
-                                             "depart": f"{t:.2f}", "departSpeed": "0", "departLane": "best"})
+        veh = ET.SubElement(
+            root,
+            "vehicle",
+            {
+                "id": f"flow_{k}_{n}",
+                "type": vtypes[json.dumps(sc.flows[k]["vehicle"], sort_keys=True)],
+                "depart": f"{t:.2f}",
+                "departSpeed": "0",
+                "departLane": "best",
+            },
+        )
         ET.SubElement(veh, "route", {"edges": " ".join(sc.flows[k]["route"])})
     ET.ElementTree(root).write(path)
     return len(departures)

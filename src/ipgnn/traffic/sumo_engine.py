@@ -30,8 +30,7 @@ def _schedule(routes: str) -> tuple[dict[str, int], np.ndarray]:
     """Vehicle ids and scheduled departure times of a route file, parsed once per process (every
     episode restarts the simulation, the schedule stays the same)."""
     vehicles = list(ET.parse(routes).getroot().iter("vehicle"))
-    return ({v.get("id"): k for k, v in enumerate(vehicles)},
-            np.array([float(v.get("depart")) for v in vehicles]))
+    return ({v.get("id"): k for k, v in enumerate(vehicles)}, np.array([float(v.get("depart")) for v in vehicles]))
 
 
 class SumoEngine:
@@ -52,15 +51,28 @@ class SumoEngine:
             SumoEngine._owner.close()
         self.traci = libsumo
         self.scenario = scenario
-        libsumo.start([sumo_binary("sumo"), "-n", str(converted.net), "-r", str(converted.routes),
-                       "--step-length", "1", "--seed", str(int(seed) % 2**31), *SUMO_OPTIONS])
+        libsumo.start(
+            [
+                sumo_binary("sumo"),
+                "-n",
+                str(converted.net),
+                "-r",
+                str(converted.routes),
+                "--step-length",
+                "1",
+                "--seed",
+                str(int(seed) % 2**31),
+                *SUMO_OPTIONS,
+            ]
+        )
         SumoEngine._owner = self
         self._index, self._scheduled = _schedule(str(converted.routes))
         self._arrival = np.full(len(self._scheduled), np.nan)
         self.inserted = 0  # vehicles that entered the network so far
         # CityFlow lane id -> SUMO lane id
-        self.lane_map = {f"{r.id}_{k}": f"{r.id}_{r.num_lanes - 1 - k}"
-                         for r in scenario.roads.values() for k in range(r.num_lanes)}
+        self.lane_map = {
+            f"{r.id}_{k}": f"{r.id}_{r.num_lanes - 1 - k}" for r in scenario.roads.values() for k in range(r.num_lanes)
+        }
         for a in scenario.intersections:
             self.traci.trafficlight.setPhase(a.id, a.transition_phase or 0)
             self.traci.trafficlight.setPhaseDuration(a.id, 1e6)
@@ -76,8 +88,10 @@ class SumoEngine:
     # --- the CityFlow Engine API subset ------------------------------------------------------------
     def next_step(self) -> None:
         if not self.alive:
-            raise RuntimeError("this SUMO simulation was closed (libsumo runs one simulation per process, and "
-                               "another one was started since); reset the environment")
+            raise RuntimeError(
+                "this SUMO simulation was closed (libsumo runs one simulation per process, and "
+                "another one was started since); reset the environment"
+            )
         self.traci.simulationStep()
         now = self.get_current_time()
         self.inserted += self.traci.simulation.getDepartedNumber()
@@ -122,9 +136,11 @@ class SumoEngine:
         over precomputed SUMO ids, with no dictionary and no Python wrapper per call."""
         owner = {lane: g for g, group in enumerate(groups) for lane in group}
         roads = {lane.rsplit("_", 1)[0] for lane in owner}
-        whole = all(r in self.scenario.roads and all(owner.get(f"{r}_{k}", -1) == owner.get(f"{r}_0")
-                                                     for k in range(self.scenario.roads[r].num_lanes))
-                    for r in roads)
+        whole = all(
+            r in self.scenario.roads
+            and all(owner.get(f"{r}_{k}", -1) == owner.get(f"{r}_0") for k in range(self.scenario.roads[r].num_lanes))
+            for r in roads
+        )
         if whole:  # one edge call per road
             ids = sorted(roads)
             get = self._edge_vehicle_number

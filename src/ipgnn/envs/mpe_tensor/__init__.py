@@ -24,6 +24,15 @@ from ipgnn.envs.mpe_tensor.scenarios import (
 )
 
 __all__ = [
-    "DISCRETE_DIRECTIONS", "SCENARIOS", "HeteroScenario", "PredatorScenario", "PushScenario", "SpreadScenario",
-    "TensorMPEParallelEnv", "TensorMPEScenario", "TensorWorld", "contact_forces", "make_scenario",
+    "DISCRETE_DIRECTIONS",
+    "SCENARIOS",
+    "HeteroScenario",
+    "PredatorScenario",
+    "PushScenario",
+    "SpreadScenario",
+    "TensorMPEParallelEnv",
+    "TensorMPEScenario",
+    "TensorWorld",
+    "contact_forces",
+    "make_scenario",
 ]

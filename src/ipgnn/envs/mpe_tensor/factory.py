@@ -28,8 +28,15 @@ def make_tensor_mpe(scenario: str, cfg: EnvConfig) -> TensorGraphEnv:
     opts = dict(cfg.options)
     device = str(opts.pop("sim_device", "cpu"))
     try:
-        task = make_scenario(scenario, cfg.num_agents, num_envs=cfg.num_envs, max_steps=cfg.max_steps,
-                             continuous=cfg.continuous_actions, device=device, **opts)
+        task = make_scenario(
+            scenario,
+            cfg.num_agents,
+            num_envs=cfg.num_envs,
+            max_steps=cfg.max_steps,
+            continuous=cfg.continuous_actions,
+            device=device,
+            **opts,
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"env.options (task '{cfg.task}'): {exc}") from None
     return TensorGraphEnv(task, cfg.graph)

@@ -40,16 +40,27 @@ class TensorMPEParallelEnv(ParallelEnv):
 
     metadata = {"render_modes": [], "is_parallelizable": True, "name": "ipgnn_tensor_mpe"}
 
-    def __init__(self, scenario_name: str, num_agents: int, max_steps: int = 25, continuous: bool = False,
-                 render_mode: str | None = None, device: str = "cpu", **options: Any):
+    def __init__(
+        self,
+        scenario_name: str,
+        num_agents: int,
+        max_steps: int = 25,
+        continuous: bool = False,
+        render_mode: str | None = None,
+        device: str = "cpu",
+        **options: Any,
+    ):
         if render_mode is not None:
-            raise ValueError(f"TensorMPEParallelEnv does not render (render_mode={render_mode!r}); "
-                             "use mpe2's own environments for pictures")
+            raise ValueError(
+                f"TensorMPEParallelEnv does not render (render_mode={render_mode!r}); "
+                "use mpe2's own environments for pictures"
+            )
         if scenario_name not in SCENARIOS:
             raise ValueError(f"unknown tensor MPE scenario '{scenario_name}'; known: {', '.join(SCENARIOS)}")
         self.render_mode = render_mode
-        self.scenario: TensorMPEScenario = make_scenario(scenario_name, num_agents, num_envs=1, max_steps=max_steps,
-                                                         continuous=continuous, device=device, **options)
+        self.scenario: TensorMPEScenario = make_scenario(
+            scenario_name, num_agents, num_envs=1, max_steps=max_steps, continuous=continuous, device=device, **options
+        )
         self.metadata = {**self.metadata, "name": f"ipgnn_tensor_mpe_{scenario_name}"}
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
         self.agents: list[str] = []

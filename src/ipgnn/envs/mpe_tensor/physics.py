@@ -46,14 +46,17 @@ Number = int | float
 DEFAULT_SENSITIVITY = 5.0
 
 
-def _vector(values: Tensor | Sequence[Number] | Number, num: int, name: str, dtype: torch.dtype,
-            device: torch.device) -> Tensor:
+def _vector(
+    values: Tensor | Sequence[Number] | Number, num: int, name: str, dtype: torch.dtype, device: torch.device
+) -> Tensor:
     t = torch.as_tensor(values, dtype=dtype, device=device)
     if t.dim() == 0:
         t = t.expand(num).clone()
     if t.shape != (num,):
-        raise ValueError(f"entity property '{name}' must be a scalar or have one value per entity "
-                         f"({num}), got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"entity property '{name}' must be a scalar or have one value per entity "
+            f"({num}), got shape {tuple(t.shape)}"
+        )
     return t
 
 
@@ -114,17 +117,23 @@ def pair_geometry(a: Tensor, b: Tensor, out: Pairs | None = None) -> Pairs:
     return Pairs(dx, dy, d2)
 
 
-def pairs_within_reach(pairs: Pairs, reach: Tensor | float,
-                       out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def pairs_within_reach(pairs: Pairs, reach: Tensor | float, out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Indices ``(b, i, j)`` of the pairs with ``d2 < reach[i, j]^2`` (``reach``: ``[Na, Nb]``, or one
     number for all pairs); ``out``: a bool ``[B, Na, Nb]`` tensor to hold the mask."""
     mask = torch.lt(pairs.d2, reach * reach, out=out) if out is not None else pairs.d2 < reach * reach
     return mask.nonzero(as_tuple=True)
 
 
-def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, contact_margin: float = 1e-3,
-                   others: Tensor | None = None, others_size: Tensor | None = None,
-                   pairs: Pairs | None = None, near: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+def contact_forces(
+    p_pos: Tensor,
+    size: Tensor,
+    contact_force: float = 1e2,
+    contact_margin: float = 1e-3,
+    others: Tensor | None = None,
+    others_size: Tensor | None = None,
+    pairs: Pairs | None = None,
+    near: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
     """Sum of ``mpe2``'s soft contact forces on each of ``C`` colliding entities.
 
     Args:
@@ -163,8 +172,7 @@ def contact_forces(p_pos: Tensor, size: Tensor, contact_force: float = 1e2, cont
     # (p_a - p_b) = -(dx, dy); coincident centres (an entity and itself, or two at one point) exert no force
     scale = torch.logaddexp(zero, (dist_min[c, d] - dist) / k).mul_(-k * contact_force).div_(dist)
     scale = torch.where(d2 > 0, scale, zero)
-    out.index_put_((b, c), torch.stack([pairs.dx[b, c, d] * scale, pairs.dy[b, c, d] * scale], dim=-1),
-                   accumulate=True)
+    out.index_put_((b, c), torch.stack([pairs.dx[b, c, d] * scale, pairs.dy[b, c, d] * scale], dim=-1), accumulate=True)
     return out
 
 
@@ -190,15 +198,23 @@ class TensorWorld:
         device, dtype: where and in what precision the state lives.
     """
 
-    def __init__(self, num_envs: int, size: Tensor | Sequence[Number], num_actors: int,
-                 mass: Tensor | Sequence[Number] | Number = 1.0,
-                 movable: Tensor | Sequence[bool] | bool = True,
-                 collide: Tensor | Sequence[bool] | bool = True,
-                 accel: Tensor | Sequence[Number] | Number = DEFAULT_SENSITIVITY,
-                 max_speed: Tensor | Sequence[Number] | Number = float("inf"),
-                 dt: float = 0.1, damping: float = 0.25, contact_force: float = 1e2,
-                 contact_margin: float = 1e-3, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        num_envs: int,
+        size: Tensor | Sequence[Number],
+        num_actors: int,
+        mass: Tensor | Sequence[Number] | Number = 1.0,
+        movable: Tensor | Sequence[bool] | bool = True,
+        collide: Tensor | Sequence[bool] | bool = True,
+        accel: Tensor | Sequence[Number] | Number = DEFAULT_SENSITIVITY,
+        max_speed: Tensor | Sequence[Number] | Number = float("inf"),
+        dt: float = 0.1,
+        damping: float = 0.25,
+        contact_force: float = 1e2,
+        contact_margin: float = 1e-3,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.device = torch.device(device)
@@ -235,8 +251,9 @@ class TensorWorld:
         self._leading = int(differs[0]) if differs.numel() else m
         reach = self._row_size[:, None] + self._col_size[None, :] + CONTACT_CUTOFF * self.contact_margin
         # one number when every pair has the same reach (one agent size): a scalar compare is faster
-        self._reach: Tensor | float = float(reach[0, 0]) if reach.numel() and bool((reach == reach[0, 0]).all()) \
-            else reach
+        self._reach: Tensor | float = (
+            float(reach[0, 0]) if reach.numel() and bool((reach == reach[0, 0]).all()) else reach
+        )
         self._near_mask: Tensor | None = None
         self._geometry: Pairs | None = None
         self._near: tuple[Tensor, Tensor, Tensor] | None = None
@@ -279,16 +296,24 @@ class TensorWorld:
         if action is not None and self.num_actors > 0:
             a = self.num_actors
             if action.shape != (self.num_envs, a, 2):
-                raise ValueError(f"action directions must have shape {(self.num_envs, a, 2)}, "
-                                 f"got {tuple(action.shape)}")
+                raise ValueError(
+                    f"action directions must have shape {(self.num_envs, a, 2)}, got {tuple(action.shape)}"
+                )
             u = action.to(self.dtype) * self.accel[:a, None]
             force[:, :a] = torch.where(self.movable[:a, None], u, force[:, :a])
         if self._rows.numel() > 0 and self._cols.numel() > 1:
             rows = self.p_pos if self._rows_all else self.p_pos.index_select(1, self._rows)
             cols = None if self._same else self.p_pos.index_select(1, self._cols)
-            f = contact_forces(rows, self._row_size, self.contact_force, self.contact_margin,
-                               cols, None if self._same else self._col_size, pairs=self.contact_geometry(),
-                               near=self.pairs_in_reach())
+            f = contact_forces(
+                rows,
+                self._row_size,
+                self.contact_force,
+                self.contact_margin,
+                cols,
+                None if self._same else self._col_size,
+                pairs=self.contact_geometry(),
+                near=self.pairs_in_reach(),
+            )
             force = force + f if self._rows_all else force.index_add(1, self._rows, f)
         return force
 
@@ -337,8 +362,7 @@ class TensorWorld:
         if self._limited:
             speed = torch.sqrt(vel[..., 0] * vel[..., 0] + vel[..., 1] * vel[..., 1])  # [B, E]
             too_fast = speed > self.max_speed
-            capped = vel / torch.where(too_fast, speed, torch.ones_like(speed)).unsqueeze(-1) \
-                * self.max_speed[:, None]
+            capped = vel / torch.where(too_fast, speed, torch.ones_like(speed)).unsqueeze(-1) * self.max_speed[:, None]
             vel = torch.where(too_fast.unsqueeze(-1), capped, vel)
         self.p_pos = torch.where(movable, new_pos, self.p_pos)
         self.p_vel = torch.where(movable, vel, self.p_vel)

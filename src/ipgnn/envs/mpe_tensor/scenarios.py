@@ -82,8 +82,7 @@ def _full(n: int, value: float) -> Tensor:
 Plane = Tensor | tuple[Tensor, Tensor]
 
 
-def nearest_features(planes: Sequence[Plane], d2: Tensor, k: int,
-                     order: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def nearest_features(planes: Sequence[Plane], d2: Tensor, k: int, order: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Features of the ``k`` nearest candidates of each observer, nearest first, zero-padded.
 
     Args:
@@ -145,8 +144,16 @@ class TensorMPEScenario:
     name: str = ""
     OPTIONS: dict[str, OptionTypes] = {}
 
-    def __init__(self, num_agents: int, num_envs: int = 1, max_steps: int = 25, continuous: bool = False,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **options: Any):
+    def __init__(
+        self,
+        num_agents: int,
+        num_envs: int = 1,
+        max_steps: int = 25,
+        continuous: bool = False,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **options: Any,
+    ):
         for what, v, low in (("num_agents", num_agents, 1), ("num_envs", num_envs, 1), ("max_steps", max_steps, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"scenario '{self.name}': {what} must be an integer >= {low}, got {v!r}")
@@ -184,8 +191,9 @@ class TensorMPEScenario:
         out = {}
         for k, v in options.items():
             if k not in self.OPTIONS:
-                raise ValueError(f"scenario '{self.name}': unknown option '{k}' "
-                                 f"(valid: {', '.join(sorted(self.OPTIONS))})")
+                raise ValueError(
+                    f"scenario '{self.name}': unknown option '{k}' (valid: {', '.join(sorted(self.OPTIONS))})"
+                )
             kinds = self.OPTIONS[k] if isinstance(self.OPTIONS[k], tuple) else (self.OPTIONS[k],)
             if float in kinds and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
@@ -296,16 +304,22 @@ class TensorMPEScenario:
             action = torch.as_tensor(action)
         if self.discrete:
             if action.shape != (b, n) or action.dtype.is_floating_point or action.dtype == torch.bool:
-                raise ValueError(f"scenario '{self.name}': discrete actions must be an integer tensor of shape "
-                                 f"{(b, n)} (num_envs, num_agents), got {action.dtype} {tuple(action.shape)}")
+                raise ValueError(
+                    f"scenario '{self.name}': discrete actions must be an integer tensor of shape "
+                    f"{(b, n)} (num_envs, num_agents), got {action.dtype} {tuple(action.shape)}"
+                )
             action = action.to(self.device)
             if action.device.type == "cpu" and action.numel() and (int(action.min()) < 0 or int(action.max()) > 4):
-                raise ValueError(f"scenario '{self.name}': discrete actions must be in 0..4, got values in "
-                                 f"[{int(action.min())}, {int(action.max())}]")
+                raise ValueError(
+                    f"scenario '{self.name}': discrete actions must be in 0..4, got values in "
+                    f"[{int(action.min())}, {int(action.max())}]"
+                )
             return self._directions[action.long()]
         if action.shape != (b, n, 2) or not action.dtype.is_floating_point:
-            raise ValueError(f"scenario '{self.name}': continuous actions must be a float tensor of shape "
-                             f"{(b, n, 2)} (num_envs, num_agents, 2), got {action.dtype} {tuple(action.shape)}")
+            raise ValueError(
+                f"scenario '{self.name}': continuous actions must be a float tensor of shape "
+                f"{(b, n, 2)} (num_envs, num_agents, 2), got {action.dtype} {tuple(action.shape)}"
+            )
         return action.to(device=self.device, dtype=self.dtype).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------ interface
@@ -326,8 +340,10 @@ class TensorMPEScenario:
         ``truncated [B, N]`` (all True at ``t == max_steps``).
         """
         if self._done:
-            raise RuntimeError(f"scenario '{self.name}': step() called before reset() or after the episode "
-                               f"ended (max_steps={self.max_steps}); call reset()")
+            raise RuntimeError(
+                f"scenario '{self.name}': step() called before reset() or after the episode "
+                f"ended (max_steps={self.max_steps}); call reset()"
+            )
         directions = self._action_directions(action)
         scripted = self._scripted_directions()
         if scripted is not None:
@@ -360,24 +376,30 @@ class TensorMPEScenario:
 
     def get_state(self) -> dict[str, Tensor]:
         """Copies of all entities' ``p_pos``, ``p_vel`` (``[B, E, 2]``) and the step counter ``t``."""
-        return {"p_pos": self.world.p_pos.clone(), "p_vel": self.world.p_vel.clone(),
-                "t": torch.tensor(self.t, dtype=torch.long)}
+        return {
+            "p_pos": self.world.p_pos.clone(),
+            "p_vel": self.world.p_vel.clone(),
+            "t": torch.tensor(self.t, dtype=torch.long),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load ``p_pos`` (required), ``p_vel`` (zero if absent), ``t`` (0 if absent); ``[B, E, 2]`` or
         ``[E, 2]`` for every world. Stepping may continue from there."""
         unknown = set(state) - {"p_pos", "p_vel", "t"}
         if unknown or "p_pos" not in state:
-            raise ValueError(f"scenario '{self.name}': state needs 'p_pos' and may have 'p_vel', 't'; "
-                             f"got keys {sorted(state)}")
+            raise ValueError(
+                f"scenario '{self.name}': state needs 'p_pos' and may have 'p_vel', 't'; got keys {sorted(state)}"
+            )
         self.world.set_state(state["p_pos"], state.get("p_vel"))
         self.t = int(state.get("t", 0))
         self._done = self.t >= self.max_steps
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return (f"{type(self).__name__}(N={self.num_agents}, B={self.num_envs}, obs_dim={self.obs_dim}, "
-                f"{'discrete' if self.discrete else 'continuous'}, {opts})")
+        return (
+            f"{type(self).__name__}(N={self.num_agents}, B={self.num_envs}, obs_dim={self.obs_dim}, "
+            f"{'discrete' if self.discrete else 'continuous'}, {opts})"
+        )
 
 
 # ==================================================================================================
@@ -414,16 +436,29 @@ class SpreadScenario(TensorMPEScenario):
     """
 
     name = "spread"
-    OPTIONS = {"num_landmarks": int, "world_radius": float, "obs_landmarks": int, "obs_agents": int,
-               "reward_landmarks": int, "shared_reward": bool, "local_ratio": float}
+    OPTIONS = {
+        "num_landmarks": int,
+        "world_radius": float,
+        "obs_landmarks": int,
+        "obs_agents": int,
+        "reward_landmarks": int,
+        "shared_reward": bool,
+        "local_ratio": float,
+    }
     AGENT_SIZE = 0.15
     LANDMARK_SIZE = 0.05
 
     @classmethod
     def defaults(cls, num_agents: int) -> dict[str, Any]:
-        return {"num_landmarks": num_agents, "world_radius": max(1.0, math.sqrt(num_agents / 3.0)),
-                "obs_landmarks": 5, "obs_agents": 5, "reward_landmarks": 3, "shared_reward": False,
-                "local_ratio": 0.5}
+        return {
+            "num_landmarks": num_agents,
+            "world_radius": max(1.0, math.sqrt(num_agents / 3.0)),
+            "obs_landmarks": 5,
+            "obs_agents": 5,
+            "reward_landmarks": 3,
+            "shared_reward": False,
+            "local_ratio": 0.5,
+        }
 
     def _validate(self) -> None:
         super()._validate()
@@ -434,8 +469,7 @@ class SpreadScenario(TensorMPEScenario):
 
     def _agent_props(self) -> dict[str, Tensor]:
         n = self.num_agents
-        return {"size": _full(n, self.AGENT_SIZE), "accel": _full(n, 5.0),
-                "max_speed": _full(n, float("inf"))}
+        return {"size": _full(n, self.AGENT_SIZE), "accel": _full(n, 5.0), "max_speed": _full(n, float("inf"))}
 
     def _build(self) -> TensorWorld:
         n, lm = self.num_agents, self.options["num_landmarks"]
@@ -443,20 +477,25 @@ class SpreadScenario(TensorMPEScenario):
         self.entity_slices = {"agents": slice(0, n), "landmarks": slice(n, n + lm)}
         self.obs_dim = 4 + 2 * self.options["obs_landmarks"] + self._agent_slot_dim() * self.options["obs_agents"]
         return TensorWorld(
-            self.num_envs, size=torch.cat([a["size"], _full(lm, self.LANDMARK_SIZE)]), num_actors=n,
+            self.num_envs,
+            size=torch.cat([a["size"], _full(lm, self.LANDMARK_SIZE)]),
+            num_actors=n,
             movable=torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(lm, dtype=torch.bool)]),
             collide=torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(lm, dtype=torch.bool)]),
             accel=torch.cat([a["accel"], _full(lm, 5.0)]),
             max_speed=torch.cat([a["max_speed"], _full(lm, float("inf"))]),
-            device=self.device, dtype=self.dtype)
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def _agent_slot_dim(self) -> int:
         return 2
 
     def _sample_state(self) -> tuple[Tensor, Tensor]:
         r = self.options["world_radius"]
-        pos = torch.cat([self._uniform(self.num_agents, -r, r),
-                         self._uniform(self.options["num_landmarks"], -r, r)], dim=1)
+        pos = torch.cat(
+            [self._uniform(self.num_agents, -r, r), self._uniform(self.options["num_landmarks"], -r, r)], dim=1
+        )
         return pos, torch.zeros_like(pos)
 
     @_per_state
@@ -475,10 +514,16 @@ class SpreadScenario(TensorMPEScenario):
         lm, _, order = self._landmark_geometry()
         ag = self._agent_pairs()
         pos = self.positions()
-        return torch.cat([self._own(),
-                          nearest_features(relative(self._entities("landmarks"), pos), lm.d2,
-                                           self.options["obs_landmarks"], order),
-                          nearest_features(self._agent_planes(), ag.d2, self.options["obs_agents"])], dim=-1)
+        return torch.cat(
+            [
+                self._own(),
+                nearest_features(
+                    relative(self._entities("landmarks"), pos), lm.d2, self.options["obs_landmarks"], order
+                ),
+                nearest_features(self._agent_planes(), ag.d2, self.options["obs_agents"]),
+            ],
+            dim=-1,
+        )
 
     def _collision_weight(self, i: Tensor, j: Tensor) -> Tensor | float:
         """What agent ``i`` loses for colliding with agent ``j`` (index vectors): 1 here."""
@@ -509,9 +554,11 @@ class SpreadScenario(TensorMPEScenario):
     def metrics(self) -> dict[str, Tensor]:
         _, d_star, _ = self._landmark_geometry()
         b, _, _, hit = self._collisions()
-        return {"landmark_distance": d_star.mean(-1),
-                "collisions": self._count(b, hit) / 2,
-                "occupied_landmarks": (d_star < 0.1).to(self.dtype).mean(-1)}
+        return {
+            "landmark_distance": d_star.mean(-1),
+            "collisions": self._count(b, hit) / 2,
+            "occupied_landmarks": (d_star < 0.1).to(self.dtype).mean(-1),
+        }
 
 
 class HeteroScenario(SpreadScenario):
@@ -553,9 +600,12 @@ class HeteroScenario(SpreadScenario):
         n = self.num_agents
         small = torch.arange(n) >= n // 2
         self.agent_type = small.long().to(self.device)
-        return {k: torch.where(small, torch.tensor(self.SMALL[k], dtype=torch.float64),
-                           torch.tensor(self.BIG[k], dtype=torch.float64))
-                for k in ("size", "accel", "max_speed")}
+        return {
+            k: torch.where(
+                small, torch.tensor(self.SMALL[k], dtype=torch.float64), torch.tensor(self.BIG[k], dtype=torch.float64)
+            )
+            for k in ("size", "accel", "max_speed")
+        }
 
     def _agent_slot_dim(self) -> int:
         return 3
@@ -610,17 +660,30 @@ class PushScenario(TensorMPEScenario):
     """
 
     name = "push"
-    OPTIONS = {"num_balls": int, "ball_size": float, "ball_mass": float, "world_radius": float,
-               "obs_balls": int, "obs_agents": int, "shared_reward": bool}
+    OPTIONS = {
+        "num_balls": int,
+        "ball_size": float,
+        "ball_mass": float,
+        "world_radius": float,
+        "obs_balls": int,
+        "obs_agents": int,
+        "shared_reward": bool,
+    }
     AGENT_SIZE = 0.06
     GOAL_SIZE = 0.05
 
     @classmethod
     def defaults(cls, num_agents: int) -> dict[str, Any]:
         ball = min(0.7, max(0.1, 0.1 * math.sqrt(num_agents / 3.0)))
-        return {"num_balls": 1, "ball_size": ball, "ball_mass": 20.0 * ball,
-                "world_radius": max(1.0, math.sqrt(num_agents / 7.5)), "obs_balls": 1, "obs_agents": 10,
-                "shared_reward": False}
+        return {
+            "num_balls": 1,
+            "ball_size": ball,
+            "ball_mass": 20.0 * ball,
+            "world_radius": max(1.0, math.sqrt(num_agents / 7.5)),
+            "obs_balls": 1,
+            "obs_agents": 10,
+            "shared_reward": False,
+        }
 
     def _validate(self) -> None:
         super()._validate()
@@ -635,12 +698,15 @@ class PushScenario(TensorMPEScenario):
         self.obs_dim = 4 + 6 * self.options["obs_balls"] + 2 * self.options["obs_agents"]
         ones, zeros = (lambda k: torch.ones(k, dtype=torch.bool)), (lambda k: torch.zeros(k, dtype=torch.bool))
         return TensorWorld(
-            self.num_envs, num_actors=n,
-            size=torch.cat([_full(n, self.AGENT_SIZE), _full(m, self.options["ball_size"]),
-                            _full(m, self.GOAL_SIZE)]),
+            self.num_envs,
+            num_actors=n,
+            size=torch.cat([_full(n, self.AGENT_SIZE), _full(m, self.options["ball_size"]), _full(m, self.GOAL_SIZE)]),
             mass=torch.cat([torch.ones(n), _full(m, self.options["ball_mass"]), torch.ones(m)]),
-            movable=torch.cat([ones(n), ones(m), zeros(m)]), collide=torch.cat([ones(n), ones(m), zeros(m)]),
-            device=self.device, dtype=self.dtype)
+            movable=torch.cat([ones(n), ones(m), zeros(m)]),
+            collide=torch.cat([ones(n), ones(m), zeros(m)]),
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def _sample_state(self) -> tuple[Tensor, Tensor]:
         r, m = self.options["world_radius"], self.options["num_balls"]
@@ -672,11 +738,21 @@ class PushScenario(TensorMPEScenario):
         pos = self.positions()
         vel = self.world.p_vel[:, self.entity_slices["balls"]]
         # ball j and its goal relative to agent i, the ball's velocity
-        planes = [*relative(self._entities("balls"), pos), vel[..., 0].unsqueeze(1), vel[..., 1].unsqueeze(1),
-                  *relative(self._entities("goals"), pos)]
+        planes = [
+            *relative(self._entities("balls"), pos),
+            vel[..., 0].unsqueeze(1),
+            vel[..., 1].unsqueeze(1),
+            *relative(self._entities("goals"), pos),
+        ]
         ag = self._agent_pairs()
-        return torch.cat([self._own(), nearest_features(planes, g.d2, self.options["obs_balls"]),
-                          nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"])], dim=-1)
+        return torch.cat(
+            [
+                self._own(),
+                nearest_features(planes, g.d2, self.options["obs_balls"]),
+                nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"]),
+            ],
+            dim=-1,
+        )
 
     def _reward(self) -> Tensor:
         g, to_goal, touch = self._ball_geometry()
@@ -729,8 +805,15 @@ class PredatorScenario(TensorMPEScenario):
     """
 
     name = "predator"
-    OPTIONS = {"num_prey": int, "num_obstacles": int, "world_radius": float, "obs_landmarks": int,
-               "obs_prey": int, "obs_agents": int, "shared_reward": bool}
+    OPTIONS = {
+        "num_prey": int,
+        "num_obstacles": int,
+        "world_radius": float,
+        "obs_landmarks": int,
+        "obs_prey": int,
+        "obs_agents": int,
+        "shared_reward": bool,
+    }
     PREDATOR = {"size": 0.075, "accel": 3.0, "max_speed": 1.0}
     PREY = {"size": 0.05, "accel": 4.0, "max_speed": 1.3}
     OBSTACLE_SIZE = 0.2
@@ -739,8 +822,15 @@ class PredatorScenario(TensorMPEScenario):
     def defaults(cls, num_agents: int) -> dict[str, Any]:
         prey = max(1, num_agents // 4)
         r = max(1.0, math.sqrt((num_agents + prey) / 4.0))
-        return {"num_prey": prey, "num_obstacles": int(round(2 * r * r)), "world_radius": r,
-                "obs_landmarks": 5, "obs_prey": 5, "obs_agents": 5, "shared_reward": False}
+        return {
+            "num_prey": prey,
+            "num_obstacles": int(round(2 * r * r)),
+            "world_radius": r,
+            "obs_landmarks": 5,
+            "obs_prey": 5,
+            "obs_agents": 5,
+            "shared_reward": False,
+        }
 
     def _validate(self) -> None:
         super()._validate()
@@ -754,18 +844,29 @@ class PredatorScenario(TensorMPEScenario):
         self.obs_dim = 4 + 2 * opt["obs_landmarks"] + 4 * opt["obs_prey"] + 2 * opt["obs_agents"]
 
         def per_kind(key: str, obstacle: float) -> Tensor:
-            return torch.cat([_full(n, self.PREDATOR[key]), _full(p, self.PREY[key]),
-                              _full(o, obstacle)])
+            return torch.cat([_full(n, self.PREDATOR[key]), _full(p, self.PREY[key]), _full(o, obstacle)])
 
         return TensorWorld(
-            self.num_envs, num_actors=n + p, size=per_kind("size", self.OBSTACLE_SIZE),
-            accel=per_kind("accel", 5.0), max_speed=per_kind("max_speed", float("inf")),
-            movable=torch.arange(n + p + o) < n + p, collide=True, device=self.device, dtype=self.dtype)
+            self.num_envs,
+            num_actors=n + p,
+            size=per_kind("size", self.OBSTACLE_SIZE),
+            accel=per_kind("accel", 5.0),
+            max_speed=per_kind("max_speed", float("inf")),
+            movable=torch.arange(n + p + o) < n + p,
+            collide=True,
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def _sample_state(self) -> tuple[Tensor, Tensor]:
         r = self.options["world_radius"]
-        pos = torch.cat([self._uniform(self.num_agents + self.options["num_prey"], -r, r),
-                         self._uniform(self.options["num_obstacles"], -0.9 * r, 0.9 * r)], dim=1)
+        pos = torch.cat(
+            [
+                self._uniform(self.num_agents + self.options["num_prey"], -r, r),
+                self._uniform(self.options["num_obstacles"], -0.9 * r, 0.9 * r),
+            ],
+            dim=1,
+        )
         return pos, torch.zeros_like(pos)
 
     def _scripted_directions(self) -> Tensor:
@@ -792,12 +893,19 @@ class PredatorScenario(TensorMPEScenario):
         pr, _ = self._prey_geometry()
         vel = self.world.p_vel[:, self.entity_slices["prey"]]
         ag = self._agent_pairs()
-        return torch.cat([
-            self._own(), nearest_features(relative(self._entities("obstacles"), pos), ob.d2,
-                                          self.options["obs_landmarks"]),
-            nearest_features([*relative(self._entities("prey"), pos), vel[..., 0].unsqueeze(1),
-                              vel[..., 1].unsqueeze(1)], pr.d2, self.options["obs_prey"]),
-            nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"])], dim=-1)
+        return torch.cat(
+            [
+                self._own(),
+                nearest_features(relative(self._entities("obstacles"), pos), ob.d2, self.options["obs_landmarks"]),
+                nearest_features(
+                    [*relative(self._entities("prey"), pos), vel[..., 0].unsqueeze(1), vel[..., 1].unsqueeze(1)],
+                    pr.d2,
+                    self.options["obs_prey"],
+                ),
+                nearest_features(relative(pos, pos), ag.d2, self.options["obs_agents"]),
+            ],
+            dim=-1,
+        )
 
     def _reward(self) -> Tensor:
         g, caught = self._prey_geometry()
@@ -820,9 +928,16 @@ SCENARIOS: dict[str, type[TensorMPEScenario]] = {
 }
 
 
-def make_scenario(name: str, num_agents: int, num_envs: int = 1, max_steps: int = 25, continuous: bool = False,
-                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  **options: Any) -> TensorMPEScenario:
+def make_scenario(
+    name: str,
+    num_agents: int,
+    num_envs: int = 1,
+    max_steps: int = 25,
+    continuous: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **options: Any,
+) -> TensorMPEScenario:
     """Build the tensor MPE scenario ``name`` (one of :data:`SCENARIOS`) with its ``options``.
 
     Raises:
@@ -830,5 +945,6 @@ def make_scenario(name: str, num_agents: int, num_envs: int = 1, max_steps: int 
     """
     if name not in SCENARIOS:
         raise ValueError(f"unknown tensor MPE scenario '{name}'; known: {', '.join(SCENARIOS)}")
-    return SCENARIOS[name](num_agents, num_envs=num_envs, max_steps=max_steps, continuous=continuous,
-                           device=device, dtype=dtype, **options)
+    return SCENARIOS[name](
+        num_agents, num_envs=num_envs, max_steps=max_steps, continuous=continuous, device=device, dtype=dtype, **options
+    )
