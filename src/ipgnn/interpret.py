@@ -484,8 +484,8 @@ def interpret_runs(
         writer.writerows(table)
     fmt = lambda r, k, d=4: f"{r[k + '/mean']:.{d}f} ± {r[k + '/std']:.{d}f}"
     lines = [
-        f"Policy interpretation (app. C.3, Fig. 7): {episodes} {'greedy' if greedy else 'sampled'} episode(s) per run on its seed's evaluation "
-        f"episodes, {interval} decisions per interval; mean ± std over seeds.",
+        f"Policy interpretation (app. C.3, Fig. 7): {episodes} {'greedy' if greedy else 'sampled'} episode(s) "
+        f"per run on its seed's evaluation episodes, {interval} decisions per interval; mean ± std over seeds.",
         "",
         "| scenario | method | seeds | KL per interval | distance per interval | overall KL | overall distance "
         "| ATT (s) | paper's distance |",

@@ -18,9 +18,9 @@ and holds the number of transitions it recorded, and refuses with what to do oth
     wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
 
 Evaluations and checkpoints are taken at the first episode boundary after each ``train.eval_every``
-/ ``train.checkpoint_every`` steps, so a
-resumed run restarts the simulator exactly where the uninterrupted run would have (each episode is
-reset with :func:`ipgnn.seeding.episode_seed` of the run seed and its index): on CPU, resuming reproduces the uninterrupted run.
+/ ``train.checkpoint_every`` steps, so a resumed run restarts the simulator exactly where the uninterrupted
+run would have (each episode is reset with :func:`ipgnn.seeding.episode_seed` of the run seed and its
+index): on CPU, resuming reproduces the uninterrupted run.
 """
 
 from __future__ import annotations

@@ -10,16 +10,20 @@ rates meaningful from N = 3 to N = 1225). :math:`\alpha` is Table 2's "regulariz
 explicit (the paper folds it into the reward):
 
 - value, sec. 4.3 / eq. (16):
-  :math:`J(\eta_i) = \mathbb E_{s \sim D}\big[\tfrac12 \big(V_{\eta_i}(s) - \mathbb E_{(a_i, a_{\mathcal N_i}) \sim (q_i, q_{\mathcal N_i})}[\min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i}) - \alpha \log q_{i,\theta}(a_i \mid s)]\big)^2\big]`
+  :math:`J(\eta_i) = \mathbb E_{s \sim D}\big[\tfrac12 \big(V_{\eta_i}(s)
+  - \mathbb E_{(a_i, a_{\mathcal N_i}) \sim (q_i, q_{\mathcal N_i})}[\min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})
+  - \alpha \log q_{i,\theta}(a_i \mid s)]\big)^2\big]`
 - critics, sec. 4.3 / eq. (16), ``k = 1, 2``:
-  :math:`J(\kappa^k_i) = \mathbb E_{D}\big[\tfrac12 \big(Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i}) - \hat Q_i\big)^2\big]`,
+  :math:`J(\kappa^k_i) = \mathbb E_{D}\big[\tfrac12 \big(Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})
+  - \hat Q_i\big)^2\big]`,
   :math:`\hat Q_i = r_i + \gamma (1 - d_i) V_{\bar\eta_i}(s')` where :math:`d_i` is *termination* only
   (a time-limit truncation bootstraps);
 - policy, sec. 4.3 / app. E.2 (last equation), with :math:`\min_k` over the twin critics as SAC
   (Haarnoja et al., 2018, sec. 5: "the minimum of the Q-functions for the value gradient and policy
   gradient"); the IP paper names the minimum for the value target only and writes one
   :math:`Q_{\kappa_i}` here:
-  :math:`J(\theta) = \mathbb E_{s \sim D, \mathbf a \sim \prod_i q_i}\big[\sum_i \alpha \log q_{i,\theta}(a_i \mid s) - \min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})\big]`;
+  :math:`J(\theta) = \mathbb E_{s \sim D, \mathbf a \sim \prod_i q_i}\big[\sum_i \alpha \log q_{i,\theta}(a_i \mid s)
+  - \min_k Q_{\kappa^k_i}(s, a_i, a_{\mathcal N_i})\big]`;
 - temperature (optional, SAC v2): :math:`J(\alpha) = \mathbb E[-\log\alpha\,(\log q_i(a_i \mid s) + \bar{\mathcal H})]`;
 - target: :math:`\bar\eta \leftarrow \tau \eta + (1 - \tau) \bar\eta` every ``target_update_interval`` steps.
 

@@ -34,10 +34,11 @@ differ in the critic (sec. 5.2 / app. B.1 of the IP paper):
   (PIC's released code's ``GraphNet``: a self term plus the adjacency :math:`(\mathbf 1 - I)/N` applied to
   the neighbour map, the layer's output divided by N; the sum over the others is computed as
   ``sum - self``, :math:`O(N)` per agent instead of :math:`O(N^2)` edges; ``aggregation: mean`` is the
-  earlier form of this package, the mean over the others and no division), then pooling over agents (max, PIC's ``gcn_max``, or mean). Permuting the
-  agents leaves its value unchanged. **Per-agent rewards** (``critic_output``): ``team`` (default,
-  PIC's paper) is one value :math:`Q(s, \mathbf a)` of the pooled features trained on the team reward
-  :math:`R = \sum_i r_i`, with episode-level termination :math:`D` (every agent terminated); ``agent`` gives each agent
+  earlier form of this package, the mean over the others and no division), then pooling over agents (max,
+  PIC's ``gcn_max``, or mean). Permuting the agents leaves its value unchanged. **Per-agent rewards**
+  (``critic_output``): ``team`` (default, PIC's paper) is one value :math:`Q(s, \mathbf a)` of the pooled
+  features trained on the team reward :math:`R = \sum_i r_i`, with episode-level termination :math:`D` (every
+  agent terminated); ``agent`` gives each agent
   :math:`Q_i = w^\top [h_i \Vert \mathrm{pool}(h)] + b`, trained on its own :math:`r_i`:
   permutation *equivariant* (permuting the agents permutes the values), and :math:`\sum_i Q_i` is the
   team's value.
@@ -70,8 +71,8 @@ critics. The two codes can do that consistently because their particle environme
 vector as a continuous force, so their replay holds soft vectors too; this package's environments
 execute a discrete action and the replay holds its one-hot, so the critic is trained on one-hot
 vectors, and the straight-through sample keeps the target and policy actions on those same vertices.
-The README gives the measured comparison. **Continuous** tasks: :math:`a = \tanh(z)`, explored with Gaussian noise of standard deviation
-``exploration_noise`` (clipped to [-1, 1]).
+The README gives the measured comparison. **Continuous** tasks: :math:`a = \tanh(z)`, explored with Gaussian
+noise of standard deviation ``exploration_noise`` (clipped to [-1, 1]).
 
 Options (``algo.options``), defaults and sources:
 
@@ -88,7 +89,8 @@ Options (``algo.options``), defaults and sources:
 ``team_reward``        sum                 PIC and MADDPG-S minibatch team critic: R = sum_i r_i (mean: / N)
 ``shuffle``            minibatch           MADDPG-S only: PIC's code (minibatch) or sample (see above)
 ``aggregation``        code                PIC only: PIC's code's layer, ``(ReLU(A(W_n h + b_n)) + ReLU(W_s h +
-                                           b_s)) / N`` with ``A = (1 - I) / N`` (:meth:`PermutationInvariantCritic.code_layer`);
+                                           b_s)) / N`` with ``A = (1 - I) / N``
+                                           (:meth:`PermutationInvariantCritic.code_layer`);
                                            mean: the formula above, the mean over the others and no ``/ N``
 ``actor_out_scale``    MADDPG: 1.0;        PIC's code scales the actor's output layer by 0.1 at
                        others: 0.1         initialisation (its MADDPG-S too); Lowe et al.'s does not
@@ -556,9 +558,9 @@ class MADDPGS(MADDPG):
         }
 
     def slot_order(self, b: int, device: torch.device) -> Tensor:
-        """``shuffle: sample``. ``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i`` first, then the other
-        N-1 agents in the order of one random permutation per sample (torch's global generator), the same
-        permutation for every critic and for :math:`s` and :math:`s'`. ``[N, B, N]`` long."""
+        """``shuffle: sample``. ``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i``
+        first, then the other N-1 agents in the order of one random permutation per sample (torch's global
+        generator), the same permutation for every critic and for :math:`s` and :math:`s'`. ``[N, B, N]`` long."""
         n = self.num_agents
         perm = torch.rand(b, n, device=device).argsort(1)  # [B, N]
         agents = torch.arange(n, device=device).view(n, 1, 1)

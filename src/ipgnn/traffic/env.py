@@ -339,7 +339,8 @@ class PhasePressure:
     over the lane links :math:`(l, m)` (incoming lane, outgoing lane) of the road links green in action
     phase ``k`` of intersection ``i``. One sparse product over all lanes: ``rows``/``idx``/``signs``
     hold the summed weight of each (phase, lane) pair (``+1`` per lane link it enters, ``-1`` per link it
-    leaves), so a call costs one ``bincount``. The same quantity as :func:`ipgnn.traffic.controllers.phase_pressures` (tested).
+    leaves), so a call costs one ``bincount``. The same quantity as
+    :func:`ipgnn.traffic.controllers.phase_pressures` (tested).
 
     Args:
         scenario: the loaded scenario.
