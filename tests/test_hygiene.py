@@ -1,10 +1,12 @@
 """Repository hygiene that a review once found broken: no control characters in source files (a
 docstring's \\t and \\b had become TAB and BACKSPACE bytes and garbled its mathematics), and imports that
-follow the layering (environments and networks never import the algorithms or the CLI)."""
+follow the layering (environments and networks never import the algorithms or the CLI); ruff's lint and
+format checks pass on the whole tree, as .ci/run runs them, so that a plain `python -m pytest` catches them too."""
 
 import ast
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +49,13 @@ def test_lower_layers_never_import_algorithms_or_the_cli(layer):
                 if name.startswith(("ipgnn.algos", "ipgnn.cli", "ipgnn.trainer", "ipgnn.compare")):
                     bad.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
+def test_ruff_is_clean(command):
+    """`ruff check .` and `ruff format --check .` with pyproject.toml's settings; fails with ruff's report."""
+    pytest.importorskip("ruff", reason="ruff comes with the dev extra")
+    out = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        how = "`ruff check --fix .` fixes the safe ones" if command[0] == "check" else "`ruff format .` fixes it"
+        pytest.fail(f"ruff {' '.join(command)} failed ({how}):\n{out.stdout}{out.stderr}", pytrace=False)
