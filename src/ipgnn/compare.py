@@ -434,6 +434,24 @@ def ablation_finals(
     return finals
 
 
+def _reference_lines(ax: Any, refs: Sequence[dict[str, Any]], head: Any, sign: float) -> None:
+    """Each reference controller of ``refs`` (rows of :func:`_reference_rows`) as a dashed line at its mean over
+    seeds of the headline metric ``head``, under the paper's ``sign`` (no lines for a task without a headline)."""
+    if head is None:
+        return
+    lines = [r for r in refs if f"final/{head.metric}/mean" in r]
+    for k, r in enumerate(sorted(lines, key=lambda r: r["algo"])):
+        mean = sign * r[f"final/{head.metric}/mean"]
+        name = r["algo"].replace(" (reference)", "")
+        ax.axhline(
+            mean,
+            ls="--",
+            lw=1.2,
+            color=("black", "dimgray", "darkgray")[k % 3],
+            label=f"{name} {mean:.1f} ({r['seeds']} seeds)",
+        )
+
+
 def _plot_against(
     scenario: str,
     axis: str,
@@ -482,16 +500,7 @@ def _plot_against(
         ax.set_xticks(range(len(values)), [str(v) for v in values])
     else:
         ax.set_xticks(values)
-    if head is not None:
-        for k, r in enumerate(sorted((r for r in refs if f"final/{head.metric}/mean" in r), key=lambda r: r["algo"])):
-            mean = sign * r[f"final/{head.metric}/mean"]
-            ax.axhline(
-                mean,
-                ls="--",
-                lw=1.2,
-                color=("black", "dimgray", "darkgray")[k % 3],
-                label=f"{r['algo'].replace(' (reference)', '')} {mean:.1f}",
-            )
+    _reference_lines(ax, refs, head, sign)
     ax.set_xlabel(axis)
     ax.set_ylabel(
         "final average episode reward (eval)"
@@ -600,18 +609,7 @@ def _plot(
         label = algo + (f" [{variant}]" if variant else "") + f" ({len(curves)} seeds)"
         (line,) = ax.plot(grid, mean, label=label)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    if head is not None:
-        lines = [r for r in refs if f"final/{head.metric}/mean" in r]
-        for k, r in enumerate(sorted(lines, key=lambda r: r["algo"])):
-            mean = sign * r[f"final/{head.metric}/mean"]
-            name = r["algo"].replace(" (reference)", "")
-            ax.axhline(
-                mean,
-                ls="--",
-                lw=1.2,
-                color=("black", "dimgray", "darkgray")[k % 3],
-                label=f"{name} {mean:.1f} ({r['seeds']} seeds)",
-            )
+    _reference_lines(ax, refs, head, sign)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(
         "average episode reward (eval)"
