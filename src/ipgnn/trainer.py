@@ -43,7 +43,8 @@ from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_bytes,
 from ipgnn.envs import make_env, resolve_env_config
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
-from ipgnn.seeding import REPLAY, episode_seed, eval_seed, rng_state, seed_everything, set_rng_state, stream_seed
+from ipgnn.runs import evaluate, greedy_policy, resolve_device
+from ipgnn.seeding import REPLAY, episode_seed, rng_state, seed_everything, set_rng_state, stream_seed
 
 log = logging.getLogger("ipgnn")
 
@@ -55,73 +56,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was requested but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def evaluate(act, env, episodes: int, seed: int) -> dict[str, float]:
-    """Run the evaluation episodes of the run seeded ``seed`` (reset ``k`` with
-    :func:`ipgnn.seeding.eval_seed` ``(seed, k)``; a batched task of ``B`` environments plays ``B`` at a
-    time, so at least ``episodes``) with ``act(obs) -> action`` and return the
-    means of the episode metrics as ``eval/<metric>`` (``eval/episode_return`` is
-    :math:`\\sum_t \\sum_i r_i^t`). A policy with a ``begin_episode(key)`` method is told each episode's
-    seed before its reset (:class:`ipgnn.decentralised.DecentralisedPolicy` empties its mailboxes)."""
-    totals: dict[str, float] = {}
-    per_reset = int(getattr(env, "num_envs", 1))  # a batched task plays num_envs episodes per reset
-    resets = max(1, math.ceil(episodes / per_reset))
-    begin = getattr(act, "begin_episode", None)  # a policy with state across steps (decentralised execution)
-    for ep in range(resets):
-        if begin is not None:
-            begin(eval_seed(seed, ep))
-        obs = env.reset(seed=eval_seed(seed, ep))
-        while True:
-            res = env.step(act(obs))
-            obs = res.obs
-            if res.done:
-                for k, v in res.episode.items():
-                    totals[k] = totals.get(k, 0.0) + v
-                break
-    return {f"eval/{k}": v / resets for k, v in totals.items()}
-
-
-def greedy_policy(algo: torch.nn.Module, device: torch.device, deterministic: bool = True):
-    """``obs -> action`` with the trained policy: the mode of each :math:`q_i` when ``deterministic``."""
-
-    def act(obs):
-        return algo.act(obs.to(device), deterministic=deterministic).cpu()
-
-    return act
-
-
-def random_policy(env):
-    """``obs -> action``: uniformly random valid actions (the baseline every learning claim beats)."""
-    return env.random_action
-
-
-def restore_algo(state: dict, cfg: ExperimentConfig, env, device: torch.device | None = None):
-    """The learner a checkpoint holds (``state`` from :func:`ipgnn.checkpoint.load`, ``cfg`` its validated
-    config), built for ``env``'s task on ``device`` (default CPU) and put in evaluation mode.
-
-    The one place where a command that plays a trained policy (``ipgnn-eval``, ``ipgnn-export``,
-    ``ipgnn-robustness``, :func:`ipgnn.analysis.load_checkpoint`) turns a checkpoint into networks. Raises
-    :class:`ValueError` naming the first mismatched tensor when the task's observation, action or agent sizes
-    differ from the checkpoint's (an override changed the task)."""
-    device = torch.device("cpu") if device is None else device
-    algo = make_algo(
-        env.spec, cfg.model, cfg.algo, env.num_agents, cfg.replay.batch_size, device, cfg.train.schedule_scale
-    ).to(device)
-    try:
-        algo.load_full_state_dict(state["algo"])
-    except RuntimeError as exc:  # shapes
-        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
-        raise ValueError(f"the checkpoint's networks do not fit this task ({first[0].strip()})") from exc
-    return algo.eval()
 
 
 def _warn(msg: str) -> None:
