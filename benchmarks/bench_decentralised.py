@@ -25,17 +25,11 @@ def main() -> None:
 
     import torch
 
-    from ipgnn import checkpoint
-    from ipgnn.config import validate
     from ipgnn.decentralised import Links, decentralised_policy
-    from ipgnn.envs import make_env
-    from ipgnn.trainer import restore_algo
+    from ipgnn.runs import load_run
 
     torch.set_num_threads(1)
-    state = checkpoint.load(args.checkpoint)
-    cfg = validate(state["config"], args.checkpoint)
-    env = make_env(cfg.env)
-    algo = restore_algo(state, cfg, env)
+    cfg, env, algo = load_run(args.checkpoint)
     obs_list, obs = [], env.reset(seed=0)
     for _ in range(args.decisions):
         obs_list.append(obs)

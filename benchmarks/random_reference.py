@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def random_reference(task: str) -> dict:
     from ipgnn.config import validate
     from ipgnn.envs import make_env
-    from ipgnn.trainer import evaluate, random_policy
+    from ipgnn.runs import evaluate, random_policy
 
     configs = {}
     for path in sorted((ROOT / "results" / "paper" / task).glob("*/*/seed*/config.yaml")):

@@ -55,7 +55,8 @@ def tiny_overrides(tmp_path):
 def learned_and_random_returns(cfg, run_dir, episodes: int) -> tuple[float, float]:
     """Train ``cfg`` in ``run_dir``; return the greedy policy's evaluation return and that of uniformly random
     actions on the same evaluation episodes (the comparison every learning test makes)."""
-    from ipgnn.trainer import Trainer, evaluate, random_policy
+    from ipgnn.runs import evaluate, random_policy
+    from ipgnn.trainer import Trainer
 
     trainer = Trainer.from_config(cfg, run_dir)
     learned = trainer.train()["eval/episode_return"]

@@ -32,6 +32,7 @@ from ipgnn.interpret import (
     normalise,
 )
 from ipgnn.nn.propagation import IntentionPropagationNetwork
+from ipgnn.runs import load_run
 from ipgnn.traffic import load_scenario
 from ipgnn.traffic.generate import materialise
 
@@ -260,9 +261,9 @@ def test_plots_on_positions_and_on_a_road_map(tmp_path):
 # checkpoints
 
 
-def test_load_checkpoint_mpe_and_rollout(tmp_path):
+def test_load_run_mpe_and_rollout(tmp_path):
     path = untrained_checkpoint(mpe_raw(), tmp_path / "run")
-    run = analysis.load_checkpoint(tmp_path / "run")  # a run directory works
+    run = load_run(tmp_path / "run")  # a run directory works
     cfg, env, algo = run
     assert run.path == path and cfg.device == "cpu" and not algo.training
     assert analysis.traffic_scenario(env) is None
@@ -272,9 +273,9 @@ def test_load_checkpoint_mpe_and_rollout(tmp_path):
     assert tr.pos.shape == (3, 2) and tr.attention[0][1].shape[1] == 2
     _labelled(analysis.plot_attention(tr))
     env.close()
-    with pytest.raises(ValueError, match="env.\\* and seed"):
-        analysis.load_checkpoint(path, ["--model.hidden=8"])
-    short = analysis.load_checkpoint(path, ["--env.max_steps=2"])
+    with pytest.raises(ValueError, match="do not fit this task.*--model.hidden=8"):
+        load_run(path, ["--model.hidden=8"])
+    short = load_run(path, ["--env.max_steps=2"])
     assert len(analysis.rollout(short.env, short.algo).actions) == 2
     short.env.close()
 

@@ -93,12 +93,13 @@ def test_committed_outputs_are_the_shipped_checkpoints():
     """The episode in the committed outputs is the one the shipped checkpoint plays (CityFlow + the data set)."""
     from ipgnn import analysis
     from ipgnn.config import ConfigError
+    from ipgnn.runs import load_run
     from ipgnn.seeding import eval_seed
 
     committed = ATT.search(_text(nbformat.read(NOTEBOOK, as_version=4)))
     assert committed
     try:
-        cfg, env, algo = analysis.load_checkpoint(REPO / SHIPPED)
+        cfg, env, algo = load_run(REPO / SHIPPED)
     except ConfigError as exc:  # no Hangzhou data set (ipgnn-data fetch hangzhou_4x4) or no CityFlow
         pytest.skip(f"the shipped checkpoint's scenario cannot be played here: {exc}")
     try:

@@ -11,9 +11,9 @@ from ipgnn import references
 from ipgnn.config import EnvConfig, GraphConfig, load_config
 from ipgnn.envs import make_env
 from ipgnn.logger import read_metrics
+from ipgnn.runs import evaluate
 from ipgnn.traffic.controllers import max_pressure_policy, phase_pressures
 from ipgnn.traffic.env import TrafficSignalEnv
-from ipgnn.trainer import evaluate
 
 from conftest import ENGINES
 

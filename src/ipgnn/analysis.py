@@ -2,7 +2,8 @@ r"""Looking inside a trained intention propagation policy: the rounds :math:`\ti
 point, the attention, and (for traffic) the phases chosen over the map.
 
 The functions behind ``notebooks/explore_embeddings.ipynb``; every one works on any checkpoint written
-by ``ipgnn-train`` with ``algo.name: ipsac`` (the traffic figures need ``env.task: traffic``).
+by ``ipgnn-train`` with ``algo.name: ipsac`` (the traffic figures need ``env.task: traffic``), loaded
+with :func:`ipgnn.runs.load_run` (``cfg, env, algo = load_run(path)``).
 
 Definitions (sec. 4.2, eq. 6; app. B.2):
 
@@ -29,9 +30,8 @@ incoming approach from the observations, next to the phases chosen (the notebook
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,68 +43,6 @@ from ipgnn.graphs import expand_hops
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 
 GraphObs = Data | Batch
-
-# ------------------------------------------------------------------------------------------------
-# loading
-
-
-@dataclass
-class LoadedRun:
-    """A checkpoint rebuilt on the CPU: its config, a fresh environment of its task and the trained
-    learner (in eval mode). Unpacks as ``cfg, env, algo = load_checkpoint(path)``."""
-
-    cfg: Any  # ipgnn.config.ExperimentConfig
-    env: Any
-    algo: torch.nn.Module
-    path: Path
-    env_step: int
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.cfg, self.env, self.algo))
-
-
-def load_checkpoint(path: str | Path, overrides: Sequence[str] | None = None) -> LoadedRun:
-    """Rebuild ``(cfg, env, algo)`` from a checkpoint ``.pt`` (or a run directory: its
-    ``checkpoints/latest.pt``) on the CPU, as ``ipgnn-eval`` does.
-
-    ``overrides`` (``["--env.max_steps=20", ...]``) may change the ``env`` section and ``seed`` only:
-    the other sections describe the trained networks. The policy is shared across agents, so it can be
-    pointed at another scenario of the same observation layout.
-
-    Raises:
-        FileNotFoundError: no such checkpoint.
-        ValueError (ConfigError included): unreadable checkpoint, bad override or config.
-    """
-    from ipgnn import checkpoint
-    from ipgnn.config import ConfigError, deep_merge, parse_overrides, validate
-    from ipgnn.envs import make_env
-    from ipgnn.trainer import restore_algo
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
-    state = checkpoint.load(path, map_location="cpu")
-    if "config" not in state or "algo" not in state:
-        raise ValueError(f"checkpoint '{path}' has no config/algo: not written by ipgnn-train")
-    raw = dict(state["config"])
-    if overrides:
-        extra = parse_overrides(list(overrides))
-        bad = sorted(k for k in extra if k not in ("env", "seed"))
-        if bad:
-            raise ConfigError(
-                f"overrides may only change env.* and seed (the other sections describe the trained "
-                f"networks), got {bad}"
-            )
-        raw = deep_merge(raw, extra)
-    cfg = validate(raw, str(path))
-    cfg = cfg.model_copy(update={"device": "cpu"})
-    env = make_env(cfg.env)
-    try:
-        algo = restore_algo(state, cfg, env)
-    except BaseException:
-        env.close()
-        raise
-    return LoadedRun(cfg, env, algo, path, int(state.get("env_step", 0)))
 
 
 def policy_network(algo: Any) -> IntentionPropagationNetwork:
@@ -786,8 +724,6 @@ def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndar
 
 
 __all__ = [
-    "LoadedRun",
-    "load_checkpoint",
     "policy_network",
     "traffic_scenario",
     "select_graph",

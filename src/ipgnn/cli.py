@@ -194,15 +194,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _with_overrides(cfg, overrides: list[str], source: str):
-    """A checkpoint's config with ``--section.key=value`` overrides applied (errors name the override)."""
-    if not overrides:
-        return cfg
-    from ipgnn.config import deep_merge, parse_overrides, validate
-
-    return validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), f"command-line override on {source}")
-
-
 def eval_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -212,7 +203,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "the config (the checkpoint's or --config's), as for ipgnn-train.",
         epilog="example: ipgnn-eval --checkpoint runs/x/checkpoints/latest.pt --env.options.engine=cityflow",
     )
-    parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train")
+    parser.add_argument("--checkpoint", help="a checkpoint .pt written by ipgnn-train (or its run directory)")
     parser.add_argument(
         "--config",
         action="append",
@@ -307,46 +298,27 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from ipgnn import checkpoint
-    from ipgnn.config import validate
     from ipgnn.envs import make_env
-    from ipgnn.trainer import evaluate, greedy_policy, random_policy, resolve_device, restore_algo
+    from ipgnn.runs import evaluate, greedy_policy, load_run, random_policy, read_checkpoint, with_overrides
 
     try:
-        state: dict = {}
+        run = None
         if args.controller == "policy":
             if not args.checkpoint:
                 return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
-            state = checkpoint.load(args.checkpoint)
-            if not isinstance(state.get("config"), dict) or "algo" not in state:
-                return _fail(
-                    f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
-                    "ipgnn-train (pass <run>/checkpoints/latest.pt)"
-                )
-            cfg = _with_overrides(validate(state["config"], args.checkpoint), overrides, args.checkpoint)
+            run = load_run(args.checkpoint, overrides, device=None)
+            cfg = run.cfg
         elif args.config:
             cfg = load_config(args.config, overrides)
         elif args.checkpoint:
-            cfg = _with_overrides(
-                validate(checkpoint.load(args.checkpoint).get("config", {}), args.checkpoint),
-                overrides,
-                args.checkpoint,
-            )
+            cfg = with_overrides(read_checkpoint(args.checkpoint).cfg, overrides, args.checkpoint)
         else:
             return _fail(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
-        env = make_env(cfg.env)
-        if args.controller == "policy":
-            device = resolve_device(cfg.device)
-            try:
-                algo = restore_algo(state, cfg, env, device)
-            except ValueError as exc:
-                env.close()
-                return _fail(
-                    f"{exc}; an override ({' '.join(overrides) or 'none'}) changed its observations, actions or agents"
-                )
-            act = greedy_policy(algo, device, deterministic=not args.stochastic)
+        env = make_env(cfg.env) if run is None else run.env
+        if run is not None:
+            act = greedy_policy(run.algo, run.device, deterministic=not args.stochastic)
             if links is not None:
-                act = decentralised_policy(algo, env.num_agents, links, args.processes)
+                act = decentralised_policy(run.algo, env.num_agents, links, args.processes)
         elif args.controller == "random":
             act = random_policy(env)
         else:
@@ -384,8 +356,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         }
     if cfg.env.task == "traffic":
         out["engine"] = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
-    if state:
-        out |= {"checkpoint": args.checkpoint, "env_step": state["env_step"]}
+    if run is not None:
+        out |= {"checkpoint": args.checkpoint, "env_step": run.env_step}
     print(json.dumps(json_safe(out | metrics), indent=2, allow_nan=False))
     return 0
 
@@ -399,31 +371,27 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         "alone (or libtorch in C++), without PyG or ipgnn; a JSON file beside it describes the inputs.",
         epilog="example: ipgnn-export --checkpoint runs/x/checkpoints/latest.pt --out agent_step.pt",
     )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train (or its run directory)"
+    )
     parser.add_argument("--out", required=True, help="the file to write (e.g. agent_step.pt)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     import torch
 
-    from ipgnn import checkpoint
-    from ipgnn.config import validate
     from ipgnn.nn.local import AgentStep, export_agent_step
     from ipgnn.nn.propagation import IntentionPropagationNetwork
+    from ipgnn.runs import load_run, read_checkpoint
 
     try:
-        state = checkpoint.load(args.checkpoint)
-        if not isinstance(state.get("config"), dict) or "algo" not in state:
+        saved = read_checkpoint(args.checkpoint)
+        if saved.cfg.algo.name != "ipsac":
             return _fail(
-                f"checkpoint '{args.checkpoint}' holds no config and networks: it was not written by "
-                "ipgnn-train (pass <run>/checkpoints/latest.pt)"
-            )
-        cfg = validate(state["config"], args.checkpoint)
-        if cfg.algo.name != "ipsac":
-            return _fail(
-                f"checkpoint '{args.checkpoint}': algo.name is '{cfg.algo.name}'; only an "
+                f"checkpoint '{args.checkpoint}': algo.name is '{saved.cfg.algo.name}'; only an "
                 "intention-propagation policy (ipsac) has a per-agent step to export"
             )
-        policy = _policy_from_checkpoint(state, cfg)
+        with load_run(saved) as run:  # on the CPU; the environment gives the observation and action sizes
+            policy = run.algo.policy
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
     assert isinstance(policy, IntentionPropagationNetwork)
@@ -431,7 +399,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     path = export_agent_step(step, args.out)
     meta = {
         "checkpoint": str(args.checkpoint),
-        "env_step": state.get("env_step"),
+        "env_step": saved.state.get("env_step"),
         "torch": torch.__version__,
         "obs_dim": int(step.enc_weight.size(2)),
         "agent_types": int(step.enc_weight.size(0)),
@@ -452,18 +420,6 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and {meta_path}")
     return 0
-
-
-def _policy_from_checkpoint(state: dict, cfg):
-    """The trained policy network of an ipsac checkpoint, on the CPU."""
-    from ipgnn.envs import make_env
-    from ipgnn.trainer import restore_algo
-
-    env = make_env(cfg.env)  # the task's observation and action sizes (the spec make_algo reads)
-    try:
-        return restore_algo(state, cfg, env).policy
-    finally:
-        env.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

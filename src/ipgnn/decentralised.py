@@ -266,7 +266,7 @@ def _serve(w: int, step: AgentStep, agents: Tensor, owner: Tensor, links: Links,
 
 class DecentralisedPolicy:
     """``obs -> joint action`` by decentralised execution (module docstring), usable wherever a policy
-    function is (:func:`ipgnn.trainer.evaluate` calls :meth:`begin_episode` before each episode).
+    function is (:func:`ipgnn.runs.evaluate` calls :meth:`begin_episode` before each episode).
 
     Args:
         step: the per-agent step (:meth:`AgentStep.from_network`).

@@ -343,31 +343,22 @@ def interpret(
         NotTrafficError: the checkpoint is not for ``env.task: traffic``.
         FileNotFoundError / ValueError: unreadable checkpoint or bad arguments.
     """
-    from ipgnn import checkpoint
-    from ipgnn.analysis import load_checkpoint, traffic_scenario
+    from ipgnn.analysis import traffic_scenario
+    from ipgnn.runs import load_run, read_checkpoint
 
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
     if interval < 1:
         raise ValueError(f"--interval must be at least 1 decision step, got {interval}")
-    path = Path(checkpoint_path)
-    if path.is_dir():
-        path = path / "checkpoints" / "latest.pt"
-    state = checkpoint.load(path)
-    if not isinstance(state.get("config"), dict):
-        raise ValueError(
-            f"checkpoint '{path}' holds no config: not a checkpoint written by ipgnn-train "
-            "(pass checkpoints/latest.pt of a run)"
-        )
-    task = (state["config"].get("env") or {}).get("task", "mpe_spread")
-    del state
+    saved = read_checkpoint(checkpoint_path)
+    path, task = saved.path, saved.cfg.env.task
     if task != "traffic":
         raise NotTrafficError(
             f"checkpoint '{path}' was trained on task '{task}', not on traffic-signal control "
             "(env.task: traffic): policy interpretation (app. C.3) compares vehicle volumes with "
             "the phases the policy gives green, which only traffic tasks have"
         )
-    run = load_checkpoint(path, overrides)
+    run = load_run(saved, overrides)
     cfg, env, algo = run
     try:
         scenario = traffic_scenario(env)

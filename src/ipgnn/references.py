@@ -3,7 +3,7 @@ judged against.
 
 A task that has classical controllers (traffic: FixedTime and MaxPressure, see
 :func:`ipgnn.envs.traffic.reference_policies`) exposes them as ``env.reference_policies()``. They are
-evaluated by the same :func:`ipgnn.trainer.evaluate` as the learned policy: same engine, same episode
+evaluated by the same :func:`ipgnn.runs.evaluate` as the learned policy: same engine, same episode
 length, same action interval and yellow, same evaluation seeds, same metric definitions. The result is
 cached under ``$IPGNN_CACHE/references/<digest>.json``; the digest covers the task's config (less the
 communication graph, which the controllers do not read), the engine and the scenario's files
@@ -48,7 +48,7 @@ def reference_results(
     env_cfg: dict[str, Any],
     episodes: int,
     seed: int,
-    evaluate: Callable[..., dict[str, float]],
+    evaluate: Callable[..., dict[str, float]] | None = None,
     cache: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{controller: {metric: value}}`` for ``env``'s reference controllers (``{}`` when it has none),
@@ -58,12 +58,15 @@ def reference_results(
         env: a graph environment (its ``reference_policies()`` and ``reference_key``).
         env_cfg: the ``env`` config section as a dict (part of the cache key).
         episodes, seed: the evaluation episodes, exactly those the learned policy is evaluated on.
-        evaluate: ``(act, env, episodes, seed) -> {"eval/<metric>": value}``.
+        evaluate: ``(act, env, episodes, seed) -> {"eval/<metric>": value}``; default
+            :func:`ipgnn.runs.evaluate`, the learned policy's (a test passes a wrapper that counts the calls).
         cache: the cache directory (default ``$IPGNN_CACHE/references``).
     """
     policies = env.reference_policies() if hasattr(env, "reference_policies") else {}
     if not policies:
         return {}
+    if evaluate is None:
+        from ipgnn.runs import evaluate  # here, not at the top: plotting imports this module for from_rows
     path = (cache or cache_dir()) / f"{cache_key(env_cfg, env.reference_key, episodes, seed)}.json"
     if path.is_file():
         try:

@@ -71,36 +71,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm.auto import tqdm
 
-    from ipgnn import checkpoint, references
-    from ipgnn.config import ConfigError, validate
+    from ipgnn import references
+    from ipgnn.config import ConfigError
     from ipgnn.decentralised import Links, decentralised_policy
-    from ipgnn.envs import make_env
-    from ipgnn.trainer import evaluate, restore_algo
+    from ipgnn.runs import evaluate, load_run, read_checkpoint
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         settings = _settings(args.drop, args.delay, args.fallback)
         links = {s: Links(*s) for s in settings}
-        states = [(p, checkpoint.load(p)) for p in args.checkpoints]
-        cfgs = [validate(st["config"], p) for p, st in states]
+        saved = [read_checkpoint(p) for p in args.checkpoints]  # every file checked before any episode is played
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cfgs = [s.cfg for s in saved]
     if len({c.seed for c in cfgs}) < len(cfgs):
         print("error: two checkpoints have the same seed: pass one checkpoint per training seed", file=sys.stderr)
         return 2
     scenario = cfgs[0].name
     rows, refs, engine = [], {}, None
-    bar = tqdm(total=len(states) * len(settings), desc="robustness", unit="setting")
-    for (path, state), cfg in zip(states, cfgs):
-        env = make_env(cfg.env)
-        try:
+    bar = tqdm(total=len(saved) * len(settings), desc="robustness", unit="setting")
+    for path, one in zip(args.checkpoints, saved):
+        with load_run(one) as run:
+            cfg, env, algo = run
             engine = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
-            algo = restore_algo(state, cfg, env)
-            refs[cfg.seed] = references.reference_results(
-                env, cfg.env.model_dump(mode="json"), args.episodes, cfg.seed, evaluate
-            )
+            refs[cfg.seed] = references.reference_results(env, cfg.env.model_dump(mode="json"), args.episodes, cfg.seed)
             for setting in settings:
                 act = decentralised_policy(algo, env.num_agents, links[setting], args.processes)
                 counted = _Counted(act, algo)
@@ -127,8 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2], att=f"{metrics[METRIC]:.1f}"
                 )
                 bar.update()
-        finally:
-            env.close()
     bar.close()
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
