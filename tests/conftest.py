@@ -33,9 +33,8 @@ def _seed_and_threads():
     yield
 
 
-@pytest.fixture
-def tiny_overrides(tmp_path):
-    """Overrides that make any config a seconds-long CPU run writing under tmp_path."""
+def tiny(root: Path) -> list[str]:
+    """Overrides that make any config a seconds-long CPU run writing under ``root``."""
     return [
         "--model.hidden=32",
         "--replay.batch_size=32",
@@ -46,10 +45,16 @@ def tiny_overrides(tmp_path):
         "--train.eval_episodes=2",
         "--train.checkpoint_every=100",
         "--train.log_every=25",
-        f"--logger.run_root={tmp_path / 'runs'}",
+        f"--logger.run_root={root / 'runs'}",
         "--logger.progress=false",
         "--logger.mode=disabled",
     ]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """:func:`tiny` under tmp_path."""
+    return tiny(tmp_path)
 
 
 def learned_and_random_returns(cfg, run_dir, episodes: int) -> tuple[float, float]:

@@ -3,6 +3,7 @@ trainer logged; overrides apply; unusable paths fail with a message that names t
 
 import ast
 import json
+import re
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from ipgnn.runs import (
     resolve_device,
 )
 
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, tiny
 
 STEPS = 300
 
@@ -31,24 +32,7 @@ def trained(tmp_path_factory):
     from ipgnn.trainer import Trainer
 
     root = tmp_path_factory.mktemp("runs")
-    cfg = load_config(
-        [str(CONFIGS / "mpe_spread_small.yaml")],
-        [
-            "--model.hidden=32",
-            "--replay.batch_size=32",
-            "--train.learning_starts=50",
-            "--train.update_every=25",
-            "--train.gradient_steps=2",
-            "--train.eval_every=100",
-            "--train.eval_episodes=2",
-            "--train.checkpoint_every=100",
-            "--train.log_every=25",
-            f"--train.total_steps={STEPS}",
-            f"--logger.run_root={root}",
-            "--logger.progress=false",
-            "--logger.mode=disabled",
-        ],
-    )
+    cfg = load_config([str(CONFIGS / "mpe_spread_small.yaml")], [*tiny(root), f"--train.total_steps={STEPS}"])
     trainer = Trainer.from_config(cfg, root / "run")
     try:
         final = trainer.train()
@@ -103,26 +87,18 @@ def test_overrides_change_the_task_not_the_networks(trained):
 
 
 def test_unusable_paths_fail_with_a_message_that_names_them(tmp_path):
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"\x00garbage" * 100)
-    weights = tmp_path / "weights.pt"
-    torch.save({"weights": torch.zeros(2)}, weights)
-    bad_config = tmp_path / "badcfg.pt"
-    torch.save({"config": {"model": {"hidden": "wide"}}, "algo": {}}, bad_config)
+    """The files ipgnn-eval is fuzzed with (tests/test_fuzz_inputs.py), a directory that is not a run, and the
+    exception each raises; ConfigError (a saved config that no longer validates) is a ValueError."""
+    from test_fuzz_inputs import checkpoints as malformed_checkpoints
+
     (tmp_path / "not_a_run").mkdir()
-    cases = [
-        (tmp_path / "missing.pt", FileNotFoundError, "missing.pt' does not exist"),
-        (tmp_path / "not_a_run", FileNotFoundError, "not_a_run' is a directory without checkpoints/latest.pt"),
-        (empty, ValueError, "empty.pt' could not be read .* the file is empty"),
-        (junk, ValueError, "junk.pt' could not be read .* damaged"),
-        (weights, ValueError, "weights.pt' holds no config and networks: not a checkpoint written by ipgnn-train"),
-        (bad_config, ConfigError, "badcfg.pt: model.hidden"),
-    ]
-    for path, kind, message in cases:
-        with pytest.raises(kind, match=message):
+    cases = [*malformed_checkpoints(tmp_path), (tmp_path / "not_a_run", "directory without checkpoints/latest.pt")]
+    for path, names in cases:
+        kind = FileNotFoundError if not path.is_file() else ValueError
+        with pytest.raises(kind, match=re.escape(names)):
             load_run(path)
+    with pytest.raises(ValueError, match="holds no config and networks: not a checkpoint written by ipgnn-train"):
+        load_run(tmp_path / "weights.pt")
 
 
 def test_resolve_device():
