@@ -310,12 +310,10 @@ def test_the_exported_step_runs_without_pyg_in_a_fresh_interpreter_and_matches(t
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["rounds"] == 2 and meta["hidden"] == 16 and meta["bytes_per_message"] == 64
     # the package's actions: the checkpoint's policy, centrally, on real observations of three steps
-    from ipgnn import checkpoint
-    from ipgnn.cli import _policy_from_checkpoint
-    from ipgnn.config import validate
+    from ipgnn.runs import load_run
 
-    state = checkpoint.load(traffic_checkpoint)
-    policy = _policy_from_checkpoint(state, validate(state["config"], "test"))
+    with load_run(traffic_checkpoint) as run:
+        policy = run.algo.policy
     env = traffic_env()
     try:
         obs = env.reset(seed=9)
