@@ -1,7 +1,10 @@
-"""The README's comparison table, from the campaign's summaries (``results/paper/<task>/summary.csv``).
+"""The comparison table, from the campaign's summaries (``results/paper/<task>/summary.csv``).
 
-    python benchmarks/paper_table.py            # rewrites the table between the README's markers
+    python benchmarks/paper_table.py            # rewrites the table between the markers of its pages
     python benchmarks/paper_table.py --print    # prints it only
+
+The table lives on the Results page (``docs/results.md``) with its findings, and as the headline of
+``README.md``; both hold it between ``<!-- paper-table:begin -->`` and ``<!-- paper-table:end -->``.
 
 One row per task of the paper's comparison (Fig. 3, 4, 5): each method's final greedy evaluation, mean ± std
 over seeds (ATT in seconds on traffic, lower is better; team return elsewhere, higher is better), the best
@@ -58,6 +61,8 @@ GPU_ONLY = [
     ("Grid 35×35, N = 1225 (Fig. 3c)", "IP best by a wide margin; MADDPG-S second (sec. 5.2)"),
 ]
 BEGIN, END = "<!-- paper-table:begin -->", "<!-- paper-table:end -->"
+# the pages that hold the table between the markers: the Results page, and the README's headline copy
+PAGES = ["docs/results.md", "README.md"]
 
 
 def _read(task: str) -> dict[str, dict[str, str]]:
@@ -140,19 +145,24 @@ def table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--print", action="store_true", help="print the table, leave README.md alone")
+    parser.add_argument("--print", action="store_true", help="print the table, leave the pages alone")
     args = parser.parse_args()
     text = table()
     if args.print:
         print(text)
         return
-    readme = ROOT / "README.md"
-    body = readme.read_text()
-    if BEGIN not in body or END not in body:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to put the table between")
-    body = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", body, flags=re.S)
-    readme.write_text(body)
+    for page in PAGES:
+        write_between_markers(ROOT / page, text)
     print(text)
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what ``path`` holds between :data:`BEGIN` and :data:`END` with ``text``."""
+    body = path.read_text()
+    if BEGIN not in body or END not in body:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to put the table between")
+    body = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", body, flags=re.S)
+    path.write_text(body)
 
 
 if __name__ == "__main__":
