@@ -27,11 +27,12 @@ def main() -> None:
 
     from ipgnn import checkpoint
     from ipgnn.config import validate
+    from ipgnn.cpu import set_threads
     from ipgnn.decentralised import Links, decentralised_policy
     from ipgnn.envs import make_env
     from ipgnn.trainer import restore_algo
 
-    torch.set_num_threads(1)
+    set_threads(1)
     state = checkpoint.load(args.checkpoint)
     cfg = validate(state["config"], args.checkpoint)
     env = make_env(cfg.env)
