@@ -94,8 +94,10 @@ def _rss_bytes() -> int:
 
 def bench_one(name: str, n: int, b: int, repeats: int, device_name: str, threads: int | None) -> dict[str, Any]:
     """Build ``name`` for N agents, time ``repeats`` updates after a warm-up, measure peak memory."""
+    from ipgnn.cpu import set_threads
+
     if threads:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     from ipgnn.algos import algo_class
     from ipgnn.algos.ipsac import AgentSpec
     from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
@@ -176,7 +178,7 @@ def main() -> None:
     p.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
     p.add_argument("--repeats", type=int, default=3, help="timed updates after one warm-up update")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as it is)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (ipgnn.cpu.set_threads; default: as it is)")
     p.add_argument("--json", default=None, help="write the raw rows here")
     args = p.parse_args()
     threads = args.threads or torch.get_num_threads()

@@ -25,10 +25,11 @@ def main() -> None:
 
     import torch
 
+    from ipgnn.cpu import set_threads
     from ipgnn.decentralised import Links, decentralised_policy
     from ipgnn.runs import load_run
 
-    torch.set_num_threads(1)
+    set_threads(1)
     cfg, env, algo = load_run(args.checkpoint)
     obs_list, obs = [], env.reset(seed=0)
     for _ in range(args.decisions):

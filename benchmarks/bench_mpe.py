@@ -3,7 +3,7 @@
 One environment step = all ``N`` agents act once and every agent's observation and reward are
 computed (for ``mpe2``: ``parallel_env.step`` with a dict of random discrete actions; for the tensor
 scenario: ``step`` with a ``[B, N]`` tensor of random discrete actions, ``B`` worlds at once, every
-world counted). Random actions, CPU, ``torch.set_num_threads`` left as it is unless ``--threads``.
+world counted). Random actions, CPU, torch's threads left as they are unless ``--threads``.
 ``mpe2`` has no batching — ``B`` environments cost ``B`` times one — so it is timed at ``B = 1`` only.
 Episodes are long enough that no reset falls inside a timed block. The tensor figures are the median
 (and the best) of ``--repeats`` blocks of ``--steps`` steps after a warm-up block; ``mpe2`` runs one block of
@@ -130,7 +130,7 @@ def main() -> None:
     p.add_argument(
         "--mpe2-steps", type=int, nargs="+", default=None, help="mpe2 steps per N (default: 50 below N = 100, else 3)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as it is)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (ipgnn.cpu.set_threads; default: as it is)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--select", action="store_true", help="time the k-nearest selection instead (CPU)")
     p.add_argument(
@@ -142,7 +142,9 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        from ipgnn.cpu import set_threads
+
+        set_threads(args.threads)
     if args.graph is not None:
         print(
             f"# {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "

@@ -88,6 +88,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from ipgnn.cpu import thread_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BENCHMARL_RUNNER = textwrap.dedent('''
@@ -262,13 +264,6 @@ def _ipgnn_train() -> list[str]:
     return [exe]
 
 
-def _thread_env(threads: int) -> dict:
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return env
-
-
 def run_ours(seed: int, budget: float, run_dir: Path, config: str, overrides: list[str], threads: int = 0) -> dict:
     """ipgnn-train for ``budget`` seconds; the evaluation rows of metrics.jsonl are stamped as they appear."""
     if run_dir.exists():
@@ -307,7 +302,7 @@ def run_ours(seed: int, budget: float, run_dir: Path, config: str, overrides: li
     t0 = time.time()
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_thread_env(threads)
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=thread_env(threads)
         )
     rows, state = [], {"pos": 0, "partial": ""}
 
@@ -373,7 +368,7 @@ def run_benchmarl(
     ]
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         proc = subprocess.Popen(
-            cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=_thread_env(threads)
+            cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=thread_env(threads)
         )
     while time.time() - t0 < budget and proc.poll() is None:
         time.sleep(0.2)
@@ -796,7 +791,7 @@ def random_reference(config: str, seeds: list[int], episodes: int = 10) -> list[
     for seed in seeds:
         cmd = [exe, "--controller", "random", "--config", config, "--episodes", str(episodes), "--seed", str(seed)]
         try:
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=_thread_env(1))
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=thread_env(1))
             text = done.stdout
             metrics = json.loads(text[text.index("{") :])
             res.append({"seed": seed, "team_return": metrics["eval/episode_return"], "cmd": cmd})

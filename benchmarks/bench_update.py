@@ -23,8 +23,9 @@ from torch_geometric.data import Data
 
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
-from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages, release_freed_memory
+from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages, release_freed_memory, set_threads
 from ipgnn.graphs import knn_edges
+from ipgnn.precision import autocast
 from ipgnn.replay import GraphReplayBuffer
 
 OBS, ACTIONS, K = 18, 5, 8
@@ -83,7 +84,7 @@ def bench(
     kept = keep_memory and device.type == "cpu" and keep_freed_memory_if_room()[0]
 
     def policy_fwd_bwd():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision, device.type):
             out = algo.policy(sample.obs).dist
         out.logits.sum().backward()
 
@@ -131,7 +132,7 @@ def main() -> None:
     if not args.release_memory:
         reexec_with_huge_pages()  # as ipgnn-train does (ipgnn.cpu)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(

@@ -16,7 +16,7 @@ from bench_update import ACTIONS, OBS, make_buffer
 
 from ipgnn.algos.ipsac import IPSAC, AgentSpec
 from ipgnn.config import AlgoConfig, ModelConfig
-from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages
+from ipgnn.cpu import keep_freed_memory_if_room, reexec_with_huge_pages, set_threads
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     if not args.release_memory:
         reexec_with_huge_pages()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     torch.manual_seed(0)
     buf = make_buffer(args.agents, 64)
     algo = IPSAC(

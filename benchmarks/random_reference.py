@@ -64,7 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="+", help="task directories under results/paper/ (e.g. spread30 hangzhou16)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    from ipgnn.cpu import set_threads
+
+    set_threads(1)
     for task in args.tasks:
         s = random_reference(task)
         shown = {k: round(v, 2) for k, v in s.items() if k.endswith("/mean") or k.endswith("/std")}

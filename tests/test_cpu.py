@@ -7,7 +7,7 @@ import ctypes
 import pytest
 import torch
 
-from ipgnn.cpu import plan_threads, usable_cores
+from ipgnn.cpu import available_memory, memory_source, plan_threads, set_threads, thread_env, usable_cores
 
 
 @pytest.fixture
@@ -37,6 +37,28 @@ def test_an_explicit_number_and_omp_num_threads_are_used_as_given(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     plan = plan_threads("auto", load=0.0, usable=8, default=1)
     assert plan.threads == 1 and "OMP_NUM_THREADS=1" in plan.why
+
+
+def test_set_threads_returns_the_number_before_and_thread_env_pins_children():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == before and torch.get_num_threads() == 1
+        assert set_threads(1) == 1  # already so: nothing to change
+    finally:
+        set_threads(before)
+    env = thread_env(2, {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert thread_env(0, {"PATH": "/bin"}) == {"PATH": "/bin"}  # 0: as the parent has it
+
+
+def test_available_memory_reads_the_host_by_default_and_names_its_source():
+    host = available_memory()
+    assert host is None or host > 0
+    assert (available_memory("cpu") is None) == (host is None)  # "cpu" is the default
+    assert memory_source("cpu") == "MemAvailable (/proc/meminfo)"
+    assert memory_source(torch.device("cuda", 0)) == "free memory on cuda:0"
+    if not torch.cuda.is_available():
+        assert available_memory("cuda") is None  # no driver: unknown, never an error
 
 
 def test_usable_cores_reads_the_affinity_mask():

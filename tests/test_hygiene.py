@@ -51,6 +51,18 @@ def test_lower_layers_never_import_algorithms_or_the_cli(layer):
     assert not bad, "\n".join(bad)
 
 
+def test_traffic_never_imports_the_graph_environments():
+    """envs -> traffic, one way: the simulator package (engines, scenarios, the simulator environment) never
+    imports ipgnn.envs, whose traffic_graph adapter imports it."""
+    bad = []
+    for path in sorted((REPO / "src" / "ipgnn" / "traffic").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.relative_to(REPO)}:{node.lineno}: {n}" for n in names if n.startswith("ipgnn.envs")]
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
 def test_ruff_is_clean(command):
     """`ruff check .` and `ruff format --check .` with pyproject.toml's settings; fails with ruff's report."""

@@ -13,7 +13,7 @@ from ipgnn.envs import make_env
 from ipgnn.logger import read_metrics
 from ipgnn.runs import evaluate
 from ipgnn.traffic.controllers import max_pressure_policy, phase_pressures
-from ipgnn.traffic.env import TrafficSignalEnv
+from ipgnn.traffic.simulator_env import TrafficSignalEnv
 
 from conftest import ENGINES
 
@@ -200,7 +200,7 @@ def test_the_engine_that_ran_is_recorded_in_the_config_and_checkpoint(tmp_path):
     import yaml
 
     from ipgnn import checkpoint
-    from ipgnn.envs.traffic import resolve_engine
+    from ipgnn.envs.traffic_graph import resolve_engine
     from ipgnn.trainer import Trainer
 
     cfg = load_config(

@@ -686,7 +686,7 @@ def plot_phase_timeline(scenario: Any, actions: Sequence[Tensor], action_interva
 def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndarray, list[list[str]]]:
     """The queue on every incoming approach of every intersection, in each state of an episode (e.g.
     ``rollout(...).observations``: the states the phases were chosen in), read from the observations'
-    ``waiting`` block (halted vehicles per incoming lane, :mod:`ipgnn.traffic.env`); no engine call.
+    ``waiting`` block (halted vehicles per incoming lane, :mod:`ipgnn.traffic.simulator_env`); no engine call.
 
     An *approach* is one incoming road: its queue is the sum over the road's lanes.
 

@@ -296,10 +296,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             return _fail(f"--{exc}")
 
-    import torch
-
     from ipgnn.envs import make_env
     from ipgnn.runs import evaluate, greedy_policy, load_run, random_policy, read_checkpoint, with_overrides
+    from ipgnn.seeding import seed_everything
 
     try:
         run = None
@@ -322,20 +321,19 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         elif args.controller == "random":
             act = random_policy(env)
         else:
-            from ipgnn.traffic.controllers import fixed_time_policy, max_pressure_policy
-            from ipgnn.traffic.env import TrafficSignalEnv
-
-            if not isinstance(getattr(env, "env", None), TrafficSignalEnv):
+            name = {"maxpressure": "MaxPressure", "fixedtime": "FixedTime"}[args.controller]
+            references = env.reference_policies() if hasattr(env, "reference_policies") else {}
+            if name not in references:
                 return _fail(
                     f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
                 )
-            act = (max_pressure_policy if args.controller == "maxpressure" else fixed_time_policy)(env.env)
+            act = references[name]
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
     seed = cfg.seed if args.seed is None else args.seed
     if seed < 0:
         return _fail(f"--seed must be a non-negative integer, got {seed}")
-    torch.manual_seed(seed)
+    seed_everything(seed)  # the stochastic policy's and the random controller's actions
     try:
         metrics = evaluate(act, env, args.episodes, seed)
     finally:

@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 
 from ipgnn.config import ConfigError, ExperimentConfig, load_config
-from ipgnn.cpu import usable_cores
+from ipgnn.cpu import thread_env, usable_cores
 from ipgnn.logger import read_metrics
 
 LOWER_IS_BETTER = ("average_travel_time", "queue_length", "delay", "landmark_distance", "collisions")
@@ -252,11 +252,10 @@ def execute(runs: Sequence[RunSpec], out: Path, workers: int = 1, echo=print) ->
         else:
             argv = run.argv(out)
         cmd = [sys.executable, "-m", "ipgnn.cli_entry", "train", *argv, "--logger.progress=false"]
-        env = os.environ.copy()
-        if workers > 1 and "OMP_NUM_THREADS" not in env:
-            # runs side by side share the cores: more threads than cores makes every torch op wait
-            # (measured here: one update 18x slower with 2 threads each on 2 busy cores)
-            env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // workers))
+        # runs side by side share the cores: more threads than cores makes every torch op wait
+        # (measured here: one update 18x slower with 2 threads each on 2 busy cores)
+        share = workers > 1 and "OMP_NUM_THREADS" not in os.environ
+        env = thread_env(max(1, usable_cores() // workers) if share else 0)
         started = time.monotonic()
         with open(rd / "stdout.log", "ab") as so, open(rd / "stderr.log", "ab") as se:
             rc = subprocess.run(cmd, stdout=so, stderr=se, env=env).returncode

@@ -1,5 +1,7 @@
-"""The learner on a CPU: how many torch threads it should use on the machine it finds (with a warning when
-it would oversubscribe the cores), and an allocator that keeps freed memory for the next update.
+"""The machine a run finds: how many torch threads to use (with a warning when they would oversubscribe the
+cores), how much memory is available, and an allocator that keeps freed memory for the next update. This is
+the one place that sets torch's threads (:func:`set_threads`, :func:`thread_env` for child processes) and
+reads the available memory (:func:`available_memory`); bfloat16 lives in :mod:`ipgnn.precision`.
 
 **Threads.** More intra-op threads than free cores makes every op wait on the slowest thread: one IP-SAC update measured
 18x slower with two threads on two busy cores, and the learning tests 21-22 min instead of 1-2 min in a
@@ -45,10 +47,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
+
+from ipgnn.precision import native_bf16  # noqa: F401 - read here by trainer.py until it imports ipgnn.precision
 
 
 def usable_cores() -> int:
@@ -111,21 +115,30 @@ def plan_threads(
     return ThreadPlan(threads, why, free, warning)
 
 
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op threads to ``threads`` (no call when it already has that many) and return the
+    number it had, so that a caller can put it back: the learner (:func:`plan_threads`' number), a simulator
+    or agent worker process (1: it needs no intra-op threads of its own), a benchmark's ``--threads``."""
+    import torch  # here, not at import: see plan_threads
+
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    return before
+
+
+def thread_env(threads: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default: this process's environment) for a child process that should run
+    ``threads`` torch/OpenMP threads (``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``); unchanged when ``threads``
+    is 0. Processes run side by side share the cores, and more threads than cores makes every op wait."""
+    env = dict(os.environ if environ is None else environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
 _KEPT = False
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it). Without it,
-    ``algo.precision: bf16`` is emulated and slower than fp32; with it, an IP-SAC update measured 1.8-3.7x
-    faster than fp32 on the 2-core AMD EPYC, by size (``benchmarks/README.md``). Probed once per process."""
-    import torch
-
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without the probe: assume not
-        return False
 
 
 def _libc():
@@ -172,10 +185,26 @@ def _proc_kib(path: str, key: str) -> int | None:
     return None
 
 
-def available_memory() -> int | None:
-    """The machine's available memory in bytes (``MemAvailable``), or None where there is no /proc."""
+def available_memory(device: Any = "cpu") -> int | None:
+    """Free memory in bytes where ``device`` keeps its tensors, or None when unknown: the machine's
+    ``MemAvailable`` (``/proc/meminfo``) for the CPU (the default: the replay buffer's room), CUDA's free
+    memory (``torch.cuda.mem_get_info``) for a CUDA device (the networks' room). :func:`memory_source` says
+    which was read, for a message."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            return int(free)
+        except Exception:  # noqa: BLE001 - no driver: unknown
+            return None
     kib = _proc_kib("/proc/meminfo", "MemAvailable:")
     return None if kib is None else kib * 1024
+
+
+def memory_source(device: Any = "cpu") -> str:
+    """What :func:`available_memory` reads for ``device``, for a message."""
+    return f"free memory on {device}" if str(device).startswith("cuda") else "MemAvailable (/proc/meminfo)"
 
 
 def keep_freed_memory_if_room(headroom: float = 2.0) -> tuple[bool, str]:

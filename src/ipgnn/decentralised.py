@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ipgnn.cpu import set_threads, usable_cores
 from ipgnn.graphs import expand_hops
 from ipgnn.nn.local import AgentStep, neighbour_table
 
@@ -222,7 +223,7 @@ class AgentBlock:
 
 def _serve(w: int, step: AgentStep, agents: Tensor, owner: Tensor, links: Links, conn, inboxes) -> None:
     """A worker process: hosts the block ``agents`` and answers the coordinator's commands."""
-    torch.set_num_threads(1)
+    set_threads(1)  # one agent block per process: no intra-op threads of its own
     num_agents = owner.numel()
     block = AgentBlock(step, agents, num_agents, links)
     workers = len(inboxes)
@@ -399,7 +400,6 @@ def decentralised_policy(
     """A trained learner's policy (its ``policy`` attribute, an
     :class:`~ipgnn.nn.propagation.IntentionPropagationNetwork`) as a :class:`DecentralisedPolicy`;
     ``processes=None``: the usable cores, at most ``num_agents``."""
-    from ipgnn.cpu import usable_cores
     from ipgnn.nn.propagation import IntentionPropagationNetwork
 
     policy = getattr(algo, "policy", None)

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ipgnn.seeding import eval_seed
+from ipgnn.seeding import eval_seed, seed_everything
 
 EPSILON = 1e-6
 CSV_NAME = "interpretation.csv"
@@ -366,7 +366,7 @@ def interpret(
             raise NotTrafficError(f"checkpoint '{path}': its environment has no traffic scenario")
         table = movement_table(scenario, include_always_green)
         seed = cfg.seed if seed is None else seed
-        torch.manual_seed(seed)
+        seed_everything(seed)  # the action sampling when not greedy
         rec = record(env, algo, table, episodes, seed, deterministic=greedy)
     finally:
         env.close()

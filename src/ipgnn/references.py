@@ -2,7 +2,7 @@
 judged against.
 
 A task that has classical controllers (traffic: FixedTime and MaxPressure, see
-:func:`ipgnn.envs.traffic.reference_policies`) exposes them as ``env.reference_policies()``. They are
+:func:`ipgnn.envs.traffic_graph.reference_policies`) exposes them as ``env.reference_policies()``. They are
 evaluated by the same :func:`ipgnn.runs.evaluate` as the learned policy: same engine, same episode
 length, same action interval and yellow, same evaluation seeds, same metric definitions. The result is
 cached under ``$IPGNN_CACHE/references/<digest>.json``; the digest covers the task's config (less the

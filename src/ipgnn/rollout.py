@@ -29,6 +29,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from ipgnn.config import ConfigError, EnvConfig
+from ipgnn.cpu import set_threads
 from ipgnn.envs.pettingzoo import StepResult, uniform_random_action
 
 
@@ -36,7 +37,7 @@ class EnvWorker:
     """One environment, driven by commands; the body of a worker process or a Ray actor."""
 
     def __init__(self, env_cfg: dict[str, Any]):
-        torch.set_num_threads(1)  # a simulator's process needs no intra-op threads of its own
+        set_threads(1)  # a simulator's process needs no intra-op threads of its own
         from ipgnn.envs import make_env
 
         self.env = make_env(EnvConfig.model_validate(env_cfg))

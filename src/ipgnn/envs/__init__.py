@@ -15,7 +15,7 @@ from ipgnn.config import ConfigError, EnvConfig
 from ipgnn.envs.mpe import make_mpe_spread
 from ipgnn.envs.mpe_tensor.factory import TENSOR_MPE_TASKS
 from ipgnn.envs.pettingzoo import Headline, ParallelGraphEnv, StepResult
-from ipgnn.envs.traffic import ATT, make_traffic_env
+from ipgnn.envs.traffic_graph import ATT, make_traffic_env
 from ipgnn.envs.vector import TensorGraphEnv
 
 
@@ -52,7 +52,7 @@ def resolve_env_config(cfg: EnvConfig) -> EnvConfig:
     checkpoints and its W&B config record what ran: traffic's ``engine: auto`` becomes the engine this
     machine will use (CityFlow when importable, else SUMO). A resumed run then keeps its engine."""
     if cfg.task == "traffic" and cfg.options.get("engine", "auto") == "auto":
-        from ipgnn.envs.traffic import resolve_engine
+        from ipgnn.envs.traffic_graph import resolve_engine
 
         return cfg.model_copy(update={"options": {**cfg.options, "engine": resolve_engine("auto")}})
     return cfg

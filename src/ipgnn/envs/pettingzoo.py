@@ -66,26 +66,6 @@ class StepResult:
     infos: dict[str, Any] = field(default_factory=dict)
 
 
-class ArrayParallelEnv(ParallelEnv):
-    """The optional array protocol of a ``ParallelEnv``, which :class:`ParallelGraphEnv` uses when an
-    environment has it: the same episode as ``reset``/``step``, with every per-agent quantity an array in
-    ``possible_agents`` order instead of a dictionary (at a thousand agents, the dictionaries and the
-    per-agent loops that fill them cost more than some simulators' step; see ``benchmarks/README.md``).
-
-    - ``reset_arrays(seed) -> (x [N, obs_dim] float32, action_mask [N, A] bool or None)``;
-    - ``step_arrays(actions [N] or [N, D]) -> (x, reward [N], terminated [N] bool, truncated [N] bool,
-      action_mask or None)``.
-    """
-
-    def reset_arrays(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        raise NotImplementedError
-
-    def step_arrays(
-        self, actions: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        raise NotImplementedError
-
-
 def uniform_random_action(num: int, spec: AgentSpec, mask: Tensor | None = None) -> Tensor:
     """Uniformly random valid actions for ``num`` agents, from torch's RNG: ``[num]`` indices among the
     actions ``mask`` (``[num, A]``) allows, or ``[num, D]`` in ``[-1, 1]`` for continuous actions."""
@@ -153,7 +133,8 @@ class ParallelGraphEnv:
         self.has_action_mask = False
         self.integer_observations = integer_observations
         # the optional array protocol (an environment that also offers reset_arrays/step_arrays, agents in
-        # possible_agents order; see ArrayParallelEnv): the same steps without PettingZoo's per-agent dicts
+        # possible_agents order; see ipgnn.array_env.ArrayParallelEnv): the same steps without PettingZoo's
+        # per-agent dicts
         self._arrays = callable(getattr(env, "step_arrays", None)) and callable(getattr(env, "reset_arrays", None))
         self._ep: dict[str, float] = {}
 

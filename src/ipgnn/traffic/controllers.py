@@ -104,7 +104,7 @@ class MaxPressure:
 
 def max_pressure_policy(traffic_env):
     """``obs -> action`` choosing, for every agent at every decision, its highest-pressure phase
-    (:meth:`ipgnn.traffic.env.TrafficSignalEnv.phase_pressures`; ties go to the lowest index)."""
+    (:meth:`ipgnn.traffic.simulator_env.TrafficSignalEnv.phase_pressures`; ties go to the lowest index)."""
 
     def act(obs):
         return torch.from_numpy(traffic_env.phase_pressures().argmax(1))

@@ -1,4 +1,8 @@
-r"""Traffic-signal control as a PettingZoo ``ParallelEnv``: every signalised intersection is an agent.
+r"""The simulator environment of traffic-signal control: a PettingZoo ``ParallelEnv`` over a CityFlow or SUMO
+engine, in which every signalised intersection is an agent. It knows engines, phases and lanes, and nothing of
+graphs or of ``env.*`` configs: :mod:`ipgnn.envs.traffic_graph` builds it from a config and wraps it as the
+graph task ``env.task: traffic``. The ``traffic`` package never imports :mod:`ipgnn.envs` (its array protocol
+comes from :mod:`ipgnn.array_env`).
 
 Per decision (``action_interval`` simulated seconds, default 10):
 
@@ -42,7 +46,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from ipgnn.envs.pettingzoo import ArrayParallelEnv
+from ipgnn.array_env import ArrayParallelEnv
 from ipgnn.traffic.scenario import Scenario
 
 REWARDS = ("travel_time", "queue", "pressure", "waiting")

@@ -1,4 +1,9 @@
-"""Traffic-signal control as a graph task: ``env.task: traffic``.
+"""The graph adapter of traffic-signal control, the task ``env.task: traffic``: it checks the ``env`` config,
+resolves the scenario and the engine, builds the simulator environment
+(:class:`ipgnn.traffic.simulator_env.TrafficSignalEnv`, a PettingZoo ``ParallelEnv``) and wraps it as a
+graph environment (:class:`~ipgnn.envs.pettingzoo.ParallelGraphEnv`) with the road graph, the headline
+metric (average travel time) and the reference controllers. Imports run from here into :mod:`ipgnn.traffic`,
+never back.
 
 ``env.options`` (checked here, with errors naming the key):
 
@@ -9,7 +14,7 @@
   ``sumo`` or ``cityflow``;
 - ``action_interval`` (10), ``yellow`` (5), ``reward`` (``travel_time`` (default), ``queue``,
   ``pressure`` or ``waiting``), ``features`` (subset of ``[phase, count, waiting, pressure]``, default
-  all); see :mod:`ipgnn.traffic.env` for their definitions.
+  all); see :mod:`ipgnn.traffic.simulator_env` for their definitions.
 
 ``env.max_steps`` is the number of decisions per episode (app. D: 100); ``env.num_agents`` must equal
 the scenario's signalised intersections; ``env.graph.kind`` is ``env`` (the road graph, the paper's
@@ -92,8 +97,8 @@ def make_engine_factory(scenario, engine: str):
 
 def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
-    from ipgnn.traffic.env import FEATURES, TrafficSignalEnv
     from ipgnn.traffic.scenario import ScenarioError, load_scenario, scenario_digest
+    from ipgnn.traffic.simulator_env import FEATURES, TrafficSignalEnv
 
     opts = check_options(dict(cfg.options), OPTIONS, "traffic")
     if "scenario" not in opts:
