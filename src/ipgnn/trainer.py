@@ -165,6 +165,13 @@ class Trainer:
         with_replay: bool = True,
         callbacks: Iterable[Callback] = (),
     ):
+        self.evaluation, self.eta, self.final_verdict = PeriodicEvaluation(), EtaEstimate(), FinalVerdict()
+        # a wrong callback fails before anything is built; at an episode boundary the evaluation comes before the
+        # checkpoint, and at the end the bar is closed before the plot and the verdict line
+        self.callbacks = CallbackList(
+            [ProgressBar(), self.evaluation, PeriodicCheckpoint(), self.eta, PlotCurves(), self.final_verdict]
+            + list(callbacks)
+        )
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.device)
@@ -181,12 +188,6 @@ class Trainer:
         self.replay = make_replay(cfg, self.env, self.num_envs, self.device)
         self.env_step = self.episode = self.last_checkpoint_step = self.last_eval_step = 0
         self.window, self.stopper, self.guard = LogWindow(), SafeStop(), DivergenceGuard()
-        self.evaluation, self.eta, self.final_verdict = PeriodicEvaluation(), EtaEstimate(), FinalVerdict()
-        # evaluation before the checkpoint at an episode boundary; the bar closed before the plot and verdict
-        self.callbacks = CallbackList(
-            [ProgressBar(), self.evaluation, PeriodicCheckpoint(), self.eta, PlotCurves(), self.final_verdict]
-            + list(callbacks)
-        )
         self.checkpointer = Checkpointer(self)
         self.checkpointer.clean()  # temporary files of a write that was interrupted
         if resume_state is not None:
