@@ -2,32 +2,14 @@
 callbacks (:mod:`.callbacks`, :mod:`.eta`, :mod:`.verdict`), checkpoints and resume (:mod:`.checkpointing`),
 stopping at a safe point (:mod:`.stopping`), the divergence guard (:mod:`.divergence`), the logging window
 (:mod:`.window`), the rollout environment and replay sizing (:mod:`.builders`) and the machine's threads,
-allocator and warnings (:mod:`.machine`)."""
+allocator and warnings (:mod:`.machine`).
 
-from ipgnn.training.callbacks import (
-    Callback,
-    CallbackList,
-    PeriodicCheckpoint,
-    PeriodicEvaluation,
-    PlotCurves,
-    ProgressBar,
-)
+A user's callback subclasses :class:`Callback` and is passed as
+``Trainer.from_config(cfg, callbacks=[...])``; the built-ins are in :mod:`ipgnn.training.callbacks`."""
+
+from ipgnn.training.callbacks import HOOKS, Callback
 from ipgnn.training.checkpointing import ResumeError
 from ipgnn.training.divergence import TrainingDiverged
-from ipgnn.training.eta import EtaEstimate
 from ipgnn.training.stopping import StopRequested
-from ipgnn.training.verdict import FinalVerdict
 
-__all__ = [
-    "Callback",
-    "CallbackList",
-    "EtaEstimate",
-    "FinalVerdict",
-    "PeriodicCheckpoint",
-    "PeriodicEvaluation",
-    "PlotCurves",
-    "ProgressBar",
-    "ResumeError",
-    "StopRequested",
-    "TrainingDiverged",
-]
+__all__ = ["HOOKS", "Callback", "ResumeError", "StopRequested", "TrainingDiverged"]

@@ -1,4 +1,4 @@
-"""Stopping at a safe point: the stop request, the episode it cuts, and what a resume replays.
+"""Stopping at a safe point: the signal handler, the stop request, the episode it cuts, and what a resume replays.
 
 A stop asked for (the first Ctrl-C or SIGTERM of ``ipgnn-train``, or a callback calling
 :meth:`ipgnn.trainer.Trainer.request_stop`) is honoured after the gradient step under way, or after the
@@ -9,6 +9,8 @@ and finishes the iteration: the resumed run is the uninterrupted one, bit for bi
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,32 @@ class StopRequested(KeyboardInterrupt):
     def __init__(self, reason: str, path: Path):
         super().__init__(reason)
         self.reason, self.path = reason, path
+
+
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM (or one during set-up), handled as a second Ctrl-C: checkpoint where the run is, now."""
+
+
+def signal_handler(trainer):
+    """SIGINT and SIGTERM during training (``ipgnn-train`` installs this): the first asks the trainer to stop at
+    its next safe point (after the gradient step or environment step under way), whose checkpoint resumes bit
+    for bit; a second one stops at once (the checkpoint then restarts the cut episode on resume)."""
+
+    def handle(signum, frame):
+        sigterm = signum == signal.SIGTERM
+        if trainer.stop_reason is None:
+            trainer.request_stop("SIGTERM" if sigterm else "Ctrl-C")
+            print(
+                f"\n{'SIGTERM' if sigterm else 'Ctrl-C'}: stopping at the next safe point (after the gradient step "
+                "or environment step under way) with a checkpoint that resumes exactly; "
+                f"{'another SIGTERM' if sigterm else 'Ctrl-C again'} stops at once",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        raise Terminated() if sigterm else KeyboardInterrupt()
+
+    return handle
 
 
 class CutInUpdate(Exception):
