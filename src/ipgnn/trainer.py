@@ -8,19 +8,24 @@ Run directory ``<logger.run_root>/<name>-<YYYYmmdd-HHMMSS>/``::
     checkpoints/latest.pt   networks, optimisers, RNG states, counters, W&B id, config, and the name and
                             size of the replay file that belongs to it
     checkpoints/replay-<step>.pt   the replay buffer at that step (train.save_replay), for an exact resume
+    wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
 
 A checkpoint is one unit: the replay file of step ``s`` is written first under its own name, then
 ``latest.pt``, which names it, replaces the previous one by an atomic rename (the commit), and only then
 are older replay files and stray temporary files removed. A crash at any point leaves either the old
 pair or the new pair, never a mixture; resume checks that the replay file is the one ``latest.pt`` names
 and holds the number of transitions it recorded, and refuses with what to do otherwise
-(``--no-replay`` continues without the buffer).
-    wandb/               the W&B run (offline runs can be synced with ``wandb sync``)
+(``--no-replay`` continues without the buffer) (:mod:`ipgnn.training.checkpointing`).
 
 Evaluations and checkpoints are taken at the first episode boundary after each ``train.eval_every``
 / ``train.checkpoint_every`` steps, so a resumed run restarts the simulator exactly where the uninterrupted
 run would have (each episode is reset with :func:`ipgnn.seeding.episode_seed` of the run seed and its
 index): on CPU, resuming reproduces the uninterrupted run.
+
+:meth:`Trainer.train` is the loop alone: act, step, store, update, log, then the hooks of
+:mod:`ipgnn.training.callbacks` (``on_step``, ``on_phase_end``, ``on_eval``, ``on_stop``, ...). Evaluation,
+checkpoints, the ETA, the verdict line and the plot are built-in callbacks; the divergence guard, the safe stop
+and the checkpoint format are collaborators in :mod:`ipgnn.training`.
 """
 
 from __future__ import annotations
