@@ -753,15 +753,15 @@ def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, 
     full = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml", overrides), tmp_path / "full")
     full.train()
     full.close()
-    crashed = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml", overrides), tmp_path / "crashed")
-    real_step = crashed.env.step
+    from ipgnn.training import Callback
 
-    def dying_step(action):
-        if crashed.env_step == 160:
-            raise RuntimeError("simulated crash")
-        return real_step(action)
+    class CrashAt160(Callback):
+        def on_step(self, trainer, result):
+            if trainer.env_step == 160:
+                raise RuntimeError("simulated crash")
 
-    crashed.env.step = dying_step
+    cfg = load_config(CONFIGS / "mpe_spread_small.yaml", overrides)
+    crashed = Trainer.from_config(cfg, tmp_path / "crashed", callbacks=[CrashAt160()])
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     crashed.close()

@@ -283,8 +283,14 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
     uninterrupted run (metric rows, travel times and parameters)."""
     from ipgnn import checkpoint
     from ipgnn.trainer import StopRequested, Trainer
+    from ipgnn.training import Callback
 
-    def trainer(name):
+    class StopAt27(Callback):
+        def on_step(self, trainer, result):
+            if trainer.env_step == 27:
+                trainer.request_stop("SIGTERM")
+
+    def trainer(name, callbacks=()):
         cfg = load_config(
             None,
             {
@@ -305,20 +311,12 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
                 "logger": {"mode": "disabled", "progress": False},
             },
         )
-        return Trainer.from_config(cfg, tmp_path / name)
+        return Trainer.from_config(cfg, tmp_path / name, callbacks=callbacks)
 
     full = trainer("full")
     full.train()
     full.close()
-    stopped = trainer("stopped")
-    real = stopped.env.step
-
-    def step(action):
-        if stopped.env_step == 27:
-            stopped.request_stop("SIGTERM")
-        return real(action)
-
-    stopped.env.step = step
+    stopped = trainer("stopped", callbacks=[StopAt27()])
     with pytest.raises(StopRequested) as stop:
         stopped.train()
     stopped.close()

@@ -7,6 +7,7 @@ from ipgnn import checkpoint
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import read_metrics
 from ipgnn.trainer import Trainer
+from ipgnn.training import Callback
 
 from conftest import CONFIGS
 
@@ -18,9 +19,9 @@ def comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("charts/")} for r in rows]
 
 
-def train(tmp_path, name, overrides, steps=300):
+def train(tmp_path, name, overrides, steps=300, callbacks=()):
     cfg = load_config(CONFIG, overrides + [f"--train.total_steps={steps}"])
-    t = Trainer.from_config(cfg, tmp_path / name)
+    t = Trainer.from_config(cfg, tmp_path / name, callbacks=callbacks)
     t.train()
     t.close()
     return t
@@ -39,23 +40,26 @@ def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     assert comparable(read_metrics(c.run_dir / "metrics.jsonl")) != rows_a
 
 
+class CrashAt(Callback):
+    """A crash (power cut, OOM kill) right after environment step ``at``."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step(self, trainer, result):
+        if trainer.env_step == self.at:
+            raise RuntimeError("simulated crash (power cut, OOM kill)")
+
+
 @pytest.mark.parametrize("log_every", [25, 40])
-def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monkeypatch, log_every):
+def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, log_every):
     """log_every 40: the checkpoint (step 100) falls inside a logging window, whose loss sums are saved with
     it, so the first loss row after the resume (step 120) equals the uninterrupted run's."""
     tiny_overrides = tiny_overrides + [f"--train.log_every={log_every}"]
     full = train(tmp_path, "full", tiny_overrides)
 
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=300"])
-    crashed = Trainer.from_config(cfg, tmp_path / "crashed")
-    real_step = crashed.env.step
-
-    def dying_step(action):
-        if crashed.env_step == 160:
-            raise RuntimeError("simulated crash (power cut, OOM kill)")
-        return real_step(action)
-
-    crashed.env.step = dying_step
+    crashed = Trainer.from_config(cfg, tmp_path / "crashed", callbacks=[CrashAt(160)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     crashed.close()
@@ -81,13 +85,15 @@ class Killed(BaseException):
 def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tiny_overrides, monkeypatch, boundary):
     """The checkpoint at step 200 is killed (a) halfway through writing its replay file, (b) after the replay
     file and before latest.pt, (c) after latest.pt and before the old files are removed. Each time the run
-    resumes from a consistent pair (step 100's, or step 200's) and ends exactly as the uninterrupted run."""
-    from ipgnn import trainer as trainer_mod
+    resumes from a consistent pair (step 100's, or step 200's) and ends exactly as the uninterrupted run.
+    A kill inside a write has no hook: the writes themselves (``checkpoint.save``, ``Checkpointer.clean``) are
+    patched."""
+    from ipgnn.training.checkpointing import Checkpointer
 
     full = train(tmp_path, "full", tiny_overrides)
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=300"])
     run = Trainer.from_config(cfg, tmp_path / "killed")
-    real_save, real_clean = checkpoint.save, Trainer._clean_checkpoint_dir
+    real_save, real_clean = checkpoint.save, Checkpointer.clean
 
     def save(obj, path):
         if run.env_step == 200:
@@ -99,12 +105,12 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
         return real_save(obj, path)
 
     def clean(self, keep=None):
-        if self.env_step == 200 and keep is not None and boundary == "latest-written":
+        if self.trainer.env_step == 200 and keep is not None and boundary == "latest-written":
             raise Killed()
         return real_clean(self, keep)
 
-    monkeypatch.setattr(trainer_mod.checkpoint, "save", save)
-    monkeypatch.setattr(Trainer, "_clean_checkpoint_dir", clean)
+    monkeypatch.setattr(checkpoint, "save", save)
+    monkeypatch.setattr(Checkpointer, "clean", clean)
     with pytest.raises(Killed):
         run.train()
     run.close()
@@ -207,7 +213,7 @@ def test_long_run_eta_warning(tmp_path, tiny_overrides, capsys):
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=10"])
     t = Trainer.from_config(cfg, tmp_path / "eta")
     t.cfg.train.total_steps = 10**9
-    t._warn_eta(0.5)
+    t.eta.report(t, 0.5)
     t.close()
     printed = "".join(capsys.readouterr())
     assert "updates alone will take about" in printed and " h on cpu" in printed
@@ -228,27 +234,26 @@ def test_partial_metrics_line_and_finished_run_resume(tmp_path, tiny_overrides):
     assert '"eval/epis\n' not in (run.run_dir / "metrics.jsonl").read_text() + "\n"
 
 
-def _stop_when(trainer, where: str, at: int):
-    """Ask ``trainer`` to stop (as the first Ctrl-C or SIGTERM does) during environment step ``at``
-    (``where='step'``), or during gradient step ``at`` of the run (``where='update'``)."""
-    if where == "step":
-        real = trainer.env.step
+class StopAt(Callback):
+    """Ask to stop (as the first Ctrl-C or SIGTERM does) after environment step ``at`` (``where='step'``), or after
+    gradient step ``at`` of the run (``where='update'``, counted from 0); records the hooks that follow."""
 
-        def step(action):
-            if trainer.env_step == at:
-                trainer.request_stop("SIGTERM")
-            return real(action)
+    def __init__(self, where: str, at: int):
+        self.where, self.at, self.seen = where, at, []
 
-        trainer.env.step = step
-    else:
-        real = trainer.algo.update
+    def on_step(self, trainer, result):
+        if self.where == "step" and trainer.env_step == self.at:
+            trainer.request_stop("SIGTERM")
 
-        def update(batch):
-            if trainer.algo.num_updates == at:
-                trainer.request_stop("Ctrl-C")
-            return real(batch)
+    def on_update(self, trainer, stats):
+        if self.where == "update" and trainer.algo.num_updates == self.at + 1:
+            trainer.request_stop("Ctrl-C")
 
-        trainer.algo.update = update
+    def on_stop(self, trainer, stop):
+        self.seen.append(("stop", stop.reason, stop.path))
+
+    def on_train_end(self, trainer, final_eval):
+        self.seen.append(("end", final_eval))
 
 
 @pytest.mark.parametrize("where,at", [("step", 137), ("update", 13)])
@@ -257,17 +262,20 @@ def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, 
     25-step episodes), or between two gradient steps of an update phase (gradient step 13 of 3-step phases
     every 20 steps: at step 140).
     The resumed run replays the cut episode and finishes the cut phase, and ends as the uninterrupted run:
-    the same metric rows and the same parameters."""
+    the same metric rows and the same parameters. The stop is asked by a user callback, as the signal handler of
+    ``ipgnn-train`` asks it."""
     from ipgnn.trainer import StopRequested
 
     ov = tiny_overrides + ["--train.gradient_steps=3", "--train.log_every=40", "--train.update_every=20"]
     full = train(tmp_path, "full", ov)
     cfg = load_config(CONFIG, ov + ["--train.total_steps=300"])
-    stopped = Trainer.from_config(cfg, tmp_path / "stopped")
-    _stop_when(stopped, where, at)
+    hook = StopAt(where, at)
+    stopped = Trainer.from_config(cfg, tmp_path / "stopped", callbacks=[hook])
     with pytest.raises(StopRequested) as stop:
         stopped.train()
     stopped.close()
+    reason = "SIGTERM" if where == "step" else "Ctrl-C"
+    assert hook.seen == [("stop", reason, stop.value.path), ("end", None)]  # on_stop, then on_train_end: unfinished
     saved = checkpoint.load(stop.value.path)
     assert len(saved["cut"]["actions"]) % 25 != 0  # inside an episode: its actions are in the checkpoint
     if where == "update":  # gradient step 13 is the second of its phase (12, 13, 14): one is still owed
@@ -282,3 +290,68 @@ def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, 
     )
     for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
         assert torch.equal(pa, pb), k
+
+
+class Recorder(Callback):
+    """Every hook call, as ``(hook, env_step)``."""
+
+    def __init__(self):
+        self.calls, self.evals, self.stats = [], [], []
+
+    def on_train_start(self, trainer):
+        self.calls.append(("train_start", trainer.env_step))
+
+    def on_update(self, trainer, stats):
+        self.calls.append(("update", trainer.env_step))
+        self.stats.append(stats)
+
+    def on_phase_end(self, trainer, phase_seconds, step_seconds):
+        self.calls.append(("phase_end", trainer.env_step))
+        assert len(step_seconds) == 2 and phase_seconds >= sum(step_seconds)
+
+    def on_step(self, trainer, result):
+        self.calls.append(("step", trainer.env_step))
+
+    def on_episode_end(self, trainer, result):
+        self.calls.append(("episode_end", trainer.env_step))
+        assert result.done
+
+    def on_eval(self, trainer, metrics, seconds):
+        self.calls.append(("eval", trainer.env_step))
+        self.evals.append(metrics)
+
+    def on_stop(self, trainer, stop):
+        self.calls.append(("stop", trainer.env_step))
+
+    def on_train_end(self, trainer, final_eval):
+        self.calls.append(("train_end", trainer.env_step))
+        self.final = final_eval
+
+
+def test_hooks_are_called_in_loop_order(tmp_path, tiny_overrides):
+    """A 100-step run of 25-step episodes, 2 gradient steps every 25 steps from step 50, evaluations and
+    checkpoints every 50: each iteration updates, then ``on_step``; an episode's end evaluates (``on_eval``,
+    from the built-in evaluation) before the user's ``on_episode_end``."""
+    rec = Recorder()
+    ov = tiny_overrides + ["--train.eval_every=50", "--train.checkpoint_every=50"]
+    run = train(tmp_path, "hooks", ov, steps=100, callbacks=[rec])
+    expected = [("train_start", 0)]
+    for step in range(1, 101):
+        if step in (50, 75, 100):
+            expected += [("update", step), ("update", step), ("phase_end", step)]
+        expected.append(("step", step))
+        if step % 25 == 0:
+            expected += [("eval", step)] * (step % 50 == 0) + [("episode_end", step)]
+    assert rec.calls == expected + [("train_end", 100)]
+    rows = read_metrics(run.run_dir / "metrics.jsonl")
+    logged = [{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows if "eval/episode_return" in r]
+    assert rec.evals == logged and rec.final == logged[-1]  # the final evaluation is the one at step 100
+    losses = {k for r in rows for k in r if k.startswith("losses/")}
+    assert len(rec.stats) == 6 and {f"losses/{k}" for k in rec.stats[0]} == losses
+    assert checkpoint.load(run.ckpt_dir / "latest.pt")["env_step"] == 100
+
+
+def test_a_callback_must_be_one(tmp_path, tiny_overrides):
+    cfg = load_config(CONFIG, tiny_overrides)
+    with pytest.raises(TypeError, match="expected an ipgnn.training.Callback"):
+        Trainer.from_config(cfg, tmp_path / "bad", callbacks=[lambda trainer: None])

@@ -53,32 +53,6 @@ def _fail(msg: str) -> int:
     return 2
 
 
-class Terminated(KeyboardInterrupt):
-    """A second SIGTERM (or one during set-up), handled as a second Ctrl-C: checkpoint where the run is, now."""
-
-
-def _stop_handler(trainer):
-    """SIGINT and SIGTERM during training: the first asks the trainer to stop at its next safe point (after the
-    gradient step or environment step under way), whose checkpoint resumes bit for bit; a second one stops at
-    once (the checkpoint then restarts the cut episode on resume)."""
-
-    def handle(signum, frame):
-        sigterm = signum == signal.SIGTERM
-        if trainer.stop_reason is None:
-            trainer.request_stop("SIGTERM" if sigterm else "Ctrl-C")
-            print(
-                f"\n{'SIGTERM' if sigterm else 'Ctrl-C'}: stopping at the next safe point (after the gradient step "
-                "or environment step under way) with a checkpoint that resumes exactly; "
-                f"{'another SIGTERM' if sigterm else 'Ctrl-C again'} stops at once",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        raise Terminated() if sigterm else KeyboardInterrupt()
-
-    return handle
-
-
 def train_main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
         from ipgnn.cpu import reexec_with_huge_pages
@@ -118,6 +92,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from ipgnn.trainer import ResumeError, StopRequested, Trainer, TrainingDiverged
+    from ipgnn.training.stopping import Terminated, signal_handler
 
     try:
         if args.resume:
@@ -148,7 +123,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 130
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
-    handler = _stop_handler(trainer)  # Ctrl-C, and SIGTERM from schedulers, timeout, docker stop
+    handler = signal_handler(trainer)  # Ctrl-C, and SIGTERM from schedulers, timeout, docker stop
     previous = signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, handler)
     try:
         metrics = trainer.train()
