@@ -195,9 +195,9 @@ def test_slow_config_warns_on_cpu(tmp_path, tiny_overrides, capsys):
 def test_precision_advice_follows_the_cpu(tmp_path, tiny_overrides, capsys, monkeypatch, native):
     """A slow fp32 config on a CPU with native bfloat16 is told about algo.precision: bf16; asking for bf16 on a
     CPU without it is warned off. What this machine has decides ``native`` only through the patched probe."""
-    import ipgnn.cpu
+    import ipgnn.precision
 
-    monkeypatch.setattr(ipgnn.cpu, "native_bf16", lambda: native)
+    monkeypatch.setattr(ipgnn.precision, "native_bf16", lambda: native)
     for precision in ("fp32", "bf16"):
         cfg = load_config(
             CONFIG,

@@ -52,8 +52,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ipgnn.precision import native_bf16  # noqa: F401 - read here by trainer.py until it imports ipgnn.precision
-
 
 def usable_cores() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""

@@ -6,8 +6,8 @@ trainer prints about it (:func:`precision_warnings`, :func:`bf16_advice`).
 
 The measured speed-up is :data:`BF16_SPEEDUP`, written here once (``benchmarks/README.md``, ``bench_update.py``).
 
-torch is imported inside the functions: :mod:`ipgnn.cpu` re-exports :func:`native_bf16` and is read before the
-CLI decides whether to re-execute itself.
+torch is imported inside the functions, so that reading this module costs nothing before the CLI decides
+whether to re-execute itself.
 """
 
 from __future__ import annotations
@@ -79,5 +79,5 @@ def bf16_advice(precision: str, mixed_precision: bool) -> str:
         return ""
     return (
         " This CPU computes bfloat16 natively: --algo.precision=bf16 makes each update about 2x "
-        f"faster ({BF16_SPEEDUP} measured, by size; float32 outputs and losses; see the README)."
+        f"faster ({BF16_SPEEDUP} measured, by size; float32 outputs and losses; see the docs' benchmarks page)."
     )

@@ -36,14 +36,12 @@ class Machine:
         """The learner's torch threads (:func:`ipgnn.cpu.plan_threads`): the workers' simulators take cores
         of their own, and more threads than free cores make every op wait (an update measured 18x slower
         oversubscribed on 2 cores); warns when the load says the cores are taken."""
-        from ipgnn.cpu import plan_threads
+        from ipgnn.cpu import plan_threads, set_threads
 
         ro = self.cfg.rollout
         workers = ro.workers if ro.backend == "process" and ro.workers > 1 else 0
         plan = plan_threads(self.cfg.threads, workers)
-        self._threads_before = torch.get_num_threads()  # restored by close()
-        if plan.threads != self._threads_before:
-            torch.set_num_threads(plan.threads)
+        self._threads_before = set_threads(plan.threads)  # restored by restore()
         log.info("learner: %d torch thread(s) (%s)", plan.threads, plan.why)
         if plan.warning:
             warn(plan.warning)
@@ -71,7 +69,9 @@ class Machine:
 
     def restore(self) -> None:
         if getattr(self, "_threads_before", None):
-            torch.set_num_threads(self._threads_before)
+            from ipgnn.cpu import set_threads
+
+            set_threads(self._threads_before)
         if getattr(self, "_kept_memory", False):
             from ipgnn.cpu import release_freed_memory
 
@@ -80,17 +80,11 @@ class Machine:
 
 def warn_if_slow(cfg, env, algo, device: torch.device) -> None:
     """Warn about bf16 where it is emulated or missing, and about minibatches a CPU takes seconds to update on."""
-    from ipgnn.cpu import native_bf16
+    from ipgnn.precision import bf16_advice, precision_warnings
 
     nodes = cfg.replay.batch_size * env.num_agents
-    bf16 = cfg.algo.precision == "bf16"
-    if bf16 and device.type == "cpu" and not native_bf16():
-        warn(
-            "algo.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or AMX): torch emulates "
-            "it, which is slower than fp32 here; set --algo.precision=fp32"
-        )
-    if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        warn("algo.precision is bf16 but this GPU does not support bfloat16; set --algo.precision=fp32")
+    for msg in precision_warnings(cfg.algo.precision, device.type):
+        warn(msg)
     if device.type == "cpu" and nodes > CPU_SLOW_NODES and cfg.train.gradient_steps > 0:
         msg = (
             f"this config updates on {cfg.replay.batch_size} x {env.num_agents} = {nodes} agent-nodes "
@@ -99,12 +93,7 @@ def warn_if_slow(cfg, env, algo, device: torch.device) -> None:
             "defaults are for GPUs; for a CPU run lower --replay.batch_size or --train.gradient_steps, "
             "or raise --train.update_every."
         )
-        if not bf16 and native_bf16() and getattr(algo, "mixed_precision", False):
-            msg += (
-                " This CPU computes bfloat16 natively: --algo.precision=bf16 makes each update about 2x "
-                "faster (1.8-3.7x measured, by size; float32 outputs and losses; see the README)."
-            )
-        warn(msg)
+        warn(msg + bf16_advice(cfg.algo.precision, getattr(algo, "mixed_precision", False)))
 
 
 def warn_if_never_updates(cfg) -> None:
