@@ -63,7 +63,8 @@ from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
 from ipgnn.spec import AgentSpec
 
-# soft_q_target: the critics' target of sec. 4.3 / eq. (16), r + gamma (1 - d) V_target(s'), one TD target of all
+# soft_q_target: the critics' target of sec. 4.3 / eq. (16), r + gamma (1 - d) V_target(s'): the one TD target of every
+# algorithm (ipgnn.algos.targets.td_target) with the target value network's V as the next value
 __all__ = ["IPSAC", "AgentSpec", "frozen", "soft_q_target", "soft_value_target_discrete"]
 
 
