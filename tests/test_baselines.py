@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
-from ipgnn.algos import common, make_algo
+from ipgnn.algos import exploration, make_algo, memory
 from ipgnn.algos.dgn import DGN, DGNConv, DGNNetwork, with_self_loops
 from ipgnn.algos.ipsac import AgentSpec
 from ipgnn.algos.iql import IQL
@@ -579,7 +579,7 @@ def test_options_are_checked_by_name_and_type():
 
 @pytest.fixture
 def sixteen_gib(monkeypatch):
-    monkeypatch.setattr(common, "available_memory", lambda device=None: (16 * 2**30, "test machine"))
+    monkeypatch.setattr(memory, "free_memory", lambda device=None: (16 * 2**30, "test machine"))
 
 
 @pytest.mark.parametrize("name", ["maddpg", "maddpg_s"])
@@ -597,7 +597,7 @@ def test_maddpg_at_1225_agents_is_refused_with_the_memory_it_needs(name, sixteen
     assert "use pic or ipsac" in str(err.value)
     make_algo(spec, ModelConfig(hidden=16), AlgoConfig(name=name), 16, batch_size=64)  # small N fits
     if name == "maddpg_s":  # PIC's MADDPG-S has one critic of N * slot inputs: 0.5 GiB at N = 1225
-        need, _ = MADDPGS.memory_bytes(spec, model, MADDPGS.check_common(AlgoConfig(name=name)), 1225, 1024)
+        need, _ = MADDPGS.memory_bytes(spec, model, MADDPGS.read_options(AlgoConfig(name=name)), 1225, 1024)
         assert need < 2**30
 
 
@@ -987,19 +987,19 @@ def test_td_targets_read_the_next_state_through_the_target_networks(name, opts):
             if name == "iql":
                 net = algo.q_target if use_target else algo.q
                 q = algo.q(o.x).gather(-1, batch.action.long().unsqueeze(-1)).squeeze(-1)
-                y = r + gamma * (1 - d) * common.masked_max(net(s_next.x), s_next.action_mask)
+                y = r + gamma * (1 - d) * exploration.masked_max(net(s_next.x), s_next.action_mask)
                 return (q - y).pow(2).mean()
             if name == "dgn":
                 net = algo.q_target if use_target else algo.q
                 q = algo.q(o.x, o.edge_index)[0].gather(-1, batch.action.long().unsqueeze(-1)).squeeze(-1)
                 graph = o.edge_index if opts["keep_graph"] else s_next.edge_index
-                y = r + gamma * (1 - d) * common.masked_max(net(s_next.x, graph)[0], s_next.action_mask)
+                y = r + gamma * (1 - d) * exploration.masked_max(net(s_next.x, graph)[0], s_next.action_mask)
                 return (q - y).pow(2).mean()
             if name == "qmix":
                 agent, mixer = (algo.agent_target, algo.mixer_target) if use_target else (algo.agent, algo.mixer)
                 q_sa = algo.agent(o.x).gather(-1, batch.action.long().unsqueeze(-1)).view(b, n)
                 q_tot = algo.mixer(q_sa, o.x.reshape(b, -1))
-                v = common.masked_max(agent(s_next.x), s_next.action_mask).view(b, n)
+                v = exploration.masked_max(agent(s_next.x), s_next.action_mask).view(b, n)
                 y = R + gamma * (1 - D) * mixer(v, s_next.x.reshape(b, -1))
                 return (q_tot - y).pow(2).mean()
             target_actor = (algo.opts["next_actor"] == "target") != swap_actor

@@ -201,7 +201,7 @@ def test_polyak_update():
     with torch.no_grad():
         for p in algo.v.parameters():
             p.add_(1.0)
-    algo.polyak_update()
+    algo.target_update()
     for b, p, t in zip(before, algo.v.parameters(), algo.v_target.parameters()):
         assert torch.allclose(t, 0.25 * p + 0.75 * b)
 

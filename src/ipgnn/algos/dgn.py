@@ -56,7 +56,7 @@ the appendix):
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -65,16 +65,9 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
-from ipgnn.algos.common import (
-    QLearningAlgo,
-    make_optimizer,
-    make_target,
-    parse_options,
-    polyak_update,
-    require_discrete,
-    require_positive,
-)
-from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
+from ipgnn.algos.options import require_positive
+from ipgnn.algos.qlearning import EPSILON_OPTIONS, QLearningAlgo
+from ipgnn.algos.targets import td_target
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.propagation import TypedEncoder
 from ipgnn.replay import TransitionBatch
@@ -179,7 +172,8 @@ class DGN(QLearningAlgo):
     """DGN with temporal relation regularisation (see the module docstring)."""
 
     NAME = "dgn"
-    OPTIONS: dict[str, tuple[Any, Any]] = {
+    LOSSES: ClassVar[tuple[str, ...]] = ("loss",)
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
         "heads": (int, 8),
         "reg_coef": (float, 0.03),
         "keep_graph": (bool, True),
@@ -191,20 +185,14 @@ class DGN(QLearningAlgo):
     }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
-        super().__init__(algo, num_agents)
-        self.spec = spec
-        self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
-        self.q = DGNNetwork(spec.obs_dim, spec.action_dim, model.hidden, self.opts["heads"], spec.num_agent_types)
-        self.q_target = make_target(self.q)
-        self.optimizers = {"q": make_optimizer(self.q.parameters(), algo.lr)}
-        self.grad_groups = {"q": self.q}
+        super().__init__(spec, algo, num_agents)
+        self.use_q_network(
+            DGNNetwork(spec.obs_dim, spec.action_dim, model.hidden, self.opts["heads"], spec.num_agent_types)
+        )
 
     @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
-        check_epsilon(opts, cls.NAME)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
+        super().check_options(opts, model)
         require_positive(opts, ["heads"], cls.NAME)
         require_positive(opts, ["reg_coef"], cls.NAME, allow_zero=True)
         if model.hidden % opts["heads"]:
@@ -212,7 +200,6 @@ class DGN(QLearningAlgo):
                 f"algo.options.heads: model.hidden ({model.hidden}) must be divisible by the "
                 f"number of attention heads ({opts['heads']}) for '{cls.NAME}'"
             )
-        require_discrete(cls.NAME, spec)
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -221,6 +208,8 @@ class DGN(QLearningAlgo):
         return self.act_on_q(q, obs, deterministic)
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        r"""DGN's loss (sec. 3): the TD loss plus :math:`\lambda` times the relation KL (see the module
+        docstring), as ``loss``; its two parts are logged as ``q_loss`` and ``relation_kl``."""
         obs, nxt = batch.obs, batch.next_obs
         types = getattr(obs, "agent_type", None)
         q, ei, att = self.q(obs.x, obs.edge_index, types)
@@ -235,7 +224,7 @@ class DGN(QLearningAlgo):
             if self.opts["double_q"]:
                 online = self.q(nxt.x, obs.edge_index if self.opts["keep_graph"] else nxt.edge_index, types)[0]
             v_next = self.next_value(q_next, online, mask)
-            y = batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * v_next
+            y = td_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
         q_loss = (q_sa - y).pow(2).mean()
         kl = attention_kl(att[-1], att_t[-1], obs.x.size(0))
         p = att[-1].detach()
@@ -248,10 +237,3 @@ class DGN(QLearningAlgo):
             "q_target": y.mean(),
             "attention_entropy": entropy,
         }
-
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        terms = self.losses(batch)
-        norms = self.gradient_step(terms["loss"])
-        if self.target_due():
-            polyak_update(self.q_target, self.q, self.cfg.tau)
-        return {**self.floats(terms), **norms, "epsilon": self.epsilon}

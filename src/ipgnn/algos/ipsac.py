@@ -45,14 +45,17 @@ every target is detached, so each gradient reaches only its own parameters.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
+from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
+from ipgnn.algos.base import Algorithm
+from ipgnn.algos.optim import make_optimizer
+from ipgnn.algos.targets import td_target as soft_q_target
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ
 from ipgnn.nn.propagation import IntentionPropagationNetwork
@@ -60,12 +63,9 @@ from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
 from ipgnn.spec import AgentSpec
 
+# soft_q_target: the critics' target of sec. 4.3 / eq. (16), r + gamma (1 - d) V_target(s'): the one TD target of every
+# algorithm (ipgnn.algos.targets.td_target) with the target value network's V as the next value
 __all__ = ["IPSAC", "AgentSpec", "frozen", "soft_q_target", "soft_value_target_discrete"]
-
-
-def soft_q_target(reward: Tensor, terminated: Tensor, next_value: Tensor, gamma: float) -> Tensor:
-    r""":math:`\hat Q_i = r_i + \gamma (1 - d_i) V_{\bar\eta}(s')_i` (sec. 4.3, eq. 16)."""
-    return reward + gamma * (1.0 - terminated) * next_value
 
 
 def soft_value_target_discrete(probs: Tensor, log_probs: Tensor, q_min: Tensor, alpha: float | Tensor) -> Tensor:
@@ -75,10 +75,11 @@ def soft_value_target_discrete(probs: Tensor, log_probs: Tensor, q_min: Tensor, 
     return (probs * (q_min - alpha * log_probs)).sum(-1)
 
 
-class IPSAC(nn.Module):
+class IPSAC(Algorithm):
     """The IP-SAC learner: networks, optimisers, losses and one gradient step.
 
-    Honours ``algo.precision`` (``mixed_precision``; see :meth:`update`).
+    Honours ``algo.precision`` (``mixed_precision``; see :meth:`update`). Its settings are fields of the ``algo``
+    section itself (``alpha``, ``autotune_alpha``, ``tau``, the learning rates, ...), not ``algo.options``.
 
     Args:
         spec: the task's agents.
@@ -87,11 +88,12 @@ class IPSAC(nn.Module):
         num_agents: unused: every network is shared across agents and works for any N.
     """
 
-    mixed_precision = True  # algo.precision: bf16 is honoured (ipgnn.algos.make_algo rejects it elsewhere)
+    NAME = "ipsac"
+    LOSSES: ClassVar[tuple[str, ...]] = ("policy_loss", "value_loss", "q_loss", "alpha_loss")
+    mixed_precision: ClassVar[bool] = True  # algo.precision: bf16 is honoured (make_algo rejects it elsewhere)
 
     def __init__(self, spec: AgentSpec, model: ModelConfig, algo: AlgoConfig, num_agents: int | None = None):
-        super().__init__()
-        self.spec, self.cfg = spec, algo
+        super().__init__(spec, algo, num_agents)
         self.policy = IntentionPropagationNetwork(
             spec.obs_dim,
             spec.action_dim,
@@ -107,33 +109,26 @@ class IPSAC(nn.Module):
         )
         self.q = TwinGraphQ(spec.obs_dim, spec.action_dim, spec.discrete, **critic_kw)
         self.v = GraphValueNetwork(spec.obs_dim, **critic_kw)
-        self.v_target = copy.deepcopy(self.v).requires_grad_(False)
+        self.add_target("v")
         self.log_alpha = nn.Parameter(torch.tensor(math.log(algo.alpha)), requires_grad=algo.autotune_alpha)
         lr = algo.lr
         self.optimizers = {
-            "policy": torch.optim.Adam(self.policy.parameters(), lr=algo.policy_lr or lr),
-            "q": torch.optim.Adam(self.q.parameters(), lr=algo.critic_lr or lr),
-            "v": torch.optim.Adam(self.v.parameters(), lr=algo.value_lr or lr),
+            "policy": make_optimizer(self.policy.parameters(), algo.policy_lr or lr),
+            "q": make_optimizer(self.q.parameters(), algo.critic_lr or lr),
+            "v": make_optimizer(self.v.parameters(), algo.value_lr or lr),
         }
         if algo.autotune_alpha:
-            self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=algo.alpha_lr or lr)
-        self.num_updates = 0
+            self.optimizers["alpha"] = make_optimizer([self.log_alpha], algo.alpha_lr or lr)
+        self.grad_groups = {"policy": self.policy, "q": self.q, "v": self.v}  # log_alpha is not clipped
 
     @classmethod
-    def check(
-        cls,
-        spec: AgentSpec,
-        model: ModelConfig,
-        algo: AlgoConfig,
-        num_agents: int,
-        batch_size: int,
-        device: object = None,
-    ) -> None:
+    def read_options(cls, algo: AlgoConfig) -> dict:
         if algo.options:
             raise ConfigError(
                 f"algo.options: ipsac takes its settings from the algo section itself, not from "
                 f"options (got {sorted(algo.options)})"
             )
+        return {}
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -159,12 +154,6 @@ class IPSAC(nn.Module):
         :math:`a_i \\sim q_i` (or the mode when ``deterministic``)."""
         dist = self.policy(obs).dist
         return dist.greedy() if deterministic else dist.sample()
-
-    def action_features(self, action: Tensor) -> Tensor:
-        """How a stored action appears on the critic's edges: one-hot (discrete) or raw."""
-        if self.spec.discrete:
-            return F.one_hot(action.long(), self.spec.action_dim).float()
-        return action
 
     # ----------------------------------------------------------------------------------------------
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
@@ -194,7 +183,7 @@ class IPSAC(nn.Module):
             with frozen(self.q):
                 q_pi = self.q.from_state(q_state.detach(), ei, neighbour_action=nbr)  # [2, BN, A]
             q_pi_min = q_pi.min(0).values
-            log_p = dist._safe_log_probs()
+            log_p = dist.safe_log_probs()
             policy_loss = (dist.probs * (alpha * log_p - q_pi_min)).sum(-1).mean()
             v_target = soft_value_target_discrete(dist.probs, log_p, q_pi_min, alpha).detach()
             log_pi = -dist.entropy()  # E_{a~q}[log q(a)]
@@ -239,51 +228,18 @@ class IPSAC(nn.Module):
             out["alpha_loss"] = -(self.log_alpha * (log_pi.detach() + target)).mean()
         return out
 
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        """One gradient step of every network (Algorithm 1, inner loop) and the Polyak update.
-
-        With ``algo.precision: bf16`` the forward of every network runs under ``torch.autocast`` in bfloat16
+    def loss_context(self, batch: TransitionBatch) -> contextlib.AbstractContextManager:
+        """With ``algo.precision: bf16`` the forward of every network runs under ``torch.autocast`` in bfloat16
         (the backward follows the forward's types); the networks' outputs (logits, Q, V) and the attention
         softmax are computed in float32, and so are the losses, the gradients of the float32 parameters and
         Adam's states. The values and gradients differ from fp32 by bfloat16 rounding of the hidden features
         (test: ``test_losses.py::test_bf16_update_stays_close_to_fp32``)."""
         device_type = batch.obs.x.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
-            terms = self.losses(batch)
-        total = terms["policy_loss"] + terms["value_loss"] + terms["q_loss"] + terms.get("alpha_loss", 0.0)
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        norms = {}
-        clip = self.cfg.max_grad_norm or float("inf")
-        for name, module in (("policy", self.policy), ("q", self.q), ("v", self.v)):
-            norms[f"grad_norm/{name}"] = float(nn.utils.clip_grad_norm_(module.parameters(), clip))
-        for opt in self.optimizers.values():
-            opt.step()
-        self.num_updates += 1
-        if self.num_updates % self.cfg.target_update_interval == 0:
-            self.polyak_update()
-        stats = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
-        stats.update(norms)
-        return stats
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
-    @torch.no_grad()
-    def polyak_update(self) -> None:
-        r""":math:`\bar\eta \leftarrow \tau \eta + (1 - \tau) \bar\eta` (Algorithm 1)."""
-        tau = self.cfg.tau
-        for p, tp in zip(self.v.parameters(), self.v_target.parameters()):
-            tp.lerp_(p, tau)
-
-    # ----------------------------------------------------------------------------------------------
-    def full_state_dict(self) -> dict:
-        return {
-            "networks": self.state_dict(),
-            "num_updates": self.num_updates,
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-        }
-
-    def load_full_state_dict(self, state: dict) -> None:
-        self.load_state_dict(state["networks"])
-        self.num_updates = int(state["num_updates"])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        r"""One gradient step of every network on the sum of :math:`J(\theta)`, :math:`J(\eta)`,
+        :math:`J(\kappa^1) + J(\kappa^2)` and :math:`J(\alpha)` (Algorithm 1, inner loop; :meth:`losses` under
+        :meth:`loss_context`) and, every ``target_update_interval`` steps, the Polyak update of :math:`V_{\bar\eta}`
+        (:meth:`~ipgnn.algos.base.Algorithm.target_update`)."""
+        return super().update(batch)

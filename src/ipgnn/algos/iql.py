@@ -40,61 +40,42 @@ Options (``algo.options``), with defaults and sources:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
-from ipgnn.algos.common import (
-    QLearningAlgo,
-    TypedMLP,
-    make_optimizer,
-    make_target,
-    parse_options,
-    polyak_update,
-    require_discrete,
-    require_positive,
-    require_unit,
-)
+from ipgnn.algos.options import require_positive
+from ipgnn.algos.qlearning import EPSILON_OPTIONS, QLearningAlgo
+from ipgnn.algos.targets import td_target
 from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.nn.mlp import TypedMLP
 from ipgnn.replay import TransitionBatch
 
-EPSILON_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "epsilon_start": (float, 1.0),
-    "epsilon_end": (float, 0.05),
-    "epsilon_decay_steps": (int, 50_000),
-}
-
-
-def check_epsilon(opts: dict[str, Any], name: str) -> None:
-    require_unit(opts, ["epsilon_start", "epsilon_end"], name)
-    require_positive(opts, ["epsilon_decay_steps"], name, allow_zero=True)
+__all__ = ["IQL"]
 
 
 class IQL(QLearningAlgo):
     """Independent DQN with one shared Q-network (see the module docstring)."""
 
     NAME = "iql"
-    OPTIONS: dict[str, tuple[Any, Any]] = {**EPSILON_OPTIONS, "double_q": (bool, False), "layers": (int, 2)}
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
+        **EPSILON_OPTIONS,
+        "double_q": (bool, False),
+        "layers": (int, 2),
+    }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
-        super().__init__(algo, num_agents)
-        self.spec = spec
-        self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
-        self.q = TypedMLP(spec.obs_dim, model.hidden, spec.action_dim, self.opts["layers"], spec.num_agent_types)
-        self.q_target = make_target(self.q)
-        self.optimizers = {"q": make_optimizer(self.q.parameters(), algo.lr)}
-        self.grad_groups = {"q": self.q}
+        super().__init__(spec, algo, num_agents)
+        self.use_q_network(
+            TypedMLP(spec.obs_dim, model.hidden, spec.action_dim, self.opts["layers"], spec.num_agent_types)
+        )
 
     @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
-        check_epsilon(opts, cls.NAME)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
+        super().check_options(opts, model)
         require_positive(opts, ["layers"], cls.NAME)
-        require_discrete(cls.NAME, spec)
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -110,18 +91,12 @@ class IQL(QLearningAlgo):
         v_next = self.next_value(
             self.q_target(nxt.x, types), self.q(nxt.x, types) if self.opts["double_q"] else None, mask
         )
-        return batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * v_next
+        return td_target(batch.reward, batch.terminated, v_next, self.cfg.gamma)
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        r"""DQN's loss :math:`L(\theta) = \mathbb E[(Q_\theta(o_i, a_i) - y_i)^2]` (see the module docstring)."""
         obs = batch.obs
         q = self.q(obs.x, getattr(obs, "agent_type", None))
         q_sa = q.gather(-1, batch.action.long().unsqueeze(-1)).squeeze(-1)
         y = self.target(batch)
         return {"q_loss": (q_sa - y).pow(2).mean(), "q_mean": q_sa.detach().mean(), "q_target": y.mean()}
-
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        terms = self.losses(batch)
-        norms = self.gradient_step(terms["q_loss"])
-        if self.target_due():
-            polyak_update(self.q_target, self.q, self.cfg.tau)
-        return {**self.floats(terms), **norms, "epsilon": self.epsilon}

@@ -103,36 +103,25 @@ Options (``algo.options``), defaults and sources:
 from __future__ import annotations
 
 import math
-from typing import Any
+from abc import abstractmethod
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from ipgnn.algos.common import (
-    BaselineAlgo,
-    BatchedLinear,
-    TypedMLP,
-    check_memory,
-    gib,
-    gumbel_onehot,
-    make_optimizer,
-    make_target,
-    masked_logits,
-    optimizer_state_factor,
-    parse_options,
-    polyak_update,
-    require_choice,
-    require_positive,
-    team_terminated,
-)
+from ipgnn.algos.base import Algorithm
+from ipgnn.algos.exploration import gumbel_onehot, masked_logits
+from ipgnn.algos.memory import gib
+from ipgnn.algos.optim import make_optimizer, optimizer_state_factor
+from ipgnn.algos.options import NoneType, require_choice, require_positive
+from ipgnn.algos.targets import td_target, team_targets
 from ipgnn.config import AlgoConfig, ModelConfig
 from ipgnn.nn.distributions import MaskedCategorical
+from ipgnn.nn.mlp import BatchedLinear, TypedMLP
 from ipgnn.nn.utils import frozen
 from ipgnn.replay import TransitionBatch
-
-NoneType = type(None)
 
 
 class PerAgentCritics(nn.Module):
@@ -212,12 +201,6 @@ class TeamMLPCritic(nn.Module):
         return self.value(F.relu(self.l2(F.relu(self.l1(x.flatten(1)))))).squeeze(-1)
 
 
-def team_targets(r: Tensor, d: Tensor, team_reward: str) -> tuple[Tensor, Tensor]:
-    r""":math:`R = \sum_i r_i` (``sum``) or :math:`\frac1N\sum_i r_i` (``mean``), and the episode-level
-    termination :math:`D` (every agent terminated), from per-agent ``r, d`` ``[B, N]``."""
-    return (r.sum(1) if team_reward == "sum" else r.mean(1)), team_terminated(d)
-
-
 class PermutationInvariantCritic(nn.Module):
     """PIC's graph critic over the fully connected agent graph (see the module docstring).
 
@@ -263,11 +246,13 @@ class PermutationInvariantCritic(nn.Module):
         return self.out(torch.cat([h, pooled.unsqueeze(1).expand_as(h)], -1)).squeeze(-1)
 
 
-class _CentralisedActorCritic(BaselineAlgo):
-    """Actors, action handling, and the update skeleton shared by MADDPG, MADDPG-S and PIC."""
+class _CentralisedActorCritic(Algorithm):
+    """Actors, action handling, and the terms of the losses shared by MADDPG, MADDPG-S and PIC."""
 
     NAME = "maddpg"
-    OPTIONS: dict[str, tuple[Any, Any]] = {
+    LOSSES: ClassVar[tuple[str, ...]] = ("q_loss", "policy_loss")
+    has_centralized_critic: ClassVar[bool] = True
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
         "hidden": ((int, NoneType), None),
         "gumbel_temperature": (float, 1.0),
         "critic_actions": (str, "straight_through"),
@@ -278,42 +263,33 @@ class _CentralisedActorCritic(BaselineAlgo):
     }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
-        super().__init__(algo, num_agents)
-        self.spec = spec
-        self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
+        super().__init__(spec, algo, num_agents)
         self.hidden = self.opts["hidden"] or model.hidden
         self.actor = TypedMLP(spec.obs_dim, self.hidden, spec.action_dim, 2, spec.num_agent_types)
         with torch.no_grad():  # PIC's code: the actor's output layer starts at a tenth of the default scale
             self.actor.out.weight.mul_(self.opts["actor_out_scale"])
             self.actor.out.bias.mul_(self.opts["actor_out_scale"])
-        self.actor_target = make_target(self.actor)
+        self.add_target("actor")
         self.critic = self.build_critic(spec, num_agents)
-        self.critic_target = make_target(self.critic)
+        self.add_target("critic")
         self.optimizers = {
             "actor": make_optimizer(self.actor.parameters(), algo.policy_lr or algo.lr),
             "critic": make_optimizer(self.critic.parameters(), algo.critic_lr or algo.lr),
         }
         self.grad_groups = {"actor": self.actor, "critic": self.critic}
 
+    @abstractmethod
     def build_critic(self, spec: Any, num_agents: int) -> nn.Module:
-        raise NotImplementedError
+        """The critic network (built after the actor and its target: the order of the random draws)."""
 
     @classmethod
-    def check_common(cls, algo: AlgoConfig) -> dict[str, Any]:
-        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
         require_positive(opts, ["hidden", "gumbel_temperature", "actor_out_scale"], cls.NAME)
         require_positive(opts, ["policy_reg", "exploration_noise"], cls.NAME, allow_zero=True)
         require_choice(opts, "critic_actions", ("straight_through", "soft"), cls.NAME)
         require_choice(opts, "next_actor", ("target", "online"), cls.NAME)
-        return opts
 
     # ----------------------------------------------------------------------------------------------
-    def action_features(self, action: Tensor) -> Tensor:
-        """A stored action as the critic sees it: one-hot (discrete) or the raw vector."""
-        if self.spec.discrete:
-            return F.one_hot(action.long(), self.spec.action_dim).float()
-        return action
-
     def policy_actions(self, raw: Tensor, mask: Tensor | None) -> Tensor:
         """Differentiable actions for the losses: Gumbel-softmax samples (discrete; straight-through
         one-hots or the relaxed vectors, ``critic_actions``) or :math:`\\tanh(z)` (continuous)."""
@@ -363,23 +339,34 @@ class _CentralisedActorCritic(BaselineAlgo):
             "d": batch.terminated.view(b, n),
         }
 
-    def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
-        raise NotImplementedError
-
-    def update(self, batch: TransitionBatch) -> dict[str, float]:
-        terms = self.losses(batch)
-        norms = self.gradient_step(terms["q_loss"] + terms["policy_loss"])
-        if self.target_due():
-            polyak_update(self.actor_target, self.actor, self.cfg.tau)
-            polyak_update(self.critic_target, self.critic, self.cfg.tau)
-        return {**self.floats(terms), **norms}
+    def actor_critic_terms(self, q: Tensor, y: Tensor, q_pi: Tensor, raw: Tensor) -> dict[str, Tensor]:
+        r"""The loss terms from the critic's values ``q`` of the replayed actions, their targets ``y`` and the
+        critic's values ``q_pi`` of the policy's actions (Lowe et al. eq. 6 and 5):
+        :math:`L(\omega) = \mathbb E[(Q - y)^2]` (``q_loss``) and
+        :math:`J(\phi) = -\mathbb E[Q^\pi] + c\,\mathbb E[z^2]` (``policy_loss``, ``c`` = ``policy_reg``, ``z``
+        = ``raw``, the actor's pre-activation outputs), with their diagnostics."""
+        q_loss = (q - y).pow(2).mean()
+        reg = raw.pow(2).mean()
+        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
+        return {
+            "q_loss": q_loss,
+            "policy_loss": policy_loss,
+            "policy_reg": reg,
+            "q_mean": q.detach().mean(),
+            "q_target": y.mean(),
+            "q_policy": q_pi.detach().mean(),
+        }
 
 
 class MADDPG(_CentralisedActorCritic):
     """MADDPG: one critic per agent over all observations and actions in the fixed agent order."""
 
     NAME = "maddpg"
-    OPTIONS = {**_CentralisedActorCritic.OPTIONS, "hidden": ((int, NoneType), 64)}
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {**_CentralisedActorCritic.OPTIONS, "hidden": ((int, NoneType), 64)}
+    MEMORY_ADVICE: ClassVar[str] = (
+        "its critics grow as N^2; use pic or ipsac (their size does not grow with N), "
+        "or lower replay.batch_size / algo.options.hidden"
+    )
     SHUFFLE = False  # whether the critics' input order is shuffled (MADDPG-S)
 
     @classmethod
@@ -428,21 +415,6 @@ class MADDPG(_CentralisedActorCritic):
         )
         return params + acts, detail
 
-    @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = cls.check_common(algo)
-        need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
-        check_memory(
-            cls.NAME,
-            need,
-            detail,
-            device,
-            advice="its critics grow as N^2; use pic or ipsac (their size does not grow with N), "
-            "or lower replay.batch_size / algo.options.hidden",
-        )
-
     # ----------------------------------------------------------------------------------------------
     def slot_order(self, b: int, device: torch.device) -> Tensor | None:
         """MADDPG: the fixed agent order (``None``). See :class:`MADDPGS`."""
@@ -466,24 +438,14 @@ class MADDPG(_CentralisedActorCritic):
         with torch.no_grad():
             tgt = self.critic_target
             q_next = tgt.rest(tgt.first_layer(self.critic_input(v["o2"], v["a_next"], order))).t()
-            y = v["r"] + self.cfg.gamma * (1.0 - v["d"]) * q_next
-        q_loss = (q - y).pow(2).mean()
+            y = td_target(v["r"], v["d"], q_next, self.cfg.gamma)
         # actor: substitute each agent's own action in its own critic (others from the replay); the
         # first layer is linear, so that adds (mu(o_i) - a_i) W_i^(a_i) to critic i's pre-activation
         w_own = self.critic.own_action_weights(0 if self.per_sample(self.opts) else None).detach()  # [N, act, H]
         delta = v["a_pi"] - v["a_data"]  # [B, N, act]
         pre_pi = pre.detach() + torch.einsum("bnd,ndh->nbh", delta, w_own)
         q_pi = self.critic.rest(pre_pi, detach=True)  # [N, B]
-        reg = v["raw"].pow(2).mean()
-        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {
-            "q_loss": q_loss,
-            "policy_loss": policy_loss,
-            "policy_reg": reg,
-            "q_mean": q.detach().mean(),
-            "q_target": y.mean(),
-            "q_policy": q_pi.detach().mean(),
-        }
+        return self.actor_critic_terms(q, y, q_pi, v["raw"])
 
 
 class MADDPGS(MADDPG):
@@ -492,7 +454,7 @@ class MADDPGS(MADDPG):
     permutation per sample and the agent's own pair first (``sample``). See the module docstring."""
 
     NAME = "maddpg_s"
-    OPTIONS = {
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
         **_CentralisedActorCritic.OPTIONS,
         "shuffle": (str, "minibatch"),
         "team_reward": (str, "sum"),
@@ -510,13 +472,10 @@ class MADDPGS(MADDPG):
         return opts["shuffle"] == "minibatch"
 
     @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = cls.check_common(algo)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
+        super().check_options(opts, model)
         require_choice(opts, "shuffle", ("minibatch", "sample"), cls.NAME)
         require_choice(opts, "team_reward", ("sum", "mean"), cls.NAME)
-        super().check(spec, model, algo, num_agents, batch_size, device)
 
     def minibatch_order(self, device: torch.device) -> Tensor:
         """``shuffle: minibatch``: one random permutation of the N agents (torch's global generator) for the
@@ -542,20 +501,10 @@ class MADDPGS(MADDPG):
         q = self.critic(torch.cat([v["o"], v["a_data"]], -1)[:, perm])
         with torch.no_grad():
             q_next = self.critic_target(torch.cat([v["o2"], v["a_next"]], -1)[:, perm])
-            y = r + self.cfg.gamma * (1.0 - d) * q_next
-        q_loss = (q - y).pow(2).mean()
+            y = td_target(r, d, q_next, self.cfg.gamma)
         with frozen(self.critic):
             q_pi = self.critic(torch.cat([v["o"], v["a_pi"]], -1)[:, perm])
-        reg = v["raw"].pow(2).mean()
-        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {
-            "q_loss": q_loss,
-            "policy_loss": policy_loss,
-            "policy_reg": reg,
-            "q_mean": q.detach().mean(),
-            "q_target": y.mean(),
-            "q_policy": q_pi.detach().mean(),
-        }
+        return self.actor_critic_terms(q, y, q_pi, v["raw"])
 
     def slot_order(self, b: int, device: torch.device) -> Tensor:
         """``shuffle: sample``. ``order[i, b]``: the agents in critic ``i``'s slots for sample ``b``: ``i``
@@ -573,7 +522,7 @@ class PIC(_CentralisedActorCritic):
     """PIC: MADDPG with a permutation-invariant graph critic (see the module docstring)."""
 
     NAME = "pic"
-    OPTIONS = {
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
         **_CentralisedActorCritic.OPTIONS,
         "critic_output": (str, "team"),
         "pool": (str, "max"),
@@ -591,10 +540,8 @@ class PIC(_CentralisedActorCritic):
         )
 
     @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = cls.check_common(algo)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
+        super().check_options(opts, model)
         for key, valid in (
             ("critic_output", ("team", "agent")),
             ("pool", ("max", "mean")),
@@ -623,17 +570,7 @@ class PIC(_CentralisedActorCritic):
         q = self.critic(self.node_features(v["o"], v["a_data"], types))
         with torch.no_grad():
             q_next = self.critic_target(self.node_features(v["o2"], v["a_next"], types))
-            y = r + self.cfg.gamma * (1.0 - d) * q_next
-        q_loss = (q - y).pow(2).mean()
+            y = td_target(r, d, q_next, self.cfg.gamma)
         with frozen(self.critic):
             q_pi = self.critic(self.node_features(v["o"], v["a_pi"], types))
-        reg = v["raw"].pow(2).mean()
-        policy_loss = -q_pi.mean() + self.opts["policy_reg"] * reg
-        return {
-            "q_loss": q_loss,
-            "policy_loss": policy_loss,
-            "policy_reg": reg,
-            "q_mean": q.detach().mean(),
-            "q_target": y.mean(),
-            "q_policy": q_pi.detach().mean(),
-        }
+        return self.actor_critic_terms(q, y, q_pi, v["raw"])

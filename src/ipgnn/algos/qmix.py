@@ -36,7 +36,7 @@ How QMIX's inputs are made from this package's per-agent data (documented choice
   greedy policy ended above FixedTime's travel time at each of three learning rates (measured);
 - **team reward** :math:`R = \sum_i r_i` (``team_reward: sum``; ``mean`` divides by the constant N);
 - **termination** episode-level, :math:`D = 1` when every agent has terminated
-  (:func:`~ipgnn.algos.common.team_terminated`; a time limit still bootstraps);
+  (:func:`~ipgnn.algos.targets.team_terminated`; a time limit still bootstraps);
 - **agents are feed-forward**: QMIX's agents are GRUs over the action-observation history, which needs
   episode sequences; this package's replay holds single transitions, so the utility is an MLP of the
   current observation (two hidden layers of ``model.hidden``).
@@ -67,29 +67,20 @@ the PyMARL code released with it):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 
-from ipgnn.algos.common import (
-    QLearningAlgo,
-    TypedMLP,
-    check_memory,
-    gib,
-    make_optimizer,
-    make_target,
-    optimizer_state_factor,
-    parse_options,
-    polyak_update,
-    require_discrete,
-    require_positive,
-    team_terminated,
-)
-from ipgnn.algos.iql import EPSILON_OPTIONS, check_epsilon
-from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.algos.memory import gib
+from ipgnn.algos.optim import make_optimizer, optimizer_state_factor
+from ipgnn.algos.options import require_choice, require_positive
+from ipgnn.algos.qlearning import EPSILON_OPTIONS, QLearningAlgo
+from ipgnn.algos.targets import td_target, team_targets
+from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.nn.mlp import TypedMLP
 from ipgnn.replay import TransitionBatch
 
 
@@ -169,7 +160,12 @@ class QMIX(QLearningAlgo):
     """QMIX with feed-forward agents (see the module docstring)."""
 
     NAME = "qmix"
-    OPTIONS: dict[str, tuple[Any, Any]] = {
+    has_centralized_critic: ClassVar[bool] = True  # the mixer reads the global state
+    MEMORY_ADVICE: ClassVar[str] = (
+        "algo.options.hypernet_layers: 2 makes the first hyper-network "
+        "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead"
+    )
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {
         "mixing_embed": (int, 32),
         "hypernet_layers": (int, 1),
         "hypernet_hidden": (int, 64),
@@ -181,15 +177,14 @@ class QMIX(QLearningAlgo):
     }
 
     def __init__(self, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int):
-        super().__init__(algo, num_agents)
-        self.spec = spec
-        o = self.opts = parse_options(algo.options, self.OPTIONS, self.NAME)
+        super().__init__(spec, algo, num_agents)
+        o = self.opts
         self.agent = TypedMLP(spec.obs_dim, model.hidden, spec.action_dim, 2, spec.num_agent_types)
         self.mixer = QMixer(
             num_agents, num_agents * spec.obs_dim, o["mixing_embed"], o["hypernet_layers"], o["hypernet_hidden"]
         )
-        self.agent_target = make_target(self.agent)
-        self.mixer_target = make_target(self.mixer)
+        self.add_target("agent")
+        self.add_target("mixer")
         # the hyper-networks' view of s: standardised by running statistics of the replayed states, or raw
         self.state_norm = RunningStandardiser(num_agents * spec.obs_dim) if o["state_norm"] == "running" else None
         params = list(self.agent.parameters()) + list(self.mixer.parameters())
@@ -219,38 +214,16 @@ class QMIX(QLearningAlgo):
         return params + acts, detail
 
     @classmethod
-    def check(
-        cls, spec: Any, model: ModelConfig, algo: AlgoConfig, num_agents: int, batch_size: int, device: Any = None
-    ) -> None:
-        opts = parse_options(algo.options, cls.OPTIONS, cls.NAME)
-        check_epsilon(opts, cls.NAME)
+    def check_options(cls, opts: dict[str, Any], model: ModelConfig) -> None:
+        super().check_options(opts, model)
         require_positive(opts, ["mixing_embed", "hypernet_layers", "hypernet_hidden"], cls.NAME)
-        if opts["hypernet_layers"] not in (1, 2):
-            raise ConfigError(
-                f"algo.options.hypernet_layers: expected 1 or 2 for '{cls.NAME}', got {opts['hypernet_layers']}"
-            )
-        if opts["optimizer"] not in ("adam", "rmsprop"):
-            raise ConfigError(
-                f"algo.options.optimizer: expected adam or rmsprop for '{cls.NAME}', got {opts['optimizer']!r}"
-            )
-        if opts["team_reward"] not in ("sum", "mean"):
-            raise ConfigError(
-                f"algo.options.team_reward: expected sum or mean for '{cls.NAME}', got {opts['team_reward']!r}"
-            )
-        if opts["state_norm"] not in ("running", "none"):
-            raise ConfigError(
-                f"algo.options.state_norm: expected running or none for '{cls.NAME}', got {opts['state_norm']!r}"
-            )
-        require_discrete(cls.NAME, spec)
-        need, detail = cls.memory_bytes(spec, model, opts, num_agents, batch_size)
-        check_memory(
-            cls.NAME,
-            need,
-            detail,
-            device,
-            advice="algo.options.hypernet_layers: 2 makes the first hyper-network "
-            "N*obs_dim x hypernet_hidden + hypernet_hidden x N*mixing_embed instead",
-        )
+        for key, valid in (
+            ("hypernet_layers", (1, 2)),
+            ("optimizer", ("adam", "rmsprop")),
+            ("team_reward", ("sum", "mean")),
+            ("state_norm", ("running", "none")),
+        ):
+            require_choice(opts, key, valid, cls.NAME)
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -265,9 +238,7 @@ class QMIX(QLearningAlgo):
         b = batch.obs.x.size(0) // n
         state = batch.obs.x.reshape(b, -1)
         next_state = batch.next_obs.x.reshape(b, -1)
-        r = batch.reward.view(b, n)
-        reward = r.sum(1) if self.opts["team_reward"] == "sum" else r.mean(1)
-        done = team_terminated(batch.terminated.view(b, n))
+        reward, done = team_targets(batch.reward.view(b, n), batch.terminated.view(b, n), self.opts["team_reward"])
         return b, state, next_state, reward, done
 
     @torch.no_grad()
@@ -280,9 +251,10 @@ class QMIX(QLearningAlgo):
             self.agent_target(nxt.x, types), self.agent(nxt.x, types) if self.opts["double_q"] else None, mask
         )
         q_tot_next = self.mixer_target(v_next.view(b, -1), self.mixer_state(next_state))
-        return reward + self.cfg.gamma * (1.0 - done) * q_tot_next
+        return td_target(reward, done, q_tot_next, self.cfg.gamma)
 
     def losses(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        r"""QMIX's TD loss :math:`L(\theta) = \mathbb E[(Q_{tot}(\mathbf Q(o, a), s) - y)^2]` (sec. 4)."""
         b, state, _, _, _ = self.team(batch)
         q = self.agent(batch.obs.x, getattr(batch.obs, "agent_type", None))
         q_sa = q.gather(-1, batch.action.long().unsqueeze(-1)).view(b, -1)
@@ -300,11 +272,8 @@ class QMIX(QLearningAlgo):
         return state if self.state_norm is None else self.state_norm(state)
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
-        if self.state_norm is not None:  # the statistics include this minibatch's states before it is used
+        """:meth:`QLearningAlgo.update`, the running state statistics first updated with this minibatch's
+        states (before they are read)."""
+        if self.state_norm is not None:
             self.state_norm.update(self.team(batch)[1])
-        terms = self.losses(batch)
-        norms = self.gradient_step(terms["q_loss"])
-        if self.target_due():
-            polyak_update(self.agent_target, self.agent, self.cfg.tau)
-            polyak_update(self.mixer_target, self.mixer, self.cfg.tau)
-        return {**self.floats(terms), **norms, "epsilon": self.epsilon}
+        return super().update(batch)

@@ -15,6 +15,22 @@ from torch import Tensor
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def check_mask(mask: Tensor) -> None:
+    """Raise ``ValueError`` when a row of the action mask ``[..., A]`` has no valid action."""
+    if not bool(mask.any(-1).all()):
+        raise ValueError("an agent has no valid action: every row of action_mask needs one True")
+
+
+def mask_invalid(values: Tensor, mask: Tensor | None) -> Tensor:
+    """``values`` ``[..., A]`` with the invalid actions (``mask`` False) set to the lowest finite value, so that
+    no max, argmax, softmax or Gumbel-max picks them; ``values`` itself when ``mask`` is None. Raises
+    ``ValueError`` when a row of ``mask`` has no valid action (:func:`check_mask`)."""
+    if mask is None:
+        return values
+    check_mask(mask)
+    return values.masked_fill(~mask, torch.finfo(values.dtype).min)
+
+
 @dataclass
 class MaskedCategorical:
     """:math:`q_i(a) = \\mathrm{softmax}(z_i)_a` over the valid actions of agent ``i``.
@@ -29,10 +45,7 @@ class MaskedCategorical:
     mask: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.mask is not None:
-            if not bool(self.mask.any(-1).all()):
-                raise ValueError("an agent has no valid action: every row of action_mask needs one True")
-            self.logits = self.logits.masked_fill(~self.mask, torch.finfo(self.logits.dtype).min)
+        self.logits = mask_invalid(self.logits, self.mask)
         self.log_probs = torch.log_softmax(self.logits, dim=-1)
         self.probs = self.log_probs.exp()
 
@@ -42,10 +55,11 @@ class MaskedCategorical:
 
     def entropy(self) -> Tensor:
         """:math:`-\\sum_a q(a) \\log q(a)` per agent, ``[N]``."""
-        return -(self.probs * self._safe_log_probs()).sum(-1)
+        return -(self.probs * self.safe_log_probs()).sum(-1)
 
-    def _safe_log_probs(self) -> Tensor:
-        """``log q`` with invalid actions set to 0 so that ``q * log q`` is exactly 0 there."""
+    def safe_log_probs(self) -> Tensor:
+        """``log q`` ``[N, A]`` with invalid actions set to 0 (not :math:`-\\infty`), so that ``q * log q`` and
+        ``q * (alpha log q - Q)`` are exactly 0 there: the form every expectation over the own action uses."""
         if self.mask is None:
             return self.log_probs
         return self.log_probs.masked_fill(~self.mask, 0.0)
