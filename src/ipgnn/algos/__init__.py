@@ -31,6 +31,7 @@ from typing import Any
 
 from ipgnn.algos.base import Algorithm
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.precision import check_precision
 
 ALGOS: dict[str, str] = {
     "ipsac": "ipgnn.algos.ipsac:IPSAC",
@@ -65,11 +66,7 @@ def make_algo(
     (:attr:`ipgnn.config.TrainConfig.schedule_scale`) multiplies the algorithm's step-denominated
     schedules (the epsilon decay of the value-based baselines)."""
     cls = algo_class(algo.name)
-    if algo.precision != "fp32" and not cls.mixed_precision:
-        raise ConfigError(
-            f"algo.precision: {algo.precision} is implemented for ipsac only (its networks keep their "
-            f"outputs in float32 under autocast); '{algo.name}' runs in fp32: set algo.precision: fp32"
-        )
+    check_precision(algo.precision, algo.name, cls.mixed_precision)
     cls.check(spec, model, algo, num_agents, batch_size, device=device)
     built = cls(spec, model, algo, num_agents)
     built.schedule_scale = float(schedule_scale)

@@ -60,6 +60,7 @@ from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.critics import GraphValueNetwork, TwinGraphQ
 from ipgnn.nn.propagation import IntentionPropagationNetwork
 from ipgnn.nn.utils import frozen
+from ipgnn.precision import autocast
 from ipgnn.replay import TransitionBatch
 from ipgnn.spec import AgentSpec
 
@@ -234,8 +235,7 @@ class IPSAC(Algorithm):
         softmax are computed in float32, and so are the losses, the gradients of the float32 parameters and
         Adam's states. The values and gradients differ from fp32 by bfloat16 rounding of the hidden features
         (test: ``test_losses.py::test_bf16_update_stays_close_to_fp32``)."""
-        device_type = batch.obs.x.device.type
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast(self.cfg.precision, batch.obs.x.device.type)
 
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         r"""One gradient step of every network on the sum of :math:`J(\theta)`, :math:`J(\eta)`,

@@ -22,14 +22,8 @@ def free_memory(device: torch.device | str | None = None) -> tuple[int | None, s
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            free, _ = torch.cuda.mem_get_info(device)
-            return int(free), f"free memory on {device}"
-        except Exception:  # noqa: BLE001 - no driver: fall through to unknown
-            return None, str(device)
-    avail = cpu.available_memory()
-    return (None, "unknown") if avail is None else (avail, "MemAvailable (/proc/meminfo)")
+    avail = cpu.available_memory(device)
+    return avail, cpu.memory_source(device) if avail is not None else "unknown"
 
 
 def gib(nbytes: float) -> str:
