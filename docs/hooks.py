@@ -29,9 +29,19 @@ import config_reference  # noqa: E402
 
 # The API reference, in this order; a module that does not exist (renamed, not yet written) is left out.
 API_MODULES = {
-    "Configuration and training": ["config", "trainer", "runs", "replay", "graphs", "seeding", "checkpoint"],
+    "Configuration and training": [
+        "config",
+        "trainer",
+        "training.callbacks",
+        "runs",
+        "replay",
+        "graphs",
+        "seeding",
+        "checkpoint",
+    ],
     "Networks (ipgnn.nn)": ["nn.propagation", "nn.critics", "nn.distributions", "nn.local"],
     "Algorithms (ipgnn.algos)": ["algos.base", "algos.ipsac", "algos.iql", "algos.dgn", "algos.qmix", "algos.maddpg"],
+    "Environments": ["envs.traffic_graph", "traffic.simulator_env"],
     "Execution and analysis": ["references", "decentralised", "compare", "analysis", "interpret", "robustness"],
 }
 _RESULT_LINK = re.compile(r"\]\(\.\./((?:results|benchmarks/figures)/[^)\s#]+)")
