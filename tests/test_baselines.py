@@ -28,11 +28,17 @@ from ipgnn.config import (
     validate,
 )
 from ipgnn.envs import TASKS, make_env
-from ipgnn.logger import read_metrics
 from ipgnn.replay import GraphReplayBuffer, TransitionBatch
 from ipgnn.trainer import Trainer
 
-from conftest import CONFIGS, learned_and_random_returns
+from conftest import (
+    CONFIGS,
+    SimulatedCrash,
+    assert_same_run,
+    comparable_rows,
+    crash_at,
+    learned_and_random_returns,
+)
 
 BASELINES = ["iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"]
 Q_LEARNERS = ["iql", "dgn", "qmix"]
@@ -754,30 +760,17 @@ def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, 
     full.train()
     full.close()
     crashed = Trainer.from_config(load_config(CONFIGS / "mpe_spread_small.yaml", overrides), tmp_path / "crashed")
-    real_step = crashed.env.step
-
-    def dying_step(action):
-        if crashed.env_step == 160:
-            raise RuntimeError("simulated crash")
-        return real_step(action)
-
-    crashed.env.step = dying_step
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    crash_at(crashed, 160)
+    with pytest.raises(SimulatedCrash):
         crashed.train()
     crashed.close()
     resumed = Trainer.resume(tmp_path / "crashed")
     assert resumed.env_step == 100 and resumed.algo.env_steps == 50  # learning_starts=50: 50 policy steps
     resumed.train()
     resumed.close()
-
-    def rows(t):
-        metrics = read_metrics(t.run_dir / "metrics.jsonl")
-        return [{k: v for k, v in r.items() if not k.startswith("charts/")} for r in metrics]
-
-    assert rows(resumed) == rows(full) and any("losses/q_loss" in r for r in rows(full))
+    assert_same_run(resumed, full)
+    assert any("losses/q_loss" in r for r in comparable_rows(full.run_dir))
     assert resumed.algo.env_steps == full.algo.env_steps == 250
-    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
-        assert torch.equal(pa, pb), k
 
 
 # --------------------------------------------------------------------------------------------------
