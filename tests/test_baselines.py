@@ -752,6 +752,7 @@ def test_full_state_round_trip_continues_identically(name):
         ("maddpg_s", []),
     ],
 )
+@pytest.mark.slow
 def test_trainer_crash_and_resume_reproduces_the_uninterrupted_run(name, extra, tmp_path, tiny_overrides):
     """Through the trainer's checkpoints: the exploration counter (epsilon), a hard target update
     between checkpoints and MADDPG-S's per-sample shuffles all continue as if never interrupted."""

@@ -37,6 +37,7 @@ def test_workers_step_exactly_like_separate_environments():
             e.close()
 
 
+@pytest.mark.slow
 def test_trainer_with_worker_processes_is_reproducible(tmp_path, tiny_overrides):
     over = [
         "--env.task=mpe_spread",

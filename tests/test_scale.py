@@ -9,9 +9,12 @@ import resource
 import subprocess
 import sys
 
+import pytest
+
 from conftest import CONFIGS
 
 
+@pytest.mark.slow
 def test_grid35x35_trains_end_to_end_within_memory(tmp_path):
     env = dict(os.environ, IPGNN_CACHE=str(tmp_path / "cache"), WANDB_MODE="offline", WANDB_SILENT="true")
     cmd = [

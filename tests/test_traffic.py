@@ -136,6 +136,7 @@ def cli(*args):
     return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
+@pytest.mark.slow
 def test_maxpressure_beats_fixed_time_on_manhattan96_from_the_cli():
     config = str(CONFIGS / "manhattan96.yaml")
     mp = cli("eval", "--config", config, "--controller", "maxpressure", "--episodes", "1")
@@ -144,6 +145,7 @@ def test_maxpressure_beats_fixed_time_on_manhattan96_from_the_cli():
     assert mp["eval/throughput"] > 0 and mp["eval/episode_length"] == 100
 
 
+@pytest.mark.slow
 def test_manhattan96_trains_from_the_cli(tmp_path):
     run_dir = tmp_path / "run"
     out = cli(

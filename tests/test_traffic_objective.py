@@ -150,6 +150,7 @@ def test_verdict_names_the_strongest_reference():
     assert references.verdict("average_travel_time", 320.0, refs).endswith("beats no reference controller")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp_path, capsys, engine):
     from ipgnn.trainer import Trainer
@@ -273,6 +274,7 @@ def test_the_array_protocol_plays_the_same_episode_as_pettingzoos_dictionaries(e
             assert u.dtype == v.dtype and torch.equal(u, v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, engine):
     """A SIGTERM (asked as the CLI's handler asks) during decision 27 of 20-decision episodes: the checkpoint

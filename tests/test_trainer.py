@@ -26,6 +26,7 @@ def train(tmp_path, name, overrides, steps=300):
     return t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous", [False, True])
 def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     ov = tiny_overrides + [f"--env.continuous_actions={continuous}"]
@@ -39,6 +40,7 @@ def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     assert comparable(read_metrics(c.run_dir / "metrics.jsonl")) != rows_a
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_every", [25, 40])
 def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, monkeypatch, log_every):
     """log_every 40: the checkpoint (step 100) falls inside a logging window, whose loss sums are saved with
@@ -77,6 +79,7 @@ class Killed(BaseException):
     """A kill -9 at one write boundary (BaseException: nothing in the trainer may swallow it)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("boundary", ["mid-replay-write", "replay-written", "latest-written"])
 def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tiny_overrides, monkeypatch, boundary):
     """The checkpoint at step 200 is killed (a) halfway through writing its replay file, (b) after the replay
@@ -124,6 +127,7 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
         assert torch.equal(pa, pb), k
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_replay_file_that_is_not_its_own_and_never_truncates(tmp_path, tiny_overrides):
     from ipgnn.trainer import ResumeError
 
@@ -213,6 +217,7 @@ def test_long_run_eta_warning(tmp_path, tiny_overrides, capsys):
     assert "updates alone will take about" in printed and " h on cpu" in printed
 
 
+@pytest.mark.slow
 def test_partial_metrics_line_and_finished_run_resume(tmp_path, tiny_overrides):
     """A kill mid-write leaves half a line at the end of metrics.jsonl: resume drops it and continues; a
     finished run resumed prints its final evaluation instead of nothing."""
@@ -251,6 +256,7 @@ def _stop_when(trainer, where: str, at: int):
         trainer.algo.update = update
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,at", [("step", 137), ("update", 13)])
 def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, where, at):
     """The first Ctrl-C or SIGTERM stops at a safe point: between two iterations (mid-episode: step 137 of

@@ -98,6 +98,7 @@ def test_batched_add_equals_one_by_one():
     assert batched.pos == single.pos == 1 and len(batched) == 3
 
 
+@pytest.mark.slow
 def test_trainer_with_batched_task(tmp_path, tiny_overrides, monkeypatch):
     """num_envs environments step together, every one counts as environment steps, and the ratio of
     gradient steps to transitions is the configured one."""
