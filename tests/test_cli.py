@@ -77,6 +77,7 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     assert metrics["episodes"] == 2 and metrics["env_step"] == 200 and metrics["eval/episode_length"] == 25
 
 
+@pytest.mark.slow
 def test_eval_takes_dotted_overrides_for_a_checkpoint_and_a_config(tmp_path):
     """ipgnn-eval accepts ipgnn-train's --section.key=value overrides: a traffic checkpoint trained on SUMO
     is evaluated with another episode length and, where CityFlow is built, on the other engine; a change
