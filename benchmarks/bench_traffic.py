@@ -21,9 +21,7 @@ import time
 import types
 
 import torch
-
-from ipgnn.config import EnvConfig, GraphConfig
-from ipgnn.envs import make_env
+from _traffic import traffic_env
 
 SCENARIOS = {
     16: ({"kind": "grid", "rows": 4, "cols": 4, "rate": 300}, "grid 4x4"),
@@ -53,15 +51,7 @@ def _timed(inner, method: str, clock: list):
 def measure(n: int, engine: str, decisions: int, seed: int = 0) -> tuple[float, float]:
     """``(simulator, wrapper)`` seconds per decision over one episode from a reset."""
     spec, _ = SCENARIOS[n]
-    env = make_env(
-        EnvConfig(
-            task="traffic",
-            num_agents=n,
-            max_steps=decisions,
-            graph=GraphConfig(kind="env"),
-            options={"scenario": spec, "engine": engine},
-        )
-    )
+    env = traffic_env(spec, n, engine, decisions)
     obs = env.reset(seed=seed)
     raw, clock = env.env.engine, [0.0]
     if engine == "cityflow":

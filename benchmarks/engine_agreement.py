@@ -12,22 +12,13 @@ The last column is SUMO's figure over CityFlow's.
 import argparse
 
 import numpy as np
+from _traffic import traffic_env
 
-from ipgnn.config import EnvConfig, GraphConfig
-from ipgnn.envs import make_env
 from ipgnn.traffic import load_scenario
 
 
 def episode(scenario: str, n: int, engine: str, controller: str, decisions: int) -> dict[str, float]:
-    env = make_env(
-        EnvConfig(
-            task="traffic",
-            num_agents=n,
-            max_steps=decisions,
-            graph=GraphConfig(kind="env"),
-            options={"scenario": scenario, "engine": engine},
-        )
-    )
+    env = traffic_env(scenario, n, engine, decisions)
     raw, act = env.env, env.reference_policies()[controller]
     lanes = sorted({f"{r}_{k}" for a in raw.scenario.intersections for r, k in a.incoming_lanes})
     obs, on, halted = env.reset(seed=0), [], []

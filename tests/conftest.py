@@ -71,6 +71,39 @@ def learned_and_random_returns(cfg, run_dir, episodes: int) -> tuple[float, floa
     return learned, rand
 
 
+class SimulatedCrash(RuntimeError):
+    """The failure :func:`crash_at` injects (a power cut, an OOM kill): no handler of the trainer's runs."""
+
+
+def crash_at(env_step: int):
+    """A trainer callback that raises :class:`SimulatedCrash` once the environment reaches ``env_step``
+    (``Trainer.from_config(cfg, run_dir, callbacks=[crash_at(160)])``)."""
+    from ipgnn.training import Callback
+
+    class CrashAt(Callback):
+        def on_step(self, trainer, result):
+            if trainer.env_step == env_step:
+                raise SimulatedCrash(f"simulated crash at environment step {env_step}")
+
+    return CrashAt()
+
+
+def comparable_rows(run_dir) -> list[dict]:
+    """A run's metric rows without its wall-clock rates (``charts/...``): what two runs of one seed share."""
+    from ipgnn.logger import read_metrics
+
+    return [
+        {k: v for k, v in r.items() if not k.startswith("charts/")} for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
+
+
+def assert_same_run(a, b) -> None:
+    """Two trainers ended as one run: the same metric rows and the same learner state, bit for bit."""
+    assert comparable_rows(a.run_dir) == comparable_rows(b.run_dir)
+    for (k, pa), pb in zip(a.algo.state_dict().items(), b.algo.state_dict().values()):
+        assert torch.equal(pa, pb), k
+
+
 def _cityflow_importable() -> bool:
     try:
         import cityflow  # noqa: F401

@@ -64,7 +64,7 @@ def test_patch_changes_only_the_pybind11_rapidjson_and_cmake_version_lines(tmp_p
     # everything before the submodule block and from add_subdirectory(src) on is upstream's, unchanged
     head = text[: text.find("set(REQUIRED_SUBMODULES")].replace("VERSION 3.0)", "VERSION 3.5)")
     assert out.startswith(head) and out.endswith(text[text.find("add_subdirectory(src)") :])
-    with pytest.raises(cb.BuildError, match="not the one this command knows"):
+    with pytest.raises(cb.BuildError, match=r"CMakeLists\.txt"):
         cb.patch_cmakelists("cmake_minimum_required(VERSION 3.12)\nadd_subdirectory(src)\n", inc)
 
 
@@ -103,5 +103,5 @@ def test_accessors_are_added_after_upstreams_own_getters_and_nothing_else_change
     assert "vehicle->getSpeed() < 0.1" in (tree / "src" / "engine" / "engine.cpp").read_text()  # upstream's criterion
     # a source it does not know is refused, not guessed at
     (tree / "src" / "cityflow.cpp").write_text("// another binding\n")
-    with pytest.raises(cb.BuildError, match="cityflow.cpp is not the one this command knows how to extend"):
+    with pytest.raises(cb.BuildError, match=r"cityflow\.cpp"):
         cb.add_accessors(tree)

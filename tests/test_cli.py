@@ -28,6 +28,7 @@ def last_json(stdout):
     return json.loads(stdout[stdout.index("{") :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous", [False, True])
 def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     run_dir = tmp_path / "run"
@@ -76,6 +77,7 @@ def test_train_then_eval(tmp_path, tiny_overrides, continuous):
     assert metrics["episodes"] == 2 and metrics["env_step"] == 200 and metrics["eval/episode_length"] == 25
 
 
+@pytest.mark.slow
 def test_eval_takes_dotted_overrides_for_a_checkpoint_and_a_config(tmp_path):
     """ipgnn-eval accepts ipgnn-train's --section.key=value overrides: a traffic checkpoint trained on SUMO
     is evaluated with another episode length and, where CityFlow is built, on the other engine; a change
@@ -150,6 +152,7 @@ def test_config_error_is_one_clear_message(tmp_path):
     assert out.returncode == 2 and "none.pt" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint_step_with_same_config(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     run("train", "--config", CONFIG, *tiny_overrides, "--train.total_steps=200", f"--run-dir={run_dir}")
@@ -168,6 +171,7 @@ def test_resume_continues_from_checkpoint_step_with_same_config(tmp_path, tiny_o
     assert bad.returncode == 2 and "only train.total_steps" in bad.stderr
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_contains_logged_keys(tmp_path, tiny_overrides):
     run_dir = tmp_path / "run"
     overrides = [o for o in tiny_overrides if not o.startswith("--logger.mode")]
@@ -201,6 +205,7 @@ def test_wandb_offline_run_contains_logged_keys(tmp_path, tiny_overrides):
     assert logged == pytest.approx(local)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_the_last_good_checkpoint(tmp_path, tiny_overrides):
     """lr 1e6: every loss turns non-finite at the first updates. The run stops (exit 1) naming the loss, the
     step and the last finite values; the checkpoint taken before learning started is untouched and finite."""
@@ -227,6 +232,7 @@ def test_a_diverging_run_stops_with_a_diagnosis_and_keeps_the_last_good_checkpoi
     assert bad.returncode == 2 and "algo.lr" in bad.stderr and "finite" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_like_ctrl_c_and_the_run_resumes(tmp_path, tiny_overrides):
     import signal
     import time

@@ -276,6 +276,7 @@ def test_runs_on_two_engines_are_never_averaged_together(tmp_path: Path, capsys)
     ).read_text()
 
 
+@pytest.mark.slow
 def test_compare_ip_against_two_baselines_with_three_seeds(tmp_path):
     """The runner end to end on a small task: 3 algorithms x 3 seeds as ipgnn-train processes, the summary
     table and curves, and a second call that skips every completed run."""

@@ -45,7 +45,7 @@ def test_bad_literal_and_range(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml' does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -69,8 +69,8 @@ def test_overrides_both_forms_and_types():
 def test_override_error_names_the_override():
     with pytest.raises(ConfigError) as e:
         load_config(CONFIGS / "mpe_spread_small.yaml", ["--model.hopz=3"])
-    assert "command-line override --model.hopz" in str(e.value)
-    with pytest.raises(ConfigError, match="expected the form"):
+    assert "--model.hopz" in str(e.value)
+    with pytest.raises(ConfigError, match=r"--model\.hops.*--section\.key=value"):
         parse_overrides(["--model.hops"])
 
 

@@ -83,5 +83,5 @@ def test_per_node_neighbour_actions_are_the_edge_feature_critic(discrete):
     g_node = torch.autograd.grad((by_node * w).sum(), [act, *q.parameters()])
     for ge, gn in zip(g_edge, g_node):
         assert torch.allclose(ge, gn, atol=1e-5)
-    with pytest.raises(ValueError, match="one of them"):
+    with pytest.raises(ValueError, match="edge_attr.*source_attr"):
         q(x, ei, neighbour_action_attr(act, ei), neighbour_action=act, own_action=own)

@@ -167,6 +167,7 @@ def test_lost_and_delayed_messages_change_the_decision_as_defined():
     assert not torch.equal(expect, perfect) or not torch.equal(first, perfect)  # the delay is visible
 
 
+@pytest.mark.slow
 def test_worker_processes_take_the_in_process_networks_actions_on_a_real_simulator():
     """Three worker processes exchanging intentions through queues decide exactly as the in-process
     network under the same lossy links, and as the central network on perfect links."""
@@ -238,6 +239,7 @@ def traffic_checkpoint(tmp_path_factory):
     return run_dir / "checkpoints" / "latest.pt"
 
 
+@pytest.mark.slow
 def test_eval_decentralised_drives_a_real_scenario_to_the_end_with_the_central_metrics(traffic_checkpoint):
     ckpt = str(traffic_checkpoint)
     central = last_json(run_cli("eval", "--checkpoint", ckpt, "--episodes", "1").stdout)
@@ -303,6 +305,7 @@ FRESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_exported_step_runs_without_pyg_in_a_fresh_interpreter_and_matches(traffic_checkpoint, tmp_path):
     out = tmp_path / "agent_step.pt"
     proc = run_cli("export", "--checkpoint", str(traffic_checkpoint), "--out", str(out))
@@ -352,6 +355,7 @@ def test_an_export_file_is_written_atomically(tmp_path):
     assert torch.allclose(loaded(x, nb, valid), net(Data(x=x, edge_index=ei)).dist.logits, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_robustness_sweep_writes_its_table_and_figure(traffic_checkpoint, tmp_path):
     out = tmp_path / "rob"
     run_cli(

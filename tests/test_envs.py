@@ -88,7 +88,7 @@ def test_termination_is_reported():
 
 
 def test_knn_needs_positions():
-    with pytest.raises(ValueError, match="needs agent positions"):
+    with pytest.raises(ValueError, match=r"env\.graph\.kind 'knn'"):
         ParallelGraphEnv(LineWorld(), GraphConfig(kind="knn"))
 
 

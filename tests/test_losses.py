@@ -10,7 +10,7 @@ from torch import nn
 from torch_geometric.data import Batch
 
 from ipgnn.algos.ipsac import IPSAC, AgentSpec, soft_q_target
-from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
 from ipgnn.nn.distributions import MaskedCategorical, TanhGaussian
 from ipgnn.nn.propagation import PolicyOutput
 from ipgnn.replay import TransitionBatch
@@ -557,5 +557,5 @@ def test_bf16_update_stays_close_to_fp32():
     # the same update through IPSAC.update: autocast on for bf16, and every stat finite
     stats = algos["bf16"].update(b)
     assert all(math.isfinite(v) for v in stats.values())
-    with pytest.raises(Exception, match="algo.precision: bf16 is implemented for ipsac only"):
+    with pytest.raises(ConfigError, match=r"algo\.precision: bf16 .*ipsac only.*set algo\.precision: fp32"):
         make_algo(spec, model, AlgoConfig(name="iql", precision="bf16"), 20)

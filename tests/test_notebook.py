@@ -109,6 +109,7 @@ def test_committed_outputs_are_the_shipped_checkpoints():
     assert ro.episode["average_travel_time"] == pytest.approx(float(committed.group(1)), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_trained_traffic_checkpoint(tmp_path, tmp_path_factory, monkeypatch):
     from ipgnn.config import validate
     from ipgnn.trainer import Trainer
@@ -152,6 +153,7 @@ def test_notebook_runs_on_a_trained_traffic_checkpoint(tmp_path, tmp_path_factor
     np.testing.assert_allclose(total[1:], -rewards[:-1])
 
 
+@pytest.mark.slow
 def test_notebook_falls_back_to_the_shipped_checkpoint_and_says_how_to_point_it(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     first = next(k for k, c in enumerate(nb.cells) if c.cell_type == "code")

@@ -37,6 +37,7 @@ def test_workers_step_exactly_like_separate_environments():
             e.close()
 
 
+@pytest.mark.slow
 def test_trainer_with_worker_processes_is_reproducible(tmp_path, tiny_overrides):
     over = [
         "--env.task=mpe_spread",
@@ -58,6 +59,7 @@ def test_trainer_with_worker_processes_is_reproducible(tmp_path, tiny_overrides)
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
 
 
+@pytest.mark.slow
 def test_ray_actors_feed_the_learner(tmp_path, tiny_overrides, monkeypatch):
     """Two local Ray actors, each with its own SUMO simulation of a small generated grid."""
     ray = pytest.importorskip("ray")

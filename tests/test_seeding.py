@@ -52,6 +52,7 @@ def _recorded_run(tmp_path, name, seed, overrides):
     return starts
 
 
+@pytest.mark.slow
 def test_neighbouring_runs_play_different_episodes(tmp_path, tiny_overrides):
     """Runs seeded 0 and 1 through the real trainer and simulator: no reset seed and no first observation of
     any training or evaluation episode is shared between them, or between a run's training and evaluation."""

@@ -67,6 +67,7 @@ def test_left_turns_leave_from_the_innermost_lane(hangzhou):
         eng.close()
 
 
+@pytest.mark.slow
 def test_maxpressure_beats_fixed_time_and_inserts_every_vehicle(hangzhou):
     sc, conv = hangzhou
     results = {}

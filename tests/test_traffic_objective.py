@@ -15,7 +15,7 @@ from ipgnn.runs import evaluate
 from ipgnn.traffic.controllers import max_pressure_policy, phase_pressures
 from ipgnn.traffic.simulator_env import TrafficSignalEnv
 
-from conftest import ENGINES
+from conftest import ENGINES, assert_same_run, comparable_rows
 
 pytest.importorskip("libsumo")
 
@@ -49,6 +49,21 @@ class Recording:
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
+
+
+def grid_run(engine, **train):
+    """A seconds-long training run on the 2x2 grid: 60 decisions in episodes of 20, one evaluation at 40."""
+    return load_config(
+        None,
+        {
+            "name": "grid",
+            "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
+            "model": {"hidden": 16},
+            "replay": {"batch_size": 8},
+            "train": {"total_steps": 60, "eval_every": 40, "eval_episodes": 1, "checkpoint_every": 0} | train,
+            "logger": {"mode": "disabled", "progress": False},
+        },
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -135,29 +150,12 @@ def test_verdict_names_the_strongest_reference():
     assert references.verdict("average_travel_time", 320.0, refs).endswith("beats no reference controller")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp_path, capsys, engine):
     from ipgnn.trainer import Trainer
 
-    cfg = load_config(
-        None,
-        {
-            "name": "grid",
-            "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
-            "model": {"hidden": 16},
-            "replay": {"batch_size": 8},
-            "train": {
-                "total_steps": 60,
-                "learning_starts": 20,
-                "update_every": 20,
-                "gradient_steps": 1,
-                "eval_every": 40,
-                "eval_episodes": 1,
-                "checkpoint_every": 0,
-            },
-            "logger": {"mode": "disabled", "progress": False},
-        },
-    )
+    cfg = grid_run(engine, learning_starts=20, update_every=20, gradient_steps=1)
     trainer = Trainer.from_config(cfg, tmp_path / "run")
     final = trainer.train()
     trainer.close()
@@ -276,6 +274,7 @@ def test_the_array_protocol_plays_the_same_episode_as_pettingzoos_dictionaries(e
             assert u.dtype == v.dtype and torch.equal(u, v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, engine):
     """A SIGTERM (asked as the CLI's handler asks) during decision 27 of 20-decision episodes: the checkpoint
@@ -291,26 +290,7 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
                 trainer.request_stop("SIGTERM")
 
     def trainer(name, callbacks=()):
-        cfg = load_config(
-            None,
-            {
-                "name": "grid",
-                "env": env_cfg(max_steps=20, engine=engine).model_dump(mode="json"),
-                "model": {"hidden": 16},
-                "replay": {"batch_size": 8},
-                "train": {
-                    "total_steps": 60,
-                    "learning_starts": 10,
-                    "update_every": 5,
-                    "gradient_steps": 2,
-                    "eval_every": 40,
-                    "eval_episodes": 1,
-                    "checkpoint_every": 0,
-                    "log_every": 10,
-                },
-                "logger": {"mode": "disabled", "progress": False},
-            },
-        )
+        cfg = grid_run(engine, learning_starts=10, update_every=5, gradient_steps=2, log_every=10)
         return Trainer.from_config(cfg, tmp_path / name, callbacks=callbacks)
 
     full = trainer("full")
@@ -325,13 +305,5 @@ def test_a_stop_mid_episode_on_a_real_simulator_resumes_bit_for_bit(tmp_path, en
     resumed = Trainer.resume(tmp_path / "stopped")
     resumed.train()
     resumed.close()
-
-    def rows(t):
-        return [
-            {k: v for k, v in r.items() if not k.startswith("charts/")}
-            for r in read_metrics(t.run_dir / "metrics.jsonl")
-        ]
-
-    assert rows(resumed) == rows(full) and any("eval/average_travel_time" in r for r in rows(full))
-    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
-        assert torch.equal(pa, pb), k
+    assert_same_run(resumed, full)
+    assert any("eval/average_travel_time" in r for r in comparable_rows(full.run_dir))

@@ -9,7 +9,7 @@ from ipgnn.logger import read_metrics
 from ipgnn.trainer import Trainer
 from ipgnn.training import Callback
 
-from conftest import CONFIGS
+from conftest import CONFIGS, SimulatedCrash, crash_at
 
 CONFIG = CONFIGS / "mpe_spread_small.yaml"
 
@@ -27,6 +27,7 @@ def train(tmp_path, name, overrides, steps=300, callbacks=()):
     return t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("continuous", [False, True])
 def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     ov = tiny_overrides + [f"--env.continuous_actions={continuous}"]
@@ -40,17 +41,7 @@ def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     assert comparable(read_metrics(c.run_dir / "metrics.jsonl")) != rows_a
 
 
-class CrashAt(Callback):
-    """A crash (power cut, OOM kill) right after environment step ``at``."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step(self, trainer, result):
-        if trainer.env_step == self.at:
-            raise RuntimeError("simulated crash (power cut, OOM kill)")
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("log_every", [25, 40])
 def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overrides, log_every):
     """log_every 40: the checkpoint (step 100) falls inside a logging window, whose loss sums are saved with
@@ -59,8 +50,8 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overri
     full = train(tmp_path, "full", tiny_overrides)
 
     cfg = load_config(CONFIG, tiny_overrides + ["--train.total_steps=300"])
-    crashed = Trainer.from_config(cfg, tmp_path / "crashed", callbacks=[CrashAt(160)])
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    crashed = Trainer.from_config(cfg, tmp_path / "crashed", callbacks=[crash_at(160)])
+    with pytest.raises(SimulatedCrash):
         crashed.train()
     crashed.close()
     saved = checkpoint.load(tmp_path / "crashed" / "checkpoints" / "latest.pt")
@@ -81,6 +72,7 @@ class Killed(BaseException):
     """A kill -9 at one write boundary (BaseException: nothing in the trainer may swallow it)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("boundary", ["mid-replay-write", "replay-written", "latest-written"])
 def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tiny_overrides, monkeypatch, boundary):
     """The checkpoint at step 200 is killed (a) halfway through writing its replay file, (b) after the replay
@@ -130,6 +122,7 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
         assert torch.equal(pa, pb), k
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_replay_file_that_is_not_its_own_and_never_truncates(tmp_path, tiny_overrides):
     from ipgnn.trainer import ResumeError
 
@@ -219,6 +212,7 @@ def test_long_run_eta_warning(tmp_path, tiny_overrides, capsys):
     assert "updates alone will take about" in printed and " h on cpu" in printed
 
 
+@pytest.mark.slow
 def test_partial_metrics_line_and_finished_run_resume(tmp_path, tiny_overrides):
     """A kill mid-write leaves half a line at the end of metrics.jsonl: resume drops it and continues; a
     finished run resumed prints its final evaluation instead of nothing."""
@@ -256,6 +250,7 @@ class StopAt(Callback):
         self.seen.append(("end", final_eval))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,at", [("step", 137), ("update", 13)])
 def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, where, at):
     """The first Ctrl-C or SIGTERM stops at a safe point: between two iterations (mid-episode: step 137 of

@@ -98,6 +98,7 @@ def test_batched_add_equals_one_by_one():
     assert batched.pos == single.pos == 1 and len(batched) == 3
 
 
+@pytest.mark.slow
 def test_trainer_with_batched_task(tmp_path, tiny_overrides, monkeypatch):
     """num_envs environments step together, every one counts as environment steps, and the ratio of
     gradient steps to transitions is the configured one."""
@@ -135,5 +136,5 @@ def test_single_env_task_refuses_num_envs(tiny_overrides):
     from ipgnn.envs import make_env
 
     cfg = load_config(None, ["--env.task=mpe_spread", "--env.num_envs=2", *tiny_overrides])
-    with pytest.raises(ConfigError, match="env.num_envs: task 'mpe_spread' steps one environment at a time"):
+    with pytest.raises(ConfigError, match=r"env\.num_envs: task 'mpe_spread'"):
         make_env(cfg.env)
