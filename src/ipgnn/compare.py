@@ -649,7 +649,7 @@ def wandb_runs(path: str, group: str | None = None) -> list[tuple[dict[str, Any]
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipgnn-compare", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -688,13 +688,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="plan and check the grid (every run's config loads), print it, run nothing",
     )
-    args, overrides = parser.parse_known_args(argv)
+    return parser
+
+
+def _unrecognised(overrides: Sequence[str]) -> list[str]:
+    """The extra arguments that are not config overrides (``--section.key=value`` or ``--top_key=value``)."""
     top = set(ExperimentConfig.model_fields) - {"env", "model", "algo", "replay", "train", "rollout", "logger"}
-    bad = [
+    return [
         o
         for o in overrides
         if not (o.lstrip("-").split("=", 1)[0].count(".") or ("=" in o and o.lstrip("-").split("=", 1)[0] in top))
     ]
+
+
+def _summary_only(args: argparse.Namespace) -> bool:
+    """``--select-best``, ``--summarize`` and ``--from-wandb``: read finished runs, run nothing. Returns whether
+    one of them was asked for (and done); raises ``ConfigError`` on what it cannot read."""
+    if args.select_best:
+        best = select_best(Path(args.select_best))
+        print(yaml.safe_dump(best, sort_keys=True), end="")
+        print(f"wrote {args.select_best}/tuned.yaml")
+        return True
+    if args.summarize:
+        out = Path(args.summarize)
+        found = _runs_on_disk(out)
+        if not found:
+            raise ConfigError(f"{out}: no completed run (no result.json below it)")
+        summarize(found, out)
+        print(f"wrote {out}/summary.md, summary.csv and curves_*.png")
+        return True
+    if args.from_wandb:
+        if not args.out:
+            raise ConfigError("--from-wandb needs --out DIR for the summary")
+        summarize(wandb_runs(args.from_wandb, args.group), Path(args.out))
+        print(f"wrote {args.out}/summary.md, summary.csv and curves_*.png")
+        return True
+    return False
+
+
+def _plan_runs(args: argparse.Namespace, overrides: Sequence[str]) -> list[RunSpec]:
+    """The grid the flags ask for: configs (or the sweep's), algorithms, seeds and the sweep's variants."""
+    configs = args.config or (sweep_configs(args.sweep) if args.sweep else [])
+    if not configs or not args.out:
+        raise ConfigError(
+            "pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR (or --summarize OUT)"
+        )
+    variants, sweep_seeds, sweep_algos, fixed = grid_axes(sweep_grid(args.sweep) if args.sweep else [{}])
+    overrides = fixed + list(overrides)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else (sweep_algos or ["ipsac"])
+    tuned = read_tuned(args.tuned) if args.tuned else None
+    missing = sorted(set(algos) - set(tuned or algos))
+    if missing:
+        raise ConfigError(
+            f"--tuned {args.tuned}: no setting for {', '.join(missing)}; tune it, or leave it out of --algos"
+        )
+    return plan(configs, algos, seeds, variants, overrides, args.algo_config, tuned)
+
+
+def _print_plan(runs: Sequence[RunSpec], out: Path) -> None:
+    """``--dry-run``: every planned run's directory and overrides, and how many are already complete."""
+    done = sum((r.run_dir(out) / "result.json").is_file() for r in runs)
+    for r in runs:
+        print(f"{r.run_dir(out)}  {' '.join(r.config_overrides())}")
+    print(f"{len(runs)} runs, {done} already complete, {len(runs) - done} to run (dry run: nothing was run)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, overrides = _parser().parse_known_args(argv)
+    bad = _unrecognised(overrides)
     if bad:
         print(
             f"error: unrecognised arguments {bad} (config overrides look like --section.key=value, or "
@@ -703,51 +765,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        if args.select_best:
-            best = select_best(Path(args.select_best))
-            print(yaml.safe_dump(best, sort_keys=True), end="")
-            print(f"wrote {args.select_best}/tuned.yaml")
+        if _summary_only(args):
             return 0
-        if args.summarize:
-            out = Path(args.summarize)
-            found = _runs_on_disk(out)
-            if not found:
-                raise ConfigError(f"{out}: no completed run (no result.json below it)")
-            summarize(found, out)
-            print(f"wrote {out}/summary.md, summary.csv and curves_*.png")
-            return 0
-        if args.from_wandb:
-            if not args.out:
-                raise ConfigError("--from-wandb needs --out DIR for the summary")
-            summarize(wandb_runs(args.from_wandb, args.group), Path(args.out))
-            print(f"wrote {args.out}/summary.md, summary.csv and curves_*.png")
-            return 0
-        configs = args.config or (sweep_configs(args.sweep) if args.sweep else [])
-        if not configs or not args.out:
-            raise ConfigError(
-                "pass --config FILE (one or more; or a --sweep whose command names one) and --out DIR "
-                "(or --summarize OUT)"
-            )
-        variants, sweep_seeds, sweep_algos, fixed = grid_axes(sweep_grid(args.sweep) if args.sweep else [{}])
-        overrides = fixed + list(overrides)
-        seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
-        algos = [a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else (sweep_algos or ["ipsac"])
-        tuned = read_tuned(args.tuned) if args.tuned else None
-        missing = sorted(set(algos) - set(tuned or algos))
-        if missing:
-            raise ConfigError(
-                f"--tuned {args.tuned}: no setting for {', '.join(missing)}; tune it, or leave it out of --algos"
-            )
-        runs = plan(configs, algos, seeds, variants, overrides, args.algo_config, tuned)
+        runs = _plan_runs(args, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     if args.dry_run:
-        done = sum((r.run_dir(out) / "result.json").is_file() for r in runs)
-        for r in runs:
-            print(f"{r.run_dir(out)}  {' '.join(r.config_overrides())}")
-        print(f"{len(runs)} runs, {done} already complete, {len(runs) - done} to run (dry run: nothing was run)")
+        _print_plan(runs, out)
         return 0
     results = execute(runs, out, args.workers)
     failed = [r for r, rc in results if rc != 0]

@@ -45,12 +45,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ipgnn.seeding import eval_seed, seed_everything
+
+if TYPE_CHECKING:
+    from ipgnn.runs import Run
 
 EPSILON = 1e-6
 CSV_NAME = "interpretation.csv"
@@ -343,33 +346,13 @@ def interpret(
         NotTrafficError: the checkpoint is not for ``env.task: traffic``.
         FileNotFoundError / ValueError: unreadable checkpoint or bad arguments.
     """
-    from ipgnn.analysis import traffic_scenario
-    from ipgnn.runs import load_run, read_checkpoint
-
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
     if interval < 1:
         raise ValueError(f"--interval must be at least 1 decision step, got {interval}")
-    saved = read_checkpoint(checkpoint_path)
-    path, task = saved.path, saved.cfg.env.task
-    if task != "traffic":
-        raise NotTrafficError(
-            f"checkpoint '{path}' was trained on task '{task}', not on traffic-signal control "
-            "(env.task: traffic): policy interpretation (app. C.3) compares vehicle volumes with "
-            "the phases the policy gives green, which only traffic tasks have"
-        )
-    run = load_run(saved, overrides)
-    cfg, env, algo = run
-    try:
-        scenario = traffic_scenario(env)
-        if scenario is None:
-            raise NotTrafficError(f"checkpoint '{path}': its environment has no traffic scenario")
-        table = movement_table(scenario, include_always_green)
-        seed = cfg.seed if seed is None else seed
-        seed_everything(seed)  # the action sampling when not greedy
-        rec = record(env, algo, table, episodes, seed, deterministic=greedy)
-    finally:
-        env.close()
+    path, run = _load_traffic_run(checkpoint_path, overrides)
+    cfg = run.cfg
+    table, rec = _record_run(run, path, episodes, seed, include_always_green, greedy)
     rows = interval_rows(rec, interval, epsilon)
     p_all, q_all = normalise(rec.volume.sum(0)), normalise(rec.green.sum(0))
     out = Path(out) if out is not None else default_out_dir(path)
@@ -398,17 +381,53 @@ def interpret(
         "csv": str(csv_path),
         "png": str(png_path),
     }
+    title = f"Policy interpretation (app. C.3): {cfg.name}, {episodes} episode(s), {interval} decisions per interval"
+    _save_figure(rows, p_all, q_all, title, png_path)
+    return Interpretation(rows, summary, csv_path, png_path)
+
+
+def _load_traffic_run(checkpoint_path: str | Path, overrides: Sequence[str] | None) -> tuple[Path, Run]:
+    """The checkpoint's path and its loaded run; :class:`NotTrafficError` unless it was trained on traffic."""
+    from ipgnn.runs import load_run, read_checkpoint
+
+    saved = read_checkpoint(checkpoint_path)
+    path, task = saved.path, saved.cfg.env.task
+    if task != "traffic":
+        raise NotTrafficError(
+            f"checkpoint '{path}' was trained on task '{task}', not on traffic-signal control "
+            "(env.task: traffic): policy interpretation (app. C.3) compares vehicle volumes with "
+            "the phases the policy gives green, which only traffic tasks have"
+        )
+    return path, load_run(saved, overrides)
+
+
+def _record_run(
+    run: Run, path: Path, episodes: int, seed: int | None, include_always_green: bool, greedy: bool
+) -> tuple[MovementTable, Recording]:
+    """The run's movement table and ``episodes`` recorded episodes of ``seed`` (default: the run's), the
+    action sampling seeded with it; the environment is closed afterwards."""
+    from ipgnn.analysis import traffic_scenario
+
+    cfg, env, algo = run
+    try:
+        scenario = traffic_scenario(env)
+        if scenario is None:
+            raise NotTrafficError(f"checkpoint '{path}': its environment has no traffic scenario")
+        table = movement_table(scenario, include_always_green)
+        seed = cfg.seed if seed is None else seed
+        seed_everything(seed)  # the action sampling when not greedy
+        rec = record(env, algo, table, episodes, seed, deterministic=greedy)
+    finally:
+        env.close()
+    return table, rec
+
+
+def _save_figure(rows: list[dict[str, Any]], p_all: np.ndarray, q_all: np.ndarray, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig = plot_interpretation(
-        rows,
-        p_all,
-        q_all,
-        title=f"Policy interpretation (app. C.3): {cfg.name}, {episodes} episode(s), {interval} decisions per interval",
-    )
-    fig.savefig(png_path, dpi=110)
+    fig = plot_interpretation(rows, p_all, q_all, title=title)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Interpretation(rows, summary, csv_path, png_path)
 
 
 # the paper's Euclidean distances on the 7x7 grid (app. C.3), for the comparison table
@@ -522,8 +541,7 @@ def _plot_methods(
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ipgnn-interpret``: app. C.3 policy interpretation of a traffic checkpoint."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipgnn-interpret",
         description="Policy interpretation (app. C.3, Fig. 7) of a trained traffic-signal policy: KL divergence and "
@@ -567,6 +585,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep movements that every phase gives green (unsignalised right turns)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``ipgnn-interpret``: app. C.3 policy interpretation of a traffic checkpoint."""
+    parser = _parser()
     args = parser.parse_args(argv)
     from ipgnn.config import ConfigError
 

@@ -45,7 +45,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipgnn-robustness",
         description="ATT of decentralised execution against message loss and delay, with "
@@ -59,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=1, help="evaluation episodes per checkpoint and setting")
     parser.add_argument("--processes", type=int, default=0, help="worker processes (0: in this process)")
     parser.add_argument("--out", required=True, help="directory for runs.csv, summary.{csv,md} and the figure")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.replot:
         return _replot(Path(args.out))
     if not args.checkpoints:
@@ -69,12 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --episodes must be at least 1", file=sys.stderr)
         return 2
 
-    from tqdm.auto import tqdm
-
-    from ipgnn import references
     from ipgnn.config import ConfigError
-    from ipgnn.decentralised import Links, decentralised_policy
-    from ipgnn.runs import evaluate, load_run, read_checkpoint
+    from ipgnn.decentralised import Links
+    from ipgnn.runs import read_checkpoint
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: two checkpoints have the same seed: pass one checkpoint per training seed", file=sys.stderr)
         return 2
     scenario = cfgs[0].name
+    rows, refs, engine = _sweep(args, saved, settings, links)
+    _write_csv(out / "runs.csv", rows)
+    summary = _summarise(rows, refs)
+    _write_csv(out / "summary.csv", summary)
+    seeds = sorted(refs)
+    md = _markdown(summary, scenario, engine, seeds, args.episodes, cfgs[0].env.max_steps)
+    (out / "summary.md").write_text("\n".join(md) + "\n")
+    fig_path = _plot(summary, out / f"robustness_{scenario}.png", f"{scenario} ({engine}), seeds {seeds}")
+    print("\n".join(md))
+    print(json.dumps({"out": str(out), "figure": str(fig_path)}))
+    return 0
+
+
+def _sweep(args: argparse.Namespace, saved: list, settings: list, links: dict) -> tuple[list[dict], dict, str | None]:
+    """Every checkpoint under every link setting, greedily on its seed's evaluation episodes, and the
+    references on the same episodes: the rows of ``runs.csv``, the references per seed and the engine."""
+    from tqdm.auto import tqdm
+
+    from ipgnn import references
+    from ipgnn.runs import load_run
+
     rows, refs, engine = [], {}, None
     bar = tqdm(total=len(saved) * len(settings), desc="robustness", unit="setting")
     for path, one in zip(args.checkpoints, saved):
@@ -98,47 +120,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine = getattr(env, "reference_key", "").split(":")[0] or cfg.env.options.get("engine")
             refs[cfg.seed] = references.reference_results(env, cfg.env.model_dump(mode="json"), args.episodes, cfg.seed)
             for setting in settings:
-                act = decentralised_policy(algo, env.num_agents, links[setting], args.processes)
-                counted = _Counted(act, algo)
-                try:
-                    metrics = evaluate(counted, env, args.episodes, cfg.seed)
-                    stats = act.stats
-                finally:
-                    act.close()
-                rows.append(
-                    {
-                        "checkpoint": path,
-                        "seed": cfg.seed,
-                        "drop": setting[0],
-                        "delay": setting[1],
-                        "fallback": setting[2],
-                        "att": metrics[METRIC],
-                        "throughput": metrics.get("eval/throughput"),
-                        "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
-                        "changed": counted.changed / max(1, counted.decisions),
-                        "bytes_per_agent_round": stats["bytes_per_agent_round"],
-                    }
-                )
+                metrics, row = _run_setting(algo, env, cfg.seed, links[setting], args)
+                rows.append({"checkpoint": path, "seed": cfg.seed, "drop": setting[0], "delay": setting[1]} | row)
                 bar.set_postfix(
                     seed=cfg.seed, drop=setting[0], delay=setting[1], fb=setting[2], att=f"{metrics[METRIC]:.1f}"
                 )
                 bar.update()
     bar.close()
-    with open(out / "runs.csv", "w", newline="") as f:
+    return rows, refs, engine
+
+
+def _run_setting(algo, env, seed: int, links, args: argparse.Namespace) -> tuple[dict, dict]:
+    """One checkpoint under one link setting, on its seed's evaluation episodes: the evaluation metrics and
+    the row's columns from the fallback on."""
+    from ipgnn.decentralised import decentralised_policy
+    from ipgnn.runs import evaluate
+
+    act = decentralised_policy(algo, env.num_agents, links, args.processes)
+    counted = _Counted(act, algo)
+    try:
+        metrics = evaluate(counted, env, args.episodes, seed)
+        stats = act.stats
+    finally:
+        act.close()
+    row = {
+        "fallback": links.fallback,
+        "att": metrics[METRIC],
+        "throughput": metrics.get("eval/throughput"),
+        "lost": stats["messages_lost"] / max(1.0, stats["messages_sent"]),
+        "changed": counted.changed / max(1, counted.decisions),
+        "bytes_per_agent_round": stats["bytes_per_agent_round"],
+    }
+    return metrics, row
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    summary = _summarise(rows, refs)
-    with open(out / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(summary[0]))
-        w.writeheader()
-        w.writerows(summary)
-    seeds = sorted(refs)
+
+
+def _markdown(summary: list[dict], scenario: str, engine, seeds: list[int], episodes: int, max_steps: int) -> list[str]:
+    """The lines of ``summary.md``: the decentralised settings, then the references."""
     md = [
         f"# Decentralised execution under lossy links: {scenario} ({engine})",
         "",
         f"ATT (s, lower is better), mean ± population std over checkpoints of seeds {seeds}, "
-        f"{args.episodes} evaluation episode(s) each of {cfgs[0].env.max_steps} decisions from each seed's own "
+        f"{episodes} evaluation episode(s) each of {max_steps} decisions from each seed's own "
         "evaluation stream; FixedTime and MaxPressure on the same episodes.",
         "",
         "'actions changed': the share of agent decisions that differ from the central network's greedy action on "
@@ -156,11 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in summary:
         if s["controller"] != "decentralised":
             md.append(f"| {s['controller']} | | | {s['att_mean']:.1f} ± {s['att_std']:.1f} | | | |")
-    (out / "summary.md").write_text("\n".join(md) + "\n")
-    fig_path = _plot(summary, out / f"robustness_{scenario}.png", f"{scenario} ({engine}), seeds {seeds}")
-    print("\n".join(md))
-    print(json.dumps({"out": str(out), "figure": str(fig_path)}))
-    return 0
+    return md
 
 
 class _Counted:

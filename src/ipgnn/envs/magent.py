@@ -111,21 +111,7 @@ class JungleParallelEnv(ParallelEnv):
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError("the MAgent jungle task needs magent2: pip install 'ipgnn[magent]'") from exc
 
-        if n_agents < 1:
-            raise ValueError(f"num_agents must be at least 1, got {n_agents}")
-        if num_food < 0:
-            raise ValueError(f"num_food must be at least 0, got {num_food}")
-        if map_size < 3:
-            raise ValueError(f"map_size must be at least 3 (the outer ring is wall), got {map_size}")
-        free = (map_size - 2) ** 2
-        if n_agents + num_food > free:
-            raise ValueError(
-                f"map_size {map_size} has {free} free cells (the outer ring is wall), too few for "
-                f"{n_agents} agents + {num_food} food items"
-            )
-        if max_cycles < 1:
-            raise ValueError(f"max_steps must be at least 1, got {max_cycles}")
-
+        _check_sizes(n_agents, num_food, map_size, max_cycles)
         self.n_agents, self.num_food, self.map_size, self.max_cycles = n_agents, num_food, map_size, max_cycles
         self.rewards_def = {
             "food_reward": float(food_reward),
@@ -134,55 +120,25 @@ class JungleParallelEnv(ParallelEnv):
             "miss_penalty": float(miss_penalty),
             "step_reward": float(step_reward),
         }
-
-        cfg = gw.Config()
-        cfg.set({"map_width": map_size, "map_height": map_size, "minimap_mode": False})
-        agent_type = cfg.register_agent_type(
-            "agent",
-            {
-                "width": 1,
-                "length": 1,
-                "hp": _HP,
-                "speed": 1,
-                "view_range": gw.CircleRange(_VIEW_RADIUS),
-                "attack_range": gw.CircleRange(1),
-                "damage": _DAMAGE,
-                "step_recover": _RECOVER,
-                "attack_in_group": 1,
-                "attack_penalty": float(miss_penalty),
-                "step_reward": float(step_reward),
-            },
-        )
-        food_type = cfg.register_agent_type(
-            "food",
-            {
-                "width": 1,
-                "length": 1,
-                "hp": _HP,
-                "speed": 0,
-                "view_range": gw.CircleRange(1),
-                "attack_range": gw.CircleRange(0),
-                "damage": 0,
-                "step_recover": _RECOVER,
-            },
-        )
-        g_food = cfg.add_group(food_type)
-        g_agent = cfg.add_group(agent_type)
-        attacker = gw.AgentSymbol(g_agent, index="any")
-        victim = gw.AgentSymbol(g_agent, index="any")
-        food = gw.AgentSymbol(g_food, index="any")
-        # the engine charges miss_penalty on every attack; hits get it back so the totals are exact
-        cfg.add_reward_rule(
-            gw.Event(attacker, "attack", food), receiver=attacker, value=float(food_reward) - float(miss_penalty)
-        )
-        cfg.add_reward_rule(
-            gw.Event(attacker, "attack", victim),
-            receiver=[attacker, victim],
-            value=[float(attack_reward) - float(miss_penalty), float(attacked_penalty)],
-        )
-        self.engine = gw.GridWorld(cfg)
+        self.engine = gw.GridWorld(_jungle_config(gw, map_size, self.rewards_def))
         self._food_handle, self._agent_handle = self.engine.get_handles()
+        view, n_actions = self._read_engine()
 
+        self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
+        self.agents: list[str] = []
+        self.obs_dim = int(np.prod(view)) + 2
+        box = spaces.Box(low=0.0, high=1.0, shape=(self.obs_dim,), dtype=np.float32)
+        self.observation_spaces = {a: box for a in self.possible_agents}
+        self.action_spaces = {a: spaces.Discrete(n_actions) for a in self.possible_agents}
+        self.render_mode = None
+        self._rng: np.random.Generator | None = None
+        self.frames = 0
+        self.last_food_eaten = 0
+        self.last_attacks = 0
+
+    def _read_engine(self) -> tuple[tuple[int, ...], int]:
+        """Check the engine's view and action space against this module's layout and read its attack
+        table: returns the agents' view shape and the number of actions."""
         view = tuple(int(v) for v in self.engine.get_view_space(self._agent_handle))
         n_actions = int(self.engine.get_action_space(self._agent_handle)[0])
         if view[:2] != (2 * _VIEW_RADIUS + 1,) * 2 or n_actions != _NUM_ACTIONS:  # pragma: no cover
@@ -198,18 +154,7 @@ class JungleParallelEnv(ParallelEnv):
         for row, col in zip(*np.nonzero(view2attack >= 0)):
             offsets[view2attack[row, col]] = (col - _VIEW_RADIUS, row - _VIEW_RADIUS)
         self._attack_offsets = offsets
-
-        self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
-        self.agents: list[str] = []
-        self.obs_dim = int(np.prod(view)) + 2
-        box = spaces.Box(low=0.0, high=1.0, shape=(self.obs_dim,), dtype=np.float32)
-        self.observation_spaces = {a: box for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(n_actions) for a in self.possible_agents}
-        self.render_mode = None
-        self._rng: np.random.Generator | None = None
-        self.frames = 0
-        self.last_food_eaten = 0
-        self.last_attacks = 0
+        return view, n_actions
 
     # ----------------------------------------------------------------------------------------------
     def observation_space(self, agent: str) -> spaces.Box:
@@ -344,6 +289,76 @@ class JungleParallelEnv(ParallelEnv):
 
     def close(self) -> None:
         pass
+
+
+def _check_sizes(n_agents: int, num_food: int, map_size: int, max_cycles: int) -> None:
+    """Raise ``ValueError`` unless the agents and the food fit on the map's interior and an episode has a step."""
+    if n_agents < 1:
+        raise ValueError(f"num_agents must be at least 1, got {n_agents}")
+    if num_food < 0:
+        raise ValueError(f"num_food must be at least 0, got {num_food}")
+    if map_size < 3:
+        raise ValueError(f"map_size must be at least 3 (the outer ring is wall), got {map_size}")
+    free = (map_size - 2) ** 2
+    if n_agents + num_food > free:
+        raise ValueError(
+            f"map_size {map_size} has {free} free cells (the outer ring is wall), too few for "
+            f"{n_agents} agents + {num_food} food items"
+        )
+    if max_cycles < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_cycles}")
+
+
+def _jungle_config(gw: Any, map_size: int, rewards: dict[str, float]) -> Any:
+    """The GridWorld ``Config`` of the jungle: the food group, then the agent group, and the reward rules
+    (``rewards``: :attr:`JungleParallelEnv.rewards_def`)."""
+    miss_penalty = rewards["miss_penalty"]
+    cfg = gw.Config()
+    cfg.set({"map_width": map_size, "map_height": map_size, "minimap_mode": False})
+    agent_type = cfg.register_agent_type(
+        "agent",
+        {
+            "width": 1,
+            "length": 1,
+            "hp": _HP,
+            "speed": 1,
+            "view_range": gw.CircleRange(_VIEW_RADIUS),
+            "attack_range": gw.CircleRange(1),
+            "damage": _DAMAGE,
+            "step_recover": _RECOVER,
+            "attack_in_group": 1,
+            "attack_penalty": miss_penalty,
+            "step_reward": rewards["step_reward"],
+        },
+    )
+    food_type = cfg.register_agent_type(
+        "food",
+        {
+            "width": 1,
+            "length": 1,
+            "hp": _HP,
+            "speed": 0,
+            "view_range": gw.CircleRange(1),
+            "attack_range": gw.CircleRange(0),
+            "damage": 0,
+            "step_recover": _RECOVER,
+        },
+    )
+    g_food = cfg.add_group(food_type)
+    g_agent = cfg.add_group(agent_type)
+    attacker = gw.AgentSymbol(g_agent, index="any")
+    victim = gw.AgentSymbol(g_agent, index="any")
+    food = gw.AgentSymbol(g_food, index="any")
+    # the engine charges miss_penalty on every attack; hits get it back so the totals are exact
+    cfg.add_reward_rule(
+        gw.Event(attacker, "attack", food), receiver=attacker, value=rewards["food_reward"] - miss_penalty
+    )
+    cfg.add_reward_rule(
+        gw.Event(attacker, "attack", victim),
+        receiver=[attacker, victim],
+        value=[rewards["attack_reward"] - miss_penalty, rewards["attacked_penalty"]],
+    )
+    return cfg
 
 
 def _positions(env: Any) -> np.ndarray:
