@@ -9,14 +9,9 @@ from ipgnn.logger import read_metrics
 from ipgnn.trainer import Trainer
 from ipgnn.training import Callback
 
-from conftest import CONFIGS, SimulatedCrash, crash_at
+from conftest import CONFIGS, SimulatedCrash, assert_same_run, comparable_rows, crash_at
 
 CONFIG = CONFIGS / "mpe_spread_small.yaml"
-
-
-def comparable(rows):
-    """Metric rows without wall-clock figures."""
-    return [{k: v for k, v in r.items() if not k.startswith("charts/")} for r in rows]
 
 
 def train(tmp_path, name, overrides, steps=300, callbacks=()):
@@ -32,13 +27,13 @@ def train(tmp_path, name, overrides, steps=300, callbacks=()):
 def test_same_seed_same_run(tmp_path, tiny_overrides, continuous):
     ov = tiny_overrides + [f"--env.continuous_actions={continuous}"]
     a, b = train(tmp_path, "a", ov), train(tmp_path, "b", ov)
-    rows_a = comparable(read_metrics(a.run_dir / "metrics.jsonl"))
-    assert rows_a == comparable(read_metrics(b.run_dir / "metrics.jsonl"))
+    rows_a = comparable_rows(a.run_dir)
+    assert rows_a == comparable_rows(b.run_dir)
     assert any("losses/q_loss" in r for r in rows_a)
     for (k, pa), pb in zip(a.algo.state_dict().items(), b.algo.state_dict().values()):
         assert torch.equal(pa, pb), k
     c = train(tmp_path, "c", ov + ["--seed=1"])
-    assert comparable(read_metrics(c.run_dir / "metrics.jsonl")) != rows_a
+    assert comparable_rows(c.run_dir) != rows_a
 
 
 @pytest.mark.slow
@@ -61,11 +56,7 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_overri
     assert resumed.env_step == 100 and resumed.cfg == full.cfg.model_copy(update={})
     resumed.train()
     resumed.close()
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
-        read_metrics(full.run_dir / "metrics.jsonl")
-    )
-    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
-        assert torch.equal(pa, pb), k
+    assert_same_run(full, resumed)
 
 
 class Killed(BaseException):
@@ -115,11 +106,7 @@ def test_a_kill_at_every_checkpoint_write_boundary_resumes_exactly(tmp_path, tin
     resumed.close()
     names = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
     assert names == ["latest.pt", "replay-300.pt"]
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
-        read_metrics(full.run_dir / "metrics.jsonl")
-    )
-    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
-        assert torch.equal(pa, pb), k
+    assert_same_run(full, resumed)
 
 
 @pytest.mark.slow
@@ -280,11 +267,7 @@ def test_a_stop_inside_an_episode_resumes_bit_for_bit(tmp_path, tiny_overrides, 
     resumed = Trainer.resume(tmp_path / "stopped")
     resumed.train()
     resumed.close()
-    assert comparable(read_metrics(resumed.run_dir / "metrics.jsonl")) == comparable(
-        read_metrics(full.run_dir / "metrics.jsonl")
-    )
-    for (k, pa), pb in zip(full.algo.state_dict().items(), resumed.algo.state_dict().values()):
-        assert torch.equal(pa, pb), k
+    assert_same_run(full, resumed)
 
 
 class Recorder(Callback):
