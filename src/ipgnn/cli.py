@@ -20,11 +20,17 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ipgnn.config import ConfigError, load_config
 from ipgnn.logger import json_safe
+
+if TYPE_CHECKING:
+    from ipgnn.config import ExperimentConfig
+    from ipgnn.decentralised import Links
+    from ipgnn.runs import Run
 
 RESUME_OVERRIDABLE = ("train.total_steps", "logger.", "threads")
 
@@ -53,12 +59,16 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
-        from ipgnn.cpu import reexec_with_huge_pages
+class _UsageError(Exception):
+    """A command line that cannot run: printed as ``error: <message>``, exit status 2 (see :func:`_fail`)."""
 
-        reexec_with_huge_pages()
-    argv = list(sys.argv[1:] if argv is None else argv)
+
+_TRAIN_OPTIONS = {"--config", "--resume", "--run-dir", "--print-config", "--no-replay", "-h", "--help"}
+_TRAIN_FLAGS = frozenset({"-h", "--help", "--print-config", "--no-replay"})
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """The options of ``ipgnn-train``; everything else on its command line is a config override."""
     parser = argparse.ArgumentParser(
         prog="ipgnn-train",
         description="Train intention propagation (IP-SAC). Any --section.key=value overrides the config.",
@@ -83,27 +93,27 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="print the resolved config (files + overrides) as YAML and exit without training",
     )
-    ours, overrides = _split(
-        argv,
-        {"--config", "--resume", "--run-dir", "--print-config", "--no-replay", "-h", "--help"},
-        frozenset({"-h", "--help", "--print-config", "--no-replay"}),
-    )
+    return parser
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``ipgnn-train``: build the trainer (a new run from ``--config`` or ``--resume RUN_DIR``) and train it."""
+    if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
+        from ipgnn.cpu import reexec_with_huge_pages
+
+        reexec_with_huge_pages()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _train_parser()
+    ours, overrides = _split(argv, _TRAIN_OPTIONS, _TRAIN_FLAGS)
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from ipgnn.trainer import ResumeError, StopRequested, Trainer, TrainingDiverged
-    from ipgnn.training.stopping import Terminated, signal_handler
+    from ipgnn.trainer import Trainer  # the one import of the trainer: only ipgnn-train builds one
+    from ipgnn.training.checkpointing import ResumeError
 
     try:
         if args.resume:
-            if args.config:
-                return _fail("--resume uses the config saved in the run; do not pass --config with it")
-            bad = [o for o in overrides if not o.lstrip("-").startswith(RESUME_OVERRIDABLE)]
-            if bad:
-                return _fail(
-                    f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "
-                    "start a new run to change anything else"
-                )
+            _check_resume(args, overrides)
             trainer = Trainer.resume(args.resume, overrides, with_replay=not args.no_replay)
             print(f"resuming {args.resume} at step {trainer.env_step}", file=sys.stderr)
         else:
@@ -116,11 +126,31 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
                 return 0
             trainer = Trainer.from_config(cfg, Path(args.run_dir) if args.run_dir else None)
-    except (ConfigError, FileNotFoundError, ValueError, ResumeError) as exc:
+    except (_UsageError, ConfigError, FileNotFoundError, ValueError, ResumeError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("\ninterrupted while setting up, before any training step: nothing to save", file=sys.stderr)
         return 130
+    return _train(trainer)
+
+
+def _check_resume(args: argparse.Namespace, overrides: list[str]) -> None:
+    """``--resume RUN_DIR`` takes its config from the run: no ``--config``, and only a few keys may change."""
+    if args.config:
+        raise _UsageError("--resume uses the config saved in the run; do not pass --config with it")
+    bad = [o for o in overrides if not o.lstrip("-").startswith(RESUME_OVERRIDABLE)]
+    if bad:
+        raise _UsageError(
+            f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "
+            "start a new run to change anything else"
+        )
+
+
+def _train(trainer) -> int:
+    """Train ``trainer`` (an :class:`ipgnn.trainer.Trainer`) with Ctrl-C and SIGTERM saving a checkpoint to
+    resume from; print the final metrics as JSON."""
+    from ipgnn.training.divergence import TrainingDiverged
+    from ipgnn.training.stopping import StopRequested, signal_handler
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
     handler = signal_handler(trainer)  # Ctrl-C, and SIGTERM from schedulers, timeout, docker stop
@@ -136,21 +166,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         )
         trainer.close()
         return 143 if stop.reason == "SIGTERM" else 130
-    except KeyboardInterrupt as exc:
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        try:
-            path = trainer.save_checkpoint()
-        except TrainingDiverged as div:
-            print(f"\n{how} at step {trainer.env_step}; {div}", file=sys.stderr)
-            trainer.close()
-            return 1
-        print(
-            f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
-            f"Continue with: ipgnn-train --resume {trainer.run_dir}",
-            file=sys.stderr,
-        )
-        trainer.close()
-        return 143 if isinstance(exc, Terminated) else 130
+    except KeyboardInterrupt as exc:  # outside a safe point: save where the run stands
+        return _save_interrupted(trainer, exc)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         trainer.close()
@@ -169,8 +186,48 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def eval_main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _save_interrupted(trainer, exc: KeyboardInterrupt) -> int:
+    """Checkpoint a run stopped by Ctrl-C (exit 130) or SIGTERM (143) between safe points; 1 if it diverged."""
+    from ipgnn.training.divergence import TrainingDiverged
+    from ipgnn.training.stopping import Terminated
+
+    how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    try:
+        path = trainer.save_checkpoint()
+    except TrainingDiverged as div:
+        print(f"\n{how} at step {trainer.env_step}; {div}", file=sys.stderr)
+        trainer.close()
+        return 1
+    print(
+        f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
+        f"Continue with: ipgnn-train --resume {trainer.run_dir}",
+        file=sys.stderr,
+    )
+    trainer.close()
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+_EVAL_OPTIONS = {
+    "--checkpoint",
+    "--config",
+    "--controller",
+    "--episodes",
+    "--seed",
+    "--stochastic",
+    "--decentralised",
+    "--processes",
+    "--drop",
+    "--delay",
+    "--fallback",
+    "-h",
+    "--help",
+}
+_EVAL_FLAGS = frozenset({"-h", "--help", "--stochastic", "--decentralised"})
+_REFERENCE_CONTROLLERS = {"maxpressure": "MaxPressure", "fixedtime": "FixedTime"}
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    """The options of ``ipgnn-eval``; everything else on its command line is a config override."""
     parser = argparse.ArgumentParser(
         prog="ipgnn-eval",
         description="Evaluate a trained policy (greedy by default) or a reference controller "
@@ -200,6 +257,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "training evaluated on; see ipgnn.seeding)",
     )
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
+    _add_decentralised_options(parser)
+    return parser
+
+
+def _add_decentralised_options(parser: argparse.ArgumentParser) -> None:
+    """``ipgnn-eval``'s options for running the policy agent by agent over lossy links (ipgnn.decentralised)."""
     dec = parser.add_argument_group(
         "decentralised execution",
         "every agent computes its own step from its own observation and the intentions "
@@ -226,88 +289,26 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         help="for a neighbour not heard in a round: its last intention received (stale), the agent's "
         "own mu^0, or leave it out of the attention (default: last)",
     )
-    names = {
-        "--checkpoint",
-        "--config",
-        "--controller",
-        "--episodes",
-        "--seed",
-        "--stochastic",
-        "--decentralised",
-        "--processes",
-        "--drop",
-        "--delay",
-        "--fallback",
-        "-h",
-        "--help",
-    }
-    ours, overrides = _split(argv, names, frozenset({"-h", "--help", "--stochastic", "--decentralised"}))
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``ipgnn-eval``: evaluate a checkpoint's policy or a reference controller; print the metrics as JSON."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _eval_parser()
+    ours, overrides = _split(argv, _EVAL_OPTIONS, _EVAL_FLAGS)
     args = parser.parse_args(ours)
-    if args.episodes < 1:
-        return _fail("--episodes must be at least 1")
-    link_flags = [
-        f
-        for f, v in (
-            ("--processes", args.processes is not None),
-            ("--drop", args.drop != 0.0),
-            ("--delay", args.delay != 0),
-            ("--fallback", args.fallback != "last"),
-        )
-        if v
-    ]
-    if link_flags and not args.decentralised:
-        return _fail(f"{', '.join(link_flags)} only apply with --decentralised")
-    if args.decentralised and (args.controller != "policy" or args.stochastic):
-        return _fail(
-            "--decentralised runs the checkpoint's learned policy greedily (the mode of each q_i): "
-            "drop --controller and --stochastic"
-        )
-    links = None
-    if args.decentralised:
-        from ipgnn.decentralised import Links, decentralised_policy
+    try:
+        links = _eval_links(args)
+        run, cfg, env, act = _eval_setup(args, overrides, links)
+        seed = cfg.seed if args.seed is None else args.seed
+        if seed < 0:
+            raise _UsageError(f"--seed must be a non-negative integer, got {seed}")
+    except _UsageError as exc:
+        return _fail(str(exc))
 
-        try:
-            links = Links(args.drop, args.delay, args.fallback)
-        except ValueError as exc:
-            return _fail(f"--{exc}")
-
-    from ipgnn.envs import make_env
-    from ipgnn.runs import evaluate, greedy_policy, load_run, random_policy, read_checkpoint, with_overrides
+    from ipgnn.runs import evaluate
     from ipgnn.seeding import seed_everything
 
-    try:
-        run = None
-        if args.controller == "policy":
-            if not args.checkpoint:
-                return _fail("pass --checkpoint PATH (or --controller random --config FILE)")
-            run = load_run(args.checkpoint, overrides, device=None)
-            cfg = run.cfg
-        elif args.config:
-            cfg = load_config(args.config, overrides)
-        elif args.checkpoint:
-            cfg = with_overrides(read_checkpoint(args.checkpoint).cfg, overrides, args.checkpoint)
-        else:
-            return _fail(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
-        env = make_env(cfg.env) if run is None else run.env
-        if run is not None:
-            act = greedy_policy(run.algo, run.device, deterministic=not args.stochastic)
-            if links is not None:
-                act = decentralised_policy(run.algo, env.num_agents, links, args.processes)
-        elif args.controller == "random":
-            act = random_policy(env)
-        else:
-            name = {"maxpressure": "MaxPressure", "fixedtime": "FixedTime"}[args.controller]
-            references = env.reference_policies() if hasattr(env, "reference_policies") else {}
-            if name not in references:
-                return _fail(
-                    f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
-                )
-            act = references[name]
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
-        return _fail(str(exc))
-    seed = cfg.seed if args.seed is None else args.seed
-    if seed < 0:
-        return _fail(f"--seed must be a non-negative integer, got {seed}")
     seed_everything(seed)  # the stochastic policy's and the random controller's actions
     try:
         metrics = evaluate(act, env, args.episodes, seed)
@@ -333,6 +334,80 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         out |= {"checkpoint": args.checkpoint, "env_step": run.env_step}
     print(json.dumps(json_safe(out | metrics), indent=2, allow_nan=False))
     return 0
+
+
+def _eval_links(args: argparse.Namespace) -> Links | None:
+    """Check the flags that must go together; the message links of ``--decentralised`` (None without it)."""
+    if args.episodes < 1:
+        raise _UsageError("--episodes must be at least 1")
+    link_flags = [
+        f
+        for f, v in (
+            ("--processes", args.processes is not None),
+            ("--drop", args.drop != 0.0),
+            ("--delay", args.delay != 0),
+            ("--fallback", args.fallback != "last"),
+        )
+        if v
+    ]
+    if link_flags and not args.decentralised:
+        raise _UsageError(f"{', '.join(link_flags)} only apply with --decentralised")
+    if args.decentralised and (args.controller != "policy" or args.stochastic):
+        raise _UsageError(
+            "--decentralised runs the checkpoint's learned policy greedily (the mode of each q_i): "
+            "drop --controller and --stochastic"
+        )
+    if not args.decentralised:
+        return None
+    from ipgnn.decentralised import Links
+
+    try:
+        return Links(args.drop, args.delay, args.fallback)
+    except ValueError as exc:
+        raise _UsageError(f"--{exc}") from exc
+
+
+def _eval_setup(
+    args: argparse.Namespace, overrides: list[str], links: Links | None
+) -> tuple[Run | None, ExperimentConfig, object, Callable]:
+    """``(run, cfg, env, act)``: the loaded run (None for a controller without one), its config, the
+    environment and the function choosing the actions."""
+    from ipgnn.envs import make_env
+    from ipgnn.runs import greedy_policy, load_run, random_policy, read_checkpoint, with_overrides
+
+    try:
+        run = None
+        if args.controller == "policy":
+            if not args.checkpoint:
+                raise _UsageError("pass --checkpoint PATH (or --controller random --config FILE)")
+            run = load_run(args.checkpoint, overrides, device=None)
+            cfg = run.cfg
+        elif args.config:
+            cfg = load_config(args.config, overrides)
+        elif args.checkpoint:
+            cfg = with_overrides(read_checkpoint(args.checkpoint).cfg, overrides, args.checkpoint)
+        else:
+            raise _UsageError(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
+        env = make_env(cfg.env) if run is None else run.env
+        if run is not None:
+            act = greedy_policy(run.algo, run.device, deterministic=not args.stochastic)
+            if links is not None:
+                from ipgnn.decentralised import decentralised_policy
+
+                act = decentralised_policy(run.algo, env.num_agents, links, args.processes)
+        elif args.controller == "random":
+            act = random_policy(env)
+        else:
+            name = _REFERENCE_CONTROLLERS[args.controller]
+            references = env.reference_policies() if hasattr(env, "reference_policies") else {}
+            if name not in references:
+                raise _UsageError(
+                    f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
+                )
+            act = references[name]
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        raise _UsageError(str(exc)) from exc
+    return run, cfg, env, act
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
