@@ -32,7 +32,7 @@ from ipgnn.config import ConfigError, ExperimentConfig, deep_merge, parse_overri
 from ipgnn.envs import make_env
 from ipgnn.seeding import eval_seed
 
-LATEST = Path("checkpoints") / "latest.pt"  # a run directory's checkpoint (ipgnn.trainer)
+LATEST = Path("checkpoints") / "latest.pt"  # a run directory's checkpoint (written by ipgnn.training.checkpointing)
 
 
 def resolve_device(name: str) -> torch.device:

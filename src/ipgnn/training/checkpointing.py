@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ipgnn import checkpoint
-from ipgnn.config import ExperimentConfig, deep_merge, parse_overrides, save_config, validate
+from ipgnn.config import ExperimentConfig, save_config, validate
+from ipgnn.runs import LATEST, with_overrides
 from ipgnn.seeding import rng_state, set_rng_state
 
 log = logging.getLogger("ipgnn")
@@ -28,7 +29,7 @@ def read_latest(run_dir: Path, overrides: list[str] | None = None) -> tuple[Expe
 
     ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) are applied to the saved
     config; the resolved config in the run directory is rewritten to match."""
-    path = run_dir / "checkpoints" / "latest.pt"
+    path = run_dir / LATEST
     if not path.is_file():
         raise FileNotFoundError(
             f"cannot resume '{run_dir}': no checkpoint at {path} (the run stopped before its first checkpoint)"
@@ -37,7 +38,7 @@ def read_latest(run_dir: Path, overrides: list[str] | None = None) -> tuple[Expe
     cfg = validate(state["config"], str(path))
     if overrides:
         old_total = cfg.train.total_steps
-        cfg = validate(deep_merge(cfg.to_dict(), parse_overrides(overrides)), "command-line override")
+        cfg = with_overrides(cfg, overrides, str(path))
         if cfg.train.total_steps < old_total:
             raise ResumeError(
                 f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
