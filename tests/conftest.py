@@ -124,3 +124,19 @@ ENGINES = [
         ),
     ),
 ]
+
+
+def clean_failure(rc, capsys, names: str, code: int | None = None) -> str:
+    """Assert a command-line call failed cleanly: a non-zero exit (``code`` exactly, when given), stderr that
+    starts with ``error:`` and holds no traceback, at most 4000 characters of it (echoed input is truncated),
+    and ``names`` (case-insensitive) in it. The fuzz tests of issue 29 (``tests/test_fuzz_*.py``) all use it.
+    A warning about the machine (its load, its threads) may precede the error on stderr; the error is what
+    counts."""
+    err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True) if not line.startswith("WARNING:"))
+    assert rc not in (0, None), err
+    if code is not None:
+        assert rc == code, (rc, err)
+    assert "Traceback" not in err and err.strip().startswith("error:"), err
+    assert len(err) <= 4000, f"{len(err)} characters of error text"
+    assert names.lower() in err.lower(), (names, err)
+    return err

@@ -8,7 +8,7 @@ import torch
 from ipgnn.cli import eval_main, train_main
 from ipgnn.compare import main as compare_main
 
-from conftest import CONFIGS
+from conftest import CONFIGS, clean_failure
 
 GOOD = str(CONFIGS / "mpe_spread_small.yaml")
 
@@ -62,15 +62,6 @@ BAD_OVERRIDES = [
     (["--env.graph.k=0"], "env.graph.k"),
     (["--model.rounds=[1]"], "model.rounds"),
 ]
-
-
-def clean_failure(rc, capsys, names):
-    # a warning about the machine (its load, its threads) may precede the error on stderr; the error is what counts
-    err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True) if not line.startswith("WARNING:"))
-    assert rc not in (0, None), err
-    assert "Traceback" not in err and err.strip().startswith("error:"), err
-    assert names.lower() in err.lower(), (names, err)
-    return err
 
 
 @pytest.mark.parametrize("text,names", BAD_FILES)
