@@ -24,6 +24,7 @@ import torch
 TRAIN = 0  #: stream of the training episodes' reset seeds
 EVAL = 1  #: stream of the evaluation episodes' reset seeds (shared by the learned policy and the references)
 REPLAY = 2  #: seed of the replay sampler's generator
+MAX_SEED = 2**63 - 1  #: the largest run seed: torch.manual_seed takes a signed 64-bit integer
 _MASK = 2**62 - 1  # room for the small offsets batched tasks and rollout workers add (seed + b, seed + w)
 
 
@@ -34,8 +35,8 @@ def stream_seed(seed: int, stream: int, index: int = 0) -> int:
     (a ``SeedSequence`` with ``spawn_key=(stream, index)``), so every stream of every run is an
     independent hash of ``(seed, stream, index)``.
     """
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {seed}")
     state = np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(index))).generate_state(1, np.uint64)
     return int(state[0]) & _MASK
 
