@@ -16,7 +16,7 @@ def test_stream_seed_is_seedsequence_spawn():
     for seed, stream, index in [(0, TRAIN, 0), (3, EVAL, 7), (12345, REPLAY, 0)]:
         child = np.random.SeedSequence(seed).spawn(stream + 1)[stream].spawn(index + 1)[index]
         assert stream_seed(seed, stream, index) == int(child.generate_state(1, np.uint64)[0]) & (2**62 - 1)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="from 0 to"):
         stream_seed(-1, TRAIN, 0)
 
 
