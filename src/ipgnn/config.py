@@ -11,6 +11,14 @@ Every error names the file, the dotted key and what was expected::
     configs/x.yaml: unknown key 'model.hiden' (did you mean 'model.hidden'?)
 
 Overrides use the form ``wandb agent`` passes: ``--train.total_steps=5000`` or ``model.rounds=3``.
+
+YAML merge keys work; a top-level key that starts with ``.`` is not part of the config, a place for anchors::
+
+    .small: &small {hidden: 64, rounds: 1}
+    model: {<<: *small, heads: 2}
+
+Files and the values in them are bounded (:data:`MAX_CONFIG_BYTES`, :data:`MAX_DEPTH`, :data:`MAX_NODES`), as is
+every size (``MAX_*``, each with its reason), and an error echoes at most :data:`MAX_ECHO` characters of input.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ MAX_CONFIG_BYTES = 2**20  #: a config file is at most 1 MiB (the largest shipped
 MAX_DEPTH = 64  #: YAML nesting levels (the schema has 4; options a few more); deeper is refused while parsing
 MAX_NODES = 100_000  #: YAML values after aliases expand (a config has a few hundred): bounds an alias bomb
 MAX_ECHO = 200  #: characters of user input echoed in an error (then '...')
-MAX_ERRORS = 20  #: problems listed by one ConfigError (then how many more)
+MAX_ERRORS = 10  #: problems listed by one ConfigError (then how many more)
 MAX_STEPS = 10**12  #: step counts and intervals
 MAX_AGENTS = 2**16  #: agents of one task
 MAX_ENVS = 2**16  #: environments stepped together
@@ -614,7 +622,8 @@ def yaml_load(text: str) -> Any:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in the YAML file ``path``: at most :data:`MAX_CONFIG_BYTES` bytes of UTF-8, read and parsed
-    by :func:`yaml_load`; every problem is one :class:`ConfigError` naming the file (and the line)."""
+    by :func:`yaml_load`, less its top-level keys that start with ``.`` (anchors for merge keys); every
+    problem is one :class:`ConfigError` naming the file (and the line)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file '{path}' is a directory: pass a YAML file in it (e.g. {path}/<name>.yaml)")
@@ -645,7 +654,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
-    return raw
+    return {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("."))}  # anchors only
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> set[str]:
