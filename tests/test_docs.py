@@ -154,7 +154,7 @@ def test_config_reference_rows_carry_type_default_and_description():
     text = config_reference.markdown()
     (row,) = [line for line in text.splitlines() if line.startswith("| `model.hidden` |")]
     field = ExperimentConfig.model_fields["model"].annotation.model_fields["hidden"]
-    assert row == f"| `model.hidden` | `int` | `128` | {field.description} (≥ 1) |"
+    assert row == f"| `model.hidden` | `int` | `128` | {field.description} (≥ 1, ≤ 16384) |"
     assert "| `algo.policy_lr` | `float \\| None` | `null` |" in text
     assert "### `env.graph`" in text
 

@@ -165,6 +165,16 @@ class GraphReplayBuffer:
         per += num_agents * 4 + num_agents + 16  # reward, terminated, frame ids
         return per * capacity + frame * frame_capacity(capacity, episode_length, step_width)
 
+    @staticmethod
+    def capacity_for(budget: int, **sizing: Any) -> int:
+        """The most transitions whose buffer (:meth:`bytes_for`, with the same ``sizing``) takes at most ``budget``
+        bytes; 0 when not even one transition fits."""
+        per = max(1, (GraphReplayBuffer.bytes_for(10_000, **sizing) + 9_999) // 10_000)
+        capacity = budget // per
+        while capacity > 0 and GraphReplayBuffer.bytes_for(capacity, **sizing) > budget:
+            capacity = int(capacity * 0.99)
+        return capacity
+
     @property
     def bytes_per_transition(self) -> int:
         return self.nbytes // self.capacity

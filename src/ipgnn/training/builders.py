@@ -77,17 +77,23 @@ def make_replay(cfg, env, num_envs: int, device: torch.device) -> GraphReplayBuf
     )
     per = max(1, (GraphReplayBuffer.bytes_for(10_000, **sizing) + 9_999) // 10_000)
     if isinstance(cfg.replay.capacity, str):
-        budget = parse_bytes(cfg.replay.capacity)
-        capacity = max(1, budget // per)
-        while capacity > 1 and GraphReplayBuffer.bytes_for(capacity, **sizing) > budget:
-            capacity = int(capacity * 0.99)
+        capacity = GraphReplayBuffer.capacity_for(parse_bytes(cfg.replay.capacity), **sizing)
+        if capacity < cfg.replay.batch_size:  # the schema checks a capacity given in transitions
+            raise ConfigError(
+                f"replay.capacity: a budget of '{cfg.replay.capacity}' holds {capacity} transitions of "
+                f"{env.num_agents} agents (about {per} B each), fewer than a minibatch (replay.batch_size: "
+                f"{cfg.replay.batch_size}): give at least "
+                f"'{-(-GraphReplayBuffer.bytes_for(cfg.replay.batch_size, **sizing) // 2**20)}MiB', or a number "
+                "of transitions"
+            )
     else:
         capacity = cfg.replay.capacity
     capacity = max(num_envs, min(capacity, cfg.train.total_steps))  # never more than the run can fill
     need = GraphReplayBuffer.bytes_for(capacity, **sizing)
-    from ipgnn.cpu import available_memory
+    from ipgnn.cpu import available_memory, memory_source
 
-    avail = available_memory()
+    on = replay_device(cfg.replay.device, device, need)
+    avail = available_memory(on)  # where the buffer will live: the machine's memory, or the GPU's
     log.info(
         "replay buffer: %d transitions of %d agents (observations as %s, stored once per step) = %.2f GiB",
         capacity,
@@ -99,10 +105,9 @@ def make_replay(cfg, env, num_envs: int, device: torch.device) -> GraphReplayBuf
         raise ConfigError(
             f"replay.capacity: {capacity} transitions of {env.num_agents} agents need "
             f"{need / 2**30:.1f} GiB (about {per} B each) but only {avail / 2**30:.1f} GiB of "
-            f"memory is available; set replay.capacity to at most {int(0.8 * avail / per)} "
+            f"memory is available ({memory_source(on)}); set replay.capacity to at most {int(0.8 * avail / per)} "
             f"transitions, or to a budget such as '{max(1, int(0.5 * avail / 2**30))}GiB'"
         )
-    on = replay_device(cfg.replay.device, device, need)
     static = env.graph(None) if env.graph.is_static else None
     return GraphReplayBuffer(
         capacity,
