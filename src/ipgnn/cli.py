@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from ipgnn.decentralised import Links
     from ipgnn.runs import Run
 
-RESUME_OVERRIDABLE = ("train.total_steps", "logger.", "threads")
-
 
 def _split(
     argv: Sequence[str], known: set[str], flags: frozenset[str] = frozenset({"-h", "--help", "--print-config"})
@@ -135,10 +133,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_resume(args: argparse.Namespace, overrides: list[str]) -> None:
-    """``--resume RUN_DIR`` takes its config from the run: no ``--config``, and only a few keys may change."""
+    """``--resume RUN_DIR`` takes its config from the run: no ``--config``, and only the keys that
+    :data:`ipgnn.training.checkpointing.RESUME_OVERRIDABLE` names may change (edits of the run's
+    ``config.yaml`` are checked by :func:`ipgnn.training.checkpointing.read_latest`)."""
+    from ipgnn.training.checkpointing import resume_safe
+
     if args.config:
         raise _UsageError("--resume uses the config saved in the run; do not pass --config with it")
-    bad = [o for o in overrides if not o.lstrip("-").startswith(RESUME_OVERRIDABLE)]
+    bad = [o for o in overrides if not resume_safe(o.lstrip("-"))]
     if bad:
         raise _UsageError(
             f"on --resume only train.total_steps, threads and logger.* may be overridden (got {bad}); "

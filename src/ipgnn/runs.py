@@ -120,9 +120,13 @@ def read_checkpoint(checkpoint: str | Path) -> SavedRun:
     """Read a checkpoint ``.pt`` written by ``ipgnn-train`` (or a run directory: its ``checkpoints/latest.pt``)
     and validate the config saved in it.
 
+    The file is checked against the digest it was saved with (:func:`ipgnn.checkpoint.read`); one written
+    before digests loads with a warning that it is unverified.
+
     Raises:
         FileNotFoundError: no such checkpoint (or a directory without ``checkpoints/latest.pt``).
-        ValueError (ConfigError included): an unreadable file, one without config and networks, or a saved
+        ValueError (ConfigError included): an unreadable or damaged file (digest mismatch:
+            :class:`ipgnn.checkpoint.CheckpointDamaged`), one without config and networks, or a saved
             config that no longer validates (the message names the file).
     """
     path = Path(checkpoint)
@@ -132,13 +136,16 @@ def read_checkpoint(checkpoint: str | Path) -> SavedRun:
                 f"'{path}' is a directory without {LATEST}: pass a checkpoint .pt or a run directory"
             )
         path = path / LATEST
-    state = checkpoint_file.load(path)
+    state, digest = checkpoint_file.read(path)
     if not isinstance(state.get("config"), dict) or "algo" not in state:
         raise ValueError(
             f"checkpoint '{path}' holds no config and networks: not a checkpoint written by ipgnn-train "
             f"(pass <run>/{LATEST} or the run directory)"
         )
-    return SavedRun(path, state, validate(state["config"], str(path)))
+    saved = SavedRun(path, state, validate(state["config"], str(path)))
+    if digest is None:  # written before checkpoints carried digests: warned once the file proved usable
+        checkpoint_file.warn_unverified(path)
+    return saved
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: Sequence[str] | None, source: str) -> ExperimentConfig:

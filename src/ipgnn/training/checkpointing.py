@@ -2,8 +2,16 @@
 
 ``latest.pt`` holds ``format`` (1), ``config``, ``algo`` (networks and optimisers), ``env_step``, ``episode``,
 ``last_eval_step``, ``rng`` (all RNG states), ``log_window`` (the losses summed since the last logged row, and
-their count), ``wandb_id``, and when saved with it ``replay`` (the name and size of its replay file) and
+their count), ``wandb_id``, and when saved with it ``replay`` (the name, size and digest of its replay file) and
 ``cut`` (a stop inside an episode: its actions and the gradient steps still owed, :mod:`.stopping`).
+
+Every file carries the digest of its own bytes (:mod:`ipgnn.checkpoint`), and ``latest.pt`` records its
+replay file's, so a resume refuses a damaged ``latest.pt``, a damaged replay file, and a replay file that is
+not the one saved with it (another run's, seed's or step's, even of the same size), each with what to do.
+
+A resume also compares the run's ``config.yaml`` with the config in ``latest.pt``: edits of the keys that
+:data:`RESUME_OVERRIDABLE` names are applied (and logged), any other edit is refused with the diff, and
+``config.yaml`` is rewritten to the config the run continues with (:func:`read_latest`).
 """
 
 from __future__ import annotations
@@ -13,40 +21,135 @@ from pathlib import Path
 from typing import Any
 
 from ipgnn import checkpoint
-from ipgnn.config import ExperimentConfig, save_config, validate
-from ipgnn.runs import LATEST, with_overrides
+from ipgnn.config import ConfigError, ExperimentConfig, read_yaml, save_config, validate
+from ipgnn.runs import LATEST, read_checkpoint, with_overrides
 from ipgnn.seeding import rng_state, set_rng_state
 
 log = logging.getLogger("ipgnn")
+
+#: The config keys a resume may change (dotted prefixes), by a ``--key=value`` override of ``ipgnn-train
+#: --resume`` or an edit of the run's ``config.yaml``: the run length (never shorter) and how it runs and logs.
+RESUME_OVERRIDABLE = ("train.total_steps", "logger.", "threads")
+_DIFF_LINES = 12  # lines of a refused config.yaml diff before "... and N more"
 
 
 class ResumeError(RuntimeError):
     """A run cannot be resumed as saved; the message says why and what to do."""
 
 
+def resume_safe(key: str) -> bool:
+    """Whether a resume may change the dotted config ``key`` (:data:`RESUME_OVERRIDABLE`)."""
+    return key.startswith(RESUME_OVERRIDABLE)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):  # an empty one adds no key: {} -> {a: 1} is the one change a: <absent> -> 1
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every key whose value differs (``"<absent>"`` for a key only
+    one of them has, e.g. in ``env.options``)."""
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    keys = list(a) + [k for k in b if k not in a]
+    return [
+        (k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")
+    ]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _diff_lines(changes: list[tuple[str, Any, Any]]) -> str:
+    lines = [f"  {k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:_DIFF_LINES]]
+    if len(changes) > _DIFF_LINES:
+        lines.append(f"  ... and {len(changes) - _DIFF_LINES} more")
+    return "\n".join(lines)
+
+
+def _read_run_config(path: Path, run_dir: Path) -> ExperimentConfig | None:
+    """The run's ``config.yaml``, validated; None when it is missing."""
+    if not path.exists():
+        return None
+    try:
+        return validate(read_yaml(path), str(path))
+    except (ConfigError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        raise ConfigError(
+            f"cannot resume {run_dir}: its config.yaml cannot be used ({reason}); fix {path}, or delete it to "
+            "resume with the config saved in the checkpoint"
+        ) from None
+
+
+def _config_on_resume(run_dir: Path, saved: ExperimentConfig, overrides: list[str] | None) -> ExperimentConfig:
+    """The config a resume continues with: the checkpoint's, with the safe edits of ``config.yaml`` and then
+    ``overrides`` applied; ``config.yaml`` is rewritten to it when they differ. Raises :class:`ResumeError`
+    for an edit a resume cannot apply (with the diff) or a shorter run."""
+    path = run_dir / "config.yaml"
+    edited = _read_run_config(path, run_dir)
+    cfg = saved
+    if edited is None:
+        log.warning("%s is missing: resuming with the config saved in the checkpoint, and writing it there", path)
+    elif changes := config_diff(saved, edited):
+        unsafe = [c for c in changes if not resume_safe(c[0])]
+        if unsafe:
+            raise ResumeError(
+                f"cannot resume {run_dir}: {path} was edited after its checkpoint, in keys a resume cannot "
+                f"change (checkpoint value -> config.yaml value):\n{_diff_lines(unsafe)}\nrevert the edit to "
+                f"resume this run, or start a new run with it: ipgnn-train --config {path}"
+            )
+        if edited.train.total_steps < saved.train.total_steps:
+            raise ResumeError(
+                f"{path} sets train.total_steps: {edited.train.total_steps}, smaller than the run's "
+                f"{saved.train.total_steps}: resuming would cut its saved replay buffer. Revert the edit, or "
+                f"start a new run with it: ipgnn-train --config {path}"
+            )
+        applied = ", ".join(f"{k}: {_short(a, 40)} -> {_short(b, 40)}" for k, a, b in changes)
+        log.info("resuming with the edits of %s: %s", path, applied[:500])
+        cfg = edited
+    if overrides:
+        cfg = with_overrides(cfg, overrides, str(run_dir / LATEST))
+        if cfg.train.total_steps < saved.train.total_steps:
+            raise ResumeError(
+                f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
+                f"{saved.train.total_steps}: resuming would cut its saved replay buffer and rewrite its config. "
+                "Resume without it, or start a new run"
+            )
+    if edited is None or config_diff(cfg, edited):
+        save_config(cfg, path)  # config.yaml describes the run as it continues
+    return cfg
+
+
 def read_latest(run_dir: Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The config and state of ``run_dir/checkpoints/latest.pt``, for a resume.
 
-    ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) are applied to the saved
-    config; the resolved config in the run directory is rewritten to match."""
+    The file is checked against its digest (:func:`ipgnn.runs.read_checkpoint`). The config is the saved one
+    with the edits of ``run_dir/config.yaml`` to keys a resume may change (:data:`RESUME_OVERRIDABLE`; logged)
+    and then ``overrides`` (e.g. ``["--train.total_steps=20000"]`` to extend a run) applied; ``config.yaml``
+    is rewritten to match.
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+        ValueError: a damaged or unreadable ``latest.pt``, or a saved config that no longer validates.
+        ConfigError: an unreadable or invalid ``config.yaml``, or a bad override.
+        ResumeError: ``config.yaml`` edited in a key a resume cannot change (the message holds the diff), or
+            a shorter run (``train.total_steps`` below the saved one).
+    """
     path = run_dir / LATEST
     if not path.is_file():
         raise FileNotFoundError(
             f"cannot resume '{run_dir}': no checkpoint at {path} (the run stopped before its first checkpoint)"
         )
-    state = checkpoint.load(path)
-    cfg = validate(state["config"], str(path))
-    if overrides:
-        old_total = cfg.train.total_steps
-        cfg = with_overrides(cfg, overrides, str(path))
-        if cfg.train.total_steps < old_total:
-            raise ResumeError(
-                f"--train.total_steps={cfg.train.total_steps} is smaller than the run's "
-                f"{old_total}: resuming would cut its saved replay buffer and rewrite its config. "
-                "Resume without it, or start a new run"
-            )
-        save_config(cfg, run_dir / "config.yaml")
-    return cfg, state
+    saved = read_checkpoint(path)
+    return _config_on_resume(run_dir, saved.cfg, overrides), saved.state
 
 
 class Checkpointer:
@@ -98,7 +201,8 @@ class Checkpointer:
         set_rng_state(state["rng"])
 
     def load_replay(self, state: dict[str, Any]) -> None:
-        """Load the replay file ``latest.pt`` names and check it is the one saved with it."""
+        """Load the replay file ``latest.pt`` names and check it is the one saved with it: undamaged (its own
+        digest), of the recorded size, and of the digest ``latest.pt`` recorded (not a foreign file)."""
         t = self.trainer
         info = state.get("replay")
         latest = self.ckpt_dir / "latest.pt"
@@ -106,7 +210,7 @@ class Checkpointer:
             legacy = self.ckpt_dir / "replay.pt"
             if legacy.is_file():
                 log.warning("%s names no replay file (an earlier ipgnn wrote it): loading replay.pt unchecked", latest)
-                t.replay.load_state_dict(checkpoint.load(legacy))
+                t.replay.load_state_dict(checkpoint.read(legacy)[0])
             elif t.env_step > 0:
                 log.warning(
                     "no replay buffer saved with %s (train.save_replay: false): resuming with an empty one", latest
@@ -120,7 +224,7 @@ class Checkpointer:
         if not path.is_file():
             raise ResumeError(f"{latest} was saved with the replay buffer {path.name}, which is missing; {advice}")
         try:
-            saved = checkpoint.load(path)
+            saved, digest = checkpoint.read(path)
         except ValueError as exc:
             raise ResumeError(f"{exc}; {advice}") from None
         if int(saved.get("added", -1)) != int(info["added"]):
@@ -128,6 +232,15 @@ class Checkpointer:
                 f"{path} holds {saved.get('added')} transitions but {latest} was saved with "
                 f"{info['added']}: they are not one checkpoint; {advice}"
             )
+        expected = info.get("digest")  # absent in a checkpoint written before digests
+        if expected is not None and digest != expected:
+            raise ResumeError(
+                f"{path} is foreign: it is not the replay buffer {latest} was saved with (its digest "
+                f"{(digest or 'none')[:19]}..., expected {expected[:19]}...: a file of another run, seed or step "
+                f"copied in place); {advice}"
+            )
+        if digest is None:  # a replay file written before digests, named by a checkpoint without one
+            checkpoint.warn_unverified(path)
         t.replay.load_state_dict(saved)
 
     def clean(self, keep: str | None = None) -> None:
@@ -150,8 +263,9 @@ class Checkpointer:
         state = self.state()
         if t.cfg.train.save_replay:
             replay_name = f"replay-{t.env_step}.pt"
-            checkpoint.save(t.replay.state_dict(), self.ckpt_dir / replay_name)
-            state["replay"] = {"file": replay_name, "added": int(t.replay.added)}
+            written = checkpoint.save(t.replay.state_dict(), self.ckpt_dir / replay_name)
+            digest = checkpoint.stored_digest(written)  # hashed while it was written
+            state["replay"] = {"file": replay_name, "added": int(t.replay.added), "digest": digest}
         path = checkpoint.save(state, self.ckpt_dir / name)
         if name == "latest.pt":
             self.clean(keep=state.get("replay", {}).get("file", ""))
