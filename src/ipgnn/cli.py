@@ -11,6 +11,17 @@
 
 Overrides take the form ``wandb agent`` passes (``--section.key=value``) or ``section.key=value``.
 Errors in configs and overrides are printed as one clear message and exit with status 2.
+
+Exit statuses of ``ipgnn-train``, each failure told in one ``error:`` line on stderr, without a traceback:
+
+* 0: the run finished; its final metrics are printed as JSON.
+* 1: the environment failed the run: a file-system fault (a full disk, a read-only or immutable directory,
+  the run directory deleted or a file in the way; the line names the operation, the path and what to do, and
+  the last complete checkpoint is kept: :mod:`ipgnn.training.faults`), or a diverged run.
+* 2: bad input: the command line, a config file or override, or an environment variable (``IPGNN_CACHE``
+  set but empty, or a cache that cannot be written: :mod:`ipgnn.cache`); nothing is written.
+* 130 (Ctrl-C, SIGINT) and 143 (SIGTERM): stopped by a signal, with a checkpoint to resume from once training
+  has begun, or, during set-up, nothing; any number of signals ends the same way (:mod:`ipgnn.training.stopping`).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -95,7 +107,22 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``ipgnn-train``: build the trainer (a new run from ``--config`` or ``--resume RUN_DIR``) and train it."""
+    """``ipgnn-train``: build the trainer (a new run from ``--config`` or ``--resume RUN_DIR``) and train it.
+
+    Returns the exit status (module docstring); a signal during set-up ends it with one line, 130 or 143."""
+    previous = _exit_on_signals()  # from here SIGTERM, like Ctrl-C, ends the set-up with one line
+    try:
+        return _train_main(argv)
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if getattr(exc, "signum", None) == signal.SIGTERM else "interrupted"
+        print(f"\n{how} while setting up, before any training step: nothing to save", file=sys.stderr)
+        return 143 if getattr(exc, "signum", None) == signal.SIGTERM else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+def _train_main(argv: Sequence[str] | None) -> int:
     if argv is None:  # the console script: this process is the run (ipgnn.cpu, huge pages)
         from ipgnn.cpu import reexec_with_huge_pages
 
@@ -106,12 +133,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from ipgnn.cache import cache_root
     from ipgnn.trainer import Trainer  # the one import of the trainer: only ipgnn-train builds one
     from ipgnn.training.checkpointing import ResumeError
 
     try:
         if args.resume:
             _check_resume(args, overrides)
+            cache_root()  # an empty IPGNN_CACHE is refused before anything is built
             trainer = Trainer.resume(args.resume, overrides, with_replay=not args.no_replay)
             print(f"resuming {args.resume} at step {trainer.env_step}", file=sys.stderr)
         else:
@@ -123,12 +152,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
                 print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
                 return 0
+            cache_root()
             trainer = Trainer.from_config(cfg, Path(args.run_dir) if args.run_dir else None)
-    except (_UsageError, ConfigError, FileNotFoundError, ValueError, ResumeError) as exc:
+    except (_UsageError, ConfigError, ValueError, ResumeError) as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
-        print("\ninterrupted while setting up, before any training step: nothing to save", file=sys.stderr)
-        return 130
+    except OSError as exc:
+        if exc.errno is None:  # a message of ours (no checkpoint to resume): bad input
+            return _fail(str(exc))
+        run_dir = args.resume or args.run_dir
+        return _fault(exc, Path(run_dir) if run_dir else None, existing=bool(args.resume))
     return _train(trainer)
 
 
@@ -150,13 +182,25 @@ def _check_resume(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def _train(trainer) -> int:
     """Train ``trainer`` (an :class:`ipgnn.trainer.Trainer`) with Ctrl-C and SIGTERM saving a checkpoint to
-    resume from; print the final metrics as JSON."""
-    from ipgnn.training.divergence import TrainingDiverged
-    from ipgnn.training.stopping import StopRequested, signal_handler
+    resume from (:func:`ipgnn.training.stopping.signal_handler`, installed until the run is closed); print the
+    final metrics as JSON. Returns the exit status (module docstring)."""
+    from ipgnn.training.stopping import signal_handler
 
     print(f"run directory: {trainer.run_dir}", file=sys.stderr)
     handler = signal_handler(trainer)  # Ctrl-C, and SIGTERM from schedulers, timeout, docker stop
     previous = signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, handler)
+    try:
+        return _run(trainer)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+def _run(trainer) -> int:
+    """:meth:`Trainer.train`, then each way it can end told in one line (or the metrics), and the run closed."""
+    from ipgnn.training.divergence import TrainingDiverged
+    from ipgnn.training.stopping import StopRequested
+
     try:
         metrics = trainer.train()
     except StopRequested as stop:
@@ -166,18 +210,18 @@ def _train(trainer) -> int:
             f"exactly). Continue with: ipgnn-train --resume {trainer.run_dir}",
             file=sys.stderr,
         )
-        trainer.close()
+        _close(trainer)
         return 143 if stop.reason == "SIGTERM" else 130
     except KeyboardInterrupt as exc:  # outside a safe point: save where the run stands
         return _save_interrupted(trainer, exc)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
-        trainer.close()
+        _close(trainer)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
-    trainer.close()
+    except OSError as exc:  # a file-system fault: the run directory, a checkpoint, the metrics
+        _close(trainer)
+        return _fault(exc, trainer.run_dir)
+    _close(trainer)
     print(
         json.dumps(
             json_safe({"run_dir": str(trainer.run_dir), "env_step": trainer.env_step, **metrics}),
@@ -189,8 +233,10 @@ def _train(trainer) -> int:
 
 
 def _save_interrupted(trainer, exc: KeyboardInterrupt) -> int:
-    """Checkpoint a run stopped by Ctrl-C (exit 130) or SIGTERM (143) between safe points; 1 if it diverged."""
+    """Checkpoint a run stopped by Ctrl-C (exit 130) or SIGTERM (143) between safe points; 1 if it diverged or
+    the checkpoint could not be written (the previous one is then kept)."""
     from ipgnn.training.divergence import TrainingDiverged
+    from ipgnn.training.faults import describe
     from ipgnn.training.stopping import Terminated
 
     how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
@@ -198,15 +244,58 @@ def _save_interrupted(trainer, exc: KeyboardInterrupt) -> int:
         path = trainer.save_checkpoint()
     except TrainingDiverged as div:
         print(f"\n{how} at step {trainer.env_step}; {div}", file=sys.stderr)
-        trainer.close()
+        _close(trainer)
+        return 1
+    except OSError as fault:
+        print(f"\nerror: {how} at step {trainer.env_step}, then {describe(fault, trainer.run_dir)}", file=sys.stderr)
+        _close(trainer)
         return 1
     print(
         f"\n{how} at step {trainer.env_step}; checkpoint saved to {path}. "
         f"Continue with: ipgnn-train --resume {trainer.run_dir}",
         file=sys.stderr,
     )
-    trainer.close()
+    _close(trainer)
     return 143 if isinstance(exc, Terminated) else 130
+
+
+def _fault(exc: OSError, run_dir: Path | None, existing: bool = True) -> int:
+    """A file-system fault of ``ipgnn-train`` in one line (:func:`ipgnn.training.faults.describe`): status 1."""
+    from ipgnn.training.faults import describe
+
+    print(f"error: {describe(exc, run_dir, existing)}", file=sys.stderr)
+    return 1
+
+
+def _close(trainer) -> None:
+    """Close the run; a fault while closing (the disk that just failed the run) is logged, not raised."""
+    try:
+        trainer.close()
+    except OSError as exc:
+        logging.getLogger("ipgnn").warning("closing the run: %s", exc)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``signum``) during ``ipgnn-train``'s set-up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _exit_on_signals() -> tuple:
+    """Until training begins, SIGINT and SIGTERM raise :class:`_Interrupted` (a ``KeyboardInterrupt``); one more
+    while the set-up unwinds exits at once (nothing is saved before training). Returns the previous handlers."""
+    raised = []
+
+    def handle(signum, frame):
+        if not raised:
+            raised.append(signum)
+            raise _Interrupted(signum)
+        print("\nexiting now, while setting up: nothing to save", file=sys.stderr, flush=True)
+        os._exit(143 if signum == signal.SIGTERM else 130)
+
+    return signal.signal(signal.SIGTERM, handle), signal.signal(signal.SIGINT, handle)
 
 
 _EVAL_OPTIONS = {

@@ -30,7 +30,11 @@ PREFIX = "reference/"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("IPGNN_CACHE", Path.home() / ".cache" / "ipgnn")) / "references"
+    """``<cache>/references`` (:func:`ipgnn.cache.cache_dir`): results can be evaluated again, so an unwritable
+    cache falls back to a temporary one, with a warning."""
+    from ipgnn.cache import cache_dir as ipgnn_cache
+
+    return ipgnn_cache("references", temporary_ok=True)
 
 
 def cache_key(env_cfg: dict[str, Any], reference_key: str, episodes: int, seed: int) -> str:

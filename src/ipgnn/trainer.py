@@ -44,7 +44,7 @@ from ipgnn.envs import make_env, resolve_env_config
 from ipgnn.references import as_rows
 from ipgnn.runs import evaluate, greedy_policy, resolve_device
 from ipgnn.seeding import episode_seed, seed_everything
-from ipgnn.training.builders import make_logger, make_replay, make_rollout_env, new_run_dir
+from ipgnn.training.builders import fresh_run_dir, make_logger, make_replay, make_rollout_env
 from ipgnn.training.callbacks import (
     Callback,
     CallbackList,
@@ -56,6 +56,7 @@ from ipgnn.training.callbacks import (
 from ipgnn.training.checkpointing import Checkpointer, ResumeError, read_latest
 from ipgnn.training.divergence import DivergenceGuard, TrainingDiverged
 from ipgnn.training.eta import EtaEstimate
+from ipgnn.training.faults import writing
 from ipgnn.training.machine import Machine, warn_if_never_updates, warn_if_slow
 from ipgnn.training.stopping import CutInUpdate, SafeStop, StopRequested
 from ipgnn.training.verdict import FinalVerdict, reference_results
@@ -139,11 +140,12 @@ class Trainer:
     def from_config(
         cls, cfg: ExperimentConfig, run_dir: Path | None = None, callbacks: Iterable[Callback] = ()
     ) -> Trainer:
-        """A new run in ``run_dir`` (default ``<logger.run_root>/<name>-<time>``), with extra ``callbacks``."""
-        run_dir = new_run_dir(cfg, run_dir)
-        cfg = cfg.model_copy(update={"env": resolve_env_config(cfg.env)})  # e.g. traffic's engine: auto
-        save_config(cfg, run_dir / "config.yaml")
-        return cls(cfg, run_dir, callbacks=callbacks)
+        """A new run in ``run_dir`` (default ``<logger.run_root>/<name>-<time>``), with extra ``callbacks``; a
+        run directory it made is removed again when the trainer cannot be built."""
+        with fresh_run_dir(cfg, run_dir) as run_dir:
+            cfg = cfg.model_copy(update={"env": resolve_env_config(cfg.env)})  # e.g. traffic's engine: auto
+            save_config(cfg, run_dir / "config.yaml")
+            return cls(cfg, run_dir, callbacks=callbacks)
 
     @classmethod
     def resume(
@@ -191,6 +193,7 @@ class Trainer:
             self.stopper.actions = []
             self.save_checkpoint()
         finally:
+            self.stopper.finishing = True  # signals no longer cut the run (ipgnn.training.stopping)
             self.callbacks.on_train_end(self, final_eval)  # the bar closed, curves.png, the verdict line
         return final_eval
 
@@ -305,8 +308,13 @@ class Trainer:
             self.algo.train()
 
     def save_checkpoint(self, name: str = "latest.pt") -> Path:
-        """Write one consistent checkpoint (:meth:`ipgnn.training.checkpointing.Checkpointer.save`)."""
-        return self.checkpointer.save(name)
+        """Write one consistent checkpoint (:meth:`ipgnn.training.checkpointing.Checkpointer.save`); signals wait
+        until it commits (:meth:`~ipgnn.training.stopping.SafeStop.saving`); a fault raises an ``OSError`` that
+        names it (:mod:`ipgnn.training.faults`) and leaves the previous checkpoint in place."""
+        with self.stopper.saving(), writing("writing a checkpoint", self.ckpt_dir / name, self.run_dir):
+            path = self.checkpointer.save(name)
+        self.stopper.after_commit(path)
+        return path
 
     def close(self) -> None:
         self.logger.close()

@@ -115,10 +115,12 @@ class DatasetError(RuntimeError):
     """A data set could not be fetched or did not match its pins; the message says which file and why."""
 
 
-def default_dest() -> Path:
-    from ipgnn.traffic.sumo_convert import default_cache_dir
+def default_dest(write: bool = True) -> Path:
+    """``<cache>/datasets`` (:func:`ipgnn.cache.cache_dir`): downloads are kept, so an unwritable cache is an
+    error (:class:`ipgnn.cache.CacheDirError`), never a temporary stand-in."""
+    from ipgnn.cache import cache_dir
 
-    return default_cache_dir() / "datasets"
+    return cache_dir("datasets", write=write)
 
 
 def _sha256(path: Path) -> str:
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from ipgnn.cache import CacheDirError
+
     parser = argparse.ArgumentParser(
         prog="ipgnn-data", description="Fetch the public CityFlow data sets, and build the CityFlow engine."
     )
@@ -218,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="the data sets this command knows, with their pinned sources")
     p = sub.add_parser("fetch", help="download and verify data sets")
     p.add_argument("names", nargs="+", metavar="NAME", help=f"one or more of: {', '.join(DATASETS)}, or 'all'")
-    p.add_argument("--dest", help=f"directory to write <NAME>/ into (default {default_dest()})")
+    p.add_argument(
+        "--dest", help="directory to write <NAME>/ into (default: $IPGNN_CACHE/datasets, or ~/.cache/ipgnn/datasets)"
+    )
     p.add_argument("--base-url", default=BASE_URL, help="mirror of the pinned data/ directory")
     p.add_argument("--force", action="store_true", help="download even when verified files are present")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per connection attempt")
@@ -245,4 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         except DatasetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except CacheDirError as exc:  # the default --dest: IPGNN_CACHE empty, or the cache not writable
+            print(f"error: {exc}; or pass --dest DIR", file=sys.stderr)
+            return 2
     return 0

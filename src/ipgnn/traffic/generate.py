@@ -274,12 +274,12 @@ def generate(
 def materialise(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
     """Generate the scenario ``spec`` (the arguments of :func:`generate`) into the cache once and
     return its directory; the directory name carries a digest of the spec."""
-    from ipgnn.traffic.sumo_convert import default_cache_dir
+    from ipgnn.cache import cache_dir as ipgnn_cache
 
     spec = dict(spec)
     key = json.dumps({"v": GENERATOR_VERSION, **spec}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir else default_cache_dir() / "scenarios"
+    root = Path(cache_dir) if cache_dir else ipgnn_cache("scenarios", temporary_ok=True)  # derived: may fall back
     out = root / f"{spec.get('kind', 'scenario')}-{digest}"
     if (out / "flow.json").is_file():
         return out

@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from ipgnn.cache import cache_dir as ipgnn_cache_dir
 from ipgnn.traffic.scenario import Scenario, ScenarioError, scenario_digest
 
 TURN_SPEED = 8.333  # m/s, CityFlow's turning speed
@@ -310,8 +311,9 @@ def _write_routes(sc: Scenario, path: Path, horizon: float | None = None) -> int
 
 
 def default_cache_dir() -> Path:
-    """``$IPGNN_CACHE`` or ``~/.cache/ipgnn``: scenario data sets are often read-only."""
-    return Path(os.environ.get("IPGNN_CACHE", Path.home() / ".cache" / "ipgnn"))
+    """``<cache>/sumo`` (:func:`ipgnn.cache.cache_dir`; scenario data sets are often read-only): conversions
+    can be made again, so an unwritable cache falls back to a temporary one, with a warning."""
+    return ipgnn_cache_dir("sumo", temporary_ok=True)
 
 
 def _digest(sc: Scenario) -> str:
@@ -321,8 +323,7 @@ def _digest(sc: Scenario) -> str:
 def convert(sc: Scenario, cache_dir: str | Path | None = None) -> SumoScenario:
     """Convert ``sc`` to SUMO, reusing ``<cache_dir>/<digest>/`` when the same files were converted
     before (the digest covers the roadnet, the flows and the converter's version)."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "sumo"
-    out = cache_dir / _digest(sc)
+    out = (Path(cache_dir) if cache_dir else default_cache_dir()) / _digest(sc)
     meta = out / "conversion.json"
     if meta.is_file():
         m = json.loads(meta.read_text())

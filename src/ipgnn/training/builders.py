@@ -4,6 +4,9 @@ from the config and the machine's memory."""
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from ipgnn.envs import make_env
 from ipgnn.logger import RunLogger
 from ipgnn.replay import GraphReplayBuffer
 from ipgnn.seeding import REPLAY, stream_seed
+from ipgnn.training.faults import writing
 
 log = logging.getLogger("ipgnn")
 
@@ -30,6 +34,23 @@ def new_run_dir(cfg, run_dir: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+@contextmanager
+def fresh_run_dir(cfg, run_dir: Path | None = None) -> Iterator[Path]:
+    """:func:`new_run_dir` for the block that builds the run in it: a directory this call made is removed
+    again, with what the block wrote, when the block fails (a bad config, a fault, Ctrl-C during set-up), so a
+    run that never started leaves nothing. Its creation failing raises an :class:`OSError` tagged "creating the
+    run directory" (:mod:`ipgnn.training.faults`)."""
+    made_here = run_dir is None or not Path(run_dir).exists()
+    with writing("creating the run directory", Path(run_dir or cfg.logger.run_root)):
+        path = new_run_dir(cfg, run_dir)
+    try:
+        yield path
+    except BaseException:
+        if made_here:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def make_logger(cfg, run_dir: Path, wandb_id: str | None) -> RunLogger:
