@@ -122,7 +122,7 @@ def test_traffic_config_errors(tmp_path):
         make_env(traffic_cfg(str(tmp_path), 4))
     with pytest.raises(ConfigError, match="env.options.reward"):
         make_env(traffic_cfg({"kind": "grid", "rows": 2, "cols": 2}, 4, options={"reward": 3}))
-    with pytest.raises(ConfigError, match=r"env\.options: .*reward.*'speed'"):
+    with pytest.raises(ConfigError, match=r"env\.options\.reward: .*'speed'"):
         make_env(traffic_cfg({"kind": "grid", "rows": 2, "cols": 2}, 4, options={"reward": "speed"}))
     with pytest.raises(ConfigError, match="'knn'"):
         make_env(EnvConfig(task="traffic", num_agents=4, options={"scenario": {"kind": "grid", "rows": 2, "cols": 2}}))

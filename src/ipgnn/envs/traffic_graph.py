@@ -12,11 +12,14 @@ never back.
   ``{kind: manhattan}`` (see :mod:`ipgnn.traffic.generate`), generated once into the cache;
 - ``engine``: ``auto`` (CityFlow when ``import cityflow`` works, SUMO otherwise; the choice is logged),
   ``sumo`` or ``cityflow``;
-- ``action_interval`` (10), ``yellow`` (5), ``reward`` (``travel_time`` (default), ``queue``,
-  ``pressure`` or ``waiting``), ``features`` (subset of ``[phase, count, waiting, pressure]``, default
-  all); see :mod:`ipgnn.traffic.simulator_env` for their definitions.
+- ``action_interval`` (10, from 1 to 3600 s), ``yellow`` (5, from 0 to ``action_interval - 1`` s), ``reward``
+  (``travel_time`` (default), ``queue``, ``pressure`` or ``waiting``), ``features`` (subset of
+  ``[phase, count, waiting, pressure]``, default all); see :mod:`ipgnn.traffic.simulator_env` for their
+  definitions. Ranges are checked before a scenario is generated or an engine started (:func:`check_traffic_options`).
 
-``env.max_steps`` is the number of decisions per episode (app. D: 100); ``env.num_agents`` must equal
+``env.max_steps`` is the number of decisions per episode (app. D: 100): an episode simulates ``env.max_steps *
+action_interval`` seconds, in which some flow must start, and at most ``MAX_VEHICLES`` vehicles may be scheduled
+(:func:`check_demand`); ``env.num_agents`` must equal
 the scenario's signalised intersections; ``env.graph.kind`` is ``env`` (the road graph, the paper's
 default for CityFlow) or ``full`` (the sec. 5.3 ablation).
 """
@@ -24,6 +27,7 @@ default for CityFlow) or ``full`` (the sec. 5.3 ablation).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +47,15 @@ OPTIONS = {
 
 
 def resolve_scenario(spec: Any) -> Path:
-    from ipgnn.traffic.generate import materialise
+    from ipgnn.traffic.generate import SpecError, materialise
 
     if isinstance(spec, dict):
         if "kind" not in spec:
             raise ConfigError("env.options.scenario: a generator spec needs 'kind' (grid or manhattan)")
         try:
             return materialise(spec)
+        except SpecError as exc:
+            raise ConfigError(f"env.options.scenario.{exc}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"env.options.scenario: {exc}") from None
     path = Path(spec).expanduser()
@@ -59,6 +65,64 @@ def resolve_scenario(spec: Any) -> Path:
             "directory, or a generator spec such as {kind: grid, rows: 7, cols: 7})"
         )
     return path
+
+
+MAX_ACTION_INTERVAL = 3600  #: the longest decision interval, in simulated seconds
+
+
+def check_traffic_options(opts: dict[str, Any]) -> None:
+    """The ranges and choices of traffic's ``env.options`` (their types are :func:`check_options`'s), checked
+    before a scenario is generated or an engine started: ``action_interval`` from 1 to
+    :data:`MAX_ACTION_INTERVAL` s, ``yellow`` from 0 to ``action_interval - 1`` s, a known ``reward`` and
+    ``engine``, and ``features`` a non-empty subset of the known ones."""
+    from ipgnn.traffic.simulator_env import FEATURES, REWARDS
+
+    interval, yellow = opts.get("action_interval", 10), opts.get("yellow", 5)
+    if not 1 <= interval <= MAX_ACTION_INTERVAL:
+        raise ConfigError(
+            f"env.options.action_interval: expected an integer from 1 to {MAX_ACTION_INTERVAL} (simulated "
+            f"seconds per decision), got {interval}"
+        )
+    if not 0 <= yellow < interval:
+        raise ConfigError(
+            f"env.options.yellow: expected an integer from 0 to {interval - 1} (seconds of transition phase, "
+            f"shorter than env.options.action_interval = {interval}), got {yellow}"
+        )
+    if opts.get("reward", "travel_time") not in REWARDS:
+        raise ConfigError(f"env.options.reward: expected one of {', '.join(REWARDS)}, got {opts['reward']!r:.60}")
+    features = opts.get("features", list(FEATURES))
+    if not features or any(not isinstance(f, str) or f not in FEATURES for f in features):
+        raise ConfigError(
+            f"env.options.features: expected a non-empty list drawn from {', '.join(FEATURES)}, got {features!r:.80}"
+        )
+    if opts.get("engine", "auto") not in ENGINES:
+        raise ConfigError(f"env.options.engine: expected auto, sumo or cityflow, got {opts['engine']!r:.60}")
+
+
+def check_demand(scenario, cfg: EnvConfig, interval: int) -> None:
+    """An episode (``env.max_steps`` decisions of ``interval`` simulated seconds) sees traffic, and at most
+    :data:`~ipgnn.traffic.scenario.MAX_VEHICLES` vehicles: refused otherwise, before an engine starts."""
+    from ipgnn.traffic.scenario import MAX_VEHICLES, scheduled_vehicles
+
+    horizon = cfg.max_steps * interval
+    where = f"env.max_steps: an episode of {cfg.max_steps} decisions x {interval} s (env.options.action_interval)"
+    if scenario.first_start >= horizon:
+        raise ConfigError(
+            f"{where} simulates {horizon} s, but every flow in {scenario.flow_path} starts at {scenario.first_start:g} "
+            f"s or later: no vehicle would enter and every metric would be 0; raise env.max_steps to at least "
+            f"{math.floor(scenario.first_start / interval) + 1}, or move the flows' startTime earlier"
+        )
+    vehicles, k = scheduled_vehicles(scenario.flows, horizon)
+    if vehicles > MAX_VEHICLES:
+        f = scenario.flows[k]
+        raise ConfigError(
+            f"{where} schedules {vehicles:.3g} vehicles from {scenario.flow_path} (flow[{k}]: one every "
+            f"{f['interval']:g} s from {f['startTime']:g} s); at most {MAX_VEHICLES:,}: lengthen the flows' "
+            "interval or shorten the episode"
+        )
+
+
+ENGINES = ("auto", "sumo", "cityflow")
 
 
 def resolve_engine(engine: str) -> str:
@@ -71,7 +135,7 @@ def resolve_engine(engine: str) -> str:
 def make_engine_factory(scenario, engine: str):
     from ipgnn.traffic.cityflow_engine import CityFlowEngine, cityflow_available
 
-    if engine not in ("auto", "sumo", "cityflow"):
+    if engine not in ENGINES:
         raise ConfigError(f"env.options.engine: expected auto, sumo or cityflow, got {engine!r}")
     if engine == "cityflow" and not cityflow_available():
         raise ConfigError(
@@ -107,6 +171,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
         raise ConfigError("env.continuous_actions: traffic-signal control has discrete actions (phases)")
     if cfg.graph.kind == "knn":
         raise ConfigError("env.graph.kind: use 'env' (the road graph) or 'full' for traffic, not 'knn'")
+    check_traffic_options(opts)
     try:
         scenario = load_scenario(resolve_scenario(opts["scenario"]))
     except ScenarioError as exc:
@@ -116,6 +181,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
             f"env.num_agents: the scenario has {scenario.num_agents} signalised intersections, "
             f"the config says {cfg.num_agents}"
         )
+    check_demand(scenario, cfg, opts.get("action_interval", 10))
     try:
         env = TrafficSignalEnv(
             scenario,

@@ -18,16 +18,42 @@ the same one and ``train.eval_episodes: 1`` is enough (the shipped Hangzhou conf
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ipgnn.traffic.scenario import Scenario, scenario_digest
+from ipgnn.traffic.scenario import Scenario, ScenarioError, scenario_digest
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[Any]:
+    """Capture what C++ code writes to file descriptor 2 into ``path``; ``.text`` holds it afterwards (and it
+    is passed on to ``sys.stderr`` unless the caller treats it as an error)."""
+    said = types.SimpleNamespace(text="")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "w+b") as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield said
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                said.text = sink.read(64 * 1024).decode("utf-8", "replace")
+    finally:
+        os.close(saved)
+    if said.text and "failed" not in said.text:
+        sys.stderr.write(said.text)
 
 
 def cityflow_available() -> bool:
@@ -90,10 +116,17 @@ class CityFlowEngine:
             }
             path = workdir / "config.json"
             path.write_text(json.dumps(config))
-            eng = cityflow.Engine(str(path), thread_num=int(threads))
+            with _stderr_to(workdir / "stderr.txt") as said:
+                eng = cityflow.Engine(str(path), thread_num=int(threads))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         CityFlowEngine._created.append(eng)
+        if "failed" in said.text:  # CityFlow reports a file it cannot read on stderr and builds an empty engine
+            message = " ".join(said.text.split())[:300]
+            raise ScenarioError(
+                f"CityFlow could not read '{scenario.roadnet_path}' or '{scenario.flow_path}' ({message}); they "
+                "must be CityFlow's JSON (no NaN or Infinity): were they changed after loading?"
+            )
         return eng
 
     @classmethod

@@ -16,6 +16,13 @@ writes them once into the cache (``$IPGNN_CACHE`` or ``~/.cache/ipgnn``) and lat
   hour (``uniform``) or with a rate that peaks at mid-horizon (``gaussian``: 0.4 to 1.6 times
   ``rate``), each with a destination drawn among the boundary exits (not its own reverse) and the
   shortest route to it, so turning traffic arises at every intersection.
+- **Limits**, checked by :func:`check_spec` before anything is built or written (:class:`SpecError` names the
+  parameter and its range): integers where counts are meant (never booleans), ``rows``/``cols`` (or
+  ``streets``/``avenues``) with at most :data:`MAX_INTERSECTIONS` intersections, ``lanes`` 1 to 6, ``block`` and
+  the gaps 50 to 5000 m, ``speed`` 1 to 50 m/s, ``rate`` 0.001 to 7200 vehicles/h per entry road, ``horizon`` 1
+  to 86400 s, ``seed`` 0 to 2**63 - 1; and the demand those imply: at least one vehicle, at most
+  :data:`~ipgnn.traffic.scenario.MAX_VEHICLES`, in a ``flow.json`` the loader accepts
+  (:data:`~ipgnn.traffic.scenario.MAX_FILE_BYTES`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from ipgnn.seeding import MAX_SEED
+from ipgnn.traffic.scenario import MAX_FILE_BYTES, MAX_VEHICLES
+
 VEHICLE = {
     "length": 5.0,
     "width": 2.0,
@@ -44,6 +54,34 @@ VEHICLE = {
     "headwayTime": 2,
 }
 GENERATOR_VERSION = "2"
+MAX_INTERSECTIONS = 10_000  #: signalised intersections a generator may build (a 100 x 100 grid: 52 MB of roadnet)
+_FLOW_BYTES = (220, 25)  # measured JSON bytes of a generated flow entry: fixed, and per road of its route
+
+# spec key -> (integer?, lowest, highest): every parameter a generator takes, with its allowed range
+_COMMON = {"seed": (True, 0, MAX_SEED), "horizon": (True, 1, 86_400), "rate": (False, 1e-3, 7200.0)}
+_PARAMS = {
+    "grid": {"rows": (True, 1, MAX_INTERSECTIONS), "cols": (True, 1, MAX_INTERSECTIONS), "block": (False, 50.0, 5000.0),
+             "lanes": (True, 1, 6), "speed": (False, 1.0, 50.0)},
+    "manhattan": {"streets": (True, 1, MAX_INTERSECTIONS), "avenues": (True, 1, MAX_INTERSECTIONS),
+                  "street_gap": (False, 50.0, 5000.0), "avenue_gap": (False, 50.0, 5000.0),
+                  "street_lanes": (True, 1, 6), "avenue_lanes": (True, 1, 6), "speed": (False, 1.0, 50.0)},
+}  # fmt: skip
+_UNITS = {
+    "block": " m",
+    "street_gap": " m",
+    "avenue_gap": " m",
+    "speed": " m/s",
+    "rate": " vehicles/h",
+    "horizon": " s",
+}
+
+
+class SpecError(ValueError):
+    """A generator spec that cannot be generated; ``key`` is the parameter at fault and ``str()`` starts with it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
 
 
 @dataclass
@@ -255,20 +293,79 @@ def manhattan_net(
     return _Net(pts, sig, roads)
 
 
+def _check_value(key: str, value: Any, integer: bool, low: float, high: float) -> None:
+    what = "an integer" if integer else "a number"
+    unit = _UNITS.get(key, "")
+    bad = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+    if bad or not low <= value <= high:  # NaN fails the range
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise SpecError(key, f"expected {what} from {low:g} to {high:g}{unit}, got {shown}")
+
+
+def _net_of(kind: str, params: dict[str, Any]) -> tuple[_Net, int]:
+    """The checked road network of ``kind`` (``params``: its parameters, each in its range, at most
+    :data:`MAX_INTERSECTIONS` intersections) and its rows plus columns (the length of a route across it)."""
+    if not isinstance(kind, str) or kind not in _PARAMS:
+        raise SpecError("kind", f"unknown generator {str(kind)[:40]!r}: use 'grid' or 'manhattan'")
+    for key, value in params.items():
+        if key not in _PARAMS[kind]:
+            valid = ", ".join(["kind", "demand", *_COMMON, *_PARAMS[kind]])
+            raise SpecError(str(key)[:40], f"unknown parameter of the '{kind}' generator (valid: {valid})")
+        _check_value(key, value, *_PARAMS[kind][key])
+    a, b = ("rows", "cols") if kind == "grid" else ("streets", "avenues")
+    defaults = {"grid": (None, None), "manhattan": (16, 6)}[kind]
+    n, m = params.get(a, defaults[0]), params.get(b, defaults[1])
+    if n is None or m is None:
+        raise SpecError(a if n is None else b, "required by the 'grid' generator (an integer from 1)")
+    if n * m > MAX_INTERSECTIONS:
+        raise SpecError(a, f"{a} x {b} = {n} x {m} = {n * m:,} intersections; at most {MAX_INTERSECTIONS:,}")
+    return (grid_net(**params) if kind == "grid" else manhattan_net(**params)), n + m
+
+
+def check_spec(spec: dict[str, Any]) -> _Net:
+    """Check a generator spec (the arguments of :func:`generate`, with ``kind``) before anything is built or
+    written: every parameter known and in its stated range (:data:`_PARAMS`, ``seed``/``horizon``/``rate``),
+    at most :data:`MAX_INTERSECTIONS` intersections, and a demand of at most ``MAX_VEHICLES`` vehicles whose
+    ``flow.json`` stays within ``MAX_FILE_BYTES`` (estimated from the rate, the horizon, the entry roads and
+    the routes' length). Raises :class:`SpecError` naming the key; returns the road network."""
+    params = dict(spec)
+    kind = params.pop("kind", None)
+    demand = params.pop("demand", "uniform")
+    if demand not in ("uniform", "gaussian"):
+        raise SpecError("demand", f"expected 'uniform' or 'gaussian', got {str(demand)[:40]!r}")
+    common = {k: params.pop(k) for k in list(params) if k in _COMMON}
+    for key, value in common.items():
+        _check_value(key, value, *_COMMON[key])
+    net, across = _net_of(kind, params)
+    rate, horizon = common.get("rate", 300.0), common.get("horizon", 3600)
+    entries = sum(1 for _, u, _, _, _ in net.roads if u not in net.signalised)
+    vehicles = rate * (1.6 if demand == "gaussian" else 1.0) * horizon / 3600 * entries  # the arrivals drawn
+    size = vehicles * (_FLOW_BYTES[0] + _FLOW_BYTES[1] * across / 2)  # measured: routes of (rows + cols) / 2 roads
+    if vehicles < 1:
+        raise SpecError(
+            "rate", f"{rate:g} vehicles/h on {entries} entry roads for {horizon} s draws no vehicle; raise it"
+        )
+    if vehicles > MAX_VEHICLES or size > MAX_FILE_BYTES:
+        raise SpecError(
+            "rate",
+            f"{rate:g} vehicles/h on each of {entries} entry roads for {horizon} s (horizon) draws about "
+            f"{vehicles:,.0f} vehicles (~{size / 2**20:,.0f} MiB of flow.json); at most {MAX_VEHICLES:,} vehicles "
+            f"and {MAX_FILE_BYTES // 2**20} MiB: lower the rate, the horizon or the network's size",
+        )
+    return net
+
+
 def generate(
     kind: str, seed: int = 0, horizon: int = 3600, demand: str = "uniform", rate: float = 300.0, **params: Any
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(roadnet, flows)`` for ``kind`` in ``grid`` (``rows``, ``cols``, ``block``, ``lanes``) or
-    ``manhattan`` (``streets``, ``avenues``, ...)."""
-    if demand not in ("uniform", "gaussian"):
-        raise ValueError(f"demand must be 'uniform' or 'gaussian', got {demand!r}")
-    if kind == "grid":
-        net = grid_net(**params)
-    elif kind == "manhattan":
-        net = manhattan_net(**params)
-    else:
-        raise ValueError(f"unknown generator {kind!r}: use 'grid' or 'manhattan'")
-    return _roadnet(net), _flows(net, rate, horizon, demand, seed)
+    ``manhattan`` (``streets``, ``avenues``, ...); a spec outside :func:`check_spec`'s limits raises
+    :class:`SpecError` before anything is built."""
+    net = check_spec({"kind": kind, "seed": seed, "horizon": horizon, "demand": demand, "rate": rate, **params})
+    flows = _flows(net, rate, horizon, demand, seed)
+    if not flows:
+        raise SpecError("rate", f"{rate:g} vehicles/h drew no vehicle in {horizon} s (seed {seed}); raise the rate")
+    return _roadnet(net), flows
 
 
 def materialise(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
@@ -277,17 +374,18 @@ def materialise(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
     from ipgnn.cache import cache_dir as ipgnn_cache
 
     spec = dict(spec)
+    check_spec(spec)  # a bad spec fails in milliseconds, before the cache is touched
     key = json.dumps({"v": GENERATOR_VERSION, **spec}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else ipgnn_cache("scenarios", temporary_ok=True)  # derived: may fall back
     out = root / f"{spec.get('kind', 'scenario')}-{digest}"
     if (out / "flow.json").is_file():
         return out
+    kind = spec.pop("kind")
+    roadnet, flows = generate(kind, **spec)  # before the cache is touched: a failure writes nothing
     tmp = root / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    kind = spec.pop("kind")
-    roadnet, flows = generate(kind, **spec)
     (tmp / "roadnet.json").write_text(json.dumps(roadnet))
     (tmp / "flow.json").write_text(json.dumps(flows))
     (tmp / "spec.json").write_text(key)

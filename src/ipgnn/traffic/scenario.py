@@ -14,8 +14,13 @@ Phases: a phase whose green road links are all green in every phase (CityFlow's 
 transition phase, usually ``lightphases[0]``) is the *transition* phase; the others are the agent's
 actions.
 
-Malformed files raise :class:`ScenarioError` naming the file, the intersection or road, and what is
-wrong.
+Malformed files raise :class:`ScenarioError` naming the file, the intersection, road or flow, and what is
+wrong, before any engine sees them. Checked besides types and ranges: files of at most
+:data:`MAX_FILE_BYTES` of UTF-8 JSON; roads of positive length between two different intersections;
+indices (``laneLinks``, ``availableRoadLinks``) that are integers (not booleans, floats or strings) within
+range; routes whose consecutive roads are joined by a road link at the intersection between them; and
+flows that schedule at most :data:`MAX_VEHICLES` vehicles (:func:`scheduled_vehicles`). Whether the
+demand enters an episode depends on its length, which the caller knows: :meth:`Scenario.first_start`.
 """
 
 from __future__ import annotations
@@ -24,19 +29,31 @@ import functools
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import Tensor
 
 from ipgnn.graphs import networkx_edges
 
+MAX_FILE_BYTES = 128 * 2**20  #: the largest roadnet or flow file read (a generated 100 x 100 grid's roadnet: 52 MB)
+MAX_VEHICLES = 200_000  #: the most vehicles a scenario's flows may schedule (in the file, and in one episode)
+_ECHO = 80  # characters of a user's value echoed in an error
+
 
 class ScenarioError(ValueError):
     """A malformed scenario file, with the file and the element it is about."""
+
+
+def _clip(value: Any) -> str:
+    """``value`` as text for an error message, cut to a few dozen characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,12 @@ class Scenario:
     def agent_ids(self) -> list[str]:
         return [i.id for i in self.intersections]
 
+    @property
+    def first_start(self) -> float:
+        """The earliest ``startTime`` of any flow (``inf`` without flows): an episode shorter than this
+        sees no vehicle at all."""
+        return min((float(f["startTime"]) for f in self.flows), default=math.inf)
+
     def to_networkx(self) -> nx.Graph:
         """The road graph between agents: nodes ``0..N-1`` (agent order) with ``id`` and ``pos``."""
         index = {a.id: k for k, a in enumerate(self.intersections)}
@@ -141,21 +164,45 @@ class Scenario:
 
 
 def _read_json(path: Path) -> Any:
+    """The JSON document in ``path``: a regular file of at most :data:`MAX_FILE_BYTES` of UTF-8 text."""
     if not path.is_file():
-        raise ScenarioError(f"scenario file '{path}' does not exist")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise ScenarioError(f"scenario file '{path}' {what}")
     try:
-        return json.loads(path.read_text())
+        with path.open("rb") as fh:
+            # the size first (a huge file fails at once), then a bounded read (a file that grows meanwhile)
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions") from None
+    if max(size, len(data)) > MAX_FILE_BYTES:
+        raise ScenarioError(
+            f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB, the most a scenario file may hold; "
+            "is it the right file?"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}): a CityFlow scenario "
+            "file is JSON text; is it the right file?"
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ScenarioError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: JSON nested too deeply to read; a CityFlow scenario file is shallow") from None
 
 
 def _get(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise ScenarioError(f"{where}: missing key '{key}'")
     value = obj[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ScenarioError(f"{where}: '{key}' should be {names}, got {type(value).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # True is no index
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ScenarioError(f"{where}: '{key}' should be {names}, got {type(value).__name__} {_clip(value)}")
     return value
 
 
@@ -181,43 +228,49 @@ def _parse_roads(raw: dict, path: Path) -> dict[str, Road]:
     roads: dict[str, Road] = {}
     for k, r in enumerate(_get(raw, "roads", str(path), list)):
         rid = _get(r, "id", f"{path}: roads[{k}]", str)
-        where = f"{path}: road '{rid}'"
+        where = f"{path}: road '{_clip(rid)}' (roads[{k}])"
         if rid in roads:
-            raise ScenarioError(f"{path}: roads[{k}]: id '{rid}' is used twice; every road needs its own")
+            raise ScenarioError(f"{where}: id used twice; every road needs its own")
         lanes = _get(r, "lanes", where, list)
         if not lanes:
             raise ScenarioError(f"{where}: has no lanes")
         points = [_point(p, f"{where}: points[{j}]") for j, p in enumerate(_get(r, "points", where, list))]
         if len(points) < 2:
             raise ScenarioError(f"{where}: needs at least 2 points, got {len(points)}")
+        start, end = _get(r, "startIntersection", where, str), _get(r, "endIntersection", where, str)
+        if start == end:
+            raise ScenarioError(
+                f"{where}: starts and ends at intersection '{_clip(start)}' (a self-loop); a road joins two "
+                "different intersections"
+            )
         roads[rid] = Road(
             rid,
-            _get(r, "startIntersection", where, str),
-            _get(r, "endIntersection", where, str),
+            start,
+            end,
             points,
             len(lanes),
             [_number(l, "maxSpeed", f"{where}: lanes[{j}]", 0.0, strict=True) for j, l in enumerate(lanes)],
             [_number(l, "width", f"{where}: lanes[{j}]", 0.0, strict=True, default=4.0) for j, l in enumerate(lanes)],
         )
+        if not roads[rid].length > 0:
+            raise ScenarioError(f"{where}: length 0 m (its points coincide); a road needs a positive length")
     return roads
 
 
-def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> Intersection:
-    iid = _get(i, "id", f"{path}: intersections[{k}]", str)
-    where = f"{path}: intersection '{iid}'"
+def _parse_road_links(i: dict, iid: str, where: str, roads: dict[str, Road]) -> list[RoadLink]:
     links: list[RoadLink] = []
     for j, rl in enumerate(_get(i, "roadLinks", where, list)):
         lw = f"{where}: roadLinks[{j}]"
         start, end = _get(rl, "startRoad", lw, str), _get(rl, "endRoad", lw, str)
         for name in (start, end):
             if name not in roads:
-                raise ScenarioError(f"{lw}: unknown road '{name}'")
+                raise ScenarioError(f"{lw}: unknown road '{_clip(name)}'")
         if roads[start].end != iid or roads[end].start != iid:
             raise ScenarioError(f"{lw}: road '{start}' must end and road '{end}' must start at '{iid}'")
         pairs = []
         for m, ll in enumerate(_get(rl, "laneLinks", lw, list)):
-            a = _get(ll, "startLaneIndex", f"{lw}: laneLinks[{m}]", int)
-            b = _get(ll, "endLaneIndex", f"{lw}: laneLinks[{m}]", int)
+            mw = f"{lw}: laneLinks[{m}]"
+            a, b = _get(ll, "startLaneIndex", mw, int), _get(ll, "endLaneIndex", mw, int)
             if not 0 <= a < roads[start].num_lanes or not 0 <= b < roads[end].num_lanes:
                 raise ScenarioError(
                     f"{lw}: laneLinks[{m}] lane {a}->{b} outside '{start}' "
@@ -225,27 +278,45 @@ def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> 
                 )
             pairs.append((a, b))
         links.append(RoadLink(start, end, _get(rl, "type", lw, str), tuple(pairs)))
+    return links
+
+
+def _parse_phases(i: dict, where: str, num_links: int) -> tuple[list[list[int]], list[float]]:
     light = _get(i, "trafficLight", where, dict)
     phases, times = [], []
     for j, ph in enumerate(_get(light, "lightphases", f"{where}: trafficLight", list)):
         pw = f"{where}: trafficLight.lightphases[{j}]"
         avail = _get(ph, "availableRoadLinks", pw, list)
-        bad = [x for x in avail if not isinstance(x, int) or not 0 <= x < len(links)]
+        for m, x in enumerate(avail):
+            if isinstance(x, bool) or not isinstance(x, int):
+                raise ScenarioError(
+                    f"{pw}: availableRoadLinks[{m}] should be an integer index into its {num_links} roadLinks, "
+                    f"got {_clip(x)}"
+                )
+        bad = [x for x in avail if not 0 <= x < num_links]
         if bad:
-            raise ScenarioError(f"{pw}: availableRoadLinks {bad} do not index its {len(links)} roadLinks")
+            raise ScenarioError(f"{pw}: availableRoadLinks {_clip(bad)} do not index its {num_links} roadLinks")
         phases.append(sorted(avail))
         times.append(_number(ph, "time", pw, 0.0))
     if not phases:
         raise ScenarioError(f"{where}: a signalised intersection needs at least one light phase")
+    return phases, times
+
+
+def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path, ends: dict) -> Intersection:
+    """Intersection ``i`` (``intersections[k]``); ``ends[iid]``: ``(roads ending there, roads starting there)``."""
+    iid = _get(i, "id", f"{path}: intersections[{k}]", str)
+    where = f"{path}: intersection '{_clip(iid)}'"
+    links = _parse_road_links(i, iid, where, roads)
+    phases, times = _parse_phases(i, where, len(links))
     always = set.intersection(*(set(p) for p in phases))
     transition = next((k for k, p in enumerate(phases) if set(p) <= always), None) if len(phases) > 1 else None
-    incoming = [(r.id, n) for r in roads.values() if r.end == iid for n in range(r.num_lanes)]
-    outgoing = [(r.id, n) for r in roads.values() if r.start == iid for n in range(r.num_lanes)]
+    into, out_of = ends.get(iid, ([], []))
     return Intersection(
         iid,
         _point(_get(i, "point", where, dict), f"{where}: point"),
-        incoming,
-        outgoing,
+        [(r.id, n) for r in into for n in range(r.num_lanes)],
+        [(r.id, n) for r in out_of for n in range(r.num_lanes)],
         links,
         phases,
         times,
@@ -253,71 +324,129 @@ def _parse_intersection(i: dict, k: int, roads: dict[str, Road], path: Path) -> 
     )
 
 
-def _check_flows(flows: Any, roads: dict[str, Road], path: Path) -> list[dict[str, Any]]:
+def _check_flow(f: Any, where: str, roads: dict[str, Road], turns: set[tuple[str, str]]) -> None:
+    """One flow entry: its vehicle, a route of known roads each joined to the next by a road link, its times."""
+    vehicle = _get(f, "vehicle", where, dict)
+    route = _get(f, "route", where, list)
+    if not route:
+        raise ScenarioError(f"{where}: empty route")
+    for r in route:
+        if not isinstance(r, str) or r not in roads:
+            raise ScenarioError(f"{where}: route names unknown road {_clip(r)!r}")
+    for a, b in zip(route[:-1], route[1:]):
+        if roads[a].end != roads[b].start:
+            raise ScenarioError(
+                f"{where}: route is not connected: '{a}' ends at '{roads[a].end}' but "
+                f"'{b}' starts at '{roads[b].start}'"
+            )
+        if (a, b) not in turns:
+            raise ScenarioError(
+                f"{where}: route is not connected: no road link at intersection '{roads[a].end}' leads from "
+                f"'{a}' into '{b}' (add it to that intersection's roadLinks, or route through linked roads)"
+            )
+    for key in ("length", "maxSpeed", "maxPosAcc", "maxNegAcc", "usualPosAcc", "usualNegAcc"):
+        if key in vehicle:
+            _number(vehicle, key, f"{where}: vehicle", 0.0, strict=True)
+    for key in ("minGap", "headwayTime"):
+        if key in vehicle:
+            _number(vehicle, key, f"{where}: vehicle", 0.0)
+    start, end = _number(f, "startTime", where, 0.0), _number(f, "endTime", where)
+    _number(f, "interval", where, 0.0, strict=True)
+    if end != -1 and end < start:
+        raise ScenarioError(f"{where}: endTime {end:g} is before startTime {start:g} (-1 means: until the end)")
+
+
+def scheduled_vehicles(flows: list[dict[str, Any]], horizon: float | None = None) -> tuple[float, int]:
+    """``(vehicles, k)``: how many vehicles checked ``flows`` schedule, one at each ``startTime + n * interval``
+    up to ``endTime``, and the index of the flow that schedules the most. With ``horizon``, the departures
+    before it (one episode); without, over the file's own span, in which ``endTime: -1`` runs to the latest
+    time in the file and at least an hour (as the SUMO conversion expands it). A float: a tiny interval
+    gives an astronomic count, which is computed, never enumerated."""
+    if not flows:
+        return 0.0, 0
+    start, end, interval = (np.array([float(f[key]) for f in flows]) for key in ("startTime", "endTime", "interval"))
+    span = max(3600.0, float(start.max()), float(end.max()))
+    end = np.where(end < 0, span if horizon is None else np.inf, end)
+    with np.errstate(over="ignore", invalid="ignore"):
+        count = np.floor((end - start) / interval) + 1
+        if horizon is not None:  # departures strictly before the horizon
+            count = np.where(start < horizon, np.minimum(count, np.ceil((horizon - start) / interval)), 0.0)
+    return float(count.sum()), int(count.argmax())
+
+
+def _check_flows(flows: Any, roads: dict[str, Road], turns: set[tuple[str, str]], path: Path) -> list[dict[str, Any]]:
     if not isinstance(flows, list):
         raise ScenarioError(f"{path}: expected a list of flows, got {type(flows).__name__}")
     for k, f in enumerate(flows):
-        where = f"{path}: flow[{k}]"
-        _get(f, "vehicle", where, dict)
-        route = _get(f, "route", where, list)
-        if not route:
-            raise ScenarioError(f"{where}: empty route")
-        for r in route:
-            if r not in roads:
-                raise ScenarioError(f"{where}: route names unknown road '{r}'")
-        for a, b in zip(route[:-1], route[1:]):
-            if roads[a].end != roads[b].start:
-                raise ScenarioError(
-                    f"{where}: route is not connected: '{a}' ends at '{roads[a].end}' but "
-                    f"'{b}' starts at '{roads[b].start}'"
-                )
-        vehicle = f["vehicle"]
-        for key in ("length", "maxSpeed", "maxPosAcc", "maxNegAcc", "usualPosAcc", "usualNegAcc"):
-            if key in vehicle:
-                _number(vehicle, key, f"{where}: vehicle", 0.0, strict=True)
-        for key in ("minGap", "headwayTime"):
-            if key in vehicle:
-                _number(vehicle, key, f"{where}: vehicle", 0.0)
-        start, end = _number(f, "startTime", where, 0.0), _number(f, "endTime", where)
-        _number(f, "interval", where, 0.0, strict=True)
-        if end != -1 and end < start:
-            raise ScenarioError(f"{where}: endTime {end:g} is before startTime {start:g} (-1 means: until the end)")
+        _check_flow(f, f"{path}: flow[{k}]", roads, turns)
     if not flows:
         raise ScenarioError(f"{path}: no flows: the scenario has no traffic, so every metric would be 0")
+    total, k = scheduled_vehicles(flows)
+    if total > MAX_VEHICLES:
+        f = flows[k]
+        raise ScenarioError(
+            f"{path}: the flows schedule {total:.3g} vehicles (flow[{k}] alone: one every {f['interval']:g} s "
+            f"from {f['startTime']:g} to {f['endTime']:g} s); at most {MAX_VEHICLES:,} are accepted: "
+            "lengthen the flows' interval"
+        )
     return flows
 
 
+def _turns(inters: list[Any], agents: list[Intersection], roads: dict[str, Road]) -> set[tuple[str, str]]:
+    """Every ``(start road, end road)`` pair a road link joins: the agents' (checked) and the virtual
+    intersections' well-formed ones (their road links are not otherwise used)."""
+    turns = {(l.start_road, l.end_road) for a in agents for l in a.road_links}
+    for i in inters:
+        links = i.get("roadLinks") if i.get("virtual") is True else None
+        for rl in links if isinstance(links, list) else []:
+            a, b = (rl.get("startRoad"), rl.get("endRoad")) if isinstance(rl, dict) else (None, None)
+            if isinstance(a, str) and isinstance(b, str) and a in roads and b in roads:
+                if roads[a].end == i["id"] == roads[b].start:
+                    turns.add((a, b))
+    return turns
+
+
+def _intersection_ids(inters: list[Any], roads: dict[str, Road], rpath: Path) -> dict[str, tuple[list, list]]:
+    """Unique intersection ids, each with ``(roads ending there, roads starting there)``; every road's ends known."""
+    ends: dict[str, tuple[list, list]] = {}
+    for k, i in enumerate(inters):
+        iid = _get(i, "id", f"{rpath}: intersections[{k}]", str)
+        if iid in ends:
+            raise ScenarioError(
+                f"{rpath}: intersections[{k}]: id '{_clip(iid)}' is used twice; every intersection needs its own"
+            )
+        ends[iid] = ([], [])
+    for r in roads.values():
+        for end in (r.start, r.end):
+            if end not in ends:
+                raise ScenarioError(f"{rpath}: road '{_clip(r.id)}' joins unknown intersection '{_clip(end)}'")
+        ends[r.end][0].append(r)
+        ends[r.start][1].append(r)
+    return ends
+
+
 def load_scenario(directory: str | Path, roadnet: str = "roadnet.json", flow: str | None = "flow.json") -> Scenario:
-    """Load ``<directory>/roadnet.json`` (and ``flow.json`` unless ``flow`` is None) and validate it."""
+    """Load ``<directory>/roadnet.json`` (and ``flow.json`` unless ``flow`` is None) and validate it (see the
+    module docstring); a malformed file raises :class:`ScenarioError` naming it and the element at fault."""
     directory = Path(directory)
     rpath = directory / roadnet
     raw = _read_json(rpath)
     roads = _parse_roads(raw, rpath)
     inters = _get(raw, "intersections", str(rpath), list)
-    ids: set[str] = set()
-    for k, i in enumerate(inters):
-        iid = _get(i, "id", f"{rpath}: intersections[{k}]", str)
-        if iid in ids:
-            raise ScenarioError(
-                f"{rpath}: intersections[{k}]: id '{iid}' is used twice; every intersection needs its own"
-            )
-        ids.add(iid)
-    for r in roads.values():
-        for end in (r.start, r.end):
-            if end not in ids:
-                raise ScenarioError(f"{rpath}: road '{r.id}' joins unknown intersection '{end}'")
+    ends = _intersection_ids(inters, roads, rpath)
     agents = [
-        _parse_intersection(i, k, roads, rpath)
+        _parse_intersection(i, k, roads, rpath, ends)
         for k, i in enumerate(inters)
-        if not _get(i, "virtual", f"{rpath}: intersection '{i['id']}'", bool)
+        if not _get(i, "virtual", f"{rpath}: intersection '{_clip(i['id'])}'", bool)
     ]
     if not agents:
         raise ScenarioError(f"{rpath}: no signalised (non-virtual) intersection: nothing to control")
     fpath = directory / flow if flow else None
-    flows = _check_flows(_read_json(fpath), roads, fpath) if fpath is not None else []
+    flows = _check_flows(_read_json(fpath), roads, _turns(inters, agents, roads), fpath) if fpath is not None else []
     points = {
         i["id"]: _point(
-            _get(i, "point", f"{rpath}: intersection '{i['id']}'", dict), f"{rpath}: intersection '{i['id']}': point"
+            _get(i, "point", f"{rpath}: intersection '{_clip(i['id'])}'", dict),
+            f"{rpath}: intersection '{_clip(i['id'])}': point",
         )
         for i in inters
     }

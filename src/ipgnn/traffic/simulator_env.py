@@ -80,8 +80,12 @@ class TrafficSignalEnv(ArrayParallelEnv):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if not features or any(f not in FEATURES for f in features):
             raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {features!r}")
-        if yellow >= action_interval:
-            raise ValueError(f"yellow ({yellow} s) must be shorter than action_interval ({action_interval} s)")
+        if action_interval < 1 or max_decisions < 1:
+            raise ValueError(
+                f"action_interval ({action_interval} s) and max_decisions ({max_decisions}) must be at least 1"
+            )
+        if not 0 <= yellow < action_interval:
+            raise ValueError(f"yellow ({yellow} s) must be from 0 to action_interval - 1 ({action_interval - 1} s)")
         self.scenario = scenario
         self.engine_factory = engine_factory
         self.action_interval, self.yellow, self.max_decisions = action_interval, yellow, max_decisions

@@ -16,12 +16,13 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ipgnn.traffic.scenario import Scenario
+from ipgnn.traffic.scenario import Scenario, ScenarioError
 from ipgnn.traffic.sumo_convert import SUMO_OPTIONS, SumoScenario, sumo_binary
 
 
@@ -31,6 +32,18 @@ def _schedule(routes: str) -> tuple[dict[str, int], np.ndarray]:
     episode restarts the simulation, the schedule stays the same)."""
     vehicles = list(ET.parse(routes).getroot().iter("vehicle"))
     return ({v.get("id"): k for k, v in enumerate(vehicles)}, np.array([float(v.get("depart")) for v in vehicles]))
+
+
+def _stamp(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _well_formed(path: str, size: int, mtime_ns: int) -> None:
+    """Raise ``ET.ParseError`` unless ``path`` is well-formed XML (checked once per version of the file)."""
+    for _, elem in ET.iterparse(path):
+        elem.clear()
 
 
 class SumoEngine:
@@ -51,22 +64,17 @@ class SumoEngine:
             SumoEngine._owner.close()
         self.traci = libsumo
         self.scenario = scenario
-        libsumo.start(
-            [
-                sumo_binary("sumo"),
-                "-n",
-                str(converted.net),
-                "-r",
-                str(converted.routes),
-                "--step-length",
-                "1",
-                "--seed",
-                str(int(seed) % 2**31),
-                *SUMO_OPTIONS,
-            ]
-        )
-        SumoEngine._owner = self
-        self._index, self._scheduled = _schedule(str(converted.routes))
+        args = ["-n", str(converted.net), "-r", str(converted.routes), "--step-length", "1"]
+        try:
+            _well_formed(str(converted.net), *_stamp(converted.net))  # libsumo crashes on a truncated network
+            libsumo.start([sumo_binary("sumo"), *args, "--seed", str(int(seed) % 2**31), *SUMO_OPTIONS])
+            SumoEngine._owner = self
+            self._index, self._scheduled = _schedule(str(converted.routes))
+        except (OSError, ET.ParseError, libsumo.TraCIException, libsumo.FatalTraCIError) as exc:
+            raise ScenarioError(
+                f"SUMO could not read '{converted.net}' or '{converted.routes}' ({' '.join(str(exc).split())[:300]}); "
+                f"delete the cached conversion '{converted.net.parent}' to rebuild it from the scenario"
+            ) from None
         self._arrival = np.full(len(self._scheduled), np.nan)
         self.inserted = 0  # vehicles that entered the network so far
         # CityFlow lane id -> SUMO lane id
