@@ -14,6 +14,7 @@ from typing import Any
 
 from ipgnn import checkpoint
 from ipgnn.config import ExperimentConfig, save_config, validate
+from ipgnn.logger import resolve_wandb_mode
 from ipgnn.runs import LATEST, with_overrides
 from ipgnn.seeding import rng_state, set_rng_state
 
@@ -45,6 +46,7 @@ def read_latest(run_dir: Path, overrides: list[str] | None = None) -> tuple[Expe
                 f"{old_total}: resuming would cut its saved replay buffer and rewrite its config. "
                 "Resume without it, or start a new run"
             )
+        resolve_wandb_mode(cfg.logger.mode)  # --logger.mode=online without credentials: before config.yaml changes
         save_config(cfg, run_dir / "config.yaml")
     return cfg, state
 
