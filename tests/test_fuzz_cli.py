@@ -261,6 +261,51 @@ def test_robustness_replot_refuses_what_is_not_a_sweep(tmp_path, capsys, target,
     assert snapshot(tmp_path) == before
 
 
+# ------------------------------------------------------------------------- ipgnn-compare, ipgnn-interpret
+COMPARE_CASES = {
+    "seeds-range-huge": (lambda t: ["--seeds", "0-100000000000000"], "at most 1000 seeds"),
+    "seed-beyond-64-bits": (lambda t: ["--seeds", "9" * 30], "--seeds: seeds are integers from 0"),
+    "seeds-range-beyond-64-bits": (lambda t: ["--seeds", f"{MAX_SEED}-{MAX_SEED + 1}"], "--seeds"),
+    "workers-0": (lambda t: ["--workers", "0"], "--workers must be an integer from 1"),
+    "workers-negative": (lambda t: ["--workers", "-3"], "--workers"),
+    "workers-huge": (lambda t: ["--workers", str(10**9)], "--workers"),
+    "out-is-a-file": (lambda t: ["--out", str(_file(t))], "is a file, not a directory"),
+    "out-under-a-file": (lambda t: ["--out", str(_file(t) / "results")], "is a file, not a directory"),
+}
+
+
+@pytest.mark.parametrize("extra,names", COMPARE_CASES.values(), ids=COMPARE_CASES.keys())
+def test_compare_refuses(tmp_path, capsys, extra, names):
+    from ipgnn.compare import main as compare_main
+
+    argv = ["--config", GOOD, "--out", str(tmp_path / "results"), *extra(tmp_path), "--dry-run"]
+    before = snapshot(tmp_path)
+    clean_failure(compare_main(argv), capsys, names, 2)
+    assert snapshot(tmp_path) == before
+
+
+INTERPRET_CASES = {
+    "episodes-0": (lambda t: ["--episodes", "0"], "--episodes"),
+    "episodes-huge": (lambda t: ["--episodes", str(10**12)], f"to {MAX_EPISODES}"),
+    "seed-beyond-64-bits": (lambda t: ["--seed", str(2**64)], "--seed"),
+    "seed-negative": (lambda t: ["--seed", "-2"], "--seed"),
+    "epsilon-nan": (lambda t: ["--epsilon", "nan"], "--epsilon"),
+    "epsilon-negative": (lambda t: ["--epsilon", "-1"], "--epsilon"),
+    "out-is-a-file": (lambda t: ["--out", str(_file(t))], "is a file, not a directory"),
+    "non-traffic-checkpoint": (lambda t: [], "traffic"),
+}
+
+
+@pytest.mark.parametrize("extra,names", INTERPRET_CASES.values(), ids=INTERPRET_CASES.keys())
+def test_interpret_refuses(checkpoint, tmp_path, capsys, extra, names):
+    from ipgnn.interpret import main as interpret_main
+
+    argv = ["--checkpoint", str(checkpoint), *extra(tmp_path)]
+    before = snapshot(tmp_path, checkpoint.parent.parent)
+    clean_failure(interpret_main(argv), capsys, names, 2)
+    assert snapshot(tmp_path, checkpoint.parent.parent) == before
+
+
 # ------------------------------------------------------------------------------------ W&B without a login
 @pytest.fixture
 def no_wandb_login(tmp_path, monkeypatch):
