@@ -298,6 +298,44 @@ def _exit_on_signals() -> tuple:
     return signal.signal(signal.SIGTERM, handle), signal.signal(signal.SIGINT, handle)
 
 
+def check_count(option: str, value: int, low: int, high: int, why: str = "") -> None:
+    """Raise ``ValueError`` (one line naming ``option``) unless ``low <= value <= high``; ``why`` says where
+    ``high`` comes from. The command-line tools bound every count they are given with it, up front."""
+    if not low <= value <= high:
+        raise ValueError(f"{option} must be an integer from {low} to {high}{why}, got {_clip(str(value), 40)}")
+
+
+def check_output(path: str | Path, option: str, directory: bool) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when a tool can write there (a new or existing file, or with
+    ``directory`` a directory, to be created with its parents); otherwise raise ``ValueError``, one line
+    naming ``option``, the path and what to do. Checked up front, before any work: the path (or its file
+    counterpart) must not be of the other kind, and the nearest existing ancestor must be a writable directory."""
+    path = Path(path)
+    shown = _clip(str(path))
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} '{shown}' is a file, not a directory: pass a directory for the results")
+    if not directory and path.is_dir():
+        raise ValueError(f"{option} '{shown}' is a directory: pass a file name, e.g. {_clip(str(path / 'x.pt'))}")
+    parent = path if directory and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} '{shown}': '{_clip(str(parent))}' is a file, not a directory: choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} '{shown}': cannot write in '{_clip(str(parent))}' (permission denied)")
+    return path
+
+
+def _clip(text: str, n: int = 200) -> str:
+    """``text`` cut to ``n`` characters (echoed user input in an error message stays short)."""
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
+MAX_EPISODES = 100_000  #: the most evaluation episodes ipgnn-eval and ipgnn-robustness play in one call
+MAX_DELAY = 1_000_000  #: the longest --delay in rounds (beyond an episode's rounds no message arrives: --drop 1)
+MAX_PROCESSES = 4096  #: the most worker processes of --decentralised (at most one per agent as well)
+
+
 _EVAL_OPTIONS = {
     "--checkpoint",
     "--config",
@@ -330,7 +368,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         action="append",
-        help="with --controller: the experiment whose task to run (repeatable, later files win)",
+        help="with --controller maxpressure/fixedtime/random and no --checkpoint: the experiment whose task to "
+        "run (repeatable, later files win); with --checkpoint the task is the checkpoint's, changed by overrides",
     )
     parser.add_argument(
         "--controller",
@@ -339,13 +378,13 @@ def _eval_parser() -> argparse.ArgumentParser:
         help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
         "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)",
     )
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=10, help=f"evaluation episodes, 1 to {MAX_EPISODES}")
     parser.add_argument(
         "--seed",
         type=int,
         default=None,
-        help="play the evaluation episodes of this run seed (default: the run's own, the episodes its "
-        "training evaluated on; see ipgnn.seeding)",
+        help="play the evaluation episodes of this run seed, 0 to 2**63 - 1 (default: the run's own, the episodes "
+        "its training evaluated on; see ipgnn.seeding)",
     )
     parser.add_argument("--stochastic", action="store_true", help="sample from q_i instead of taking its mode")
     _add_decentralised_options(parser)
@@ -371,8 +410,12 @@ def _add_decentralised_options(parser: argparse.ArgumentParser) -> None:
         help="worker processes hosting the agents (default: "
         "the usable cores, at most N; N: one per agent; 0: every agent in this process)",
     )
-    dec.add_argument("--drop", type=float, default=0.0, help="probability that a message is lost, per link and round")
-    dec.add_argument("--delay", type=int, default=0, help="rounds a message takes to arrive (default 0)")
+    dec.add_argument(
+        "--drop", type=float, default=0.0, help="probability that a message is lost, per link and round, in [0, 1]"
+    )
+    dec.add_argument(
+        "--delay", type=int, default=0, help=f"rounds a message takes to arrive, 0 (default) to {MAX_DELAY}"
+    )
     dec.add_argument(
         "--fallback",
         choices=["last", "own", "skip"],
@@ -383,7 +426,8 @@ def _add_decentralised_options(parser: argparse.ArgumentParser) -> None:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    """``ipgnn-eval``: evaluate a checkpoint's policy or a reference controller; print the metrics as JSON."""
+    """``ipgnn-eval``: evaluate a checkpoint's policy or a reference controller; print the metrics as JSON.
+    Every argument is checked (:func:`_eval_links`) before a checkpoint is read or an environment built."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _eval_parser()
     ours, overrides = _split(argv, _EVAL_OPTIONS, _EVAL_FLAGS)
@@ -392,8 +436,6 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         links = _eval_links(args)
         run, cfg, env, act = _eval_setup(args, overrides, links)
         seed = cfg.seed if args.seed is None else args.seed
-        if seed < 0:
-            raise _UsageError(f"--seed must be a non-negative integer, got {seed}")
     except _UsageError as exc:
         return _fail(str(exc))
 
@@ -428,9 +470,26 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _eval_links(args: argparse.Namespace) -> Links | None:
-    """Check the flags that must go together; the message links of ``--decentralised`` (None without it)."""
-    if args.episodes < 1:
-        raise _UsageError("--episodes must be at least 1")
+    """Check the arguments before anything is read or built (the flags that must go together, the ranges
+    of --seed, --episodes, --processes, --drop and --delay); the message links of ``--decentralised``
+    (None without it)."""
+    from ipgnn.seeding import MAX_SEED
+
+    if args.checkpoint and args.config:
+        raise _UsageError(
+            "--config is for --controller maxpressure/fixedtime/random without a checkpoint; with --checkpoint "
+            "the task is the checkpoint's: change it with overrides such as --env.options.engine=sumo or "
+            "--env.max_steps=100"
+        )
+    try:
+        check_count("--episodes", args.episodes, 1, MAX_EPISODES)
+        if args.seed is not None:
+            check_count("--seed", args.seed, 0, MAX_SEED, " (2**63 - 1)")
+        if args.processes is not None:
+            check_count("--processes", args.processes, 0, MAX_PROCESSES, " (and at most one per agent)")
+        check_count("--delay", args.delay, 0, MAX_DELAY, " rounds (a longer delay loses every message: --drop 1)")
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
     link_flags = [
         f
         for f, v in (
@@ -464,7 +523,7 @@ def _eval_setup(
     """``(run, cfg, env, act)``: the loaded run (None for a controller without one), its config, the
     environment and the function choosing the actions."""
     from ipgnn.envs import make_env
-    from ipgnn.runs import greedy_policy, load_run, random_policy, read_checkpoint, with_overrides
+    from ipgnn.runs import load_run, read_checkpoint, with_overrides
 
     try:
         run = None
@@ -480,29 +539,43 @@ def _eval_setup(
         else:
             raise _UsageError(f"--controller {args.controller} needs --config FILE or --checkpoint PATH")
         env = make_env(cfg.env) if run is None else run.env
-        if run is not None:
-            act = greedy_policy(run.algo, run.device, deterministic=not args.stochastic)
-            if links is not None:
-                from ipgnn.decentralised import decentralised_policy
-
-                act = decentralised_policy(run.algo, env.num_agents, links, args.processes)
-        elif args.controller == "random":
-            act = random_policy(env)
-        else:
-            name = _REFERENCE_CONTROLLERS[args.controller]
-            references = env.reference_policies() if hasattr(env, "reference_policies") else {}
-            if name not in references:
-                raise _UsageError(
-                    f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
-                )
-            act = references[name]
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         raise _UsageError(str(exc)) from exc
-    return run, cfg, env, act
+    try:
+        return run, cfg, env, _eval_actor(args, run, cfg, env, links)
+    except BaseException as exc:
+        env.close()  # a simulator it started (SUMO, CityFlow) does not outlive the error
+        if isinstance(exc, (ValueError, KeyError)):
+            raise _UsageError(str(exc)) from exc
+        raise
+
+
+def _eval_actor(args: argparse.Namespace, run: Run | None, cfg: ExperimentConfig, env, links: Links | None) -> Callable:
+    """The function choosing the actions: the checkpoint's policy (greedy, stochastic or decentralised), random
+    valid actions, or a reference controller of a traffic task."""
+    from ipgnn.runs import greedy_policy, random_policy
+
+    if run is not None:
+        if links is None:
+            return greedy_policy(run.algo, run.device, deterministic=not args.stochastic)
+        from ipgnn.decentralised import decentralised_policy
+
+        return decentralised_policy(run.algo, env.num_agents, links, args.processes)
+    if args.controller == "random":
+        return random_policy(env)
+    name = _REFERENCE_CONTROLLERS[args.controller]
+    references = env.reference_policies() if hasattr(env, "reference_policies") else {}
+    if name not in references:
+        raise _UsageError(
+            f"--controller {args.controller} needs a traffic task (env.task: traffic), not '{cfg.env.task}'"
+        )
+    return references[name]
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    """``ipgnn-export``: the per-agent step of a checkpoint's policy as one TorchScript file."""
+    """``ipgnn-export``: the per-agent step of a checkpoint's policy as one TorchScript file and a JSON file
+    beside it. ``--out`` is checked before the checkpoint is read (exit 2); a write that fails later (a full
+    disk) exits 1 and leaves neither file nor a temporary one (:func:`ipgnn.nn.local.export_agent_step`)."""
     parser = argparse.ArgumentParser(
         prog="ipgnn-export",
         description="Write the per-agent step of a trained intention-propagation policy "
@@ -513,31 +586,59 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", required=True, help="a checkpoint .pt written by ipgnn-train (or its run directory)"
     )
-    parser.add_argument("--out", required=True, help="the file to write (e.g. agent_step.pt)")
+    parser.add_argument("--out", required=True, help="the file to write (e.g. agent_step.pt; its .json goes beside)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
-    import torch
-
-    from ipgnn.nn.local import AgentStep, export_agent_step
-    from ipgnn.nn.propagation import IntentionPropagationNetwork
+    from ipgnn.nn.local import export_agent_step
     from ipgnn.runs import load_run, read_checkpoint
 
     try:
+        out = _export_target(args.out)
         saved = read_checkpoint(args.checkpoint)
         if saved.cfg.algo.name != "ipsac":
             return _fail(
-                f"checkpoint '{args.checkpoint}': algo.name is '{saved.cfg.algo.name}'; only an "
+                f"checkpoint '{_clip(args.checkpoint)}': algo.name is '{saved.cfg.algo.name}'; only an "
                 "intention-propagation policy (ipsac) has a per-agent step to export"
             )
         with load_run(saved) as run:  # on the CPU; the environment gives the observation and action sizes
             policy = run.algo.policy
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc))
+    step, meta = _export_step(policy, saved, args.checkpoint)
+    try:
+        path = export_agent_step(step, out, meta)
+    except (OSError, RuntimeError) as exc:
+        reason = _clip(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        print(
+            f"error: --out '{_clip(str(out))}': writing the export failed ({reason}); nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and {path.with_suffix('.json')}")
+    return 0
+
+
+def _export_target(out: str) -> Path:
+    """``--out`` checked up front (:func:`check_output`), and its ``.json`` companion as well."""
+    path = check_output(out, "--out", directory=False)
+    if path.suffix == ".json":
+        raise ValueError(f"--out '{_clip(out)}': the description goes to a .json file beside it; name the export .pt")
+    if path.with_suffix(".json").is_dir():
+        raise ValueError(f"--out '{_clip(out)}': {path.with_suffix('.json').name} beside it is a directory; remove it")
+    return path
+
+
+def _export_step(policy, saved, checkpoint: str) -> tuple:
+    """The policy's :class:`~ipgnn.nn.local.AgentStep` and the description written beside it."""
+    import torch
+
+    from ipgnn.nn.local import AgentStep
+    from ipgnn.nn.propagation import IntentionPropagationNetwork
+
     assert isinstance(policy, IntentionPropagationNetwork)
     step = AgentStep.from_network(policy)
-    path = export_agent_step(step, args.out)
     meta = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(checkpoint),
         "env_step": saved.state.get("env_step"),
         "torch": torch.__version__,
         "obs_dim": int(step.enc_weight.size(2)),
@@ -555,10 +656,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             "act": "(cat(mu^0..mu^M) [B, (M+1) d], action_mask [B, A] bool or None) -> action",
         },
     }
-    meta_path = path.with_suffix(".json")
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) and {meta_path}")
-    return 0
+    return step, meta
 
 
 if __name__ == "__main__":  # pragma: no cover

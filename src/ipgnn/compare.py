@@ -86,25 +86,34 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict, bool)) or v is None else str(v)
 
 
+MAX_SEEDS = 1000  #: the most seeds one --seeds may name (each is a training run)
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``0-4`` or ``0,1,2`` (or a mix: ``0-2,7``)."""
+    """``0-4`` or ``0,1,2`` (or a mix: ``0-2,7``): at most :data:`MAX_SEEDS` seeds, each from 0 to
+    :data:`ipgnn.seeding.MAX_SEED`, counted before a range is expanded."""
+    from ipgnn.cli import _clip
+    from ipgnn.seeding import MAX_SEED
+
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
         try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                if int(hi) < int(lo):
-                    raise ConfigError(f"--seeds: the range '{part}' is empty (write the lower seed first, e.g. 0-4)")
-                seeds += range(int(lo), int(hi) + 1)
-            elif part:
-                seeds.append(int(part))
+            lo, hi = part.split("-", 1) if "-" in part[1:] else (part, part)
+            lo, hi = (int(lo), int(hi)) if part else (0, -1)
         except ValueError:
-            raise ConfigError(f"--seeds: '{part}' is not a seed or a range of seeds (use e.g. 0-4 or 0,1,2)") from None
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"--seeds: seeds are non-negative integers, got {text!r}")
+            raise ConfigError(
+                f"--seeds: '{_clip(part, 60)}' is not a seed or a range of seeds (use e.g. 0-4 or 0,1,2)"
+            ) from None
+        if part and hi < lo:
+            raise ConfigError(f"--seeds: the range '{_clip(part, 60)}' is empty (write the lower seed first, e.g. 0-4)")
+        if lo < 0 or hi > MAX_SEED:
+            raise ConfigError(f"--seeds: seeds are integers from 0 to {MAX_SEED} (2**63 - 1), got {_clip(text, 60)!r}")
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise ConfigError(f"--seeds: at most {MAX_SEEDS} seeds (runs) at once, got more in {_clip(text, 60)!r}")
+        seeds += range(lo, hi + 1)
     if not seeds:
-        raise ConfigError(f"--seeds: no seed in '{text}' (use e.g. 0-4 or 0,1,2)")
+        raise ConfigError(f"--seeds: no seed in '{_clip(text, 60)}' (use e.g. 0-4 or 0,1,2)")
     return seeds
 
 
@@ -726,8 +735,14 @@ def _summary_only(args: argparse.Namespace) -> bool:
     return False
 
 
+MAX_WORKERS = 1024  #: the most runs ipgnn-compare starts at a time
+
+
 def _plan_runs(args: argparse.Namespace, overrides: Sequence[str]) -> list[RunSpec]:
-    """The grid the flags ask for: configs (or the sweep's), algorithms, seeds and the sweep's variants."""
+    """The grid the flags ask for: configs (or the sweep's), algorithms, seeds and the sweep's variants;
+    ``--workers`` and ``--out`` (a directory that can be written) checked first."""
+    from ipgnn.cli import check_count, check_output
+
     configs = args.config or (sweep_configs(args.sweep) if args.sweep else [])
     if not configs or not args.out:
         raise ConfigError(
@@ -735,6 +750,11 @@ def _plan_runs(args: argparse.Namespace, overrides: Sequence[str]) -> list[RunSp
         )
     variants, sweep_seeds, sweep_algos, fixed = grid_axes(sweep_grid(args.sweep) if args.sweep else [{}])
     overrides = fixed + list(overrides)
+    try:
+        check_count("--workers", args.workers, 1, MAX_WORKERS)
+        check_output(args.out, "--out", directory=True)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     seeds = parse_seeds(args.seeds) if args.seeds is not None else (sweep_seeds or list(range(5)))
     algos = [a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else (sweep_algos or ["ipsac"])
     tuned = read_tuned(args.tuned) if args.tuned else None

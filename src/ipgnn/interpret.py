@@ -588,6 +588,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The counts, the seed, the smoothing and ``--out`` in range before any checkpoint is read (``ValueError``,
+    one line naming the option)."""
+    from ipgnn.cli import MAX_EPISODES, check_count, check_output
+    from ipgnn.seeding import MAX_SEED
+
+    check_count("--episodes", args.episodes, 1, MAX_EPISODES)
+    if args.seed is not None:
+        check_count("--seed", args.seed, 0, MAX_SEED, " (2**63 - 1)")
+    if not (math.isfinite(args.epsilon) and args.epsilon >= 0):
+        raise ValueError(f"--epsilon must be a finite number >= 0 (default {EPSILON:g}), got {args.epsilon}")
+    if args.out is not None:
+        check_output(args.out, "--out", directory=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``ipgnn-interpret``: app. C.3 policy interpretation of a traffic checkpoint."""
     parser = _parser()
@@ -599,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs and not args.out:
         parser.error("--runs needs --out DIR for the summary")
     try:
+        _check_arguments(args)
         if args.runs:
             table = interpret_runs(
                 args.runs,

@@ -25,19 +25,44 @@ from urllib.parse import urlparse
 
 
 def wandb_credentials_configured() -> bool:
-    """True when an API key is set in the environment or in ``~/.netrc`` for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
+    """True when W&B would find credentials: ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE`` in the
+    environment, or an entry for the W&B host (``WANDB_BASE_URL``, default ``api.wandb.ai``) in the netrc
+    file wandb reads (``NETRC``, else ``~/.netrc`` or ``~/_netrc``). Reads files only; never the network."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    hosts = {url.hostname or "api.wandb.ai", url.netloc or "api.wandb.ai"}
+    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+    for name in candidates:
+        try:
+            entries = netrc.netrc(os.path.expanduser(name))
+        except (netrc.NetrcParseError, OSError):  # missing, unreadable, HOME not a directory
+            continue
+        if any(entries.authenticators(h) is not None for h in hosts):
+            return True
+    return False
+
+
+class WandbLoginRequired(ValueError):
+    """``logger.mode: online`` without W&B credentials (see :func:`resolve_wandb_mode`)."""
 
 
 def resolve_wandb_mode(mode: str) -> str:
+    """The W&B mode a run logs with: ``auto`` is ``online`` with credentials
+    (:func:`wandb_credentials_configured`) and ``offline`` without; the other modes are themselves.
+
+    Raises:
+        WandbLoginRequired: ``online`` without credentials, with how to log in or log offline. The trainer
+            resolves the mode before it creates or touches a run directory, so nothing is written then.
+    """
     if mode == "auto":
         return "online" if wandb_credentials_configured() else "offline"
+    if mode == "online" and not wandb_credentials_configured():
+        raise WandbLoginRequired(
+            "logger.mode is online but no W&B credentials were found (WANDB_API_KEY, or ~/.netrc from "
+            "`wandb login`): run `wandb login` or set WANDB_API_KEY, or log locally with --logger.mode=offline "
+            "(upload later with `wandb sync`) or turn W&B off with --logger.mode=disabled"
+        )
     return mode
 
 

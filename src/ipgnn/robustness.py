@@ -63,35 +63,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep and write its results. Every argument and checkpoint is checked first (:func:`_checked`):
+    a bad one exits 2 with one line, before any environment is built or anything is written."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.replot:
         return _replot(Path(args.out))
-    if not args.checkpoints:
-        print("error: pass --checkpoints (one per training seed), or --replot", file=sys.stderr)
-        return 2
-    if args.episodes < 1:
-        print("error: --episodes must be at least 1", file=sys.stderr)
-        return 2
-
-    from ipgnn.config import ConfigError
-    from ipgnn.decentralised import Links
-    from ipgnn.runs import read_checkpoint
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        settings = _settings(args.drop, args.delay, args.fallback)
-        links = {s: Links(*s) for s in settings}
-        saved = [read_checkpoint(p) for p in args.checkpoints]  # every file checked before any episode is played
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        out, saved, settings, links = _checked(args)
+    except ValueError as exc:  # ConfigError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfgs = [s.cfg for s in saved]
-    if len({c.seed for c in cfgs}) < len(cfgs):
-        print("error: two checkpoints have the same seed: pass one checkpoint per training seed", file=sys.stderr)
-        return 2
     scenario = cfgs[0].name
     rows, refs, engine = _sweep(args, saved, settings, links)
+    out.mkdir(parents=True, exist_ok=True)
     _write_csv(out / "runs.csv", rows)
     summary = _summarise(rows, refs)
     _write_csv(out / "summary.csv", summary)
@@ -102,6 +87,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(md))
     print(json.dumps({"out": str(out), "figure": str(fig_path)}))
     return 0
+
+
+def _checked(args: argparse.Namespace) -> tuple[Path, list, list, dict]:
+    """``(out, saved, settings, links)`` once every argument is in range and every checkpoint is a traffic
+    run's intention-propagation policy (the sweep measures ATT against the traffic controllers), one per
+    seed, of one task. Raises ``ValueError`` naming the argument or file; reads checkpoints, builds nothing."""
+    from ipgnn.cli import MAX_DELAY, MAX_EPISODES, MAX_PROCESSES, _clip, check_count, check_output
+    from ipgnn.decentralised import Links
+    from ipgnn.runs import read_checkpoint
+
+    if not args.checkpoints:
+        raise ValueError("pass --checkpoints (one per training seed), or --replot")
+    check_count("--episodes", args.episodes, 1, MAX_EPISODES)
+    check_count("--processes", args.processes, 0, MAX_PROCESSES, " (and at most one per agent)")
+    for d in args.delay:
+        check_count("--delay", d, 0, MAX_DELAY, " rounds (a longer delay loses every message: --drop 1)")
+    out = check_output(args.out, "--out", directory=True)
+    settings = _settings(args.drop, args.delay, args.fallback)
+    try:
+        for p in args.drop:  # each one: the sweep leaves out drop 0 (and a NaN would compare as no drop)
+            Links(drop=p)
+        links = {s: Links(*s) for s in settings}
+        saved = [read_checkpoint(p) for p in args.checkpoints]  # every file checked before any episode is played
+    except (FileNotFoundError, KeyError) as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
+        raise ValueError(f"--{exc}" if str(exc).startswith(("drop:", "delay:")) else str(exc)) from None
+    for s in saved:
+        if s.cfg.env.task != "traffic" or s.cfg.algo.name != "ipsac":
+            raise ValueError(
+                f"checkpoint '{_clip(str(s.path))}' is a {s.cfg.env.task} task trained with {s.cfg.algo.name}: "
+                "ipgnn-robustness measures a traffic policy's travel time (algo ipsac, env.task traffic); for "
+                "another task use ipgnn-eval --checkpoint CKPT --decentralised --drop P --delay D (it reports returns)"
+            )
+    if len({s.cfg.seed for s in saved}) < len(saved):
+        raise ValueError("two checkpoints have the same seed: pass one checkpoint per training seed")
+    if len({json.dumps(s.cfg.env.model_dump(mode="json"), sort_keys=True) for s in saved}) > 1:
+        raise ValueError("the checkpoints are of different tasks (env sections differ): pass one task's seeds")
+    return out, saved, settings, links
 
 
 def _sweep(args: argparse.Namespace, saved: list, settings: list, links: dict) -> tuple[list[dict], dict, str | None]:
@@ -248,21 +272,33 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
 
 
 def _replot(out: Path) -> int:
-    """Redraw ``robustness_<scenario>.png`` from ``out/summary.csv`` and ``summary.md``'s title."""
+    """Redraw ``robustness_<scenario>.png`` from ``out/summary.csv``, ``runs.csv`` and ``summary.md``'s title;
+    exit 2 with one line when they are missing or are not a sweep's."""
+    from ipgnn.cli import _clip
+
+    shown = _clip(str(out))
     try:
         with open(out / "summary.csv", newline="") as f:
             summary = list(csv.DictReader(f))
         title = (out / "summary.md").read_text().splitlines()[0]
-    except FileNotFoundError as exc:
-        print(f"error: --replot needs the summary of an earlier sweep in --out: {exc}", file=sys.stderr)
+        with open(out / "runs.csv", newline="") as f:
+            seeds = sorted({int(r["seed"]) for r in csv.DictReader(f)})
+    except OSError as exc:
+        print(f"error: --replot needs the summary of an earlier sweep in --out: {_clip(str(exc))}", file=sys.stderr)
         return 2
-    for s in summary:
-        for k in ("att_mean", "att_std"):
-            s[k] = float(s[k])
-        if s["controller"] == "decentralised":
-            s["drop"], s["delay"] = float(s["drop"]), int(s["delay"])
-    scenario, rest = title.split(": ", 1)[1].split(" ", 1)
-    seeds = sorted({int(r["seed"]) for r in csv.DictReader(open(out / "runs.csv", newline=""))})
+    except (KeyError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        print(f"error: --replot: '{shown}' does not hold an ipgnn-robustness sweep's files ({exc!r})", file=sys.stderr)
+        return 2
+    try:
+        for s in summary:
+            for k in ("att_mean", "att_std"):
+                s[k] = float(s[k])
+            if s["controller"] == "decentralised":
+                s["drop"], s["delay"] = float(s["drop"]), int(s["delay"])
+        scenario, rest = title.split(": ", 1)[1].split(" ", 1)
+    except (KeyError, ValueError, IndexError) as exc:
+        print(f"error: --replot: '{shown}/summary.*' is not an ipgnn-robustness summary ({exc!r})", file=sys.stderr)
+        return 2
     print(_plot(summary, out / f"robustness_{scenario}.png", f"{scenario} {rest}, seeds {seeds}"))
     return 0
 

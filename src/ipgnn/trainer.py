@@ -41,6 +41,7 @@ import torch
 from ipgnn.algos import make_algo
 from ipgnn.config import ExperimentConfig, save_config
 from ipgnn.envs import make_env, resolve_env_config
+from ipgnn.logger import resolve_wandb_mode
 from ipgnn.references import as_rows
 from ipgnn.runs import evaluate, greedy_policy, resolve_device
 from ipgnn.seeding import episode_seed, seed_everything
@@ -142,6 +143,7 @@ class Trainer:
     ) -> Trainer:
         """A new run in ``run_dir`` (default ``<logger.run_root>/<name>-<time>``), with extra ``callbacks``; a
         run directory it made is removed again when the trainer cannot be built."""
+        resolve_wandb_mode(cfg.logger.mode)  # online without W&B credentials: refused before the run directory
         with fresh_run_dir(cfg, run_dir) as run_dir:
             cfg = cfg.model_copy(update={"env": resolve_env_config(cfg.env)})  # e.g. traffic's engine: auto
             save_config(cfg, run_dir / "config.yaml")
@@ -157,7 +159,7 @@ class Trainer:
     ) -> Trainer:
         """Continue the run in ``run_dir`` from ``checkpoints/latest.pt`` with the config it saved, and
         ``overrides`` (e.g. ``["--train.total_steps=20000"]``; :func:`~ipgnn.training.checkpointing.read_latest`)."""
-        cfg, state = read_latest(Path(run_dir), overrides)
+        cfg, state = read_latest(Path(run_dir), overrides)  # checks W&B credentials before config.yaml changes
         return cls(cfg, run_dir, resume_state=state, with_replay=with_replay, callbacks=callbacks)
 
     def train(self) -> dict[str, float]:

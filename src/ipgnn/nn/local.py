@@ -33,6 +33,7 @@ libtorch in C++) without this package: :func:`export_agent_step`.
 """
 
 # no `from __future__ import annotations`: TorchScript reads the class attributes' annotations as types
+import json
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -220,16 +221,59 @@ def neighbour_table(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]
     return neighbours, heard
 
 
-def export_agent_step(step: AgentStep, path: Union[str, Path]) -> Path:
+def export_agent_step(step: AgentStep, path: Union[str, Path], meta: Optional[dict] = None) -> Path:
     """Write ``step`` as one TorchScript file: ``torch.jit.load(path)`` gives a module with
     ``encode``, ``initial``, ``update``, ``readout`` and ``act`` (and ``forward``) in any process with
-    torch, or in C++ through libtorch, without PyG or this package. The write is atomic."""
+    torch, or in C++ through libtorch, without PyG or this package.
+
+    With ``meta``, its JSON goes beside it (``path`` with the suffix ``.json``), and the two files are one
+    write: both go to temporary files (``<name>.tmp``) first, then are renamed into place. A failure at any
+    point (a full disk, a raised error) leaves no temporary file, no new file of the pair and none of the
+    directories the call created; it re-raises the error. Only a failure between the two renames removes an
+    earlier file at ``path`` as well (never one half of a new pair beside an old other half)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it is still the format
-        warnings.simplefilter("ignore", DeprecationWarning)  # libtorch loads from C++ (see README)
-        scripted = torch.jit.script(step)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.jit.save(scripted, str(tmp))
-    tmp.replace(path)
+    targets = [path] if meta is None else [path, path.with_suffix(".json")]
+    if len(set(targets)) < len(targets):
+        raise ValueError(f"'{path}': the export's description goes to {path.stem}.json beside it; name the file .pt")
+    tmps = [t.with_name(t.name + ".tmp") for t in targets]
+    created, moved = _make_parents(path.parent), []
+    try:
+        with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it is still the format
+            warnings.simplefilter("ignore", DeprecationWarning)  # libtorch loads from C++ (see README)
+            torch.jit.save(torch.jit.script(step), str(tmps[0]))
+        if meta is not None:
+            tmps[1].write_text(json.dumps(meta, indent=2) + "\n")
+        for tmp, target in zip(tmps, targets):
+            tmp.replace(target)
+            moved.append(target)
+    except BaseException:
+        for f in tmps + moved:
+            f.unlink(missing_ok=True)
+        _remove_dirs(created)
+        raise
     return path
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    missing.reverse()
+    try:
+        for d in missing:
+            d.mkdir()
+    except OSError:
+        _remove_dirs(missing)
+        raise
+    return missing
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    """Remove the directories of :func:`_make_parents` again, innermost first (those still there and empty)."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            pass

@@ -22,6 +22,7 @@ from typing import Any
 
 from ipgnn import checkpoint
 from ipgnn.config import ConfigError, ExperimentConfig, read_yaml, save_config, validate
+from ipgnn.logger import resolve_wandb_mode
 from ipgnn.runs import LATEST, read_checkpoint, with_overrides
 from ipgnn.seeding import rng_state, set_rng_state
 
@@ -123,6 +124,7 @@ def _config_on_resume(run_dir: Path, saved: ExperimentConfig, overrides: list[st
                 f"{saved.train.total_steps}: resuming would cut its saved replay buffer and rewrite its config. "
                 "Resume without it, or start a new run"
             )
+    resolve_wandb_mode(cfg.logger.mode)  # logger.mode online without W&B credentials: before config.yaml changes
     if edited is None or config_diff(cfg, edited):
         save_config(cfg, path)  # config.yaml describes the run as it continues
     return cfg
