@@ -41,7 +41,6 @@ import torch
 from ipgnn.algos import make_algo
 from ipgnn.config import ExperimentConfig, save_config
 from ipgnn.envs import make_env, resolve_env_config
-from ipgnn.logger import resolve_wandb_mode
 from ipgnn.references import as_rows
 from ipgnn.runs import evaluate, greedy_policy, resolve_device
 from ipgnn.seeding import episode_seed, seed_everything
@@ -143,7 +142,6 @@ class Trainer:
     ) -> Trainer:
         """A new run in ``run_dir`` (default ``<logger.run_root>/<name>-<time>``), with extra ``callbacks``; a
         run directory it made is removed again when the trainer cannot be built."""
-        resolve_wandb_mode(cfg.logger.mode)  # online without W&B credentials: refused before the run directory
         with fresh_run_dir(cfg, run_dir) as run_dir:
             cfg = cfg.model_copy(update={"env": resolve_env_config(cfg.env)})  # e.g. traffic's engine: auto
             save_config(cfg, run_dir / "config.yaml")
@@ -310,9 +308,8 @@ class Trainer:
             self.algo.train()
 
     def save_checkpoint(self, name: str = "latest.pt") -> Path:
-        """Write one consistent checkpoint (:meth:`ipgnn.training.checkpointing.Checkpointer.save`); signals wait
-        until it commits (:meth:`~ipgnn.training.stopping.SafeStop.saving`); a fault raises an ``OSError`` that
-        names it (:mod:`ipgnn.training.faults`) and leaves the previous checkpoint in place."""
+        """One consistent checkpoint (:meth:`.Checkpointer.save`); signals wait until it commits (``SafeStop.saving``);
+        a fault raises an ``OSError`` naming it (:mod:`ipgnn.training.faults`), the previous checkpoint kept."""
         with self.stopper.saving(), writing("writing a checkpoint", self.ckpt_dir / name, self.run_dir):
             path = self.checkpointer.save(name)
         self.stopper.after_commit(path)

@@ -14,7 +14,7 @@ import torch
 
 from ipgnn.config import ConfigError, parse_bytes
 from ipgnn.envs import make_env
-from ipgnn.logger import RunLogger
+from ipgnn.logger import RunLogger, resolve_wandb_mode
 from ipgnn.replay import GraphReplayBuffer
 from ipgnn.seeding import REPLAY, stream_seed
 from ipgnn.training.faults import writing
@@ -41,7 +41,8 @@ def fresh_run_dir(cfg, run_dir: Path | None = None) -> Iterator[Path]:
     """:func:`new_run_dir` for the block that builds the run in it: a directory this call made is removed
     again, with what the block wrote, when the block fails (a bad config, a fault, Ctrl-C during set-up), so a
     run that never started leaves nothing. Its creation failing raises an :class:`OSError` tagged "creating the
-    run directory" (:mod:`ipgnn.training.faults`)."""
+    run directory" (:mod:`ipgnn.training.faults`). W&B's online mode without credentials is refused before it."""
+    resolve_wandb_mode(cfg.logger.mode)
     made_here = run_dir is None or not Path(run_dir).exists()
     with writing("creating the run directory", Path(run_dir or cfg.logger.run_root)):
         path = new_run_dir(cfg, run_dir)
