@@ -306,10 +306,30 @@ class TrafficSignalEnv(ArrayParallelEnv):
         counts the last observation read (the engine only advances inside :meth:`step`)."""
         return self.pressure(self._counts)
 
+    @property
+    def lane_ids(self) -> list[str]:
+        """Every lane the environment reads (incoming and outgoing lanes of every agent), in the order of
+        :meth:`lane_halted` and :meth:`moving_near_stop_line`."""
+        return self._lanes
+
+    @property
+    def current_phases(self) -> np.ndarray:
+        """``[N]`` each agent's current action phase (an index into its action phases)."""
+        return self._phase.copy()
+
+    def lane_halted(self) -> np.ndarray:
+        """Halted vehicles (speed below 0.1 m/s) on each of :attr:`lane_ids`, as the last observation read them."""
+        return np.asarray(self._halted, np.float64)
+
+    def moving_near_stop_line(self, within: float) -> np.ndarray:
+        """Moving vehicles (speed above 0.1 m/s) within ``within`` metres of the stop line on each of
+        :attr:`lane_ids` now (the engine's ``moving_near_stop_line``)."""
+        return self.engine.moving_near_stop_line(self._lanes, within)
+
     def _observe(self, counts: np.ndarray, waiting: np.ndarray) -> np.ndarray:
         """``[N, obs_dim]`` float32 from the per-lane vectors over ``self._lanes`` (every value an integer:
         exact in float32), written column block by column block into one array."""
-        self._counts = counts  # for phase_pressures(): no second read of every lane per decision
+        self._counts, self._halted = counts, waiting  # for phase_pressures() and the rules: no second read
         out = np.empty((len(self.possible_agents), self.obs_dim), np.float32)
         col, pad = 0, self._pad  # pad: the lanes plus a zero slot that padded lane indices point at
         for feature in self._feature_order:
