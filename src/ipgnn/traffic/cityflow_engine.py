@@ -115,6 +115,16 @@ class CityFlowEngine:
             return int(self.eng.get_finished_vehicle_count())
         return len(self._seen - self._running)
 
+    @property
+    def arrived_travel_time(self) -> float:
+        """The average travel time of the vehicles that have left the network (NaN before the first does), the
+        "arrived vehicles only" figure; :meth:`get_average_travel_time` also counts the vehicles still in it.
+        Needs the ``get_finished_travel_time`` accessor of ``ipgnn-data build-cityflow``: NaN on upstream
+        CityFlow, which does not expose the sum."""
+        get = getattr(self.eng, "get_finished_travel_time", None)
+        n = self.throughput
+        return float(get()) / n if get is not None and n else float("nan")
+
     # --- prepared reads for the environment's hot path (see TrafficSignalEnv) ----------------------------
     def _order(self) -> dict[str, int]:
         """Lane id -> its position in the engine's lane order (the arrays' order), once per scenario."""

@@ -31,9 +31,11 @@ Per decision (``action_interval`` simulated seconds, default 10):
 
 Evaluation metrics, the same definitions on every engine (see :mod:`ipgnn.traffic.sumo_engine`),
 reported at the end of an episode: ``average_travel_time`` (CityFlow's definition: every vehicle whose
-scheduled entry has passed, counted from that time to its arrival or to now), ``throughput`` (vehicles
-that completed their route), ``queue_length`` (mean waiting vehicles per incoming lane of the
-signalised intersections) and ``delay`` (the fraction of the vehicles in the network that are waiting).
+scheduled entry has passed, counted from that time to its arrival or to now: the figure LibSignal reports),
+``average_travel_time_arrived`` (the same over the vehicles that have arrived only, NaN before any has; the
+figure of tables that count finished trips), ``throughput`` (vehicles that completed their route),
+``queue_length`` (mean waiting vehicles per incoming lane of the signalised intersections) and ``delay``
+(the fraction of the vehicles in the network that are waiting).
 """
 
 from __future__ import annotations
@@ -249,6 +251,8 @@ class TrafficSignalEnv(ArrayParallelEnv):
         }
         if hasattr(e, "throughput"):
             out["throughput"] = float(e.throughput)
+        if hasattr(e, "arrived_travel_time"):  # the vehicles that left the network only (see the engines)
+            out["average_travel_time_arrived"] = float(e.arrived_travel_time)
         return out
 
     def close(self) -> None:

@@ -186,6 +186,13 @@ class SumoEngine:
         return int((~np.isnan(self._arrival)).sum())
 
     @property
+    def arrived_travel_time(self) -> float:
+        """The average travel time of the vehicles that have arrived (NaN before the first does), from their
+        scheduled departure as :meth:`get_average_travel_time` counts it."""
+        arrived = ~np.isnan(self._arrival)
+        return float((self._arrival[arrived] - self._scheduled[arrived]).mean()) if arrived.any() else float("nan")
+
+    @property
     def alive(self) -> bool:
         return SumoEngine._owner is self
 
