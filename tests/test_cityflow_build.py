@@ -97,7 +97,12 @@ def test_accessors_are_added_after_upstreams_own_getters_and_nothing_else_change
         assert all(line in added for line in before.splitlines())  # upstream's lines, in upstream's order
         assert after != before
     binding = (tree / "src" / "cityflow.cpp").read_text()
-    for name in ("get_lane_ids", "get_lane_vehicle_count_array", "get_finished_vehicle_count"):
+    for name in (
+        "get_lane_ids",
+        "get_lane_vehicle_count_array",
+        "get_finished_vehicle_count",
+        "get_finished_travel_time",
+    ):
         assert f'.def("{name}"' in binding
     assert "getLaneVehicleCounts(bool waitingOnly) const {" in (tree / "src" / "engine" / "engine.cpp").read_text()
     assert "vehicle->getSpeed() < 0.1" in (tree / "src" / "engine" / "engine.cpp").read_text()  # upstream's criterion

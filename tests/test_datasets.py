@@ -113,3 +113,18 @@ def test_every_shipped_file_is_pinned_to_a_sha256():
             assert f.sha256 is not None and len(f.sha256) == 64, (ds.name, name)
     assert DATASETS["newyork_16x3"].roadnet.sha256.startswith("918fe133")
     assert DATASETS["jinan_3x4"].flow.sha256.startswith("23373963")
+
+
+@pytest.mark.parametrize("name", ["hangzhou_4x4", "hangzhou_4x4_5816", "jinan_3x4"])
+def test_the_shared_copies_match_the_pins(name):
+    """Issue 30: the field's five data sets (JN1-3 are jinan_3x4's three flows; HZ1, HZ2 the two Hangzhou
+    flows) are pinned, and the copies in ../shared are those files, byte for byte."""
+    from ipgnn.traffic.datasets import verify
+
+    local = REPO.parent / "shared" / "data" / "cityflow" / name
+    if not local.is_dir():
+        pytest.skip(f"{local} not present (the shared data sets are optional)")
+    files = DATASETS[name].files()
+    assert sorted(files) == sorted(p.name for p in local.glob("*.json"))
+    for file, remote in files.items():
+        assert verify(local / file, remote) == remote.sha256

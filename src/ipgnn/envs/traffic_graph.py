@@ -10,6 +10,8 @@ never back.
 - ``scenario``: a directory holding CityFlow's ``roadnet.json`` and ``flow.json`` (relative paths are
   taken from the working directory), or a generator spec ``{kind: grid, rows: 7, cols: 7, ...}`` /
   ``{kind: manhattan}`` (see :mod:`ipgnn.traffic.generate`), generated once into the cache;
+- ``flow``: the flow file of a scenario directory (default ``flow.json``; ``jinan_3x4`` also holds
+  ``flow_2000.json`` and ``flow_2500.json``, the field's JN2 and JN3);
 - ``engine``: ``auto`` (CityFlow when ``import cityflow`` works, SUMO otherwise; the choice is logged),
   ``sumo`` or ``cityflow``;
 - ``action_interval`` (10, from 1 to 3600 s), ``yellow`` (5, from 0 to ``action_interval - 1`` s), ``reward``
@@ -38,6 +40,7 @@ log = logging.getLogger("ipgnn")
 
 OPTIONS = {
     "scenario": (str, dict),
+    "flow": str,  # the flow file in a scenario directory (default flow.json), e.g. jinan_3x4's flow_2000.json
     "engine": str,
     "action_interval": int,
     "yellow": int,
@@ -173,7 +176,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
         raise ConfigError("env.graph.kind: use 'env' (the road graph) or 'full' for traffic, not 'knn'")
     check_traffic_options(opts)
     try:
-        scenario = load_scenario(resolve_scenario(opts["scenario"]))
+        scenario = load_scenario(resolve_scenario(opts["scenario"]), flow=opts.get("flow", "flow.json"))
     except ScenarioError as exc:
         raise ConfigError(f"env.options.scenario: {exc}") from None
     if cfg.num_agents != scenario.num_agents:

@@ -4,7 +4,7 @@ CityFlow is not on PyPI, and its repository as published does not build on Pytho
 ``extern/pybind11`` submodule pins a pybind11 2.3 fork whose ``cast.h`` fails with "invalid use of
 incomplete type 'PyFrameObject'", and CMake >= 4 rejects its ``cmake_minimum_required(VERSION 3.0)``.
 This command builds the upstream simulation code unchanged. In a temporary copy of the source tree it
-changes the build description and adds three read-only accessors:
+changes the build description and adds four read-only accessors:
 
 1. ``CMakeLists.txt``: the submodule block and ``add_subdirectory(extern/pybind11)`` become
    ``find_package(pybind11 CONFIG REQUIRED)``, found through the running Python's ``pybind11`` from PyPI
@@ -15,11 +15,12 @@ changes the build description and adds three read-only accessors:
 4. a ``pyproject.toml`` declaring setuptools as the build backend, so that pip builds upstream's own
    ``setup.py`` (its CMake extension) into a wheel. The result is an ordinary pip package,
    ``CityFlow 0.1``: ``pip uninstall cityflow`` removes it;
-5. three read-only methods on ``Engine`` (declared in ``engine/engine.h``, defined at the end of
+5. four read-only methods on ``Engine`` (declared in ``engine/engine.h``, defined at the end of
    ``engine/engine.cpp``, bound in ``cityflow.cpp``): ``get_lane_ids()`` (every lane, in the road network's
    order), ``get_lane_vehicle_count_array(waiting=False)`` (a NumPy ``int32`` array of the vehicles on each
    of those lanes, or of the halted ones with upstream's own criterion, speed < 0.1 m/s) and
-   ``get_finished_vehicle_count()`` (the counter upstream already keeps for its average travel time).
+   ``get_finished_vehicle_count()`` and ``get_finished_travel_time()`` (the counter and the sum upstream
+   already keeps for its average travel time: their ratio is the arrived-vehicles-only average).
    Why: upstream's only per-lane getters build a ``std::map`` of string ids and a Python ``dict`` at every
    call, which the travel-time reward needs every simulated second. Measured with
    ``benchmarks/bench_traffic.py``, that reading alone cost 0.6 ms per call on a 15x15 grid (2 880 lanes),
@@ -138,7 +139,8 @@ ACCESSORS = (
         "\n        // added by ipgnn-data build-cityflow: read-only, lanes in the road network's order\n"
         "        std::vector<std::string> getLaneIds() const;\n\n"
         "        std::vector<int> getLaneVehicleCounts(bool waitingOnly) const;\n\n"
-        "        int getFinishedVehicleCount() const { return finishedVehicleCnt; }\n",
+        "        int getFinishedVehicleCount() const { return finishedVehicleCnt; }\n\n"
+        "        double getFinishedTravelTime() const { return cumulativeTravelTime; }\n",
     ),
     ("src/cityflow.cpp", '#include "pybind11/stl.h"\n', '#include "pybind11/numpy.h"\n'),
     (
@@ -149,7 +151,8 @@ ACCESSORS = (
         "                std::vector<int> v = e.getLaneVehicleCounts(waiting);\n"
         "                return py::array_t<int>(v.size(), v.data());\n"
         '            }, "waiting"_a=false)\n'
-        '        .def("get_finished_vehicle_count", &CityFlow::Engine::getFinishedVehicleCount)\n',
+        '        .def("get_finished_vehicle_count", &CityFlow::Engine::getFinishedVehicleCount)\n'
+        '        .def("get_finished_travel_time", &CityFlow::Engine::getFinishedTravelTime)\n',
     ),
 )
 ACCESSOR_DEFINITIONS = """

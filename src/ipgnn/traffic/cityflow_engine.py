@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -147,6 +148,16 @@ class CityFlowEngine:
             return int(self.eng.get_finished_vehicle_count())
         return len(self._seen - self._running)
 
+    @property
+    def arrived_travel_time(self) -> float:
+        """The average travel time of the vehicles that have left the network (NaN before the first does), the
+        "arrived vehicles only" figure; :meth:`get_average_travel_time` also counts the vehicles still in it.
+        Needs the ``get_finished_travel_time`` accessor of ``ipgnn-data build-cityflow``: NaN on upstream
+        CityFlow, which does not expose the sum."""
+        get = getattr(self.eng, "get_finished_travel_time", None)
+        n = self.throughput
+        return float(get()) / n if get is not None and n else float("nan")
+
     # --- prepared reads for the environment's hot path (see TrafficSignalEnv) ----------------------------
     def _order(self) -> dict[str, int]:
         """Lane id -> its position in the engine's lane order (the arrays' order), once per scenario."""
@@ -182,6 +193,22 @@ class CityFlowEngine:
             eng.get_lane_vehicle_count_array()[pos].astype(np.float32),
             eng.get_lane_vehicle_count_array(True)[pos].astype(np.float32),
         )
+
+    def moving_near_stop_line(self, lanes: Sequence[str], within: float) -> np.ndarray:
+        """Vehicles moving (speed above 0.1 m/s) within ``within`` metres of the end of each of ``lanes``, as
+        Advanced-XLight counts them: a vehicle's distance along its lane against the length of its road
+        (``Road.length``, the road's points; CityFlow's lanes are shorter by the intersections' widths)."""
+        eng, roads = self.eng, self.scenario.roads
+        on_lane = eng.get_lane_vehicles()
+        members = [on_lane.get(l, ()) for l in lanes]
+        ids = list(itertools.chain.from_iterable(members))
+        lane = np.repeat(np.arange(len(lanes)), [len(m) for m in members])
+        distance, speed = eng.get_vehicle_distance(), eng.get_vehicle_speed()
+        d = np.fromiter(map(distance.__getitem__, ids), np.float64, len(ids))
+        v = np.fromiter(map(speed.__getitem__, ids), np.float64, len(ids))
+        length = np.array([roads[l.rsplit("_", 1)[0]].length for l in lanes], np.float64)
+        near = (d >= length[lane] - within) & (v > 0.1)
+        return np.bincount(lane[near], minlength=len(lanes)).astype(np.float64)
 
     def get_current_time(self) -> float:
         return float(self.eng.get_current_time())

@@ -1,4 +1,6 @@
-"""Reference controllers: FixedTime and MaxPressure, at two levels.
+"""Reference controllers: FixedTime, MaxPressure, Advanced-MP and SOTL.
+
+FixedTime and MaxPressure exist at two levels:
 
 - Engine level (:class:`FixedTime`, :class:`MaxPressure`, :func:`run_controller`): called every
   simulated second, with their own timing (min green, yellow) — the setting of the engine-agreement
@@ -8,6 +10,12 @@
   evaluated exactly like a learned policy (``ipgnn-eval --controller maxpressure``).
 
 Both levels share one pressure definition, :func:`phase_pressures`.
+
+Advanced-MP (:class:`AdvancedMaxPressure`) and SOTL (:class:`SelfOrganizingLights`) exist at the decision level
+only, as the traffic field runs them (Advanced-XLight's code and LibSignal decide every 10 or 15 s): each is a
+pure function of a constructed state (lane vectors and the current phases, tested against hand computations)
+with a policy wrapper reading that state from the environment (:func:`advanced_max_pressure_policy`,
+:func:`sotl_policy`). Both are phase-by-lane linear maps (:class:`PhaseLaneMap`) followed by a rule.
 """
 
 from __future__ import annotations
@@ -119,5 +127,166 @@ def fixed_time_policy(traffic_env, decisions_per_phase: int = 3):
     def act(obs):
         k = traffic_env.decisions // decisions_per_phase
         return torch.tensor([k % len(a.action_phases) for a in traffic_env.scenario.intersections])
+
+    return act
+
+
+class PhaseLaneMap:
+    r"""A sparse linear map from per-lane values to per-phase sums, for every intersection at once:
+
+    .. math::
+        y_{i,k} = \sum_l W_{(i,k),l}\, v_l
+
+    built once from ``(agent i, phase slot k, lane id, weight)`` entries (repeated pairs are summed), applied
+    with one ``bincount`` per call. ``lanes`` fixes the order of the vectors passed in.
+    """
+
+    def __init__(self, entries, lanes: list[str], shape: tuple[int, int]):
+        pos = {l: k for k, l in enumerate(lanes)}
+        width = max(len(lanes), 1)
+        rows, idx, weights = [], [], []
+        for i, k, lane, w in entries:
+            rows.append(i * shape[1] + k)
+            idx.append(pos[lane])
+            weights.append(w)
+        key = np.asarray(rows, np.int64) * width + np.asarray(idx, np.int64)
+        key, inverse = np.unique(key, return_inverse=True)
+        weight = np.bincount(inverse.ravel(), np.asarray(weights, np.float64), len(key))
+        keep = weight != 0
+        self.rows, self.idx, self.weights = key[keep] // width, key[keep] % width, weight[keep]
+        self.shape = shape
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """``values`` ``[len(lanes)]`` -> ``[N, max_phases]`` (phase slots without entries: 0)."""
+        out = np.bincount(self.rows, self.weights * values[self.idx], self.shape[0] * self.shape[1])
+        return out.reshape(self.shape)
+
+
+def _start_lanes(a: Intersection, links) -> list[str]:
+    """The distinct incoming lanes that road links ``links`` (indices into ``a.road_links``) start from."""
+    return sorted({f"{a.road_links[li].start_road}_{lin}" for li in links for lin, _ in a.road_links[li].lane_links})
+
+
+class AdvancedMaxPressure:
+    r"""Advanced-MP (Zhang et al., ICML 2022, "Expression might be enough", sec. 4.2; Advanced-XLight's
+    ``advanced_maxpressure_agent.py``, read, not copied): max pressure on *efficient* pressure, keeping the
+    current phase while the vehicles still running towards its green stop lines outweigh the best pressure.
+
+    For intersection :math:`i`, over the through and left-turn road links :math:`(l \to m)` green in action
+    phase :math:`k` (right turns are never part of a phase's movements there), with :math:`q` the halted
+    vehicles (speed below 0.1 m/s) on a lane and :math:`r` the moving ones within ``within`` metres of its stop
+    line (the "effective running vehicles"):
+
+    .. math::
+        P_{i,k} = \sum_{(l \to m) \in k} \Big( \sum_{\text{lanes } u \text{ of } l} q_u
+                  - \frac{1}{|m|} \sum_{\text{lanes } w \text{ of } m} q_w \Big), \qquad
+        D_{i,k} = \sum_{u \in \text{start lanes}(k)} r_u,
+
+    .. math::
+        a_i = \begin{cases} c_i & \text{if } W \cdot D_{i,c_i} \ge \max_k P_{i,k} \\
+              \arg\max_k P_{i,k} & \text{otherwise} \end{cases}
+
+    with :math:`c_i` the current phase. Published parameters: :math:`W = 1`, ``within`` = 167 m (the code's
+    ``OBS_LENGTH``), 15-s decisions with 5 s of yellow (run here at the environment's interval). Their code
+    applies the keep rule with 4 phases and plain argmax with 8; this applies the rule with every action phase
+    of the scenario. Ties go to the lowest phase index.
+    """
+
+    def __init__(self, scenario: Scenario, lanes: list[str], max_phases: int, weight: float = 1.0):
+        pressure, demand = [], []
+        self.valid = np.zeros((scenario.num_agents, max_phases), bool)
+        for i, a in enumerate(scenario.intersections):
+            for k, phase in enumerate(a.action_phases):
+                self.valid[i, k] = True
+                links = [li for li in a.phases[phase] if a.road_links[li].kind != "turn_right"]
+                for li in links:
+                    link = a.road_links[li]
+                    pressure += [(i, k, f"{link.start_road}_{u}", 1.0) for u in sorted({u for u, _ in link.lane_links})]
+                    out = scenario.roads[link.end_road].num_lanes
+                    pressure += [(i, k, f"{link.end_road}_{w}", -1.0 / out) for w in range(out)]
+                demand += [(i, k, lane, 1.0) for lane in _start_lanes(a, links)]
+        shape = (scenario.num_agents, max_phases)
+        self.pressure, self.demand = PhaseLaneMap(pressure, lanes, shape), PhaseLaneMap(demand, lanes, shape)
+        self.weight = float(weight)
+
+    def __call__(self, halted: np.ndarray, running: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Per-lane ``halted`` and ``running`` vehicles (the order of ``lanes``) and each agent's current action
+        phase ``[N]`` -> the action phase of every agent ``[N]``."""
+        p = np.where(self.valid, self.pressure(halted), -np.inf)
+        d = self.demand(running)[np.arange(len(current)), current]
+        return np.where(self.weight * d >= p.max(1), current, p.argmax(1))
+
+
+class SelfOrganizingLights:
+    r"""SOTL as LibSignal runs it (``agent/sotl.py``, read, not copied; Cools et al., 2013): after at least
+    ``t_min`` seconds in its phase, an intersection moves to the next action phase (cyclically) when
+
+    .. math::
+        (g \le \theta_g \wedge \rho > \theta_\rho) \vee (g = 0 \wedge \rho > 0),
+
+    with :math:`g` the halted vehicles on the lanes the current phase lets go (the start lanes of its green
+    road links) and :math:`\rho` those on every other incoming lane that some road link starts from.
+    LibSignal's parameters: :math:`\theta_g` = ``min_green_vehicle`` = 3, :math:`\theta_\rho` =
+    ``max_red_vehicle`` = 6, ``t_min`` = 5 s.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        lanes: list[str],
+        max_phases: int,
+        min_green_vehicle: float = 3,
+        max_red_vehicle: float = 6,
+        t_min: float = 5.0,
+    ):
+        green, every = [], []
+        for i, a in enumerate(scenario.intersections):
+            for k, phase in enumerate(a.action_phases):
+                green += [(i, k, lane, 1.0) for lane in _start_lanes(a, a.phases[phase])]
+            every += [(i, 0, lane, 1.0) for lane in _start_lanes(a, range(len(a.road_links)))]
+        self.green = PhaseLaneMap(green, lanes, (scenario.num_agents, max_phases))
+        self.every = PhaseLaneMap(every, lanes, (scenario.num_agents, 1))
+        self.num_phases = np.array([len(a.action_phases) for a in scenario.intersections], np.int64)
+        self.min_green_vehicle, self.max_red_vehicle, self.t_min = min_green_vehicle, max_red_vehicle, t_min
+
+    def __call__(self, halted: np.ndarray, current: np.ndarray, seconds_in_phase: np.ndarray) -> np.ndarray:
+        """Per-lane ``halted`` vehicles, each agent's current action phase and the seconds it has held it
+        ``[N]`` -> the action phase of every agent ``[N]``."""
+        g = self.green(halted)[np.arange(len(current)), current]
+        red = self.every(halted)[:, 0] - g
+        switch = (seconds_in_phase >= self.t_min) & (
+            ((g <= self.min_green_vehicle) & (red > self.max_red_vehicle)) | ((g == 0) & (red > 0))
+        )
+        return np.where(switch, (current + 1) % self.num_phases, current)
+
+
+def advanced_max_pressure_policy(traffic_env, weight: float = 1.0, within: float = 167.0):
+    """``obs -> action``: :class:`AdvancedMaxPressure` on the environment's lanes at every decision."""
+    rule = AdvancedMaxPressure(traffic_env.scenario, traffic_env.lane_ids, traffic_env.max_phases, weight)
+
+    def act(obs):
+        halted = traffic_env.lane_halted()
+        running = traffic_env.moving_near_stop_line(within)
+        return torch.from_numpy(rule(halted, running, traffic_env.current_phases))
+
+    return act
+
+
+def sotl_policy(traffic_env, min_green_vehicle: float = 3, max_red_vehicle: float = 6, t_min: float = 5.0):
+    """``obs -> action``: :class:`SelfOrganizingLights` at every decision, the time in phase counted in the
+    environment's decisions (``action_interval`` seconds each, yellow included, as LibSignal counts it)."""
+    rule = SelfOrganizingLights(
+        traffic_env.scenario, traffic_env.lane_ids, traffic_env.max_phases, min_green_vehicle, max_red_vehicle, t_min
+    )
+    held = {"since": np.zeros(traffic_env.scenario.num_agents, np.int64)}  # the decision of each agent's last change
+
+    def act(obs):
+        current = traffic_env.current_phases
+        if traffic_env.decisions == 0:  # a new episode
+            held["since"] = np.zeros_like(current)
+        seconds = (traffic_env.decisions - held["since"]) * traffic_env.action_interval
+        a = rule(traffic_env.lane_halted(), current, seconds)
+        held["since"] = np.where(a != current, traffic_env.decisions, held["since"])
+        return torch.from_numpy(a)
 
     return act

@@ -56,9 +56,12 @@ class Dataset:
     num_agents: int
     roadnet: RemoteFile
     flow: RemoteFile
+    more_flows: tuple[tuple[str, RemoteFile], ...] = ()  # other flows on the same roads: (local name, file)
 
     def files(self) -> dict[str, RemoteFile]:
-        return {"roadnet.json": self.roadnet, "flow.json": self.flow}
+        """Local file name -> pinned remote file; a scenario reads ``flow.json`` unless
+        ``env.options.flow`` names another of them."""
+        return {"roadnet.json": self.roadnet, "flow.json": self.flow, **dict(self.more_flows)}
 
 
 DATASETS: dict[str, Dataset] = {
@@ -80,8 +83,23 @@ DATASETS: dict[str, Dataset] = {
             ),
         ),
         Dataset(
+            "hangzhou_4x4_5816",
+            "Hangzhou 4x4, the second real flow of one hour (5816 vehicles; the field's HZ2)",
+            16,
+            RemoteFile(
+                "Hangzhou/4_4/roadnet_4_4.json",
+                847012,
+                "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1",
+            ),
+            RemoteFile(
+                "Hangzhou/4_4/anon_4_4_hangzhou_real_5816.json",
+                2101857,
+                "e9b9e31e9a9a5f59d1a668b242319c3ef69f1ab724e2f2b618ed4886cc1a7a9c",
+            ),
+        ),
+        Dataset(
             "jinan_3x4",
-            "Jinan, Dongfeng sub-district, 3x4, real flow of one hour",
+            "Jinan, Dongfeng sub-district, 3x4, three real flows of one hour (the field's JN1-3)",
             12,
             RemoteFile(
                 "Jinan/3_4/roadnet_3_4.json", 637327, "55abc036ac4ac48705301f4cf46ea80d8d88a82abb9ed68404bedb96eb3cf81d"
@@ -90,6 +108,24 @@ DATASETS: dict[str, Dataset] = {
                 "Jinan/3_4/anon_3_4_jinan_real.json",
                 1872590,
                 "233739633ef0b637125cb304dfffff9488503bac6e6861ca39243cc8ffdcebd5",
+            ),
+            (  # the field's JN2 and JN3 (JN1 is flow.json)
+                (
+                    "flow_2000.json",
+                    RemoteFile(
+                        "Jinan/3_4/anon_3_4_jinan_real_2000.json",
+                        1302258,
+                        "d0931c1b759479f9e748d69c16414020bfba03d555dcc6cdf7223a0c18cb9e69",
+                    ),
+                ),
+                (
+                    "flow_2500.json",
+                    RemoteFile(
+                        "Jinan/3_4/anon_3_4_jinan_real_2500.json",
+                        1635277,
+                        "4245107cc7ce91b9699519f2c1258be4397e83291080a43cb0b93479557739cd",
+                    ),
+                ),
             ),
         ),
         Dataset(

@@ -31,9 +31,11 @@ Per decision (``action_interval`` simulated seconds, default 10):
 
 Evaluation metrics, the same definitions on every engine (see :mod:`ipgnn.traffic.sumo_engine`),
 reported at the end of an episode: ``average_travel_time`` (CityFlow's definition: every vehicle whose
-scheduled entry has passed, counted from that time to its arrival or to now), ``throughput`` (vehicles
-that completed their route), ``queue_length`` (mean waiting vehicles per incoming lane of the
-signalised intersections) and ``delay`` (the fraction of the vehicles in the network that are waiting).
+scheduled entry has passed, counted from that time to its arrival or to now: the figure LibSignal reports),
+``average_travel_time_arrived`` (the same over the vehicles that have arrived only, NaN before any has; the
+figure of tables that count finished trips), ``throughput`` (vehicles that completed their route),
+``queue_length`` (mean waiting vehicles per incoming lane of the signalised intersections) and ``delay``
+(the fraction of the vehicles in the network that are waiting).
 """
 
 from __future__ import annotations
@@ -253,6 +255,8 @@ class TrafficSignalEnv(ArrayParallelEnv):
         }
         if hasattr(e, "throughput"):
             out["throughput"] = float(e.throughput)
+        if hasattr(e, "arrived_travel_time"):  # the vehicles that left the network only (see the engines)
+            out["average_travel_time_arrived"] = float(e.arrived_travel_time)
         return out
 
     def close(self) -> None:
@@ -310,10 +314,30 @@ class TrafficSignalEnv(ArrayParallelEnv):
         counts the last observation read (the engine only advances inside :meth:`step`)."""
         return self.pressure(self._counts)
 
+    @property
+    def lane_ids(self) -> list[str]:
+        """Every lane the environment reads (incoming and outgoing lanes of every agent), in the order of
+        :meth:`lane_halted` and :meth:`moving_near_stop_line`."""
+        return self._lanes
+
+    @property
+    def current_phases(self) -> np.ndarray:
+        """``[N]`` each agent's current action phase (an index into its action phases)."""
+        return self._phase.copy()
+
+    def lane_halted(self) -> np.ndarray:
+        """Halted vehicles (speed below 0.1 m/s) on each of :attr:`lane_ids`, as the last observation read them."""
+        return np.asarray(self._halted, np.float64)
+
+    def moving_near_stop_line(self, within: float) -> np.ndarray:
+        """Moving vehicles (speed above 0.1 m/s) within ``within`` metres of the stop line on each of
+        :attr:`lane_ids` now (the engine's ``moving_near_stop_line``)."""
+        return self.engine.moving_near_stop_line(self._lanes, within)
+
     def _observe(self, counts: np.ndarray, waiting: np.ndarray) -> np.ndarray:
         """``[N, obs_dim]`` float32 from the per-lane vectors over ``self._lanes`` (every value an integer:
         exact in float32), written column block by column block into one array."""
-        self._counts = counts  # for phase_pressures(): no second read of every lane per decision
+        self._counts, self._halted = counts, waiting  # for phase_pressures() and the rules: no second read
         out = np.empty((len(self.possible_agents), self.obs_dim), np.float32)
         col, pad = 0, self._pad  # pad: the lanes plus a zero slot that padded lane indices point at
         for feature in self._feature_order:

@@ -166,6 +166,20 @@ class SumoEngine:
         vehicles, halted = self._vehicle_number, self._halting_number
         return lambda: (np.fromiter(map(vehicles, ids), np.float32, n), np.fromiter(map(halted, ids), np.float32, n))
 
+    def moving_near_stop_line(self, lanes: Sequence[str], within: float) -> np.ndarray:
+        """Vehicles moving (speed above 0.1 m/s) within ``within`` metres of the end of each of ``lanes``
+        (CityFlow lane ids), against SUMO's own lane lengths."""
+        lane_api, veh = self.traci.lane, self.traci.vehicle
+        su = [self.lane_map[l] for l in lanes]
+        members = list(map(lane_api.getLastStepVehicleIDs, su))
+        ids = list(itertools.chain.from_iterable(members))
+        lane = np.repeat(np.arange(len(lanes)), [len(m) for m in members])
+        position = np.fromiter(map(veh.getLanePosition, ids), np.float64, len(ids))
+        speed = np.fromiter(map(veh.getSpeed, ids), np.float64, len(ids))
+        length = np.fromiter(map(lane_api.getLength, su), np.float64, len(su))
+        near = (position >= length[lane] - within) & (speed > 0.1)
+        return np.bincount(lane[near], minlength=len(lanes)).astype(np.float64)
+
     def get_average_travel_time(self) -> float:
         now = self.get_current_time()
         due = self._scheduled <= now
@@ -178,6 +192,13 @@ class SumoEngine:
     @property
     def throughput(self) -> int:
         return int((~np.isnan(self._arrival)).sum())
+
+    @property
+    def arrived_travel_time(self) -> float:
+        """The average travel time of the vehicles that have arrived (NaN before the first does), from their
+        scheduled departure as :meth:`get_average_travel_time` counts it."""
+        arrived = ~np.isnan(self._arrival)
+        return float((self._arrival[arrived] - self._scheduled[arrived]).mean()) if arrived.any() else float("nan")
 
     @property
     def alive(self) -> bool:
