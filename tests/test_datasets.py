@@ -128,3 +128,30 @@ def test_the_shared_copies_match_the_pins(name):
     assert sorted(files) == sorted(p.name for p in local.glob("*.json"))
     for file, remote in files.items():
         assert verify(local / file, remote) == remote.sha256
+
+
+def test_env_options_flow_picks_one_of_a_data_sets_flows(tmp_path):
+    """``env.options.flow`` selects JN2/JN3 in the jinan_3x4 directory; a missing file is one clear error."""
+    from ipgnn.config import ConfigError, EnvConfig, GraphConfig
+    from ipgnn.envs import make_env
+
+    local = REPO.parent / "shared" / "data" / "cityflow" / "jinan_3x4"
+    if not local.is_dir():
+        pytest.skip(f"{local} not present (the shared data sets are optional)")
+
+    def env_for(flow):
+        options = {"scenario": str(local), "engine": "cityflow", "flow": flow}
+        return make_env(
+            EnvConfig(task="traffic", num_agents=12, max_steps=2, graph=GraphConfig(kind="env"), options=options)
+        )
+
+    pytest.importorskip("cityflow")
+    sizes = {}
+    for flow in ("flow.json", "flow_2000.json", "flow_2500.json"):
+        env = env_for(flow)
+        assert env.env.scenario.flow_path.name == flow
+        sizes[flow] = len(env.env.scenario.flows)
+        env.close()
+    assert len(set(sizes.values())) == 3, sizes  # three different demands
+    with pytest.raises(ConfigError, match="flow_9999.json"):
+        env_for("flow_9999.json")
