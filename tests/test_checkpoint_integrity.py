@@ -406,3 +406,29 @@ def test_a_real_full_disk_says_so_and_keeps_the_previous_checkpoint(small_tmpfs)
     with pytest.raises(OSError, match=r"2\.0 MiB needed"):  # larger than the disk: refused before writing
         checkpoint.save({"a": torch.zeros(1 << 19)}, path)
     _kept(path)
+
+
+def test_a_failed_commit_removes_the_replay_file_it_added(tmp_path, monkeypatch):
+    """A checkpoint whose ``latest.pt`` cannot be written (a full disk) leaves the checkpoint directory as it
+    was: the replay file it wrote first is removed again, and the previous pair stays."""
+    from ipgnn.config import load_config
+    from ipgnn.trainer import Trainer
+
+    cfg = load_config(CONFIGS / "mpe_spread_small.yaml", [*tiny(tmp_path), "--train.total_steps=100"])
+    trainer = Trainer.from_config(cfg)
+    trainer.train()
+    before = {p.name: p.read_bytes() for p in trainer.ckpt_dir.iterdir()}
+    assert "replay-100.pt" in before
+    trainer.env_step += 25  # a later checkpoint: replay-125.pt
+    real = checkpoint.save
+
+    def full_at_the_commit(obj, path):
+        if Path(path).name == "latest.pt":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(obj, path)
+
+    monkeypatch.setattr(checkpoint, "save", full_at_the_commit)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint()
+    trainer.close()
+    assert {p.name: p.read_bytes() for p in trainer.ckpt_dir.iterdir()} == before

@@ -263,12 +263,19 @@ class Checkpointer:
         t = self.trainer
         t.guard.check_parameters(t)
         state = self.state()
+        orphan = None  # a replay file this call adds, removed again when the commit below fails (a full disk)
         if t.cfg.train.save_replay:
             replay_name = f"replay-{t.env_step}.pt"
+            orphan = None if (self.ckpt_dir / replay_name).exists() else self.ckpt_dir / replay_name
             written = checkpoint.save(t.replay.state_dict(), self.ckpt_dir / replay_name)
             digest = checkpoint.stored_digest(written)  # hashed while it was written
             state["replay"] = {"file": replay_name, "added": int(t.replay.added), "digest": digest}
-        path = checkpoint.save(state, self.ckpt_dir / name)
+        try:
+            path = checkpoint.save(state, self.ckpt_dir / name)
+        except BaseException:
+            if orphan is not None:
+                orphan.unlink(missing_ok=True)
+            raise
         if name == "latest.pt":
             self.clean(keep=state.get("replay", {}).get("file", ""))
         t.last_checkpoint_step = t.env_step

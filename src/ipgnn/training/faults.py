@@ -75,6 +75,8 @@ def operation_of(exc: OSError, run_dir: Path | None) -> str:
         first = path.relative_to(run_dir).parts[0]
     except ValueError:
         return "a file operation of the run"
+    if first.startswith(".") and first.endswith(".tmp"):  # an atomic write's temporary file: .<name>.<random>.tmp
+        first = first[1:].rsplit(".", 2)[0]
     return {
         "checkpoints": "writing a checkpoint",
         "metrics.jsonl": "writing the metrics (metrics.jsonl)",
