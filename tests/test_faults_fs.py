@@ -612,3 +612,25 @@ def test_describe_names_errno_reasons():
     assert "quota" in describe(exc, None) and "/x/y" in describe(exc, None)
     long = OSError(errno.EIO, os.strerror(errno.EIO), "/" + "a" * 5000)
     assert len(describe(long, None)) < 600  # an echoed path is truncated
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("after", [0.5, 2.0])  # after the interpreter's own start-up (~0.15 s here)
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum, status, after):
+    """Importing the commands pulls in torch (seconds on a loaded machine); a signal then, before any ipgnn
+    handler could exist, still ends in one line with 130/143 (ipgnn.cli_entry), and nothing is written."""
+    cmd = [sys.executable, "-m", "ipgnn.cli_entry", "train", "--config", str(CONFIGS / "mpe_spread_small.yaml")]
+    cmd += [f"--logger.run_root={tmp_path / 'runs'}", "--logger.mode=disabled"]
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    time.sleep(after)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
