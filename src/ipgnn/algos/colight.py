@@ -1,6 +1,6 @@
 r"""CoLight: graph attention over neighbouring intersections, trained with DQN (Wei et al., CIKM 2019).
 
-The traffic field's learned baseline of issue 30 (the one-hour CityFlow benchmark). One Q-network is shared by
+The traffic-signal-control field's learned baseline (the one-hour CityFlow benchmark). One Q-network is shared by
 every intersection ("index-free" parameter sharing); each intersection reads its neighbourhood through
 multi-head attention. Written from the authors' released code, ``wingsweihua/colight`` at commit ``04440b7``
 (Keras; read, not copied). Line numbers below are that commit's.
