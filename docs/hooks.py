@@ -40,7 +40,15 @@ API_MODULES = {
         "checkpoint",
     ],
     "Networks (ipgnn.nn)": ["nn.propagation", "nn.critics", "nn.distributions", "nn.local"],
-    "Algorithms (ipgnn.algos)": ["algos.base", "algos.ipsac", "algos.iql", "algos.dgn", "algos.qmix", "algos.maddpg"],
+    "Algorithms (ipgnn.algos)": [
+        "algos.base",
+        "algos.ipsac",
+        "algos.iql",
+        "algos.dgn",
+        "algos.qmix",
+        "algos.maddpg",
+        "algos.colight",
+    ],
     "Environments": ["envs.traffic_graph", "traffic.simulator_env"],
     "Execution and analysis": ["references", "decentralised", "compare", "analysis", "interpret", "robustness"],
 }

@@ -175,7 +175,7 @@ class ModelConfig(_Section):
         return heads
 
 
-ALGO_NAMES = ("ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic")
+ALGO_NAMES = ("ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic", "colight")
 
 
 class AlgoConfig(_Section):
@@ -186,7 +186,7 @@ class AlgoConfig(_Section):
     (each algorithm checks its options and documents their defaults). Learning rates default to Table 2's
     single value when left unset."""
 
-    name: Literal["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic"] = Field(
+    name: Literal["ipsac", "iql", "dgn", "qmix", "maddpg", "maddpg_s", "pic", "colight"] = Field(
         "ipsac", description="ipsac (the paper's method) or a baseline of sec. 5.2 / app. B.1"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="algorithm-specific settings (baselines)")

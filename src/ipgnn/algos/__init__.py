@@ -1,4 +1,4 @@
-"""Learning algorithms, selected by ``algo.name``: IP-SAC and the paper's baselines (sec. 5.2, app. B.1).
+"""Learning algorithms, selected by ``algo.name``: IP-SAC, the paper's baselines (sec. 5.2, app. B.1) and CoLight.
 
 Every algorithm subclasses :class:`~ipgnn.algos.base.Algorithm` (a ``torch.nn.Module``) and is built as
 ``cls(spec, model_cfg, algo_cfg, num_agents)``. The interface the trainer uses:
@@ -41,6 +41,7 @@ ALGOS: dict[str, str] = {
     "maddpg": "ipgnn.algos.maddpg:MADDPG",
     "maddpg_s": "ipgnn.algos.maddpg:MADDPGS",
     "pic": "ipgnn.algos.maddpg:PIC",
+    "colight": "ipgnn.algos.colight:CoLight",
 }
 
 
