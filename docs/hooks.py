@@ -38,6 +38,7 @@ API_MODULES = {
         "graphs",
         "seeding",
         "checkpoint",
+        "cache",
     ],
     "Networks (ipgnn.nn)": ["nn.propagation", "nn.critics", "nn.distributions", "nn.local"],
     "Algorithms (ipgnn.algos)": [
@@ -49,7 +50,7 @@ API_MODULES = {
         "algos.maddpg",
         "algos.colight",
     ],
-    "Environments": ["envs.traffic_graph", "traffic.simulator_env"],
+    "Environments": ["envs.traffic_graph", "traffic.simulator_env", "traffic.controllers"],
     "Execution and analysis": ["references", "decentralised", "compare", "analysis", "interpret", "robustness"],
 }
 _RESULT_LINK = re.compile(r"\]\(\.\./((?:results|benchmarks/figures)/[^)\s#]+)")
