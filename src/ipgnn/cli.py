@@ -352,7 +352,12 @@ _EVAL_OPTIONS = {
     "--help",
 }
 _EVAL_FLAGS = frozenset({"-h", "--help", "--stochastic", "--decentralised"})
-_REFERENCE_CONTROLLERS = {"maxpressure": "MaxPressure", "fixedtime": "FixedTime"}
+_REFERENCE_CONTROLLERS = {
+    "maxpressure": "MaxPressure",
+    "fixedtime": "FixedTime",
+    "advanced-mp": "Advanced-MP",
+    "sotl": "SOTL",
+}
 
 
 def _eval_parser() -> argparse.ArgumentParser:
@@ -368,15 +373,16 @@ def _eval_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         action="append",
-        help="with --controller maxpressure/fixedtime/random and no --checkpoint: the experiment whose task to "
+        help="with --controller random or a rule and no --checkpoint: the experiment whose task to "
         "run (repeatable, later files win); with --checkpoint the task is the checkpoint's, changed by overrides",
     )
     parser.add_argument(
         "--controller",
-        choices=["policy", "random", "maxpressure", "fixedtime"],
+        choices=["policy", "random", "maxpressure", "fixedtime", "advanced-mp", "sotl"],
         default="policy",
         help="policy: the checkpoint's learned policy; random: uniformly random valid actions; "
-        "maxpressure, fixedtime: the classic traffic-signal controllers (traffic tasks)",
+        "maxpressure, fixedtime, advanced-mp, sotl: the traffic-signal rules (traffic tasks; "
+        "ipgnn.traffic.controllers)",
     )
     parser.add_argument("--episodes", type=int, default=10, help=f"evaluation episodes, 1 to {MAX_EPISODES}")
     parser.add_argument(
@@ -477,7 +483,7 @@ def _eval_links(args: argparse.Namespace) -> Links | None:
 
     if args.checkpoint and args.config:
         raise _UsageError(
-            "--config is for --controller maxpressure/fixedtime/random without a checkpoint; with --checkpoint "
+            "--config is for --controller random or a rule (maxpressure, ...) without a checkpoint; with --checkpoint "
             "the task is the checkpoint's: change it with overrides such as --env.options.engine=sumo or "
             "--env.max_steps=100"
         )

@@ -1,7 +1,7 @@
 """Reference controllers' results, computed once per task and cached: the lines a learned policy is
 judged against.
 
-A task that has classical controllers (traffic: FixedTime and MaxPressure, see
+A task that has classical controllers (traffic: FixedTime, MaxPressure, Advanced-MP and SOTL, see
 :func:`ipgnn.envs.traffic_graph.reference_policies`) exposes them as ``env.reference_policies()``. They are
 evaluated by the same :func:`ipgnn.runs.evaluate` as the learned policy: same engine, same episode
 length, same action interval and yellow, same evaluation seeds, same metric definitions. The result is
@@ -25,7 +25,7 @@ from typing import Any
 
 log = logging.getLogger("ipgnn")
 
-VERSION = "2"  # bump when a controller or a metric definition changes: old cache entries are then ignored
+VERSION = "3"  # bump when a controller or a metric definition changes: old cache entries are then ignored
 PREFIX = "reference/"
 
 

@@ -219,7 +219,18 @@ ATT = Headline("average_travel_time", "average travel time", "s", lower_is_bette
 
 
 def reference_policies(env) -> dict:
-    """FixedTime and MaxPressure at the environment's decision level (its action interval and yellow)."""
-    from ipgnn.traffic.controllers import fixed_time_policy, max_pressure_policy
+    """FixedTime, MaxPressure, Advanced-MP and SOTL at the environment's decision level (its action interval
+    and yellow), with their published parameters (:mod:`ipgnn.traffic.controllers`)."""
+    from ipgnn.traffic.controllers import (
+        advanced_max_pressure_policy,
+        fixed_time_policy,
+        max_pressure_policy,
+        sotl_policy,
+    )
 
-    return {"FixedTime": fixed_time_policy(env), "MaxPressure": max_pressure_policy(env)}
+    return {
+        "FixedTime": fixed_time_policy(env),
+        "MaxPressure": max_pressure_policy(env),
+        "Advanced-MP": advanced_max_pressure_policy(env),
+        "SOTL": sotl_policy(env),
+    }
