@@ -88,13 +88,18 @@ def test_saved_config_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "path", sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("paper/*.yaml")), ids=lambda p: p.name
+    "path",
+    sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("paper/*.yaml")) + sorted(CONFIGS.glob("benchmark/*.yaml")),
+    ids=lambda p: p.name,
 )
 def test_every_shipped_config_validates_and_keeps_the_reference_schedule(path):
     """Every experiment runs the reference schedule, 8 gradient steps every 100 environment steps (app. D:
     one setting for all methods; the algorithm files under configs/algos/ never set it)."""
     cfg = load_config(path)
     assert (cfg.train.gradient_steps, cfg.train.update_every) == (8, 100), path.name
+    if path.parent.name == "benchmark":  # the traffic field's protocol: one hour of 10-s decisions on CityFlow
+        opts = cfg.env.options
+        assert (cfg.env.max_steps * opts["action_interval"], opts["yellow"], opts["engine"]) == (3600, 5, "cityflow")
 
 
 def test_layered_config_files(tmp_path):
