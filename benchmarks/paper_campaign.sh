@@ -12,6 +12,10 @@
 #   spread30       7 methods x seeds $SEEDS, each at its tuned lr
 #   hetero100      heterogeneous navigation N = 100 at a reduced budget (see its line), the spread30 lrs
 # The ablations and the policy interpretation (Fig. 6, Fig. 7; results/paper/ablations, results/paper/interpretation):
+# The traffic field's benchmark (docs/traffic.md#the-fields-benchmark; results/benchmark/learned):
+#   bench-jn1 bench-jn2 bench-jn3 bench-hz1 bench-hz2
+#                  IP-SAC and CoLight x seeds $SEEDS, 100 one-hour episodes each, one column of the table per step
+#                  (the rule rows: python benchmarks/traffic_rules.py)
 #   ablate-k       IP-SAC, k in {3, 4, 6, 8, 10} on navigation N = 30, seeds of the sweep file (configs/sweeps/knn_k.yaml)
 #   ablate-hops    IP-SAC, M in {1, 2, 3} on navigation N = 30 (configs/sweeps/hop_size.yaml)
 #   ablate-graph7 ablate-graph10
@@ -52,6 +56,10 @@ for step in "$@"; do
         --tuned results/paper/tuning/spread30/tuned.yaml --train.total_steps=20000 --train.learning_starts=2000 \
         --replay.batch_size=64 --train.eval_every=4000 --train.eval_episodes=16 --train.checkpoint_every=4000 \
         --out results/paper/hetero100 ;;
+    bench-jn1|bench-jn2|bench-jn3|bench-hz1|bench-hz2)
+      set_name=${step#bench-}
+      compare --config "configs/benchmark/$set_name.yaml" --algos ipsac,colight --seeds "$SEEDS" \
+        --out results/benchmark/learned ;;
     ablate-k|ablate-hops|ablate-graph7|ablate-graph10)
       sweep=$(case "$step" in ablate-k) echo knn_k ;; ablate-hops) echo hop_size ;; ablate-graph7) echo graph_grid7x7 ;;
               ablate-graph10) echo graph_grid10x10 ;; esac)
@@ -62,7 +70,7 @@ for step in "$@"; do
       after ipgnn-interpret --runs results/paper/grid7x7 --algos ipsac,dgn,pic --episodes 5 --interval 20 --greedy \
         --out results/paper/interpretation/greedy ;;
     *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100," \
-            "ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
+            "bench-jn1..bench-hz2, ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
        exit 2 ;;
   esac
 done
