@@ -64,6 +64,10 @@ class Dataset:
         return {"roadnet.json": self.roadnet, "flow.json": self.flow, **dict(self.more_flows)}
 
 
+_HANGZHOU_ROADNET = RemoteFile(  # one road network, two flows (HZ1, HZ2)
+    "Hangzhou/4_4/roadnet_4_4.json", 847012, "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1"
+)
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
@@ -71,11 +75,7 @@ DATASETS: dict[str, Dataset] = {
             "hangzhou_4x4",
             "Hangzhou, Gudang sub-district, 4x4, real flow of one hour (Fig. 5a)",
             16,
-            RemoteFile(
-                "Hangzhou/4_4/roadnet_4_4.json",
-                847012,
-                "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1",
-            ),
+            _HANGZHOU_ROADNET,
             RemoteFile(
                 "Hangzhou/4_4/anon_4_4_hangzhou_real.json",
                 899200,
@@ -86,11 +86,7 @@ DATASETS: dict[str, Dataset] = {
             "hangzhou_4x4_5816",
             "Hangzhou 4x4, the second real flow of one hour (5816 vehicles; the field's HZ2)",
             16,
-            RemoteFile(
-                "Hangzhou/4_4/roadnet_4_4.json",
-                847012,
-                "11e2fe89f632e43e81f56ea87a308d544b66f9c5af8a410e16149668d6d376c1",
-            ),
+            _HANGZHOU_ROADNET,
             RemoteFile(
                 "Hangzhou/4_4/anon_4_4_hangzhou_real_5816.json",
                 2101857,
