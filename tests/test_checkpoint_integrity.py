@@ -234,7 +234,7 @@ def test_config_yaml_is_rewritten_with_a_command_line_override_on_top_of_an_edit
         ({"top__seed": 7, "algo__gamma": 0.5}, ["seed: 0 -> 7", "algo.gamma: 0.95 -> 0.5"]),
         (
             {"env__max_steps": 50, "top__name": "x" * 300},
-            ["name: 'mpe_spread_small' -> 'xxxxxxx", "x...\n", "env.max_steps: 25 -> 50"],
+            ["name: 'mpe_spread_small' -> 'xxxxxxx", "x... (", "env.max_steps: 25 -> 50"],
         ),
     ],
     ids=["model.hidden", "unsafe-with-a-safe-one", "two-unsafe", "long-value-truncated"],

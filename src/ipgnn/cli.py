@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ipgnn.config import ConfigError, load_config
+from ipgnn.config import ConfigError, clip, load_config
 from ipgnn.logger import json_safe
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def check_count(option: str, value: int, low: int, high: int, why: str = "") -> 
     """Raise ``ValueError`` (one line naming ``option``) unless ``low <= value <= high``; ``why`` says where
     ``high`` comes from. The command-line tools bound every count they are given with it, up front."""
     if not low <= value <= high:
-        raise ValueError(f"{option} must be an integer from {low} to {high}{why}, got {_clip(str(value), 40)}")
+        raise ValueError(f"{option} must be an integer from {low} to {high}{why}, got {clip(str(value), 40)}")
 
 
 def check_output(path: str | Path, option: str, directory: bool) -> Path:
@@ -311,24 +311,19 @@ def check_output(path: str | Path, option: str, directory: bool) -> Path:
     naming ``option``, the path and what to do. Checked up front, before any work: the path (or its file
     counterpart) must not be of the other kind, and the nearest existing ancestor must be a writable directory."""
     path = Path(path)
-    shown = _clip(str(path))
+    shown = clip(str(path))
     if directory and path.exists() and not path.is_dir():
         raise ValueError(f"{option} '{shown}' is a file, not a directory: pass a directory for the results")
     if not directory and path.is_dir():
-        raise ValueError(f"{option} '{shown}' is a directory: pass a file name, e.g. {_clip(str(path / 'x.pt'))}")
+        raise ValueError(f"{option} '{shown}' is a directory: pass a file name, e.g. {clip(str(path / 'x.pt'))}")
     parent = path if directory and path.is_dir() else path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} '{shown}': '{_clip(str(parent))}' is a file, not a directory: choose another path")
+        raise ValueError(f"{option} '{shown}': '{clip(str(parent))}' is a file, not a directory: choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} '{shown}': cannot write in '{_clip(str(parent))}' (permission denied)")
+        raise ValueError(f"{option} '{shown}': cannot write in '{clip(str(parent))}' (permission denied)")
     return path
-
-
-def _clip(text: str, n: int = 200) -> str:
-    """``text`` cut to ``n`` characters (echoed user input in an error message stays short)."""
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
 
 
 MAX_EPISODES = 100_000  #: the most evaluation episodes ipgnn-eval and ipgnn-robustness play in one call
@@ -603,7 +598,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         saved = read_checkpoint(args.checkpoint)
         if saved.cfg.algo.name != "ipsac":
             return _fail(
-                f"checkpoint '{_clip(args.checkpoint)}': algo.name is '{saved.cfg.algo.name}'; only an "
+                f"checkpoint '{clip(args.checkpoint)}': algo.name is '{saved.cfg.algo.name}'; only an "
                 "intention-propagation policy (ipsac) has a per-agent step to export"
             )
         with load_run(saved) as run:  # on the CPU; the environment gives the observation and action sizes
@@ -614,9 +609,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     try:
         path = export_agent_step(step, out, meta)
     except (OSError, RuntimeError) as exc:
-        reason = _clip(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        reason = clip(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         print(
-            f"error: --out '{_clip(str(out))}': writing the export failed ({reason}); nothing was written",
+            f"error: --out '{clip(str(out))}': writing the export failed ({reason}); nothing was written",
             file=sys.stderr,
         )
         return 1
@@ -628,9 +623,9 @@ def _export_target(out: str) -> Path:
     """``--out`` checked up front (:func:`check_output`), and its ``.json`` companion as well."""
     path = check_output(out, "--out", directory=False)
     if path.suffix == ".json":
-        raise ValueError(f"--out '{_clip(out)}': the description goes to a .json file beside it; name the export .pt")
+        raise ValueError(f"--out '{clip(out)}': the description goes to a .json file beside it; name the export .pt")
     if path.with_suffix(".json").is_dir():
-        raise ValueError(f"--out '{_clip(out)}': {path.with_suffix('.json').name} beside it is a directory; remove it")
+        raise ValueError(f"--out '{clip(out)}': {path.with_suffix('.json').name} beside it is a directory; remove it")
     return path
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from ipgnn.config import ConfigError, ExperimentConfig, load_config
+from ipgnn.config import ConfigError, ExperimentConfig, clip, load_config
 from ipgnn.cpu import thread_env, usable_cores
 from ipgnn.logger import read_metrics
 
@@ -92,7 +92,6 @@ MAX_SEEDS = 1000  #: the most seeds one --seeds may name (each is a training run
 def parse_seeds(text: str) -> list[int]:
     """``0-4`` or ``0,1,2`` (or a mix: ``0-2,7``): at most :data:`MAX_SEEDS` seeds, each from 0 to
     :data:`ipgnn.seeding.MAX_SEED`, counted before a range is expanded."""
-    from ipgnn.cli import _clip
     from ipgnn.seeding import MAX_SEED
 
     seeds: list[int] = []
@@ -103,17 +102,17 @@ def parse_seeds(text: str) -> list[int]:
             lo, hi = (int(lo), int(hi)) if part else (0, -1)
         except ValueError:
             raise ConfigError(
-                f"--seeds: '{_clip(part, 60)}' is not a seed or a range of seeds (use e.g. 0-4 or 0,1,2)"
+                f"--seeds: '{clip(part, 60)}' is not a seed or a range of seeds (use e.g. 0-4 or 0,1,2)"
             ) from None
         if part and hi < lo:
-            raise ConfigError(f"--seeds: the range '{_clip(part, 60)}' is empty (write the lower seed first, e.g. 0-4)")
+            raise ConfigError(f"--seeds: the range '{clip(part, 60)}' is empty (write the lower seed first, e.g. 0-4)")
         if lo < 0 or hi > MAX_SEED:
-            raise ConfigError(f"--seeds: seeds are integers from 0 to {MAX_SEED} (2**63 - 1), got {_clip(text, 60)!r}")
+            raise ConfigError(f"--seeds: seeds are integers from 0 to {MAX_SEED} (2**63 - 1), got {clip(text, 60)!r}")
         if len(seeds) + hi - lo + 1 > MAX_SEEDS:
-            raise ConfigError(f"--seeds: at most {MAX_SEEDS} seeds (runs) at once, got more in {_clip(text, 60)!r}")
+            raise ConfigError(f"--seeds: at most {MAX_SEEDS} seeds (runs) at once, got more in {clip(text, 60)!r}")
         seeds += range(lo, hi + 1)
     if not seeds:
-        raise ConfigError(f"--seeds: no seed in '{_clip(text, 60)}' (use e.g. 0-4 or 0,1,2)")
+        raise ConfigError(f"--seeds: no seed in '{clip(text, 60)}' (use e.g. 0-4 or 0,1,2)")
     return seeds
 
 

@@ -73,11 +73,15 @@ class _Why:
     text: str
 
 
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` for an error message, cut to ``limit`` characters with how long it was (a 1 MB string, or what
+    an alias expands to, is not printed back). The one truncation of echoed input in the package."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def echo(value: Any, limit: int = MAX_ECHO) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters with '...' (a 1 MB string, or what an
-    alias expands to, is not printed back)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    """``repr(value)`` for an error message, cut by :func:`clip`."""
+    return clip(repr(value), limit)
 
 
 def _integer(v: Any) -> Any:

@@ -93,7 +93,8 @@ def _checked(args: argparse.Namespace) -> tuple[Path, list, list, dict]:
     """``(out, saved, settings, links)`` once every argument is in range and every checkpoint is a traffic
     run's intention-propagation policy (the sweep measures ATT against the traffic controllers), one per
     seed, of one task. Raises ``ValueError`` naming the argument or file; reads checkpoints, builds nothing."""
-    from ipgnn.cli import MAX_DELAY, MAX_EPISODES, MAX_PROCESSES, _clip, check_count, check_output
+    from ipgnn.cli import MAX_DELAY, MAX_EPISODES, MAX_PROCESSES, check_count, check_output
+    from ipgnn.config import clip
     from ipgnn.decentralised import Links
     from ipgnn.runs import read_checkpoint
 
@@ -117,7 +118,7 @@ def _checked(args: argparse.Namespace) -> tuple[Path, list, list, dict]:
     for s in saved:
         if s.cfg.env.task != "traffic" or s.cfg.algo.name != "ipsac":
             raise ValueError(
-                f"checkpoint '{_clip(str(s.path))}' is a {s.cfg.env.task} task trained with {s.cfg.algo.name}: "
+                f"checkpoint '{clip(str(s.path))}' is a {s.cfg.env.task} task trained with {s.cfg.algo.name}: "
                 "ipgnn-robustness measures a traffic policy's travel time (algo ipsac, env.task traffic); for "
                 "another task use ipgnn-eval --checkpoint CKPT --decentralised --drop P --delay D (it reports returns)"
             )
@@ -274,9 +275,9 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
 def _replot(out: Path) -> int:
     """Redraw ``robustness_<scenario>.png`` from ``out/summary.csv``, ``runs.csv`` and ``summary.md``'s title;
     exit 2 with one line when they are missing or are not a sweep's."""
-    from ipgnn.cli import _clip
+    from ipgnn.config import clip
 
-    shown = _clip(str(out))
+    shown = clip(str(out))
     try:
         with open(out / "summary.csv", newline="") as f:
             summary = list(csv.DictReader(f))
@@ -284,7 +285,7 @@ def _replot(out: Path) -> int:
         with open(out / "runs.csv", newline="") as f:
             seeds = sorted({int(r["seed"]) for r in csv.DictReader(f)})
     except OSError as exc:
-        print(f"error: --replot needs the summary of an earlier sweep in --out: {_clip(str(exc))}", file=sys.stderr)
+        print(f"error: --replot needs the summary of an earlier sweep in --out: {clip(str(exc))}", file=sys.stderr)
         return 2
     except (KeyError, ValueError, IndexError, UnicodeDecodeError) as exc:
         print(f"error: --replot: '{shown}' does not hold an ipgnn-robustness sweep's files ({exc!r})", file=sys.stderr)

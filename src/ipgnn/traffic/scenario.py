@@ -52,8 +52,9 @@ class ScenarioError(ValueError):
 
 def _clip(value: Any) -> str:
     """``value`` as text for an error message, cut to a few dozen characters."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= _ECHO else f"{text[:_ECHO]}... ({len(text)} characters)"
+    from ipgnn.config import clip
+
+    return clip(value if isinstance(value, str) else repr(value), _ECHO)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ipgnn import checkpoint
-from ipgnn.config import ConfigError, ExperimentConfig, read_yaml, save_config, validate
+from ipgnn.config import ConfigError, ExperimentConfig, echo, read_yaml, save_config, validate
 from ipgnn.logger import resolve_wandb_mode
 from ipgnn.runs import LATEST, read_checkpoint, with_overrides
 from ipgnn.seeding import rng_state, set_rng_state
@@ -64,8 +64,7 @@ def config_diff(old: ExperimentConfig, new: ExperimentConfig) -> list[tuple[str,
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return echo(value, limit)
 
 
 def _diff_lines(changes: list[tuple[str, Any, Any]]) -> str:
