@@ -40,7 +40,7 @@ API_MODULES = {
         "checkpoint",
         "cache",
     ],
-    "Networks (ipgnn.nn)": ["nn.propagation", "nn.critics", "nn.distributions", "nn.local"],
+    "Networks (ipgnn.nn)": ["nn.propagation", "nn.attention", "nn.critics", "nn.distributions", "nn.local"],
     "Algorithms (ipgnn.algos)": [
         "algos.base",
         "algos.ipsac",

@@ -82,14 +82,12 @@ Options (``algo.options``), with defaults and sources (file:line of the authors'
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import softmax
 
 from ipgnn.algos.dgn import with_self_loops
 from ipgnn.algos.optim import make_optimizer
@@ -97,6 +95,7 @@ from ipgnn.algos.options import NoneType, require_choice, require_positive
 from ipgnn.algos.qlearning import EPSILON_OPTIONS, QLearningAlgo
 from ipgnn.algos.targets import td_target
 from ipgnn.config import AlgoConfig, ModelConfig
+from ipgnn.nn.attention import NeighbourhoodAttention
 from ipgnn.nn.propagation import TypedEncoder
 from ipgnn.replay import TransitionBatch
 
@@ -105,7 +104,7 @@ __all__ = ["CoLight", "CoLightAttention", "CoLightNetwork"]
 KERAS_NORMAL_STD = 0.05  # keras.initializers.RandomNormal's default stddev ('random_normal')
 
 
-class CoLightAttention(MessagePassing):
+class CoLightAttention(NeighbourhoodAttention):
     r"""One CoLight attention layer (see the module docstring): ``heads`` dot-product attentions of width
     ``head_dim`` over each node's incoming edges (the edge list must already hold the self loops), the heads'
     outputs averaged, then one linear layer + ReLU to ``out_channels``.
@@ -115,37 +114,22 @@ class CoLightAttention(MessagePassing):
     """
 
     def __init__(self, in_channels: int, head_dim: int, heads: int, out_channels: int):
-        super().__init__(aggr="sum", node_dim=0)
+        super().__init__()  # scale 1: the authors' unscaled dot product (l. 230)
         self.heads, self.head_dim = heads, head_dim
         self.lin_query = nn.Linear(in_channels, heads * head_dim)  # agent_repr (l. 215)
         self.lin_key = nn.Linear(in_channels, heads * head_dim)  # neighbor_repr (l. 222)
         self.lin_value = nn.Linear(in_channels, heads * head_dim)  # neighbor_hidden_repr (l. 236)
         self.lin_out = nn.Linear(head_dim, out_channels)  # MLP_after_relation (l. 241)
-        self._alpha: Tensor | None = None
 
     def forward(self, h: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         shape = (-1, self.heads, self.head_dim)
         q = F.relu(self.lin_query(h)).view(shape)
         k = F.relu(self.lin_key(h)).view(shape)
         v = F.relu(self.lin_value(h)).view(shape)
-        agg = self.propagate(edge_index, q=q, k=k, v=v)  # [N, H, C]
+        agg = self.attend(edge_index, q, k, v)  # [N, H, C]
         out = F.relu(self.lin_out(agg.mean(1)))
-        alpha, self._alpha = self._alpha, None
+        alpha = self.take_attention()
         return (out, alpha) if return_attention_weights else out
-
-    # typing.Optional: PyG's Inspector (2.8) cannot read `X | None` (see ipgnn.algos.dgn.DGNConv.message)
-    def message(
-        self,
-        q_i: Tensor,
-        k_j: Tensor,
-        v_j: Tensor,
-        index: Tensor,
-        ptr: Optional[Tensor],  # noqa: UP045
-        size_i: Optional[int],  # noqa: UP045
-    ) -> Tensor:
-        alpha = softmax((q_i * k_j).sum(-1), index, ptr, size_i)  # [E, H], unscaled dot product (l. 230)
-        self._alpha = alpha
-        return v_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(heads={self.heads}, head_dim={self.head_dim})"

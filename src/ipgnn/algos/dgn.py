@@ -56,19 +56,19 @@ the appendix):
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
+from torch_geometric.utils import add_self_loops, remove_self_loops
 
 from ipgnn.algos.options import require_positive
 from ipgnn.algos.qlearning import EPSILON_OPTIONS, QLearningAlgo
 from ipgnn.algos.targets import td_target
 from ipgnn.config import AlgoConfig, ConfigError, ModelConfig
+from ipgnn.nn.attention import NeighbourhoodAttention
 from ipgnn.nn.propagation import TypedEncoder
 from ipgnn.replay import TransitionBatch
 
@@ -80,7 +80,7 @@ def with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
     return edge_index
 
 
-class DGNConv(MessagePassing):
+class DGNConv(NeighbourhoodAttention):
     r"""DGN's convolutional layer: multi-head scaled dot-product attention over each agent's incoming
     edges (the edge list must already contain the self loops), then one linear layer + ReLU on the
     concatenated heads (see the module docstring).
@@ -90,7 +90,7 @@ class DGNConv(MessagePassing):
     """
 
     def __init__(self, channels: int, heads: int):
-        super().__init__(aggr="sum", node_dim=0)
+        super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.channels, self.heads, self.head_dim = channels, heads, channels // heads
@@ -99,33 +99,16 @@ class DGNConv(MessagePassing):
         self.lin_k = nn.Linear(channels, channels, bias=False)
         self.lin_v = nn.Linear(channels, channels, bias=False)
         self.lin_out = nn.Linear(channels, channels)
-        self._alpha: Tensor | None = None
 
     def forward(self, h: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         H, C = self.heads, self.head_dim
         q = self.lin_q(h).view(-1, H, C)
         k = self.lin_k(h).view(-1, H, C)
         v = self.lin_v(h).view(-1, H, C)
-        agg = self.propagate(edge_index, q=q, k=k, v=v)
+        agg = self.attend(edge_index, q, k, v)
         out = F.relu(self.lin_out(agg.reshape(-1, self.channels)))
-        alpha, self._alpha = self._alpha, None
+        alpha = self.take_attention()
         return (out, alpha) if return_attention_weights else out
-
-    # typing.Optional, not `X | None`: PyG's Inspector.type_repr (2.8) fails on types.UnionType when it
-    # writes the jittable propagate from this signature
-    def message(
-        self,
-        q_i: Tensor,
-        k_j: Tensor,
-        v_j: Tensor,
-        index: Tensor,
-        ptr: Optional[Tensor],  # noqa: UP045
-        size_i: Optional[int],  # noqa: UP045
-    ) -> Tensor:
-        score = (q_i * k_j).sum(-1) * self.scale  # [E, H]
-        alpha = softmax(score, index, ptr, size_i)
-        self._alpha = alpha
-        return v_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.channels}, heads={self.heads})"
