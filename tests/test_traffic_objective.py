@@ -17,6 +17,8 @@ from ipgnn.traffic.simulator_env import TrafficSignalEnv
 
 from conftest import ENGINES, assert_same_run, comparable_rows
 
+RULES = {"FixedTime", "MaxPressure", "Advanced-MP", "SOTL"}  # the traffic reference controllers
+
 pytest.importorskip("libsumo")
 
 GRID = {"kind": "grid", "rows": 2, "cols": 3, "rate": 400, "seed": 1}
@@ -126,14 +128,15 @@ def test_reference_results_are_cached_per_task_and_seed(tmp_path, engine):
     env = make_env(cfg)
     key = cfg.model_dump(mode="json")
     a = references.reference_results(env, key, 1, 7, counting, cache=tmp_path)
-    assert set(a) == {"FixedTime", "MaxPressure"} and len(calls) == 2
+    assert set(a) == RULES and len(calls) == len(RULES)
     assert a["MaxPressure"]["episode_length"] == 4 and a["FixedTime"]["average_travel_time"] > 0
-    assert references.reference_results(env, key, 1, 7, counting, cache=tmp_path) == a and len(calls) == 2
+    n = len(RULES)
+    assert references.reference_results(env, key, 1, 7, counting, cache=tmp_path) == a and len(calls) == n
     references.reference_results(env, key, 1, 8, counting, cache=tmp_path)  # other seeds: evaluated again
-    assert len(calls) == 4
+    assert len(calls) == 2 * n
     graph_only = key | {"graph": {"kind": "full", "k": 4, "symmetric": False}}  # controllers ignore the graph
     references.reference_results(env, graph_only, 1, 7, counting, cache=tmp_path)
-    assert len(calls) == 4
+    assert len(calls) == 2 * n
     longer = key | {"max_steps": 5}
     assert references.cache_key(longer, env.reference_key, 1, 7) != references.cache_key(key, env.reference_key, 1, 7)
     assert env.reference_key.startswith(f"{engine}:")
@@ -162,7 +165,7 @@ def test_a_traffic_run_logs_the_references_plots_att_and_ends_with_a_verdict(tmp
     out = capsys.readouterr().out
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     refs = references.from_rows(rows)
-    assert rows[0]["env_step"] == 0 and set(refs) == {"FixedTime", "MaxPressure"}
+    assert rows[0]["env_step"] == 0 and set(refs) == RULES
     # the references ran on the evaluation episodes of the learned policy: same length, same metric
     assert refs["MaxPressure"]["episode_length"] == final["eval/episode_length"] == 20
     assert trainer.verdict in out and "MaxPressure" in trainer.verdict

@@ -150,13 +150,16 @@ class CityFlowEngine:
 
     @property
     def arrived_travel_time(self) -> float:
-        """The average travel time of the vehicles that have left the network (NaN before the first does), the
-        "arrived vehicles only" figure; :meth:`get_average_travel_time` also counts the vehicles still in it.
-        Needs the ``get_finished_travel_time`` accessor of ``ipgnn-data build-cityflow``: NaN on upstream
-        CityFlow, which does not expose the sum."""
+        """The average travel time of the vehicles that have left the network (0 before the first does, as
+        CityFlow's own average is 0 with no vehicle), the "arrived vehicles only" figure;
+        :meth:`get_average_travel_time` also counts the vehicles still in it. Needs the
+        ``get_finished_travel_time`` accessor of ``ipgnn-data build-cityflow``: NaN on upstream CityFlow, which
+        does not expose the sum."""
         get = getattr(self.eng, "get_finished_travel_time", None)
+        if get is None:
+            return float("nan")
         n = self.throughput
-        return float(get()) / n if get is not None and n else float("nan")
+        return float(get()) / n if n else 0.0
 
     # --- prepared reads for the environment's hot path (see TrafficSignalEnv) ----------------------------
     def _order(self) -> dict[str, int]:

@@ -32,7 +32,7 @@ Per decision (``action_interval`` simulated seconds, default 10):
 Evaluation metrics, the same definitions on every engine (see :mod:`ipgnn.traffic.sumo_engine`),
 reported at the end of an episode: ``average_travel_time`` (CityFlow's definition: every vehicle whose
 scheduled entry has passed, counted from that time to its arrival or to now: the figure LibSignal reports),
-``average_travel_time_arrived`` (the same over the vehicles that have arrived only, NaN before any has; the
+``average_travel_time_arrived`` (the same over the vehicles that have arrived only, 0 before any has; the
 figure of tables that count finished trips), ``throughput`` (vehicles that completed their route),
 ``queue_length`` (mean waiting vehicles per incoming lane of the signalised intersections) and ``delay``
 (the fraction of the vehicles in the network that are waiting).

@@ -195,10 +195,10 @@ class SumoEngine:
 
     @property
     def arrived_travel_time(self) -> float:
-        """The average travel time of the vehicles that have arrived (NaN before the first does), from their
-        scheduled departure as :meth:`get_average_travel_time` counts it."""
+        """The average travel time of the vehicles that have arrived (0 before the first does, as CityFlow's),
+        from their scheduled departure as :meth:`get_average_travel_time` counts it."""
         arrived = ~np.isnan(self._arrival)
-        return float((self._arrival[arrived] - self._scheduled[arrived]).mean()) if arrived.any() else float("nan")
+        return float((self._arrival[arrived] - self._scheduled[arrived]).mean()) if arrived.any() else 0.0
 
     @property
     def alive(self) -> bool:
