@@ -592,7 +592,12 @@ def test_real_signals_to_a_training_process(tmp_path):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-3000:]
+    # The first Ctrl-C stops at a safe point with a checkpoint; the run then closes its files (curves, the bar),
+    # and whether the third Ctrl-C lands before that close ends ("interrupted ... Continue with") or during it
+    # ("exiting now", by design) is the machine's timing. Either way: 130, no traceback, a checkpoint kept.
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "Ctrl-C: stopping at the next safe point" in err, err[-3000:]
+    assert ("interrupted at step" in err) or ("Ctrl-C: exiting now" in err), err[-3000:]
     assert latest_step(tmp_path / "b") > 0
 
 
