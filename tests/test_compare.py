@@ -371,6 +371,7 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
         "ablate-hops": 9,
         "ablate-graph7": 6,
         "ablate-graph10": 6,
+        **{f"bench-{d}": 6 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC and CoLight x 3 seeds
     }
     env = dict(os.environ, DRY_RUN="1")
     res = subprocess.run(
@@ -390,6 +391,8 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
     assert "--env.graph.k=3" in k3 and "--algo.lr=0.003" in k3
     full = next(x for x in lines if "ablations/graph_grid10x10/grid10x10/ipsac/kind=full/seed0" in x)
     assert "--env.graph.kind=full" in full and "--env.options.engine=cityflow" in full
+    colight = next(x for x in lines if "benchmark/learned/hz2/colight/seed2" in x)
+    assert "--algo.name=colight" in colight and "--seed=2" in colight
     bad = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"],
         capture_output=True,
@@ -398,3 +401,40 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
         env=env,
     )
     assert bad.returncode == 2 and "unknown step 'nope'" in bad.stderr
+
+
+def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
+    """benchmarks/traffic_table.py: a learned cell is the mean ± std over seeds of each run's last evaluation; a
+    run still training is left out unless --partial, and then marked; the best cell of a column is bold; the
+    figure is written."""
+    runs, rules = tmp_path / "learned", tmp_path / "rules.csv"
+    rules.write_text(
+        "dataset,interval_s,rule,average_travel_time,average_travel_time_arrived,throughput,wall_s\n"
+        + "".join(f"hz1,{i},{r},{v},0,0,0\n" for i in (10, 15) for r, v in [("FixedTime", 575.6 + i),
+                  ("MaxPressure", 365.1), ("Advanced-MP", 320.1), ("SOTL", 354.1)])
+    )  # fmt: skip
+    for algo, seed, atts, done in [
+        ("ipsac", 0, [900.0, 330.0, 310.0], True),
+        ("ipsac", 1, [800.0, 300.0, 330.0], True),
+        ("colight", 0, [700.0, 400.0], False),
+    ]:
+        d = runs / "hz1" / algo / f"seed{seed}"
+        d.mkdir(parents=True)
+        lines = [
+            f'{{"env_step": {3600 * (i + 1)}, "eval/average_travel_time": {a}, "eval/episode_return": {-a}}}'
+            for i, a in enumerate(atts)
+        ]
+        (d / "metrics.jsonl").write_text("\n".join(['{"env_step": 100, "train/episode": 1}', *lines]) + "\n")
+        if done:
+            (d / "result.json").write_text("{}")
+    script = REPO / "benchmarks" / "traffic_table.py"
+    base = [sys.executable, str(script), "--runs", str(runs), "--rules", str(rules), "--datasets", "hz1"]
+    res = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "a" / "table.md").read_text()
+    assert "| IP-SAC | **320.0 ± 10.0 (n=2)** |" in md  # the last evaluations 310 and 330; best of the column
+    assert "| CoLight | — |" in md and "| Advanced-MP | 320.1 |" in md and "| FixedTime | 585.6 |" in md
+    assert (tmp_path / "a" / "att_vs_episodes.png").stat().st_size > 10_000
+    res = subprocess.run([*base, "--out", str(tmp_path / "b"), "--partial"], capture_output=True, text=True, cwd=REPO)
+    md = (tmp_path / "b" / "table.md").read_text()
+    assert res.returncode == 0 and "| CoLight | 400.0 ± 0.0 (n=1; 1 still training, at ≥ 20 of 100 episodes) |" in md

@@ -1,0 +1,173 @@
+"""The traffic field's benchmark table and figure (docs/traffic.md#the-fields-benchmark): IP-SAC and CoLight
+(``results/benchmark/learned``, written by ``bash benchmarks/paper_campaign.sh bench-jn1 ... bench-hz2``)
+against the rules (``results/benchmark/rules.csv``, written by ``python benchmarks/traffic_rules.py``).
+
+    python benchmarks/traffic_table.py        # writes results/benchmark/table.{md,csv} and att_vs_episodes.png
+
+A learned cell is the mean ± standard deviation over seeds of each run's last evaluation (one one-hour
+episode, every 10 training episodes), with the number of seeds; a run still training counts only when
+``--partial`` is given, and its cell then says how many of the 100 training episodes it had seen. The
+figure draws ATT against training episodes (mean over seeds, ± std band) with each rule as a horizontal
+line, one panel per data set. Nothing is trained or simulated here: it reads the runs' ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from ipgnn.logger import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ["jn1", "jn2", "jn3", "hz1", "hz2"]
+LEARNED = {"ipsac": "IP-SAC", "colight": "CoLight"}
+RULES = ["Advanced-MP", "MaxPressure", "SOTL", "FixedTime"]
+DECISIONS_PER_EPISODE = 360  # one hour of 10-s decisions (configs/benchmark/*.yaml)
+KEY = "eval/average_travel_time"
+
+
+def learned_runs(root: Path, partial: bool) -> dict[tuple[str, str], list[dict]]:
+    """(data set, algorithm) -> one entry per seed: its evaluation curve and whether it finished."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for metrics in sorted(root.glob("*/*/seed*/metrics.jsonl")):
+        dataset, algo, seed = metrics.parts[-4], metrics.parts[-3], metrics.parts[-2]
+        done = (metrics.parent / "result.json").is_file()
+        if not done and not partial:
+            continue
+        curve = [(r["env_step"] / DECISIONS_PER_EPISODE, r[KEY]) for r in read_metrics(metrics) if KEY in r]
+        if curve:
+            runs.setdefault((dataset, algo), []).append({"seed": seed, "curve": curve, "done": done})
+    return runs
+
+
+def rule_rows(path: Path, interval: int = 10) -> dict[tuple[str, str], float]:
+    """(data set, rule) -> CityFlow's ATT at ``interval``-s decisions."""
+    with open(path, newline="") as f:
+        return {
+            (r["dataset"], r["rule"]): float(r["average_travel_time"])
+            for r in csv.DictReader(f)
+            if int(r["interval_s"]) == interval
+        }
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str]:
+    """The CSV rows and the Markdown table (IP-SAC, CoLight, then the rules), best cell of a column in bold."""
+    rows, cells = [], {}
+    for algo, label in LEARNED.items():
+        for d in datasets:
+            seeds = runs.get((d, algo), [])
+            if not seeds:
+                cells[label, d] = "—"
+                continue
+            finals = [s["curve"][-1][1] for s in seeds]
+            m, sd = _mean_std(finals)
+            episodes = min(s["curve"][-1][0] for s in seeds)
+            unfinished = sum(not s["done"] for s in seeds)
+            cells[label, d] = f"{m:.1f} ± {sd:.1f} (n={len(seeds)}" + (
+                f"; {unfinished} still training, at ≥ {episodes:.0f} of 100 episodes)" if unfinished else ")"
+            )
+            rows.append(
+                {"dataset": d, "method": label, "att_mean": round(m, 2), "att_std": round(sd, 2),
+                 "seeds": len(seeds), "unfinished": unfinished, "min_episodes": round(episodes, 1)}
+            )  # fmt: skip
+    for rule in RULES:
+        for d in datasets:
+            if (d, rule) in rules:
+                cells[rule, d] = f"{rules[d, rule]:.1f}"
+                rows.append({"dataset": d, "method": rule, "att_mean": rules[d, rule], "att_std": 0.0,
+                             "seeds": 1, "unfinished": 0, "min_episodes": 0})  # fmt: skip
+    lines = ["| method | " + " | ".join(d.upper() for d in datasets) + " |", "|---|" + "---|" * len(datasets)]
+    best = {d: min((r["att_mean"] for r in rows if r["dataset"] == d), default=None) for d in datasets}
+    for label in [*LEARNED.values(), *RULES]:
+        row = []
+        for d in datasets:
+            cell = cells.get((label, d), "—")
+            mine = [r for r in rows if r["dataset"] == d and r["method"] == label]
+            row.append(f"**{cell}**" if mine and mine[0]["att_mean"] == best[d] else cell)
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
+    """ATT against training episodes, one panel per data set: learned methods' mean ± std over seeds (on the
+    episodes every seed reached), the rules as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.4 * len(datasets), 3.6), sharex=True, squeeze=False)
+    styles = {"Advanced-MP": ("tab:red", "--"), "MaxPressure": ("tab:purple", "-."), "SOTL": ("tab:brown", ":"),
+              "FixedTime": ("0.4", (0, (1, 3)))}  # fmt: skip
+    for ax, d in zip(axes[0], datasets, strict=True):
+        top = []
+        for algo, label in LEARNED.items():
+            seeds = runs.get((d, algo), [])
+            if not seeds:
+                continue
+            reach = min(s["curve"][-1][0] for s in seeds)
+            grid = np.unique(np.concatenate([[e for e, _ in s["curve"] if e <= reach] for s in seeds]))
+            ys = np.stack([np.interp(grid, *zip(*s["curve"], strict=True)) for s in seeds])
+            mean, std = ys.mean(0), ys.std(0)
+            (line,) = ax.plot(grid, mean, marker="o", ms=3, label=f"{label} (n={len(seeds)})")
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            top.append(float(np.max(mean[1:] if len(mean) > 1 else mean)))
+        for rule in RULES:
+            if (d, rule) in rules:
+                ax.axhline(rules[d, rule], color=styles[rule][0], ls=styles[rule][1], lw=1.2, label=rule)
+                top.append(rules[d, rule])
+        ax.set_ylim(0.9 * min(top + [rules.get((d, "Advanced-MP"), 1e9)]), 1.1 * max(top))  # the first,
+        # random-phase episode (ATT > 1000 s) would flatten the panel: it is cut off above the worst rule
+        ax.set_title(f"{d.upper()} (CityFlow, 3600 s)")
+        ax.set_xlabel("training episodes (1 h each)")
+        ax.set_xlim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("average travel time, s (eval)")
+    handles = {}
+    for ax in axes[0]:
+        handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)})
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(REPO / "results" / "benchmark" / "learned"))
+    parser.add_argument("--rules", default=str(REPO / "results" / "benchmark" / "rules.csv"))
+    parser.add_argument("--out", default=str(REPO / "results" / "benchmark"))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--partial", action="store_true", help="include runs still training (marked in the table)")
+    args = parser.parse_args()
+    datasets = args.datasets.split(",")
+    runs, rules = learned_runs(Path(args.runs), args.partial), rule_rows(Path(args.rules))
+    rows, md = table(runs, rules, datasets)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    header = (
+        "ATT in seconds (CityFlow's average travel time, vehicles still in the network counted), one-hour "
+        "episodes of 10-s decisions with a 5-s yellow; learned rows: mean ± std over seeds of the last "
+        "evaluation after 100 training episodes (36 000 decisions), IP-SAC and CoLight on the same budget "
+        "and schedule; rules: results/benchmark/rules.csv.\n\n"
+    )
+    (out / "table.md").write_text(header + md)
+    figure(runs, rules, datasets, out / "att_vs_episodes.png")
+    print(header + md)
+    print(f"wrote {out}/table.md, table.csv and att_vs_episodes.png")
+
+
+if __name__ == "__main__":
+    main()
