@@ -553,6 +553,7 @@ def test_signal_during_setup_is_one_line_and_130_or_143(tmp_path, capsys, monkey
     import ipgnn.cli
     import ipgnn.trainer
 
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIG_IGN under nohup's `&`
     if moment == "loading-the-config":
         real = ipgnn.cli.load_config
         monkeypatch.setattr(ipgnn.cli, "load_config", lambda *a: (kill_self(signum, 2)(), real(*a))[1])
@@ -564,7 +565,7 @@ def test_signal_during_setup_is_one_line_and_130_or_143(tmp_path, capsys, monkey
     assert rc == (143 if signum == signal.SIGTERM else 130) and "Traceback" not in err, err
     assert "while setting up" in err and len([line for line in err.splitlines() if line.strip()]) == 1, err
     assert not list(tmp_path.glob("runs/*"))  # the run directory made for it is removed again
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
 
 
 @pytest.mark.slow
