@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from pathlib import Path
 
+from ipgnn.compare import mean_std, seed_band
 from ipgnn.logger import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,11 +52,6 @@ def rule_rows(path: Path, interval: int = 10) -> dict[tuple[str, str], float]:
         }
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
-
-
 def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str]:
     """The CSV rows and the Markdown table (IP-SAC, CoLight, then the rules), best cell of a column in bold."""
     rows, cells = [], {}
@@ -67,7 +62,7 @@ def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str
                 cells[label, d] = "—"
                 continue
             finals = [s["curve"][-1][1] for s in seeds]
-            m, sd = _mean_std(finals)
+            m, sd = mean_std(finals)
             episodes = min(s["curve"][-1][0] for s in seeds)
             unfinished = sum(not s["done"] for s in seeds)
             cells[label, d] = f"{m:.1f} ± {sd:.1f} (n={len(seeds)}" + (
@@ -114,9 +109,7 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
             if not seeds:
                 continue
             reach = min(s["curve"][-1][0] for s in seeds)
-            grid = np.unique(np.concatenate([[e for e, _ in s["curve"] if e <= reach] for s in seeds]))
-            ys = np.stack([np.interp(grid, *zip(*s["curve"], strict=True)) for s in seeds])
-            mean, std = ys.mean(0), ys.std(0)
+            grid, mean, std = seed_band([s["curve"] for s in seeds], upto=reach)
             (line,) = ax.plot(grid, mean, marker="o", ms=3, label=f"{label} (n={len(seeds)})")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             top.append(float(np.max(mean[1:] if len(mean) > 1 else mean)))
@@ -124,8 +117,10 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
             if (d, rule) in rules:
                 ax.axhline(rules[d, rule], color=styles[rule][0], ls=styles[rule][1], lw=1.2, label=rule)
                 top.append(rules[d, rule])
-        ax.set_ylim(0.9 * min(top + [rules.get((d, "Advanced-MP"), 1e9)]), 1.1 * max(top))  # the first,
-        # random-phase episode (ATT > 1000 s) would flatten the panel: it is cut off above the worst rule
+        if not top:  # neither runs nor rules for this data set yet: say so rather than fail
+            ax.text(0.5, 0.5, "no runs or rules yet", ha="center", va="center", transform=ax.transAxes)
+        else:  # the first, random-phase episode (ATT > 1000 s) would flatten the panel: cut off above the rest
+            ax.set_ylim(0.9 * min(top + [rules.get((d, "Advanced-MP"), 1e9)]), 1.1 * max(top))
         ax.set_title(f"{d.upper()} (CityFlow, 3600 s)")
         ax.set_xlabel("training episodes (1 h each)")
         ax.set_xlim(0, 100)

@@ -438,3 +438,10 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
     res = subprocess.run([*base, "--out", str(tmp_path / "b"), "--partial"], capture_output=True, text=True, cwd=REPO)
     md = (tmp_path / "b" / "table.md").read_text()
     assert res.returncode == 0 and "| CoLight | 400.0 ± 0.0 (n=1; 1 still training, at ≥ 20 of 100 episodes) |" in md
+    # a data set with neither runs nor rules yet is an empty column and an empty panel, not a failure
+    res = subprocess.run(
+        [*base[:-1], "hz1,jn1", "--out", str(tmp_path / "c")], capture_output=True, text=True, cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "c" / "table.md").read_text()
+    assert "| method | HZ1 | JN1 |" in md and "| Advanced-MP | 320.1 | — |" in md

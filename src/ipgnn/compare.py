@@ -352,9 +352,22 @@ def _group_key(spec: dict[str, Any]) -> tuple[str, str, str]:
     return spec.get("scenario", "?"), spec.get("algo", "?"), variant
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (ddof 0) over seeds: the ``mean ± std`` of every table here."""
     m = sum(xs) / len(xs)
     return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def seed_band(curves: Sequence[Sequence[tuple[float, float]]], upto: float | None = None):
+    """Mean and std over seeds of ``(x, y)`` curves sampled at different ``x``: each curve is linearly
+    interpolated onto the union of their ``x`` (only ``x <= upto`` when given, e.g. the episodes every seed
+    reached). Returns ``(grid, mean, std)`` as NumPy arrays; the band every curve figure here draws."""
+    import numpy as np
+
+    xs = np.unique(np.concatenate([[x for x, _ in c] for c in curves]))
+    grid = xs if upto is None else xs[xs <= upto]
+    ys = np.stack([np.interp(grid, [x for x, _ in c], [y for _, y in c]) for c in curves])
+    return grid, ys.mean(0), ys.std(0)
 
 
 def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out: Path) -> list[dict[str, Any]]:
@@ -384,7 +397,7 @@ def summarize(runs: Iterable[tuple[dict[str, Any], list[dict[str, float]]]], out
             best = [pick(r[m] for r in e if m in r) for e in evals if any(m in r for r in e)]
             for label, xs in (("final", final), ("best", best)):
                 if xs:
-                    row[f"{label}/{name}/mean"], row[f"{label}/{name}/std"] = _mean_std(xs)
+                    row[f"{label}/{name}/mean"], row[f"{label}/{name}/std"] = mean_std(xs)
         table.append(row)
     refs = _reference_rows(groups, seeds_of)
     table += refs
@@ -487,7 +500,7 @@ def _plot_against(
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for algo, per in sorted(finals.items()):
         xs = [v for v in values if v in per]
-        stats = np.array([_mean_std([sign * x for x in per[v]]) for v in xs])
+        stats = np.array([mean_std([sign * x for x in per[v]]) for v in xs])
         seeds = sorted({len(per[v]) for v in xs})
         label = f"{algo} ({'/'.join(map(str, seeds))} seeds)"
         if numeric:
@@ -550,7 +563,7 @@ def _reference_rows(
         for m in sorted({k for r in runs for k in r}):
             xs = [r[m] for r in runs if m in r]
             for label in ("final", "best"):
-                row[f"{label}/{m}/mean"], row[f"{label}/{m}/std"] = _mean_std(xs)
+                row[f"{label}/{m}/mean"], row[f"{label}/{m}/std"] = mean_std(xs)
         out.append(row)
     return out
 
@@ -596,7 +609,6 @@ def _plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from ipgnn.envs import headline_of
 
@@ -610,9 +622,7 @@ def _plot(
         curves = [c for c in curves if c]
         if not curves:
             continue
-        grid = np.unique(np.concatenate([[s for s, _ in c] for c in curves]))
-        ys = np.stack([np.interp(grid, [s for s, _ in c], [v for _, v in c]) for c in curves])
-        mean, std = ys.mean(0), ys.std(0)
+        grid, mean, std = seed_band(curves)
         label = algo + (f" [{variant}]" if variant else "") + f" ({len(curves)} seeds)"
         (line,) = ax.plot(grid, mean, label=label)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)

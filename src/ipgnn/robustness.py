@@ -28,6 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ipgnn.compare import mean_std
+
 METRIC = "eval/average_travel_time"
 
 
@@ -39,10 +41,6 @@ def _settings(drops: list[float], delays: list[int], fallbacks: list[str]) -> li
         out += [(p, 0, fb) for p in drops if p > 0]
         out += [(0.0, d, fb) for d in delays if d > 0]
     return out
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,7 +233,7 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
         groups.setdefault((r["drop"], r["delay"], r["fallback"]), []).append(r)
     summary = []
     for (drop, delay, fb), rs in groups.items():
-        m, s = _mean_std([r["att"] for r in rs])
+        m, s = mean_std([r["att"] for r in rs])
         summary.append(
             {
                 "controller": "decentralised",
@@ -254,7 +252,7 @@ def _summarise(rows: list[dict], refs: dict[int, dict]) -> list[dict]:
         key = METRIC.split("/", 1)[1]  # references are stored without the eval/ prefix
         vals = [r[name][key] for r in refs.values() if name in r and key in r[name]]
         if vals:
-            m, s = _mean_std(vals)
+            m, s = mean_std(vals)
             summary.append(
                 {
                     "controller": name,
