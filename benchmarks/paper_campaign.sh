@@ -16,6 +16,9 @@
 #   bench-jn1 bench-jn2 bench-jn3 bench-hz1 bench-hz2
 #                  IP-SAC and CoLight x seeds $SEEDS, 100 one-hour episodes each, one column of the table per step
 #                  (the rule rows: python benchmarks/traffic_rules.py)
+#   bench-jn1-u1 ... bench-hz2-u1
+#                  the same at one gradient step per decision (--train.gradient_steps=100; results/benchmark/learned_u1),
+#                  CoLight's own update ratio rather than the shared 8 per 100; run on HZ1 (bench-hz1-u1)
 #   ablate-k       IP-SAC, k in {3, 4, 6, 8, 10} on navigation N = 30, seeds of the sweep file (configs/sweeps/knn_k.yaml)
 #   ablate-hops    IP-SAC, M in {1, 2, 3} on navigation N = 30 (configs/sweeps/hop_size.yaml)
 #   ablate-graph7 ablate-graph10
@@ -60,6 +63,10 @@ for step in "$@"; do
       set_name=${step#bench-}
       compare --config "configs/benchmark/$set_name.yaml" --algos ipsac,colight --seeds "$SEEDS" \
         --out results/benchmark/learned ;;
+    bench-jn1-u1|bench-jn2-u1|bench-jn3-u1|bench-hz1-u1|bench-hz2-u1)
+      set_name=${step#bench-}; set_name=${set_name%-u1}
+      compare --config "configs/benchmark/$set_name.yaml" --algos ipsac,colight --seeds "$SEEDS" \
+        --train.gradient_steps=100 --out results/benchmark/learned_u1 ;;
     ablate-k|ablate-hops|ablate-graph7|ablate-graph10)
       sweep=$(case "$step" in ablate-k) echo knn_k ;; ablate-hops) echo hop_size ;; ablate-graph7) echo graph_grid7x7 ;;
               ablate-graph10) echo graph_grid10x10 ;; esac)
@@ -70,7 +77,7 @@ for step in "$@"; do
       after ipgnn-interpret --runs results/paper/grid7x7 --algos ipsac,dgn,pic --episodes 5 --interval 20 --greedy \
         --out results/paper/interpretation/greedy ;;
     *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100," \
-            "bench-jn1..bench-hz2, ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
+            "bench-jn1..bench-hz2, bench-jn1-u1..bench-hz2-u1, ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
        exit 2 ;;
   esac
 done

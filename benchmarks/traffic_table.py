@@ -42,6 +42,21 @@ def learned_runs(root: Path, partial: bool) -> dict[tuple[str, str], list[dict]]
     return runs
 
 
+def schedules(root: Path) -> set[str]:
+    """The training budget and update schedule of the runs under ``root``, read from their ``config.yaml``
+    (one string per distinct schedule: the table states what it compares)."""
+    import yaml
+
+    out = set()
+    for cfg in root.glob("*/*/seed*/config.yaml"):
+        t = (yaml.safe_load(cfg.read_text()) or {}).get("train", {})
+        out.add(
+            f"{t['total_steps']} decisions = {t['total_steps'] / DECISIONS_PER_EPISODE:.0f} episodes, "
+            f"{t['gradient_steps']} gradient steps every {t['update_every']} decisions"
+        )
+    return out
+
+
 def rule_rows(path: Path, interval: int = 10) -> dict[tuple[str, str], float]:
     """(data set, rule) -> CityFlow's ATT at ``interval``-s decisions."""
     with open(path, newline="") as f:
@@ -152,11 +167,12 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    budget = ", ".join(sorted(schedules(Path(args.runs)))) or "no run config found"
     header = (
         "ATT in seconds (CityFlow's average travel time, vehicles still in the network counted), one-hour "
         "episodes of 10-s decisions with a 5-s yellow; learned rows: mean ± std over seeds of the last "
-        "evaluation after 100 training episodes (36 000 decisions), IP-SAC and CoLight on the same budget "
-        "and schedule; rules: results/benchmark/rules.csv.\n\n"
+        f"evaluation, IP-SAC and CoLight on the same budget and schedule ({budget}); "
+        "rules: results/benchmark/rules.csv.\n\n"
     )
     (out / "table.md").write_text(header + md)
     figure(runs, rules, datasets, out / "att_vs_episodes.png")

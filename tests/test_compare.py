@@ -372,6 +372,7 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
         "ablate-graph7": 6,
         "ablate-graph10": 6,
         **{f"bench-{d}": 6 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC and CoLight x 3 seeds
+        "bench-hz1-u1": 6,  # the same at one gradient step per decision
     }
     env = dict(os.environ, DRY_RUN="1")
     res = subprocess.run(
@@ -393,6 +394,9 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
     assert "--env.graph.kind=full" in full and "--env.options.engine=cityflow" in full
     colight = next(x for x in lines if "benchmark/learned/hz2/colight/seed2" in x)
     assert "--algo.name=colight" in colight and "--seed=2" in colight
+    assert "--train.gradient_steps" not in colight  # the shared schedule: the config's 8 per 100
+    u1 = next(x for x in lines if "benchmark/learned_u1/hz1/colight/seed2" in x)
+    assert "--train.gradient_steps=100" in u1 and "--algo.name=colight" in u1
     bad = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"],
         capture_output=True,
@@ -427,6 +431,7 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
         (d / "metrics.jsonl").write_text("\n".join(['{"env_step": 100, "train/episode": 1}', *lines]) + "\n")
         if done:
             (d / "result.json").write_text("{}")
+        (d / "config.yaml").write_text("train:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n")
     script = REPO / "benchmarks" / "traffic_table.py"
     base = [sys.executable, str(script), "--runs", str(runs), "--rules", str(rules), "--datasets", "hz1"]
     res = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True, text=True, cwd=REPO)
@@ -434,6 +439,7 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
     md = (tmp_path / "a" / "table.md").read_text()
     assert "| IP-SAC | **320.0 ± 10.0 (n=2)** |" in md  # the last evaluations 310 and 330; best of the column
     assert "| CoLight | — |" in md and "| Advanced-MP | 320.1 |" in md and "| FixedTime | 585.6 |" in md
+    assert "(36000 decisions = 100 episodes, 8 gradient steps every 100 decisions)" in md  # read from config.yaml
     assert (tmp_path / "a" / "att_vs_episodes.png").stat().st_size > 10_000
     res = subprocess.run([*base, "--out", str(tmp_path / "b"), "--partial"], capture_output=True, text=True, cwd=REPO)
     md = (tmp_path / "b" / "table.md").read_text()
