@@ -148,3 +148,49 @@ def test_rules_drive_the_real_engines(engine, tmp_path, monkeypatch):
         env.close()
     print(engine, att)
     assert att["amp"] < att["fixed"] and att["sotl"] < att["fixed"], att
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_running_feature_is_the_moving_vehicles_near_each_incoming_stop_line(engine, tmp_path, monkeypatch):
+    """``features: [..., running]`` appends, per incoming lane, the vehicles moving within 167 m of its stop
+    line (what Advanced-MP reads), padded with zeros; the other blocks are those of the default observation
+    of the same episode, and the default stays the four features."""
+    monkeypatch.setenv("IPGNN_CACHE", str(tmp_path))
+    from ipgnn.config import EnvConfig, GraphConfig
+    from ipgnn.envs import make_env
+    from ipgnn.traffic.simulator_env import DEFAULT_FEATURES
+
+    def env_with(features):
+        options = {"scenario": {"kind": "grid", "rows": 2, "cols": 2, "rate": 900, "seed": 1}, "engine": engine}
+        if features is not None:
+            options["features"] = features
+        cfg = EnvConfig(task="traffic", num_agents=4, max_steps=30, graph=GraphConfig(kind="env"), options=options)
+        return make_env(cfg)
+
+    actions = [np.full(4, t // 4 % 2, np.int64) for t in range(12)]
+    plain = env_with(None)  # one after the other: libsumo runs one simulation per process
+    try:
+        a = plain.env
+        assert a.features == DEFAULT_FEATURES
+        a.reset_arrays(seed=0)
+        default_obs, dim = [a.step_arrays(act)[0] for act in actions], a.obs_dim
+    finally:
+        plain.close()
+    full = env_with([*DEFAULT_FEATURES, "running"])
+    try:
+        b = full.env
+        assert b.obs_dim == dim + b.max_lanes
+        b.reset_arrays(seed=0)
+        seen = 0.0
+        for act, x_a in zip(actions, default_obs, strict=True):
+            x_b, *_ = b.step_arrays(act)
+            assert np.array_equal(x_b[:, :dim], x_a)  # the first blocks: the default observation
+            moving = np.append(b.moving_near_stop_line(167.0), 0.0)[b._in_idx]  # padded lanes -> 0
+            assert np.array_equal(x_b[:, dim:], moving.astype(np.float32))
+            counts, halted = b._read_lanes()
+            lane_count = np.append(counts - halted, 0.0)[b._in_idx]
+            assert (x_b[:, dim:] <= lane_count + 1e-6).all()  # moving vehicles of that very lane
+            seen += float(x_b[:, dim:].sum())
+        assert seen > 0
+    finally:
+        full.close()

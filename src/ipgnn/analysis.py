@@ -709,7 +709,7 @@ def approach_queues(env: Any, observations: Sequence[GraphObs]) -> tuple[np.ndar
             "per incoming lane), which the approach queues are read from: train with "
             "env.options.features including 'waiting' (the default)"
         )
-    # the observation's blocks, always in FEATURES' order: phase, count, waiting, pressure (TrafficSignalEnv.obs_dim)
+    # the observation's blocks, always in FEATURES' order: phase, count, waiting, ... (TrafficSignalEnv.obs_dim)
     start = raw.max_phases * ("phase" in raw.features) + raw.max_lanes * ("count" in raw.features)
     roads = [list(dict.fromkeys(r for r, _ in a.incoming_lanes)) for a in scenario.intersections]
     width = max(map(len, roads))

@@ -78,7 +78,7 @@ def check_traffic_options(opts: dict[str, Any]) -> None:
     before a scenario is generated or an engine started: ``action_interval`` from 1 to
     :data:`MAX_ACTION_INTERVAL` s, ``yellow`` from 0 to ``action_interval - 1`` s, a known ``reward`` and
     ``engine``, and ``features`` a non-empty subset of the known ones."""
-    from ipgnn.traffic.simulator_env import FEATURES, REWARDS
+    from ipgnn.traffic.simulator_env import DEFAULT_FEATURES, FEATURES, REWARDS
 
     interval, yellow = opts.get("action_interval", 10), opts.get("yellow", 5)
     if not 1 <= interval <= MAX_ACTION_INTERVAL:
@@ -93,7 +93,7 @@ def check_traffic_options(opts: dict[str, Any]) -> None:
         )
     if opts.get("reward", "travel_time") not in REWARDS:
         raise ConfigError(f"env.options.reward: expected one of {', '.join(REWARDS)}, got {opts['reward']!r:.60}")
-    features = opts.get("features", list(FEATURES))
+    features = opts.get("features", list(DEFAULT_FEATURES))
     if not features or any(not isinstance(f, str) or f not in FEATURES for f in features):
         raise ConfigError(
             f"env.options.features: expected a non-empty list drawn from {', '.join(FEATURES)}, got {features!r:.80}"
@@ -165,7 +165,7 @@ def make_engine_factory(scenario, engine: str):
 def make_traffic_env(cfg: EnvConfig, raw: bool = False):
     from ipgnn.envs.pettingzoo import ParallelGraphEnv
     from ipgnn.traffic.scenario import ScenarioError, load_scenario, scenario_digest
-    from ipgnn.traffic.simulator_env import FEATURES, TrafficSignalEnv
+    from ipgnn.traffic.simulator_env import DEFAULT_FEATURES, TrafficSignalEnv
 
     opts = check_options(dict(cfg.options), OPTIONS, "traffic")
     if "scenario" not in opts:
@@ -193,7 +193,7 @@ def make_traffic_env(cfg: EnvConfig, raw: bool = False):
             yellow=opts.get("yellow", 5),
             max_decisions=cfg.max_steps,
             reward=opts.get("reward", "travel_time"),
-            features=tuple(opts.get("features", FEATURES)),
+            features=tuple(opts.get("features", DEFAULT_FEATURES)),
         )
     except ValueError as exc:
         raise ConfigError(f"env.options: {exc}") from None

@@ -13,8 +13,11 @@ Per decision (``action_interval`` simulated seconds, default 10):
 - **observation** (``features``, in this order): ``phase``, one-hot of the current action phase;
   ``count`` and ``waiting``, the vehicle count and the waiting (halted) count of each incoming lane,
   padded with zeros to the largest intersection; ``pressure``, the pressure of each action phase
-  (Varaiya 2013, :class:`PhasePressure`: the information MaxPressure acts on), zero for padded phases.
-  Default: all four.
+  (Varaiya 2013, :class:`PhasePressure`: the information MaxPressure acts on), zero for padded phases;
+  ``running``, the vehicles moving (above 0.1 m/s) within :data:`RUNNING_WITHIN` metres of each incoming
+  lane's stop line, Advanced-XLight's "effective running vehicles" (Zhang et al., 2022: the information
+  Advanced-MP acts on beside the halted queues), padded with zeros. Default: the first four
+  (:data:`DEFAULT_FEATURES`).
 - **reward** ``r_i`` (local to the intersection, so it depends on the agent and its neighbours):
 
   - ``travel_time`` (default, the paper's sec. 5 objective): minus the vehicle-seconds accrued on the
@@ -52,7 +55,9 @@ from ipgnn.array_env import ArrayParallelEnv
 from ipgnn.traffic.scenario import Scenario
 
 REWARDS = ("travel_time", "queue", "pressure", "waiting")
-FEATURES = ("phase", "count", "waiting", "pressure")
+FEATURES = ("phase", "count", "waiting", "pressure", "running")
+DEFAULT_FEATURES = FEATURES[:4]
+RUNNING_WITHIN = 167.0  # metres: Advanced-XLight's window for effective running vehicles (its Advanced-MP's)
 
 
 class TrafficSignalEnv(ArrayParallelEnv):
@@ -76,7 +81,7 @@ class TrafficSignalEnv(ArrayParallelEnv):
         yellow: int = 5,
         max_decisions: int = 100,
         reward: str = "travel_time",
-        features: tuple[str, ...] = FEATURES,
+        features: tuple[str, ...] = DEFAULT_FEATURES,
     ):
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
@@ -141,9 +146,9 @@ class TrafficSignalEnv(ArrayParallelEnv):
     # --- spaces -------------------------------------------------------------------------------------
     @property
     def obs_dim(self) -> int:
-        return self.max_phases * (("phase" in self.features) + ("pressure" in self.features)) + self.max_lanes * (
-            ("count" in self.features) + ("waiting" in self.features)
-        )
+        per_phase = ("phase" in self.features) + ("pressure" in self.features)
+        per_lane = ("count" in self.features) + ("waiting" in self.features) + ("running" in self.features)
+        return self.max_phases * per_phase + self.max_lanes * per_lane
 
     # PettingZoo's idiom (its parallel_api_test asks for it): the same space object on every call. B019: the
     # class-level cache keeps each instance alive for the process's lifetime.
@@ -348,7 +353,10 @@ class TrafficSignalEnv(ArrayParallelEnv):
                 out[:, col : col + self.max_phases] = self.pressure.padded_with_zeros(counts)
                 col += self.max_phases
             else:
-                pad[:-1] = counts if feature == "count" else waiting
+                if feature == "running":
+                    pad[:-1] = self.engine.moving_near_stop_line(self._lanes, RUNNING_WITHIN)
+                else:
+                    pad[:-1] = counts if feature == "count" else waiting
                 out[:, col : col + self.max_lanes] = pad[self._in_idx]
                 col += self.max_lanes
         return out
