@@ -1,6 +1,8 @@
 """The traffic field's benchmark table and figure (docs/traffic.md#the-fields-benchmark): IP-SAC and CoLight
 (``results/benchmark/learned``, written by ``bash benchmarks/paper_campaign.sh bench-jn1 ... bench-hz2``)
-against the rules (``results/benchmark/rules.csv``, written by ``python benchmarks/traffic_rules.py``).
+against the rules (``results/benchmark/rules.csv``, written by ``python benchmarks/traffic_rules.py``). Variants
+in folders beside the runs' are rows of their own: ``learned_running`` (IP-SAC with the ``running`` feature,
+steps ``bench-<set>-running``) and ``learned_u1`` (one gradient step per decision, steps ``bench-<set>-u1``).
 
     python benchmarks/traffic_table.py        # writes results/benchmark/table.{md,csv} and att_vs_episodes.png
 
@@ -23,13 +25,16 @@ from ipgnn.logger import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["jn1", "jn2", "jn3", "hz1", "hz2"]
 LEARNED = {"ipsac": "IP-SAC", "colight": "CoLight"}
+# variants, each in a folder beside the runs' (results/benchmark/learned_running, ..._u1): folder suffix -> row suffix
+VARIANTS = {"_running": " + running", "_u1": ", 1 step/decision"}
 RULES = ["Advanced-MP", "MaxPressure", "SOTL", "FixedTime"]
 DECISIONS_PER_EPISODE = 360  # one hour of 10-s decisions (configs/benchmark/*.yaml)
 KEY = "eval/average_travel_time"
 
 
-def learned_runs(root: Path, partial: bool) -> dict[tuple[str, str], list[dict]]:
-    """(data set, algorithm) -> one entry per seed: its evaluation curve and whether it finished."""
+def learned_runs(root: Path, partial: bool, suffix: str = "") -> dict[tuple[str, str], list[dict]]:
+    """(data set, row label) -> one entry per seed: its evaluation curve and whether it finished. The label is
+    the method's (``IP-SAC``, ``CoLight``) followed by ``suffix``, which names the variant a root holds."""
     runs: dict[tuple[str, str], list[dict]] = {}
     for metrics in sorted(root.glob("*/*/seed*/metrics.jsonl")):
         dataset, algo, seed = metrics.parts[-4], metrics.parts[-3], metrics.parts[-2]
@@ -38,7 +43,9 @@ def learned_runs(root: Path, partial: bool) -> dict[tuple[str, str], list[dict]]
             continue
         curve = [(r["env_step"] / DECISIONS_PER_EPISODE, r[KEY]) for r in read_metrics(metrics) if KEY in r]
         if curve:
-            runs.setdefault((dataset, algo), []).append({"seed": seed, "curve": curve, "done": done})
+            runs.setdefault((dataset, LEARNED.get(algo, algo) + suffix), []).append(
+                {"seed": seed, "curve": curve, "done": done}
+            )
     return runs
 
 
@@ -67,12 +74,20 @@ def rule_rows(path: Path, interval: int = 10) -> dict[tuple[str, str], float]:
         }
 
 
+def row_labels(runs: dict) -> list[str]:
+    """The learned rows: each method, then its variants that have runs (IP-SAC and CoLight always shown)."""
+    found = {label for _, label in runs}
+    return [m + v for m in LEARNED.values() for v in ["", *VARIANTS.values()] if not v or m + v in found]
+
+
 def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str]:
-    """The CSV rows and the Markdown table (IP-SAC, CoLight, then the rules), best cell of a column in bold."""
+    """The CSV rows and the Markdown table (IP-SAC, CoLight, their variants, then the rules), best cell of a
+    column in bold."""
     rows, cells = [], {}
-    for algo, label in LEARNED.items():
+    labels = row_labels(runs)
+    for label in labels:
         for d in datasets:
-            seeds = runs.get((d, algo), [])
+            seeds = runs.get((d, label), [])
             if not seeds:
                 cells[label, d] = "—"
                 continue
@@ -95,7 +110,7 @@ def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str
                              "seeds": 1, "unfinished": 0, "min_episodes": 0})  # fmt: skip
     lines = ["| method | " + " | ".join(d.upper() for d in datasets) + " |", "|---|" + "---|" * len(datasets)]
     best = {d: min((r["att_mean"] for r in rows if r["dataset"] == d), default=None) for d in datasets}
-    for label in [*LEARNED.values(), *RULES]:
+    for label in [*labels, *RULES]:
         row = []
         for d in datasets:
             cell = cells.get((label, d), "—")
@@ -119,8 +134,8 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
               "FixedTime": ("0.4", (0, (1, 3)))}  # fmt: skip
     for ax, d in zip(axes[0], datasets, strict=True):
         top = []
-        for algo, label in LEARNED.items():
-            seeds = runs.get((d, algo), [])
+        for label in row_labels(runs):
+            seeds = runs.get((d, label), [])
             if not seeds:
                 continue
             reach = min(s["curve"][-1][0] for s in seeds)
@@ -159,7 +174,12 @@ def main() -> None:
     parser.add_argument("--partial", action="store_true", help="include runs still training (marked in the table)")
     args = parser.parse_args()
     datasets = args.datasets.split(",")
-    runs, rules = learned_runs(Path(args.runs), args.partial), rule_rows(Path(args.rules))
+    main_root = Path(args.runs)
+    roots = [(main_root, "")] + [(main_root.with_name(main_root.name + k), v) for k, v in VARIANTS.items()]
+    runs = {}
+    for root, suffix in roots:
+        runs.update(learned_runs(root, args.partial, suffix))
+    rules = rule_rows(Path(args.rules))
     rows, md = table(runs, rules, datasets)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,11 +187,17 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    budget = ", ".join(sorted(schedules(Path(args.runs)))) or "no run config found"
+    budgets = []
+    for root, suffix in roots:
+        found = ", ".join(sorted(schedules(root)))
+        if found or not suffix:
+            budgets.append(
+                f"{'IP-SAC and CoLight' if not suffix else suffix.strip(' ,') + ' rows'}: {found or 'no run'}"
+            )
     header = (
         "ATT in seconds (CityFlow's average travel time, vehicles still in the network counted), one-hour "
         "episodes of 10-s decisions with a 5-s yellow; learned rows: mean ± std over seeds of the last "
-        f"evaluation, IP-SAC and CoLight on the same budget and schedule ({budget}); "
+        f"evaluation, on the budget and schedule of their folder's runs ({'; '.join(budgets)}); "
         "rules: results/benchmark/rules.csv.\n\n"
     )
     (out / "table.md").write_text(header + md)

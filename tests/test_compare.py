@@ -373,6 +373,7 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
         "ablate-graph10": 6,
         **{f"bench-{d}": 6 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC and CoLight x 3 seeds
         "bench-hz1-u1": 6,  # the same at one gradient step per decision
+        **{f"bench-{d}-running": 3 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC + 'running' x 3 seeds
     }
     env = dict(os.environ, DRY_RUN="1")
     res = subprocess.run(
@@ -397,6 +398,8 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
     assert "--train.gradient_steps" not in colight  # the shared schedule: the config's 8 per 100
     u1 = next(x for x in lines if "benchmark/learned_u1/hz1/colight/seed2" in x)
     assert "--train.gradient_steps=100" in u1 and "--algo.name=colight" in u1
+    running = next(x for x in lines if "benchmark/learned_running/jn2/ipsac/seed1" in x)
+    assert "--env.options.features=[phase,count,waiting,pressure,running]" in running
     bad = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"],
         capture_output=True,
@@ -439,11 +442,22 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
     md = (tmp_path / "a" / "table.md").read_text()
     assert "| IP-SAC | **320.0 ± 10.0 (n=2)** |" in md  # the last evaluations 310 and 330; best of the column
     assert "| CoLight | — |" in md and "| Advanced-MP | 320.1 |" in md and "| FixedTime | 585.6 |" in md
-    assert "(36000 decisions = 100 episodes, 8 gradient steps every 100 decisions)" in md  # read from config.yaml
+    assert "(IP-SAC and CoLight: 36000 decisions = 100 episodes, 8 gradient steps every 100 decisions)" in md
     assert (tmp_path / "a" / "att_vs_episodes.png").stat().st_size > 10_000
     res = subprocess.run([*base, "--out", str(tmp_path / "b"), "--partial"], capture_output=True, text=True, cwd=REPO)
     md = (tmp_path / "b" / "table.md").read_text()
     assert res.returncode == 0 and "| CoLight | 400.0 ± 0.0 (n=1; 1 still training, at ≥ 20 of 100 episodes) |" in md
+    # a variant's runs in a folder beside (learned_running) are a row of their own under their method's
+    d = tmp_path / "learned_running" / "hz1" / "ipsac" / "seed0"
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text('{"env_step": 36000, "eval/average_travel_time": 300.5}\n')
+    (d / "result.json").write_text("{}")
+    (d / "config.yaml").write_text("train:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n")
+    res = subprocess.run([*base, "--out", str(tmp_path / "v")], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "v" / "table.md").read_text()
+    assert "| IP-SAC | 320.0 ± 10.0 (n=2) |\n| IP-SAC + running | **300.5 ± 0.0 (n=1)** |\n| CoLight | — |" in md
+    assert "+ running rows: 36000 decisions" in md and "1 step/decision" not in md
     # a data set with neither runs nor rules yet is an empty column and an empty panel, not a failure
     res = subprocess.run(
         [*base[:-1], "hz1,jn1", "--out", str(tmp_path / "c")], capture_output=True, text=True, cwd=REPO
