@@ -121,36 +121,45 @@ def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str
 
 
 def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
-    """ATT against training episodes, one panel per data set: learned methods' mean ± std over seeds (on the
-    episodes every seed reached), the rules as horizontal lines."""
+    """ATT against training episodes, one panel per data set: learned rows' mean ± std over seeds (on the
+    episodes every seed reached; the seed counts are the table's), the rules as horizontal lines. Each row
+    keeps its colour across panels. The axis stops a little above the worst rule, so that the learned curves
+    and Advanced-MP stay readable; a row whose curve ends above it is named in the panel with its last value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(3.4 * len(datasets), 3.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.4 * len(datasets), 3.8), sharex=True, squeeze=False)
     styles = {"Advanced-MP": ("tab:red", "--"), "MaxPressure": ("tab:purple", "-."), "SOTL": ("tab:brown", ":"),
               "FixedTime": ("0.4", (0, (1, 3)))}  # fmt: skip
+    palette = ["tab:blue", "tab:cyan", "tab:olive", "tab:orange", "tab:pink", "tab:green", "tab:gray"]
+    colour = {label: palette[i % len(palette)] for i, label in enumerate(row_labels(runs))}
     for ax, d in zip(axes[0], datasets, strict=True):
-        top = []
+        curves, levels = {}, [rules[d, r] for r in RULES if (d, r) in rules]
         for label in row_labels(runs):
             seeds = runs.get((d, label), [])
-            if not seeds:
-                continue
-            reach = min(s["curve"][-1][0] for s in seeds)
-            grid, mean, std = seed_band([s["curve"] for s in seeds], upto=reach)
-            (line,) = ax.plot(grid, mean, marker="o", ms=3, label=f"{label} (n={len(seeds)})")
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            top.append(float(np.max(mean[1:] if len(mean) > 1 else mean)))
+            if seeds:
+                reach = min(s["curve"][-1][0] for s in seeds)
+                curves[label] = seed_band([s["curve"] for s in seeds], upto=reach)
+        for label, (grid, mean, std) in curves.items():
+            ax.plot(grid, mean, marker="o", ms=3, color=colour[label], label=label)
+            ax.fill_between(grid, mean - std, mean + std, color=colour[label], alpha=0.2)
         for rule in RULES:
             if (d, rule) in rules:
                 ax.axhline(rules[d, rule], color=styles[rule][0], ls=styles[rule][1], lw=1.2, label=rule)
-                top.append(rules[d, rule])
-        if not top:  # neither runs nor rules for this data set yet: say so rather than fail
+        finals = [float(mean[-1]) for _, mean, _ in curves.values()]
+        if not levels and not finals:  # neither runs nor rules for this data set yet: say so rather than fail
             ax.text(0.5, 0.5, "no runs or rules yet", ha="center", va="center", transform=ax.transAxes)
-        else:  # the first, random-phase episode (ATT > 1000 s) would flatten the panel: cut off above the rest
-            ax.set_ylim(0.9 * min(top + [rules.get((d, "Advanced-MP"), 1e9)]), 1.1 * max(top))
+            ax.set_xlim(0, 100)
+            continue
+        # the first, random-phase episode (ATT > 1000 s) would flatten the panel: stop above the worst rule
+        top = 1.15 * max(levels) if levels else 1.1 * max(finals)
+        ax.set_ylim(0.93 * min(levels + finals), top)
+        above = [f"{label}: {mean[-1]:.0f} s" for label, (_, mean, _) in curves.items() if mean[-1] > top]
+        if above:
+            ax.text(0.97, 0.97, "above the axis:\n" + "\n".join(above), ha="right", va="top", fontsize=7,
+                    transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})  # fmt: skip
         ax.set_title(f"{d.upper()} (CityFlow, 3600 s)")
         ax.set_xlabel("training episodes (1 h each)")
         ax.set_xlim(0, 100)
@@ -159,8 +168,8 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
     handles = {}
     for ax in axes[0]:
         handles.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)})
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
