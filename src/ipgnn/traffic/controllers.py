@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ipgnn.traffic.scenario import Intersection, Scenario
+from ipgnn.traffic.simulator_env import RUNNING_WITHIN
 
 
 def phase_pressures(counts: dict[str, int], a: Intersection) -> list[float]:
@@ -260,7 +261,7 @@ class SelfOrganizingLights:
         return np.where(switch, (current + 1) % self.num_phases, current)
 
 
-def advanced_max_pressure_policy(traffic_env, weight: float = 1.0, within: float = 167.0):
+def advanced_max_pressure_policy(traffic_env, weight: float = 1.0, within: float = RUNNING_WITHIN):
     """``obs -> action``: :class:`AdvancedMaxPressure` on the environment's lanes at every decision."""
     rule = AdvancedMaxPressure(traffic_env.scenario, traffic_env.lane_ids, traffic_env.max_phases, weight)
 

@@ -124,6 +124,10 @@ class TrafficSignalEnv(ArrayParallelEnv):
         self._action_mask = masks.astype(bool)
         self._in_groups = [self._in_lanes[a] for a in self.possible_agents]
         self._in_valid = self._in_idx < pad
+        # the incoming lanes once each, as positions in self._lanes and as names (the `running` feature reads
+        # vehicle positions on these only: exit roads' vehicles never enter an observation)
+        self._in_pos = np.unique(self._in_idx[self._in_valid])
+        self._in_names = [self._lanes[k] for k in self._in_pos]
         # per agent: its number of action phases, the engine phase id of each ([N, max_phases], padded with the
         # first) and its transition phase (-1: none)
         inters = [self._inter[a] for a in self.possible_agents]
@@ -354,7 +358,7 @@ class TrafficSignalEnv(ArrayParallelEnv):
                 col += self.max_phases
             else:
                 if feature == "running":
-                    pad[:-1] = self.engine.moving_near_stop_line(self._lanes, RUNNING_WITHIN)
+                    pad[self._in_pos] = self.engine.moving_near_stop_line(self._in_names, RUNNING_WITHIN)
                 else:
                     pad[:-1] = counts if feature == "count" else waiting
                 out[:, col : col + self.max_lanes] = pad[self._in_idx]
