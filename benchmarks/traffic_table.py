@@ -8,7 +8,7 @@ steps ``bench-<set>-running``) and ``learned_u1`` (one gradient step per decisio
 
 A learned cell is the mean ± standard deviation over seeds of each run's last evaluation (one one-hour
 episode, every 10 training episodes), with the number of seeds; a run still training counts only when
-``--partial`` is given, and its cell then says how many of the 100 training episodes it had seen. The
+``--partial`` is given, and its cell then says how many of its training episodes it had seen. The
 figure draws ATT against training episodes (mean over seeds, ± std band) with each rule as a horizontal
 line, one panel per data set. Nothing is trained or simulated here: it reads the runs' ``metrics.jsonl``.
 """
@@ -28,40 +28,44 @@ LEARNED = {"ipsac": "IP-SAC", "colight": "CoLight"}
 # variants, each in a folder beside the runs' (results/benchmark/learned_running, ..._u1): folder suffix -> row suffix
 VARIANTS = {"_running": " + running", "_u1": ", 1 step/decision"}
 RULES = ["Advanced-MP", "MaxPressure", "SOTL", "FixedTime"]
-DECISIONS_PER_EPISODE = 360  # one hour of 10-s decisions (configs/benchmark/*.yaml)
 KEY = "eval/average_travel_time"
 
 
 def learned_runs(root: Path, partial: bool, suffix: str = "") -> dict[tuple[str, str], list[dict]]:
-    """(data set, row label) -> one entry per seed: its evaluation curve and whether it finished. The label is
-    the method's (``IP-SAC``, ``CoLight``) followed by ``suffix``, which names the variant a root holds."""
+    """(data set, row label) -> one entry per seed: its evaluation curve against training episodes, whether it
+    finished, its budget in episodes and its schedule (both from the run's ``config.yaml``: the episode length
+    is its ``env.max_steps``). The label is the method's (``IP-SAC``, ``CoLight``) followed by ``suffix``, which
+    names the variant a root holds."""
+    import yaml
+
     runs: dict[tuple[str, str], list[dict]] = {}
     for metrics in sorted(root.glob("*/*/seed*/metrics.jsonl")):
         dataset, algo, seed = metrics.parts[-4], metrics.parts[-3], metrics.parts[-2]
         done = (metrics.parent / "result.json").is_file()
         if not done and not partial:
             continue
-        curve = [(r["env_step"] / DECISIONS_PER_EPISODE, r[KEY]) for r in read_metrics(metrics) if KEY in r]
+        cfg = yaml.safe_load((metrics.parent / "config.yaml").read_text()) or {}
+        per_episode, t = cfg["env"]["max_steps"], cfg["train"]
+        curve = [(r["env_step"] / per_episode, r[KEY]) for r in read_metrics(metrics) if KEY in r]
         if curve:
-            runs.setdefault((dataset, LEARNED.get(algo, algo) + suffix), []).append(
-                {"seed": seed, "curve": curve, "done": done}
-            )
+            runs.setdefault((dataset, LEARNED.get(algo, algo) + suffix), []).append({
+                "seed": seed, "curve": curve, "done": done, "episodes": t["total_steps"] / per_episode,
+                "schedule": f"{t['total_steps']} decisions = {t['total_steps'] / per_episode:.0f} episodes, "
+                f"{t['gradient_steps']} gradient steps every {t['update_every']} decisions",
+            })  # fmt: skip
     return runs
 
 
-def schedules(root: Path) -> set[str]:
-    """The training budget and update schedule of the runs under ``root``, read from their ``config.yaml``
-    (one string per distinct schedule: the table states what it compares)."""
-    import yaml
-
-    out = set()
-    for cfg in root.glob("*/*/seed*/config.yaml"):
-        t = (yaml.safe_load(cfg.read_text()) or {}).get("train", {})
-        out.add(
-            f"{t['total_steps']} decisions = {t['total_steps'] / DECISIONS_PER_EPISODE:.0f} episodes, "
-            f"{t['gradient_steps']} gradient steps every {t['update_every']} decisions"
-        )
-    return out
+def schedules(runs: dict, suffix: str) -> set[str]:
+    """The distinct budgets and update schedules of the rows ending in ``suffix`` (``""``: the main rows):
+    the table states what it compares."""
+    variant = set(VARIANTS.values()) - {suffix}
+    return {
+        s["schedule"]
+        for (_, label), seeds in runs.items()
+        if label.endswith(suffix) and not any(label.endswith(v) for v in variant if v)
+        for s in seeds
+    }
 
 
 def rule_rows(path: Path, interval: int = 10) -> dict[tuple[str, str], float]:
@@ -95,8 +99,9 @@ def table(runs: dict, rules: dict, datasets: list[str]) -> tuple[list[dict], str
             m, sd = mean_std(finals)
             episodes = min(s["curve"][-1][0] for s in seeds)
             unfinished = sum(not s["done"] for s in seeds)
+            budget = max(s["episodes"] for s in seeds)
             cells[label, d] = f"{m:.1f} ± {sd:.1f} (n={len(seeds)}" + (
-                f"; {unfinished} still training, at ≥ {episodes:.0f} of 100 episodes)" if unfinished else ")"
+                f"; {unfinished} still training, at ≥ {episodes:.0f} of {budget:.0f} episodes)" if unfinished else ")"
             )
             rows.append(
                 {"dataset": d, "method": label, "att_mean": round(m, 2), "att_std": round(sd, 2),
@@ -135,6 +140,7 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
               "FixedTime": ("0.4", (0, (1, 3)))}  # fmt: skip
     palette = ["tab:blue", "tab:cyan", "tab:olive", "tab:orange", "tab:pink", "tab:green", "tab:gray"]
     colour = {label: palette[i % len(palette)] for i, label in enumerate(row_labels(runs))}
+    budget = max((s["episodes"] for seeds in runs.values() for s in seeds), default=100)
     for ax, d in zip(axes[0], datasets, strict=True):
         curves, levels = {}, [rules[d, r] for r in RULES if (d, r) in rules]
         for label in row_labels(runs):
@@ -151,7 +157,7 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
         finals = [float(mean[-1]) for _, mean, _ in curves.values()]
         if not levels and not finals:  # neither runs nor rules for this data set yet: say so rather than fail
             ax.text(0.5, 0.5, "no runs or rules yet", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xlim(0, 100)
+            ax.set_xlim(0, budget)
             continue
         # the first, random-phase episode (ATT > 1000 s) would flatten the panel: stop above the worst rule
         top = 1.15 * max(levels) if levels else 1.1 * max(finals)
@@ -162,7 +168,7 @@ def figure(runs: dict, rules: dict, datasets: list[str], path: Path) -> None:
                     transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})  # fmt: skip
         ax.set_title(f"{d.upper()} (CityFlow, 3600 s)")
         ax.set_xlabel("training episodes (1 h each)")
-        ax.set_xlim(0, 100)
+        ax.set_xlim(0, budget)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("average travel time, s (eval)")
     handles = {}
@@ -197,8 +203,8 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     budgets = []
-    for root, suffix in roots:
-        found = ", ".join(sorted(schedules(root)))
+    for _, suffix in roots:
+        found = ", ".join(sorted(schedules(runs, suffix)))
         if found or not suffix:
             budgets.append(
                 f"{'IP-SAC and CoLight' if not suffix else suffix.strip(' ,') + ' rows'}: {found or 'no run'}"

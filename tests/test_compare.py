@@ -434,7 +434,11 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
         (d / "metrics.jsonl").write_text("\n".join(['{"env_step": 100, "train/episode": 1}', *lines]) + "\n")
         if done:
             (d / "result.json").write_text("{}")
-        (d / "config.yaml").write_text("train:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n")
+        per_episode = 720 if algo == "colight" else 360  # the episode length is each run's own env.max_steps
+        (d / "config.yaml").write_text(
+            f"env:\n  max_steps: {per_episode}\n"
+            "train:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n"
+        )
     script = REPO / "benchmarks" / "traffic_table.py"
     base = [sys.executable, str(script), "--runs", str(runs), "--rules", str(rules), "--datasets", "hz1"]
     res = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True, text=True, cwd=REPO)
@@ -446,13 +450,15 @@ def test_the_traffic_benchmark_table_reads_runs_and_rules(tmp_path: Path):
     assert (tmp_path / "a" / "att_vs_episodes.png").stat().st_size > 10_000
     res = subprocess.run([*base, "--out", str(tmp_path / "b"), "--partial"], capture_output=True, text=True, cwd=REPO)
     md = (tmp_path / "b" / "table.md").read_text()
-    assert res.returncode == 0 and "| CoLight | 400.0 ± 0.0 (n=1; 1 still training, at ≥ 20 of 100 episodes) |" in md
+    assert res.returncode == 0 and "| CoLight | 400.0 ± 0.0 (n=1; 1 still training, at ≥ 10 of 50 episodes) |" in md
     # a variant's runs in a folder beside (learned_running) are a row of their own under their method's
     d = tmp_path / "learned_running" / "hz1" / "ipsac" / "seed0"
     d.mkdir(parents=True)
     (d / "metrics.jsonl").write_text('{"env_step": 36000, "eval/average_travel_time": 300.5}\n')
     (d / "result.json").write_text("{}")
-    (d / "config.yaml").write_text("train:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n")
+    (d / "config.yaml").write_text(
+        "env:\n  max_steps: 360\ntrain:\n  total_steps: 36000\n  update_every: 100\n  gradient_steps: 8\n"
+    )
     res = subprocess.run([*base, "--out", str(tmp_path / "v")], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "v" / "table.md").read_text()
