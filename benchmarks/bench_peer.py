@@ -841,12 +841,13 @@ def run_baselines(args, out: Path, results: dict) -> None:
                 results_path.write_text(json.dumps(results))
 
 
-def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+def _mean_std(xs: list[float | None]) -> tuple[float | None, float | None]:
+    """:func:`ipgnn.compare.mean_std` (sample std, as this race has always reported) over the values a run
+    reached (``None``: a run that never evaluated); ``(None, None)`` when none did."""
+    from ipgnn.compare import mean_std
+
     xs = [x for x in xs if x is not None]
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+    return mean_std(xs, ddof=1) if xs else (None, None)
 
 
 def baseline_summary(results: dict) -> dict:

@@ -13,6 +13,7 @@ import yaml
 from ipgnn.compare import (
     ablation_finals,
     grid_axes,
+    mean_std,
     parse_seeds,
     plan,
     read_tuned,
@@ -153,6 +154,13 @@ def test_summary_statistics(tmp_path: Path):
     assert row["best/episode_return/mean"] == pytest.approx(-10.0)  # max for returns
     assert row["best/average_travel_time/mean"] == pytest.approx(200.0)  # min for travel time
     assert "-15 ± 5" in (tmp_path / "summary.md").read_text()
+
+
+def test_mean_std_is_the_population_std_unless_asked():
+    """Every table's ± is ddof 0; the BenchMARL race asks for ddof 1 (a single value then has std 0)."""
+    assert mean_std([1.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([1.0, 3.0], ddof=1) == pytest.approx((2.0, 2**0.5))
+    assert mean_std([4.0], ddof=1) == (4.0, 0.0) and mean_std([4.0]) == (4.0, 0.0)
 
 
 def test_summary_has_the_reference_controllers_and_plots_minus_att(tmp_path: Path):

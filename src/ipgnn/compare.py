@@ -352,10 +352,12 @@ def _group_key(spec: dict[str, Any]) -> tuple[str, str, str]:
     return spec.get("scenario", "?"), spec.get("algo", "?"), variant
 
 
-def mean_std(xs: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (ddof 0) over seeds: the ``mean ± std`` of every table here."""
+def mean_std(xs: Sequence[float], ddof: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation over seeds: the ``mean ± std`` of every table here, population (``ddof``
+    0) unless asked; with ``ddof`` 1 (the sample std, as the BenchMARL race reports) one value has std 0."""
     m = sum(xs) / len(xs)
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+    n = len(xs) - ddof
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / n) if n > 0 else 0.0)
 
 
 def seed_band(curves: Sequence[Sequence[tuple[float, float]]], upto: float | None = None):
