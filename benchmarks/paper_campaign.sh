@@ -22,6 +22,9 @@
 #   bench-jn1-running ... bench-hz2-running
 #                  IP-SAC with the observation feature 'running' (Advanced-MP's effective running vehicles) added,
 #                  the shared schedule; results/benchmark/learned_running
+#   bench-jn1-long ... bench-hz2-long
+#                  IP-SAC at twice the budget (200 episodes, --train.total_steps=72000; the first 100 are the
+#                  bench-<set> run of the same seed, step for step): does it keep improving? results/benchmark/learned_long
 #   ablate-k       IP-SAC, k in {3, 4, 6, 8, 10} on navigation N = 30, seeds of the sweep file (configs/sweeps/knn_k.yaml)
 #   ablate-hops    IP-SAC, M in {1, 2, 3} on navigation N = 30 (configs/sweeps/hop_size.yaml)
 #   ablate-graph7 ablate-graph10
@@ -74,6 +77,10 @@ for step in "$@"; do
       set_name=${step#bench-}; set_name=${set_name%-running}
       compare --config "configs/benchmark/$set_name.yaml" --algos ipsac --seeds "$SEEDS" \
         "--env.options.features=[phase,count,waiting,pressure,running]" --out results/benchmark/learned_running ;;
+    bench-jn1-long|bench-jn2-long|bench-jn3-long|bench-hz1-long|bench-hz2-long)
+      set_name=${step#bench-}; set_name=${set_name%-long}
+      compare --config "configs/benchmark/$set_name.yaml" --algos ipsac --seeds "$SEEDS" \
+        --train.total_steps=72000 --out results/benchmark/learned_long ;;
     ablate-k|ablate-hops|ablate-graph7|ablate-graph10)
       sweep=$(case "$step" in ablate-k) echo knn_k ;; ablate-hops) echo hop_size ;; ablate-graph7) echo graph_grid7x7 ;;
               ablate-graph10) echo graph_grid10x10 ;; esac)
@@ -84,7 +91,7 @@ for step in "$@"; do
       after ipgnn-interpret --runs results/paper/grid7x7 --algos ipsac,dgn,pic --episodes 5 --interval 20 --greedy \
         --out results/paper/interpretation/greedy ;;
     *) echo "unknown step '$step' (tune-traffic, hangzhou16, manhattan96, grid7x7, tune-spread30, spread30, hetero100," \
-            "bench-jn1..bench-hz2, bench-jn1-u1..bench-hz2-u1, bench-jn1-running..bench-hz2-running, ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
+            "bench-jn1..bench-hz2, bench-jn1-u1..bench-hz2-u1, bench-jn1-running..bench-hz2-running, bench-jn1-long..bench-hz2-long, ablate-k, ablate-hops, ablate-graph7, ablate-graph10, interpret)" >&2
        exit 2 ;;
   esac
 done

@@ -2,7 +2,8 @@
 (``results/benchmark/learned``, written by ``bash benchmarks/paper_campaign.sh bench-jn1 ... bench-hz2``)
 against the rules (``results/benchmark/rules.csv``, written by ``python benchmarks/traffic_rules.py``). Variants
 in folders beside the runs' are rows of their own: ``learned_running`` (IP-SAC with the ``running`` feature,
-steps ``bench-<set>-running``) and ``learned_u1`` (one gradient step per decision, steps ``bench-<set>-u1``).
+steps ``bench-<set>-running``), ``learned_u1`` (one gradient step per decision, steps ``bench-<set>-u1``) and
+``learned_long`` (twice the training budget, steps ``bench-<set>-long``).
 
     python benchmarks/traffic_table.py        # writes results/benchmark/table.{md,csv} and att_vs_episodes.png
 
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["jn1", "jn2", "jn3", "hz1", "hz2"]
 LEARNED = {"ipsac": "IP-SAC", "colight": "CoLight"}
 # variants, each in a folder beside the runs' (results/benchmark/learned_running, ..._u1): folder suffix -> row suffix
-VARIANTS = {"_running": " + running", "_u1": ", 1 step/decision"}
+VARIANTS = {"_running": " + running", "_u1": ", 1 step/decision", "_long": ", 200 episodes"}
 RULES = ["Advanced-MP", "MaxPressure", "SOTL", "FixedTime"]
 KEY = "eval/average_travel_time"
 

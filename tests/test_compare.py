@@ -382,6 +382,7 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
         **{f"bench-{d}": 6 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC and CoLight x 3 seeds
         "bench-hz1-u1": 6,  # the same at one gradient step per decision
         **{f"bench-{d}-running": 3 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC + 'running' x 3 seeds
+        **{f"bench-{d}-long": 3 for d in ("jn1", "jn2", "jn3", "hz1", "hz2")},  # IP-SAC at 200 episodes x 3 seeds
     }
     env = dict(os.environ, DRY_RUN="1")
     res = subprocess.run(
@@ -408,6 +409,8 @@ def test_every_step_of_the_paper_campaign_plans(tmp_path):
     assert "--train.gradient_steps=100" in u1 and "--algo.name=colight" in u1
     running = next(x for x in lines if "benchmark/learned_running/jn2/ipsac/seed1" in x)
     assert "--env.options.features=[phase,count,waiting,pressure,running]" in running
+    long = next(x for x in lines if "benchmark/learned_long/jn3/ipsac/seed0" in x)
+    assert "--train.total_steps=72000" in long and "--algo.name=ipsac" in long
     bad = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "paper_campaign.sh"), "nope"],
         capture_output=True,
