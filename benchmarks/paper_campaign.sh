@@ -23,8 +23,10 @@
 #                  IP-SAC with the observation feature 'running' (Advanced-MP's effective running vehicles) added,
 #                  the shared schedule; results/benchmark/learned_running
 #   bench-jn1-long ... bench-hz2-long
-#                  IP-SAC at twice the budget (200 episodes, --train.total_steps=72000; the first 100 are the
-#                  bench-<set> run of the same seed, step for step): does it keep improving? results/benchmark/learned_long
+#                  IP-SAC at twice the budget (200 episodes, --train.total_steps=72000): does it keep improving?
+#                  Nothing in IP-SAC depends on the budget, so on one machine its first 100 episodes are the bench-<set>
+#                  run of the same seed; on another CPU model the last digits differ and the runs part early.
+#                  results/benchmark/learned_long
 #   ablate-k       IP-SAC, k in {3, 4, 6, 8, 10} on navigation N = 30, seeds of the sweep file (configs/sweeps/knn_k.yaml)
 #   ablate-hops    IP-SAC, M in {1, 2, 3} on navigation N = 30 (configs/sweeps/hop_size.yaml)
 #   ablate-graph7 ablate-graph10
